@@ -1,0 +1,213 @@
+"""The `faceaudit` command line: a thin layer over faceaudit.rekognition.
+
+Output is JSON in Rekognition's shapes (one object per image, as JSON Lines when
+there are several), or a readable table with --pretty. Errors keep
+Rekognition's names: {"Error": {"Code": "InvalidImageFormatException", ...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from faceaudit.errors import RekognitionError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; directories become the images inside them, sorted."""
+    expanded = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            expanded.extend(str(f) for f in sorted(p.rglob("*"))
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def _progress(items: list[str], description: str) -> Iterator[str]:
+    """Items, with a progress bar on stderr when there are many (stdout stays JSON)."""
+    if len(items) < 5:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import track
+    yield from track(items, description=description, console=Console(stderr=True), transient=True)
+
+
+def _run_each(items: list[str], description: str, operation: Callable[[str], dict[str, Any]]
+              ) -> list[tuple[str, dict[str, Any]]]:
+    results = []
+    for item in _progress(items, description):
+        try:
+            results.append((item, operation(item)))
+        except RekognitionError as error:
+            results.append((item, {"Error": error.to_dict()}))
+    return results
+
+
+def _engine():
+    from faceaudit.engine import default_engine
+    return default_engine()
+
+
+def _print_json(results: list[tuple[str, dict[str, Any]]], key: str) -> None:
+    if len(results) == 1:
+        print(json.dumps(results[0][1], indent=2))
+        return
+    for name, result in results:
+        print(json.dumps({key: name, **result}))
+
+
+def _detect_table(results: list[tuple[str, dict[str, Any]]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="DetectFaces")
+    for column in ("image", "face", "box (L,T,W,H)", "confidence", "age", "gender", "yaw/pitch/roll",
+                   "bright/sharp"):
+        table.add_column(column)
+    for name, result in results:
+        if "Error" in result:
+            table.add_row(name, "-", f"[red]{result['Error']['Code']}[/red]: {result['Error']['Message']}")
+            continue
+        if not result["FaceDetails"]:
+            table.add_row(name, "-", "no face")
+        for i, face in enumerate(result["FaceDetails"]):
+            box, pose, quality = face["BoundingBox"], face["Pose"], face["Quality"]
+            age = face.get("AgeRange")
+            gender = face.get("Gender")
+            table.add_row(
+                name, str(i), f"{box['Left']:.2f},{box['Top']:.2f},{box['Width']:.2f},{box['Height']:.2f}",
+                f"{face['Confidence']:.1f}",
+                f"{age['Low']}-{age['High']}" if age else "",
+                f"{gender['Value']} ({gender['Confidence']:.0f}%)" if gender else "",
+                f"{pose['Yaw']:.0f}/{pose['Pitch']:.0f}/{pose['Roll']:.0f}",
+                f"{quality['Brightness']:.0f}/{quality['Sharpness']:.0f}")
+    Console().print(table)
+
+
+def _compare_table(source: str, results: list[tuple[str, dict[str, Any]]], threshold: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"CompareFaces: {source} (largest face), threshold {threshold:g}")
+    for column in ("target", "face box (L,T,W,H)", "similarity", "match"):
+        table.add_column(column)
+    for name, result in results:
+        if "Error" in result:
+            table.add_row(name, f"[red]{result['Error']['Code']}[/red]: {result['Error']['Message']}")
+            continue
+        rows = [(m["Face"], m["Similarity"], "[green]yes[/green]") for m in result["FaceMatches"]]
+        rows += [(f, None, "no") for f in result["UnmatchedFaces"]]
+        if not rows:
+            table.add_row(name, "no face", "", "no")
+        for face, similarity, matched in rows:
+            box = face["BoundingBox"]
+            table.add_row(name, f"{box['Left']:.2f},{box['Top']:.2f},{box['Width']:.2f},{box['Height']:.2f}",
+                          "" if similarity is None else f"{similarity:.2f}", matched)
+    Console().print(table)
+    from faceaudit.similarity import SimilarityScale
+    note = SimilarityScale.default().threshold_note(threshold)
+    if note:
+        Console(stderr=True).print(note)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from faceaudit.rekognition.faces import detect_faces
+    engine = _engine()
+    images = expand_inputs(args.images)
+    attributes = args.attributes or ["DEFAULT"]
+    results = _run_each(images, "Detecting faces", lambda p: detect_faces(engine, p, attributes))
+    _detect_table(results) if args.pretty else _print_json(results, "Image")
+    return 1 if any("Error" in r for _, r in results) else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from faceaudit.rekognition.faces import compare_faces
+    engine = _engine()
+    targets = expand_inputs(args.targets)
+    results = _run_each(targets, "Comparing faces",
+                        lambda t: compare_faces(engine, args.source, t, args.threshold))
+    _compare_table(args.source, results, args.threshold) if args.pretty else _print_json(results, "TargetImage")
+    return 1 if any("Error" in r for _, r in results) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Detect and compare on a bundled public-domain photo, to show the install works."""
+    with resources.as_file(resources.files("faceaudit") / "data" / "astronaut.jpg") as photo:
+        print("faceaudit demo: NASA's public-domain portrait of Eileen Collins (via scikit-image)")
+        status = cmd_detect(argparse.Namespace(images=[str(photo)], attributes=["ALL"], pretty=True))
+        return status or cmd_compare(argparse.Namespace(source=str(photo), targets=[str(photo)],
+                                                        threshold=80.0, pretty=True))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
+    from faceaudit.server.credentials import CredentialsError
+    from faceaudit.server.runner import serve
+    try:
+        return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
+                     workers=args.workers, threads=args.threads, region=args.region)
+    except CredentialsError as error:
+        print(f"faceaudit serve: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the port is taken
+        print(f"faceaudit serve: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    detect = commands.add_parser("detect", help="DetectFaces on images or folders of images")
+    detect.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP) or folders")
+    detect.add_argument("--attributes", nargs="+", metavar="ATTR",
+                        help="DEFAULT (box, landmarks, pose, quality), ALL, AGE_RANGE, GENDER")
+    detect.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    detect.set_defaults(func=cmd_detect)
+
+    compare = commands.add_parser("compare", help="CompareFaces: the largest face of SOURCE against TARGETs")
+    compare.add_argument("source")
+    compare.add_argument("targets", nargs="+", help="one or more target images or folders")
+    compare.add_argument("--threshold", type=float, default=80.0,
+                         help="SimilarityThreshold, 0-100 (default 80; see docs/similarity.md)")
+    compare.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    compare.set_defaults(func=cmd_compare)
+
+    demo = commands.add_parser("demo", help="run detect and compare on a bundled public-domain photo")
+    demo.set_defaults(func=cmd_demo)
+
+    serve = commands.add_parser(
+        "serve", help="serve Rekognition's API over HTTP for boto3 (endpoint_url=http://HOST:PORT)",
+        description="Serve Amazon Rekognition's wire protocol (AWS JSON 1.1, SigV4-signed) so an "
+                    "unmodified boto3 client works with endpoint_url. Credentials: "
+                    "FACEAUDIT_ACCESS_KEY_ID / FACEAUDIT_SECRET_ACCESS_KEY, else generated once "
+                    "and stored in DATA_DIR/credentials.json (mode 0600).")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--data-dir", required=True, help="where collections and credentials are kept")
+    serve.add_argument("--bucket-dir", help="folder that S3Object images (Bucket/Name) are read from")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes (default 1; each loads its own models)")
+    serve.add_argument("--threads", type=int, default=8,
+                       help="request threads per process (default 8; face work runs one at a time)")
+    serve.add_argument("--region", help="accept only this region in signatures (default: any)")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

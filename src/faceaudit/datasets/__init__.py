@@ -1,0 +1,1 @@
+"""Labelled face image sets (read-only; images stay where they are)."""

@@ -1,0 +1,211 @@
+"""Collections, IndexFaces, ListFaces, DeleteFaces and face search, over an engine and a store.
+
+Plain functions in Rekognition's request/response vocabulary. The store keeps
+vectors and metadata, never images. Thresholds (0-100 similarity) become
+embedding distances through the engine's calibrated SimilarityScale.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+
+from faceaudit.engine.base import DetectedFace, FaceEngine
+from faceaudit.errors import InvalidParameterException, ResourceNotFoundException
+from faceaudit.images import LoadedImage, load_image
+from faceaudit.rekognition import quality
+from faceaudit.rekognition.faces import MAX_FACES, bounding_box, face_detail, wanted_attributes
+from faceaudit.storage import Collection, FaceStore, StoredFace
+
+DEFAULT_MATCH_THRESHOLD = 80.0
+DEFAULT_SEARCH_MAX_FACES = 100  # Rekognition documents no default; 100 is faceaudit's
+
+
+def threshold_to_distance(engine: FaceEngine, threshold, name: str = "FaceMatchThreshold") -> float | None:
+    """The largest embedding distance that still reaches ``threshold``; None means any distance."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise InvalidParameterException(f"{name} must be a number, got {threshold!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise InvalidParameterException(f"{name} must be between 0 and 100, got {threshold}")
+    return None if value == 0.0 else engine.similarity_scale.distance(value)
+
+
+def similarity(engine: FaceEngine, distance: float) -> float:
+    return round(float(engine.similarity_scale.similarity(distance)), 6)
+
+
+def face_record(face: StoredFace) -> dict[str, Any]:
+    """Rekognition's Face shape."""
+    record = {"FaceId": face.face_id, "BoundingBox": face.bounding_box, "ImageId": face.image_id,
+              "Confidence": face.confidence, "IndexFacesModelVersion": face.index_faces_model_version}
+    if face.external_image_id is not None:
+        record["ExternalImageId"] = face.external_image_id
+    if face.user_id is not None:
+        record["UserId"] = face.user_id
+    return record
+
+
+def collection_for(engine: FaceEngine, store: FaceStore, collection_id: str) -> Collection:
+    """The collection, checked to hold vectors this engine can compare with."""
+    collection = store.describe_collection(collection_id)
+    if collection.face_model_version != engine.model_version:
+        raise InvalidParameterException(
+            f"Collection {collection_id} holds faces of model version {collection.face_model_version}; "
+            f"this server's engine is version {engine.model_version} and cannot compare with them")
+    return collection
+
+
+# -- collections ---------------------------------------------------------------------
+def create_collection(engine: FaceEngine, store: FaceStore, collection_id: str) -> dict[str, Any]:
+    collection = store.create_collection(collection_id, engine.model_version)
+    return {"StatusCode": 200, "CollectionArn": collection.arn,
+            "FaceModelVersion": collection.face_model_version}
+
+
+def list_collections(store: FaceStore, next_token: str | None = None, max_results: int | None = None
+                     ) -> dict[str, Any]:
+    collections, token = store.list_collections_detailed(next_token, max_results or None)
+    response: dict[str, Any] = {"CollectionIds": [c.collection_id for c in collections],
+                                "FaceModelVersions": [c.face_model_version for c in collections]}
+    if token:
+        response["NextToken"] = token
+    return response
+
+
+def describe_collection(store: FaceStore, collection_id: str) -> dict[str, Any]:
+    c = store.describe_collection(collection_id)
+    return {"FaceCount": c.face_count, "UserCount": c.user_count, "FaceModelVersion": c.face_model_version,
+            "CollectionARN": c.arn, "CreationTimestamp": c.created}
+
+
+def delete_collection(store: FaceStore, collection_id: str) -> dict[str, Any]:
+    store.delete_collection(collection_id)
+    return {"StatusCode": 200}
+
+
+# -- faces ---------------------------------------------------------------------------
+def _details(engine: FaceEngine, image: LoadedImage, faces: list[DetectedFace], attributes) -> list[dict]:
+    wanted = wanted_attributes(attributes)
+    analyzed = engine.analyze(image, faces) if wanted and faces else [None] * len(faces)
+    return [face_detail(face, image, attrs, wanted) for face, attrs in zip(faces, analyzed)]
+
+
+def index_faces(engine: FaceEngine, store: FaceStore, collection_id: str, image,
+                external_image_id: str | None = None, detection_attributes=None,
+                max_faces: int | None = None, quality_filter: str | None = None) -> dict[str, Any]:
+    """IndexFaces: detect, filter by quality, keep the largest ``max_faces``, store their vectors.
+
+    All faces of one call are stored in one transaction: after a crash either
+    all of them are in the collection or none is.
+    """
+    collection_for(engine, store, collection_id)
+    level = quality.check_level(quality_filter, "AUTO")
+    if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1):
+        raise InvalidParameterException(f"MaxFaces must be a positive integer, got {max_faces!r}")
+    loaded = load_image(image)
+    faces = engine.detect(loaded, max_faces=MAX_FACES)
+    details = _details(engine, loaded, faces, detection_attributes)
+    kept, unindexed = [], []
+    for face, detail in zip(faces, details):  # largest first
+        reasons = quality.reasons_to_filter(detail, min(face.width, face.height), level)
+        if not reasons and max_faces is not None and len(kept) >= max_faces:
+            reasons = ["EXCEEDS_MAX_FACES"]
+        if reasons:
+            unindexed.append({"Reasons": reasons, "FaceDetail": detail})
+        else:
+            kept.append((face, detail))
+    vectors = engine.embed(loaded, [face for face, _ in kept])
+    image_id = str(uuid.uuid4())
+    stored = [StoredFace(face_id=str(uuid.uuid4()), image_id=image_id, external_image_id=external_image_id,
+                         bounding_box=detail["BoundingBox"], confidence=detail["Confidence"],
+                         index_faces_model_version=engine.model_version, user_id=None, vector=vector)
+              for (face, detail), vector in zip(kept, vectors)]
+    if stored:
+        store.add_faces(collection_id, stored)
+    return {"FaceRecords": [{"Face": face_record(s), "FaceDetail": detail} for s, (_, detail) in zip(stored, kept)],
+            "FaceModelVersion": engine.model_version, "UnindexedFaces": unindexed}
+
+
+def list_faces(engine: FaceEngine, store: FaceStore, collection_id: str, next_token: str | None = None,
+               max_results: int | None = None, user_id: str | None = None, face_ids=None) -> dict[str, Any]:
+    collection = store.describe_collection(collection_id)
+    faces, token = store.list_faces(collection_id, next_token, max_results or None,
+                                    user_id=user_id, face_ids=face_ids)
+    response: dict[str, Any] = {"Faces": [face_record(f) for f in faces],
+                                "FaceModelVersion": collection.face_model_version}
+    if token:
+        response["NextToken"] = token
+    return response
+
+
+def delete_faces(store: FaceStore, collection_id: str, face_ids) -> dict[str, Any]:
+    deleted, unsuccessful = store.delete_faces(collection_id, face_ids)
+    failures = []
+    for failure in unsuccessful:
+        entry: dict[str, Any] = {"FaceId": failure.face_id, "Reasons": list(failure.reasons)}
+        if failure.user_id is not None:
+            entry["UserId"] = failure.user_id
+        failures.append(entry)
+    return {"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": failures}
+
+
+# -- search --------------------------------------------------------------------------
+def _matches(engine: FaceEngine, hits) -> list[dict[str, Any]]:
+    return [{"Similarity": similarity(engine, distance), "Face": face_record(face)} for face, distance in hits]
+
+
+def _search_limit(max_faces) -> int:
+    if max_faces is None:
+        return DEFAULT_SEARCH_MAX_FACES
+    if isinstance(max_faces, bool) or not isinstance(max_faces, int) or not 1 <= max_faces <= 4096:
+        raise InvalidParameterException(f"MaxFaces must be between 1 and 4096, got {max_faces!r}")
+    return max_faces
+
+
+def search_faces(engine: FaceEngine, store: FaceStore, collection_id: str, face_id: str,
+                 max_faces: int | None = None, face_match_threshold=DEFAULT_MATCH_THRESHOLD) -> dict[str, Any]:
+    """SearchFaces: faces of the collection like an already indexed face (itself excluded)."""
+    collection_for(engine, store, collection_id)
+    limit = _search_limit(max_faces)
+    max_distance = threshold_to_distance(engine, face_match_threshold)
+    found = store.get_faces(collection_id, [face_id])
+    if not found:
+        raise ResourceNotFoundException(f"Face {face_id} is not in collection {collection_id}")
+    hits = store.search(collection_id, found[0].vector, limit, max_distance=max_distance,
+                        exclude_face_ids=[face_id])
+    return {"SearchedFaceId": face_id, "FaceMatches": _matches(engine, hits),
+            "FaceModelVersion": engine.model_version}
+
+
+def largest_searchable_face(engine: FaceEngine, image: LoadedImage, quality_filter: str | None):
+    """The largest face and its FaceDetail, the other faces' details with reasons, for *ByImage searches."""
+    level = quality.check_level(quality_filter, "NONE")
+    faces = engine.detect(image, max_faces=MAX_FACES)
+    if not faces:
+        raise InvalidParameterException("No face was detected in the image")
+    details = _details(engine, image, faces, ["DEFAULT"])
+    reasons = quality.reasons_to_filter(details[0], min(faces[0].width, faces[0].height), level)
+    if reasons:
+        raise InvalidParameterException(
+            f"The largest face in the image did not pass QualityFilter {level}: {', '.join(reasons)}")
+    others = [{"FaceDetails": detail, "Reasons": ["FACE_NOT_LARGEST"]} for detail in details[1:]]
+    return faces[0], details[0], others
+
+
+def search_faces_by_image(engine: FaceEngine, store: FaceStore, collection_id: str, image,
+                          max_faces: int | None = None, face_match_threshold=DEFAULT_MATCH_THRESHOLD,
+                          quality_filter: str | None = None) -> dict[str, Any]:
+    """SearchFacesByImage: the largest face of the image against the collection."""
+    collection_for(engine, store, collection_id)
+    limit = _search_limit(max_faces)
+    max_distance = threshold_to_distance(engine, face_match_threshold)
+    loaded = load_image(image)
+    face, detail, _ = largest_searchable_face(engine, loaded, quality_filter)
+    vector = engine.embed(loaded, [face])[0]
+    hits = store.search(collection_id, np.asarray(vector), limit, max_distance=max_distance)
+    return {"SearchedFaceBoundingBox": bounding_box(face, loaded), "SearchedFaceConfidence": detail["Confidence"],
+            "FaceMatches": _matches(engine, hits), "FaceModelVersion": engine.model_version}

@@ -1,0 +1,130 @@
+"""``faceaudit serve``: run the Rekognition-compatible HTTP server under uvicorn.
+
+The socket is bound here (port 0 picks a free port), then either
+
+* one process (the default): the engine, store and service are built once
+  and requests run on a thread pool (``threads``) -- the engine serialises its
+  own CPU-bound work, store reads run in parallel;
+* ``workers`` > 1 processes sharing the socket (uvicorn's supervisor), each
+  building its own engine and store from an app factory
+  (faceaudit.server.app.create_app_from_env); EmbeddedStore is safe across
+  processes (SQLite WAL), and each worker loads the models (~1 s, its own memory).
+
+When the server accepts requests, one line ``faceaudit: listening on
+http://HOST:PORT`` goes to stderr.  SIGINT/SIGTERM shut down gracefully:
+in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_SECONDS``), then the
+store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from faceaudit.server.app import (
+    DEFAULT_THREADS,
+    ENV_BUCKET_DIR,
+    ENV_DATA_DIR,
+    ENV_REGION,
+    ENV_THREADS,
+    build_app,
+    configure_logging,
+)
+from faceaudit.server.credentials import load_or_create, usage_note
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+WORKER_READY_TIMEOUT = 120
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(url: str) -> None:
+    print(f"faceaudit: listening on {url}", file=sys.stderr, flush=True)
+
+
+def _uvicorn_config(app, workers: int):
+    import uvicorn
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        workers=workers,
+        lifespan="on",
+        ws="none",
+        access_log=False,  # the app logs one line per request itself
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        log_level="info",
+    )
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
+          workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None) -> int:
+    configure_logging()
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    loaded = load_or_create(data_dir)  # before any worker starts, so all share one key pair
+    sock = _bind(host, port)
+    url = _url(host, sock.getsockname()[1])
+    if loaded.source == "generated":
+        print(usage_note(loaded, url), file=sys.stderr, flush=True)
+    if workers > 1:
+        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region)
+    app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
+                    credentials=loaded.credentials)
+    try:
+        return asyncio.run(_serve_single(app, sock, url))
+    finally:
+        app.close()  # no-op when the lifespan shutdown already ran
+        sock.close()
+
+
+async def _serve_single(app, sock: socket.socket, url: str) -> int:
+    import uvicorn
+    server = uvicorn.Server(_uvicorn_config(app, 1))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        _announce(url)
+    await task
+    return 0 if server.started else 1
+
+
+def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
+                   bucket_dir: str | None, threads: int, region: str | None) -> int:
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[ENV_DATA_DIR] = os.path.abspath(data_dir)
+    os.environ[ENV_BUCKET_DIR] = os.path.abspath(bucket_dir) if bucket_dir else ""
+    os.environ[ENV_THREADS] = str(threads)
+    os.environ[ENV_REGION] = region or ""
+    config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)
+
+    class _Supervisor(Multiprocess):
+        def init_processes(self) -> None:
+            super().init_processes()
+            ready = [p.wait_until_ready(WORKER_READY_TIMEOUT, self.should_exit) for p in self.processes]
+            if all(ready):
+                _announce(url)
+            else:
+                logging.getLogger("faceaudit.server").error(
+                    "not every worker became ready within %d s", WORKER_READY_TIMEOUT)
+
+    try:
+        _Supervisor(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+    return 0

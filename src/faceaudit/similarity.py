@@ -1,0 +1,80 @@
+"""faceaudit's 0-100 similarity: a documented, calibrated function of embedding distance.
+
+Rekognition's similarity is an opaque number. Ours is a monotone, piecewise-linear
+map from Euclidean embedding distance to 0-100 through anchor points that were
+chosen on a reference set so that a threshold has a known false match rate
+(docs/similarity.md). The anchors and their provenance ship as data
+(faceaudit/data/similarity_calibration.json), written by
+scripts/calibrate_similarity.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+CALIBRATION_FILE = "similarity_calibration.json"
+
+
+@dataclass(frozen=True)
+class SimilarityScale:
+    """Distance -> similarity through ``anchors`` [(distance, similarity), ...].
+
+    Anchors must start at (0, 100), have increasing distances and decreasing
+    similarities, and end at similarity 0; beyond the last anchor it stays 0.
+    """
+
+    anchors: tuple[tuple[float, float], ...]
+    model_version: str
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        distances = [d for d, _ in self.anchors]
+        similarities = [s for _, s in self.anchors]
+        if self.anchors[0] != (0.0, 100.0) or similarities[-1] != 0.0:
+            raise ValueError("anchors must run from (0, 100) to similarity 0")
+        if np.any(np.diff(distances) <= 0) or np.any(np.diff(similarities) >= 0):
+            raise ValueError("anchor distances must increase and similarities decrease")
+
+    def similarity(self, distance):
+        """Similarity (0-100) for a distance or an array of them."""
+        distances = np.array([d for d, _ in self.anchors])
+        similarities = np.array([s for _, s in self.anchors])
+        return np.interp(distance, distances, similarities)
+
+    def distance(self, similarity: float) -> float:
+        """The largest distance whose similarity is at least ``similarity``."""
+        distances = np.array([d for d, _ in self.anchors])
+        similarities = np.array([s for _, s in self.anchors])
+        return float(np.interp(similarity, similarities[::-1], distances[::-1]))
+
+    def threshold_note(self, threshold: float) -> str:
+        """One sentence on what a threshold means for false matches, by group, from the calibration."""
+        measured = self.provenance.get("impostor_fmr_at_anchors", {})
+        key = f"{threshold:g}"
+        rates = {group: values[key] for group, values in measured.items() if key in values}
+        if not rates:
+            return (f"Similarity {threshold:g} is distance {self.distance(threshold):.3f}; false match rates "
+                    "are documented for thresholds 80, 95 and 99 (docs/similarity.md).")
+        low, high = min(rates, key=rates.get), max(rates, key=rates.get)
+        return (f"At similarity {threshold:g}, strangers of the same gender and race matched "
+                f"{rates[low]:.2%} ({low}) to {rates[high]:.2%} ({high}) of the time on faces-dev's "
+                "calibration half: the false match rate depends on who is searched (docs/similarity.md).")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SimilarityScale":
+        return cls(
+            anchors=tuple((float(d), float(s)) for d, s in data["anchors"]),
+            model_version=data["model_version"],
+            provenance=data.get("provenance", {}),
+        )
+
+    @classmethod
+    def default(cls) -> "SimilarityScale":
+        """The calibration shipped for the default engine."""
+        text = (resources.files("faceaudit") / "data" / CALIBRATION_FILE).read_text()
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,72 @@
+"""Shared helpers for the storage tests (imported by name: pytest puts this folder on sys.path).
+
+Also the entry points of the processes the concurrency tests spawn, which is why
+they live in an importable module rather than in a test file.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from faceaudit.storage import EmbeddedStore, StoredFace
+
+DIM = 128
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    """Random float32 vectors with norms around 1 (the scale of dlib embeddings)."""
+    v = rng.standard_normal((n, dim))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v *= rng.uniform(0.9, 1.1, size=(n, 1))
+    return v.astype(np.float32)
+
+
+def make_face(vector, *, face_id: str | None = None, external_image_id: str | None = None,
+              confidence: float = 99.5) -> StoredFace:
+    return StoredFace(
+        face_id=face_id or str(uuid.uuid4()),
+        image_id=str(uuid.uuid4()),
+        external_image_id=external_image_id,
+        bounding_box={"Width": 0.25, "Height": 0.5, "Left": 0.125, "Top": 0.0625},
+        confidence=confidence,
+        index_faces_model_version="dlib-test-1",
+        user_id=None,
+        vector=np.asarray(vector, dtype=np.float32),
+    )
+
+
+def make_faces(rng: np.random.Generator, n: int, dim: int = DIM) -> list[StoredFace]:
+    return [make_face(v) for v in unit_vectors(rng, n, dim)]
+
+
+def process_adder(data_dir: str, collection_id: str, seed: int, count: int, go) -> None:
+    """Spawned process: wait for ``go``, open the store (all at once: the data_dir may
+    not exist yet), create the collection unless another process did, then add
+    ``count`` faces, one add_faces call each."""
+    from faceaudit.errors import ResourceAlreadyExistsException
+
+    rng = np.random.default_rng(seed)
+    faces = make_faces(rng, count)
+    go.wait(30)
+    store = EmbeddedStore(data_dir)
+    try:
+        store.create_collection(collection_id, "m")
+    except ResourceAlreadyExistsException:
+        pass
+    for face in faces:
+        store.add_faces(collection_id, [face])
+    store.close()
+
+
+def process_mutator(data_dir: str, collection_id: str, add_vectors, add_ids, delete_ids,
+                    user_id: str | None, associate_ids) -> None:
+    """Spawned process: add faces with given ids/vectors, delete some, associate some."""
+    store = EmbeddedStore(data_dir)
+    store.add_faces(collection_id, [make_face(v, face_id=f) for v, f in zip(add_vectors, add_ids)])
+    if delete_ids:
+        store.delete_faces(collection_id, delete_ids)
+    if user_id is not None:
+        store.associate_faces(collection_id, user_id, associate_ids)
+    store.close()

@@ -1,0 +1,79 @@
+"""The `faceaudit` command as a user runs it (a real subprocess of the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import encode
+
+FACEAUDIT = shutil.which("faceaudit", path=str(Path(sys.executable).parent)) or "faceaudit"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([FACEAUDIT, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut_rgb, astronaut_jpeg):
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "astronaut.jpg").write_bytes(astronaut_jpeg)
+    (folder / "mirrored.png").write_bytes(encode(np.ascontiguousarray(astronaut_rgb[:, ::-1]), "PNG"))
+    (folder / "sky.png").write_bytes(encode(np.full((120, 160, 3), 200, dtype=np.uint8), "PNG"))
+    (folder / "broken.jpg").write_bytes(astronaut_jpeg[:500])
+    for i in range(3):  # enough files for the progress bar
+        (folder / f"copy{i}.jpg").write_bytes(astronaut_jpeg)
+    return folder
+
+
+def test_detect_prints_rekognition_json(photos):
+    result = run("detect", str(photos / "astronaut.jpg"), "--attributes", "ALL")
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert len(response["FaceDetails"]) == 1
+    assert response["FaceDetails"][0]["Gender"]["Value"] == "Female"
+
+
+def test_detect_folder_gives_json_lines_and_names_errors(photos):
+    result = run("detect", str(photos))
+    assert result.returncode == 1  # one file is broken
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {Path(line["Image"]).name: line for line in lines}
+    assert set(by_name) == {"astronaut.jpg", "mirrored.png", "sky.png", "broken.jpg",
+                            "copy0.jpg", "copy1.jpg", "copy2.jpg"}
+    assert by_name["broken.jpg"]["Error"]["Code"] == "InvalidImageFormatException"
+    assert by_name["sky.png"]["FaceDetails"] == []
+    assert len(by_name["mirrored.png"]["FaceDetails"]) == 1
+
+
+def test_detect_pretty_table(photos):
+    result = run("detect", str(photos / "astronaut.jpg"), "--attributes", "ALL", "--pretty")
+    assert result.returncode == 0, result.stderr
+    assert "DetectFaces" in result.stdout and "Female" in result.stdout
+
+
+def test_compare_json_and_pretty(photos):
+    result = run("compare", str(photos / "astronaut.jpg"), str(photos / "mirrored.png"))
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert response["FaceMatches"][0]["Similarity"] >= 95
+    pretty = run("compare", str(photos / "astronaut.jpg"), str(photos / "mirrored.png"), "--pretty")
+    assert pretty.returncode == 0 and "yes" in pretty.stdout
+
+
+def test_compare_missing_file_names_the_error(photos):
+    result = run("compare", str(photos / "astronaut.jpg"), str(photos / "nope.jpg"))
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_demo_runs():
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    assert "Female" in result.stdout and "yes" in result.stdout
