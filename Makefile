@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job. ARGS overrides what it runs, e.g. make run ARGS="detect photo.jpg --pretty".
-ARGS ?= demo
+# The main job: the Rekognition-compatible service on embedded storage in ./data.
+# ARGS overrides what it runs, e.g. make run ARGS="detect photo.jpg --pretty".
+ARGS ?= serve --host 127.0.0.1 --port 8000 --data-dir data
 run: install
 	$(BIN)/faceaudit $(ARGS)
 
@@ -23,7 +24,8 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python benchmarks/lfw_pairs.py
+	$(BIN)/python benchmarks/faces_dev_accuracy.py
+	$(BIN)/python benchmarks/search_latency.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -237,6 +237,14 @@ def machine_info() -> dict:
     }
 
 
+def engine_source_sha256() -> str:
+    """Digest of the engine's source: ties figures to the engine code that produced them."""
+    import hashlib
+
+    import faceaudit.engine.dlib_engine as module
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
 def sample_paths(root: Path, n: int):
     from faceaudit.datasets.faces_dev import read_labels
     labels = sorted(read_labels(root), key=lambda label: label.path)
@@ -281,7 +289,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"it counts this benchmark's own processes: 1 in the single-process part, {result['machine']['cpu_count']} "
         "cores hold a load of that many).",
         "",
-        "Single process, per image; median / p95 in ms. Ratio = faceaudit / face_recognition (medians; >1 = faceaudit slower).",
+        f"Single process, per image; median / p95 in ms (this process got {result['serial_phase']['cpu_per_wall']:.0%} "
+        "of a core over that part: CPU s / wall s). Ratio = faceaudit / face_recognition (medians; >1 = faceaudit slower).",
         "",
         "| stage | faceaudit median | p95 | face_recognition median | p95 | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -395,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({os.cpu_count()} cores)")
 
     engine = make_engine()
+    engine_sha = engine_source_sha256()
     # Page cache: read every file once, so that neither pipeline pays the first disk read.
     for path in paths:
         Path(path).read_bytes()
@@ -453,10 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "speed", "n": len(paths), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sample": sample, "machine": machine_info(), "warmup_images": len(warm),
         "calibration_shipped": calibration_shipped(),
+        "engine": {"model_version": engine.model_version, "engine_source_sha256": engine_sha},
         "definitions": {
             "ratio": "faceaudit / face_recognition, of median latency unless named otherwise; >1 = faceaudit slower",
-            "faceaudit": "load_image; DlibEngine.detect (MTCNN on a 10%-bordered copy + dlib 5-point); "
-                         "embed(largest face) (dlib ResNet); analyze(largest face) (ONNX age+gender)",
+            "faceaudit": "load_image; DlibEngine.detect (MTCNN + dlib 5-point; details in dlib_engine.py, "
+                         "identified by engine_source_sha256); embed(largest face) (dlib ResNet); "
+                         "analyze(largest face) (ONNX age+gender)",
             "face_recognition": "load_image_file; face_locations(img) (HOG, upsample 1); "
                                 "face_encodings(img, [largest], model='small') (dlib 5-point + same ResNet)",
             "e2e": "load + detect + embed the largest face (no embed when no face is found)",
@@ -543,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
             }
 
     load_end = os.getloadavg()
+    if engine_source_sha256() != engine_sha:
+        result["engine"]["changed_during_run"] = True
+        console.print("[yellow]dlib_engine.py changed on disk during the run[/yellow]: the figures are for the "
+                      "code loaded at the start (engine_source_sha256); rerun to measure the new code.")
     result["load"] = {"start": list(load_start), "end": list(load_end), "samples": loads,
                       "min": min(loads), "max": max(loads),
                       "note": "os.getloadavg() (1, 5, 15 min); includes this benchmark's own process(es)"}

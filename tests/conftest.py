@@ -7,15 +7,14 @@ skips the tests that need it, with the reason; under CI=true it is a failure.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from faceaudit.datasets import faces_dev
+from support.images import encode
 
 
 def _data_missing(what: str, hint: str) -> None:
@@ -44,12 +43,6 @@ def astronaut_rgb() -> np.ndarray:
     """NASA's public-domain portrait (via scikit-image): one frontal face."""
     from skimage import data
     return data.astronaut()
-
-
-def encode(pixels: np.ndarray, format: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=format, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

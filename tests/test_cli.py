@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import encode
+from support.images import encode
 
 FACEAUDIT = shutil.which("faceaudit", path=str(Path(sys.executable).parent)) or "faceaudit"
 

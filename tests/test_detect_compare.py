@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import encode
+from support.images import encode
 from faceaudit.engine import LANDMARK_NAMES
 from faceaudit.errors import InvalidImageFormatException, InvalidParameterException
 from faceaudit.rekognition import compare_faces, detect_faces

@@ -70,6 +70,19 @@ class ServiceQuotaExceededException(_ClientError):
     code = "ServiceQuotaExceededException"
 
 
+# Protocol errors of AWS JSON 1.1 services (raised by faceaudit.server.wire).
+class SerializationException(_ClientError):
+    """The request body is not JSON, or does not deserialise into the operation's input."""
+
+    code = "SerializationException"
+
+
+class UnknownOperationException(_ClientError):
+    """X-Amz-Target is missing or names no Rekognition operation."""
+
+    code = "UnknownOperationException"
+
+
 # Authentication errors, named and numbered as AWS JSON 1.1 services answer them
 # (sources in faceaudit/server/sigv4.py).
 class MissingAuthenticationTokenException(_ClientError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -82,13 +83,30 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
         print(usage_note(loaded, url), file=sys.stderr, flush=True)
     if workers > 1:
         return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region)
-    app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
-                    credentials=loaded.credentials)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
+    # with these handlers that ends here as a normal exit (status 0), not a death by signal.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    app = None
     try:
+        app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
+                        credentials=loaded.credentials)
         return asyncio.run(_serve_single(app, sock, url))
+    except _Stopped:
+        return 0
     finally:
-        app.close()  # no-op when the lifespan shutdown already ran
+        if app is not None:
+            app.close()  # no-op when the lifespan shutdown already ran
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped()
 
 
 async def _serve_single(app, sock: socket.socket, url: str) -> int:

@@ -61,7 +61,8 @@ from faceaudit.errors import (
     ImageTooLargeException,
     InvalidParameterException,
     RekognitionError,
-    _ClientError,
+    SerializationException,
+    UnknownOperationException,
 )
 
 __all__ = [
@@ -77,18 +78,6 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 IMAGE_BLOB_SHAPES = frozenset({"ImageBlob"})
 _MAX_ERRORS_SHOWN = 10  # validation messages listed in one error
 _MAX_VALUE_SHOWN = 80  # characters of an offending value echoed back
-
-
-class SerializationException(_ClientError):
-    """The request body is not JSON, or does not deserialise into the operation's input."""
-
-    code = "SerializationException"
-
-
-class UnknownOperationException(_ClientError):
-    """``X-Amz-Target`` is missing or names no Rekognition operation."""
-
-    code = "UnknownOperationException"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -256,7 +245,7 @@ class _Decoder:
         number = _float_from_json(value)
         if number is None:
             raise self.wrong_type(path, value, "a number")
-        self._check_range(shape, number, path)
+        self._check_range(shape, number, path, shown=value)
         return number
 
     _decode_double = _decode_float
@@ -308,14 +297,15 @@ class _Decoder:
             self.violation(path, value, f"Member must have {what} less than or equal to "
                                         f"{_fmt_number(meta['max'])}")
 
-    def _check_range(self, shape: Shape, value: float | int, path: str) -> None:
+    def _check_range(self, shape: Shape, value: float | int, path: str, shown: Any = None) -> None:
         meta = shape.metadata
+        shown = value if shown is None else shown  # as the client wrote it
         nan = isinstance(value, float) and math.isnan(value)
         if "min" in meta and (nan or value < meta["min"]):
-            self.violation(path, value, "Member must have value greater than or equal to "
+            self.violation(path, shown, "Member must have value greater than or equal to "
                                         f"{_fmt_number(meta['min'])}")
         if "max" in meta and (nan or value > meta["max"]):
-            self.violation(path, value, "Member must have value less than or equal to "
+            self.violation(path, shown, "Member must have value less than or equal to "
                                         f"{_fmt_number(meta['max'])}")
 
 
