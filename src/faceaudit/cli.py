@@ -148,8 +148,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                                         threshold=80.0, pretty=True))
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gender-head", metavar="FILE",
+                        help="use a gender head from `faceaudit train attribute` instead of the shipped model")
+    parser.add_argument("--score-normalization", metavar="FILE",
+                        help="apply a fair score normalization from `faceaudit train normalization`")
+
+
+def _apply_engine_options(args: argparse.Namespace) -> None:
+    """Pass the options on through the environment, so worker processes load the same models."""
+    import os
+    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
+    for value, name in ((args.gender_head, GENDER_HEAD_ENV), (args.score_normalization, SCORE_NORMALIZATION_ENV)):
+        if value:
+            if not Path(value).is_file():
+                raise SystemExit(f"faceaudit: {value} does not exist")
+            os.environ[name] = str(Path(value).resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
+    _apply_engine_options(args)
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
     try:
@@ -161,6 +180,118 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as error:  # e.g. the port is taken
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from faceaudit.audit.run import run_audit
+    _apply_engine_options(args)
+    from faceaudit.errors import RekognitionError as AuditInputError
+    try:
+        paths = run_audit(args.protocol, args.data, args.target, args.out, labels=args.labels,
+                          layout=args.layout, group_by=args.group_by, thresholds=args.thresholds,
+                          target_fmr=args.target_fmr, seed=args.seed, min_cell=args.min_cell, pairs=args.pairs,
+                          cache_dir=args.cache, workers=args.workers,
+                          command=["faceaudit", *sys.argv[1:]],
+                          log=lambda line: print(line, file=sys.stderr))
+    except (AuditInputError, ValueError, FileNotFoundError) as error:
+        print(f"faceaudit audit: {error}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_audit_compare(args: argparse.Namespace) -> int:
+    from faceaudit.audit.report import ReportError, compare_reports
+    try:
+        paths = compare_reports(args.reports, args.out)
+    except (ReportError, ValueError, FileNotFoundError) as error:
+        print(f"faceaudit audit compare: {error}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _add_audit_parser(commands) -> None:
+    audit = commands.add_parser("audit", help="audit a face system by demographic group; write a report")
+    protocols = audit.add_subparsers(dest="protocol", required=True)
+    descriptions = {
+        "attributes": "Gender Shades: gender and age errors and detection failures per subgroup",
+        "verification": "NIST FRVT 1:1: false match and false non-match rates per group, DET curves",
+        "lineup": "ACLU: people not in a gallery searched against it; who gets falsely matched",
+    }
+    for name, description in descriptions.items():
+        p = protocols.add_parser(name, help=description, description=description)
+        p.add_argument("--data", required=True, help="dataset folder (faces-dev, UTKFace, FairFace, LFW, or any)")
+        p.add_argument("--labels", help="CSV of labels: path + any of identity, gender, race/skin_type, age, ...")
+        p.add_argument("--layout", default="auto", choices=["auto", "faces-dev", "csv", "utkface", "fairface", "lfw"])
+        p.add_argument("--target", default="local",
+                       help="local | rekognition://HOST:PORT | rekognition://aws | csv:FILE (default local)")
+        p.add_argument("--out", required=True, help="folder for report.json, report.html, report.md")
+        p.add_argument("--group-by", nargs="+", default=["gender", "race"], metavar="LABEL")
+        p.add_argument("--thresholds", nargs="+", type=float, default=[80.0, 95.0, 99.0], metavar="T")
+        p.add_argument("--target-fmr", type=float, default=0.001, help="verification: also report the "
+                       "threshold giving this overall false match rate (default 0.001)")
+        p.add_argument("--min-cell", type=int, default=30, help="groups smaller than this are flagged")
+        p.add_argument("--pairs", choices=["dataset", "generated"], default="dataset",
+                       help="verification: the dataset's own pairs (default, if it has any) or pairs generated "
+                            "from identities with impostors within each group, as NIST forms them")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--cache", help="cache folder so an interrupted audit resumes (default ~/.cache/faceaudit)")
+        p.add_argument("--workers", type=int, help="processes (local) or threads (remote) to use")
+        _add_engine_options(p)
+        p.set_defaults(func=cmd_audit)
+    compare = protocols.add_parser("compare", help="put several reports side by side")
+    compare.add_argument("reports", nargs="+", help="report.json files or their folders")
+    compare.add_argument("--out", required=True)
+    compare.set_defaults(func=cmd_audit_compare)
+
+
+def _where(pairs: list[str] | None) -> dict[str, str]:
+    where = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        if not value:
+            raise SystemExit(f"faceaudit train: --where takes KEY=VALUE, got {pair!r}")
+        where[key] = value
+    return where
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from faceaudit.audit.readers import describe_problems, load_dataset
+    from faceaudit.fairness.train import train_attribute_head, train_score_normalization
+    dataset = load_dataset(args.data, labels=args.labels, layout=args.layout)
+    print(describe_problems(dataset), file=sys.stderr)
+    if args.what == "attribute":
+        model = train_attribute_head(dataset, label=args.label, balance_by=args.balance_by,
+                                     where=_where(args.where), seed=args.seed)
+    else:
+        model = train_score_normalization(dataset, clusters=args.clusters, target_fmr=args.target_fmr,
+                                          where=_where(args.where), seed=args.seed)
+    model.save(args.out)
+    print(f"{args.what}: {args.out} ({model.provenance})")
+    return 0
+
+
+def _add_train_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a gender head or a fair score normalization on your data")
+    kinds = train.add_subparsers(dest="what", required=True)
+    attribute = kinds.add_parser("attribute", help="logistic regression on embeddings, balanced across groups")
+    attribute.add_argument("--label", default="gender", help="the label to predict (default gender)")
+    attribute.add_argument("--balance-by", nargs="*", default=["gender", "race"], metavar="LABEL",
+                           help="subsample every combination of these to the same size (default gender race)")
+    normalization = kinds.add_parser("normalization", help="fair score normalization (no demographic labels used)")
+    normalization.add_argument("--clusters", type=int, default=10)
+    normalization.add_argument("--target-fmr", type=float, default=0.01)
+    for p in (attribute, normalization):
+        p.add_argument("--data", required=True)
+        p.add_argument("--labels")
+        p.add_argument("--layout", default="auto")
+        p.add_argument("--where", nargs="*", metavar="KEY=VALUE", help="train only on matching images")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", required=True, help="the model file to write (JSON)")
+        p.set_defaults(func=cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
     compare.set_defaults(func=cmd_compare)
 
+    _add_audit_parser(commands)
+    _add_train_parser(commands)
+
     demo = commands.add_parser("demo", help="run detect and compare on a bundled public-domain photo")
     demo.set_defaults(func=cmd_demo)
 
@@ -200,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=8,
                        help="request threads per process (default 8; face work runs one at a time)")
     serve.add_argument("--region", help="accept only this region in signatures (default: any)")
+    _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser
 

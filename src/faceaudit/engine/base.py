@@ -70,6 +70,9 @@ class FaceEngine(ABC):
     model_version: str
     #: Turns a distance between two of this engine's embeddings into 0-100.
     similarity_scale: "SimilarityScale"
+    #: Optional fair score normalization (faceaudit.fairness): shifts distances by
+    #: the two faces' cluster offsets before they become similarities.
+    score_normalization = None
 
     @abstractmethod
     def detect(self, image: "LoadedImage", max_faces: int = 100) -> list[DetectedFace]:
@@ -83,10 +86,19 @@ class FaceEngine(ABC):
     def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
         """Age and gender estimates, one per face."""
 
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Similarity (0-100) between embeddings ``a`` (n, d) and ``b`` (m, d): (n, m)."""
+    def distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Distances between embeddings ``a`` (n, d) and ``b`` (m, d), normalized if configured: (n, m)."""
         a = np.atleast_2d(np.asarray(a, dtype=np.float64))
         b = np.atleast_2d(np.asarray(b, dtype=np.float64))
-        distances = np.sqrt(np.maximum(
-            (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0))
-        return self.similarity_scale.similarity(distances)
+        raw = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0))
+        if self.score_normalization is None:
+            return raw
+        return np.maximum(self.score_normalization.normalize(raw, a, b), 0.0)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Similarity (0-100) between embeddings ``a`` (n, d) and ``b`` (m, d): (n, m)."""
+        return self.similarity_scale.similarity(self.distances(a, b))
+
+    def options(self) -> dict:
+        """What, beyond model_version, changes this engine's answers (recorded in audit reports)."""
+        return {}

@@ -24,6 +24,13 @@ class CachingEngine(FaceEngine):
     def similarity_scale(self):
         return self.engine.similarity_scale
 
+    @property
+    def score_normalization(self):
+        return self.engine.score_normalization
+
+    def options(self) -> dict:
+        return self.engine.options()
+
     def detect(self, image, max_faces: int = 100) -> list[DetectedFace]:
         if image.sha256 not in self._faces:
             self._faces[image.sha256] = self.engine.detect(image, max_faces=100)

@@ -90,7 +90,10 @@ class DlibEngine(FaceEngine):
 
     model_version = MODEL_VERSION
 
-    def __init__(self, similarity_scale: SimilarityScale | None = None):
+    def __init__(self, similarity_scale: SimilarityScale | None = None, gender_head=None,
+                 score_normalization=None):
+        """``gender_head``: a faceaudit.fairness.AttributeHead replacing the shipped gender
+        network; ``score_normalization``: a FairScoreNormalization applied to every distance."""
         models = face_recognition_models
         self._detector = _load_mtcnn(MIN_FACE_PIXELS)
         self._shape_predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
@@ -100,6 +103,8 @@ class DlibEngine(FaceEngine):
         self._age = _onnx_session((attribute_models / "age-v1.onnx").read_bytes())
         self._age_values = np.array([0.25] + list(range(1, 81)), dtype=np.float64)
         self._similarity_scale = similarity_scale
+        self.gender_head = gender_head
+        self.score_normalization = score_normalization
         # dlib objects and MTCNN are not documented as thread-safe; a server
         # calls one engine from several threads, so each call holds the lock.
         self._lock = threading.Lock()
@@ -114,6 +119,14 @@ class DlibEngine(FaceEngine):
                                    f"not {self.model_version}: rerun scripts/calibrate_similarity.py")
             self._similarity_scale = scale
         return self._similarity_scale
+
+    def options(self) -> dict:
+        options = {}
+        if self.gender_head is not None:
+            options["gender_head"] = self.gender_head.provenance
+        if self.score_normalization is not None:
+            options["score_normalization"] = self.score_normalization.provenance
+        return options
 
     # -- detection -----------------------------------------------------------------
     def detect(self, image: "LoadedImage", max_faces: int = 100) -> list[DetectedFace]:
@@ -182,6 +195,10 @@ class DlibEngine(FaceEngine):
         with self._lock:
             gender_p = self._gender.run(None, {"images": self._attribute_batch(image, faces, GENDER_CHIP_SIZE)})[0]
             age_p = self._age.run(None, {"images": self._attribute_batch(image, faces, AGE_CHIP_SIZE)})[0]
+        if self.gender_head is not None:
+            heads = self.gender_head.predict(self.embed(image, faces))
+            gender_p = np.array([[p if label == "female" else 1 - p, p if label == "male" else 1 - p]
+                                 for label, p in heads])
         results = []
         for (p_female, p_male), ages in zip(gender_p.astype(np.float64), age_p.astype(np.float64)):
             ages = ages / ages.sum()

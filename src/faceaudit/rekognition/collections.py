@@ -154,6 +154,32 @@ def delete_faces(store: FaceStore, collection_id: str, face_ids) -> dict[str, An
 
 
 # -- search --------------------------------------------------------------------------
+def nearest_faces(engine: FaceEngine, store: FaceStore, collection_id: str, vector, limit: int,
+                  max_distance: float | None, exclude_face_ids=()) -> list[tuple[StoredFace, float]]:
+    """The ``limit`` nearest faces within ``max_distance``, exact, in the engine's distance.
+
+    With score normalization a face's distance can shrink by up to half the query's
+    and the largest cluster offset, so the store is asked for every face within that
+    wider radius, and the engine's own distances decide the order and the cut.
+    """
+    fsn = engine.score_normalization
+    if fsn is None:
+        return store.search(collection_id, vector, limit, max_distance=max_distance,
+                            exclude_face_ids=exclude_face_ids)
+    query = np.atleast_2d(np.asarray(vector, dtype=np.float64))
+    slack = 0.5 * (float(fsn.delta(query)[0]) + float(max(fsn.offsets.max(), 0.0)))
+    radius = None if max_distance is None else max_distance + max(slack, 0.0)
+    everyone = max(1, store.describe_collection(collection_id).face_count)
+    hits = store.search(collection_id, vector, everyone, max_distance=radius, exclude_face_ids=exclude_face_ids)
+    if not hits:
+        return []
+    vectors = np.stack([face.vector for face, _ in hits])
+    rescored = engine.distances(query, vectors)[0]
+    order = sorted(range(len(hits)), key=lambda i: (rescored[i], hits[i][0].face_id))
+    kept = [(hits[i][0], float(rescored[i])) for i in order if max_distance is None or rescored[i] <= max_distance]
+    return kept[:limit]
+
+
 def _matches(engine: FaceEngine, hits) -> list[dict[str, Any]]:
     return [{"Similarity": similarity(engine, distance), "Face": face_record(face)} for face, distance in hits]
 
@@ -175,8 +201,8 @@ def search_faces(engine: FaceEngine, store: FaceStore, collection_id: str, face_
     found = store.get_faces(collection_id, [face_id])
     if not found:
         raise ResourceNotFoundException(f"Face {face_id} is not in collection {collection_id}")
-    hits = store.search(collection_id, found[0].vector, limit, max_distance=max_distance,
-                        exclude_face_ids=[face_id])
+    hits = nearest_faces(engine, store, collection_id, found[0].vector, limit, max_distance,
+                         exclude_face_ids=[face_id])
     return {"SearchedFaceId": face_id, "FaceMatches": _matches(engine, hits),
             "FaceModelVersion": engine.model_version}
 
@@ -206,6 +232,6 @@ def search_faces_by_image(engine: FaceEngine, store: FaceStore, collection_id: s
     loaded = load_image(image)
     face, detail, _ = largest_searchable_face(engine, loaded, quality_filter)
     vector = engine.embed(loaded, [face])[0]
-    hits = store.search(collection_id, np.asarray(vector), limit, max_distance=max_distance)
+    hits = nearest_faces(engine, store, collection_id, np.asarray(vector), limit, max_distance)
     return {"SearchedFaceBoundingBox": bounding_box(face, loaded), "SearchedFaceConfidence": detail["Confidence"],
             "FaceMatches": _matches(engine, hits), "FaceModelVersion": engine.model_version}

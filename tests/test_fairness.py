@@ -1,0 +1,131 @@
+"""Fair score normalization on constructed embeddings where the right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceaudit.fairness import FairScoreNormalization
+from faceaudit.fairness.score_normalization import impostor_mask, pairwise_distances
+
+
+def two_populations(seed: int, n: int = 300, dim: int = 16):
+    """Two kinds of face, far apart: in one, strangers sit close together (the model confuses
+    them); in the other, far apart. No labels are given to the normalization."""
+    rng = np.random.default_rng(seed)
+    centre_a, centre_b = np.zeros(dim), np.zeros(dim)
+    centre_a[0], centre_b[0] = 5.0, -5.0
+    tight = centre_a + rng.normal(0, 0.10, (n, dim))
+    loose = centre_b + rng.normal(0, 0.25, (n, dim))
+    return tight, loose
+
+
+def within_fmr(embeddings, threshold, normalization=None):
+    d = pairwise_distances(embeddings) if normalization is None else normalization.distances(embeddings, embeddings)
+    mask = impostor_mask(len(embeddings))
+    return float((d[mask] <= threshold).mean())
+
+
+def test_normalization_equalises_false_match_rates_between_unlabelled_populations():
+    tight, loose = two_populations(0)
+    fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.01, seed=0)
+    # The tight population's cluster gets the negative offset (its strangers look alike).
+    assert fsn.delta(tight[:1])[0] < 0 < fsn.delta(loose[:1])[0]
+
+    test_tight, test_loose = two_populations(1)  # fresh faces of the same two kinds
+    threshold = fsn.global_threshold
+    before = (within_fmr(test_tight, threshold), within_fmr(test_loose, threshold))
+    after = (within_fmr(test_tight, threshold, fsn), within_fmr(test_loose, threshold, fsn))
+    # Raw: at the global threshold (1% of all impostor pairs, most of them across the two
+    # kinds) the tight population's strangers match 4x the target, the loose one's never.
+    assert before[0] > 0.03 and before[1] == 0.0
+    # Normalized: each population's strangers match at about the target rate.
+    assert 0.005 < after[0] < 0.02 and 0.005 < after[1] < 0.02
+
+
+def test_cross_population_distances_shift_by_the_mean_offset():
+    tight, loose = two_populations(2, n=50)
+    fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0)
+    raw = pairwise_distances(tight[:3], loose[:4])
+    expected = raw - 0.5 * (fsn.delta(tight[:3])[:, None] + fsn.delta(loose[:4])[None, :])
+    assert np.allclose(fsn.distances(tight[:3], loose[:4]), expected)
+    assert np.allclose(fsn.distances(loose[:4], tight[:3]), expected.T)  # symmetric
+
+
+def test_one_cluster_changes_nothing_and_small_clusters_keep_offset_zero():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 8))
+    single = FairScoreNormalization.fit(x, n_clusters=1, target_fmr=0.05, seed=0)
+    assert single.offsets.tolist() == [pytest.approx(0.0)]
+    assert np.allclose(single.distances(x[:5], x[5:9]), pairwise_distances(x[:5], x[5:9]))
+    many = FairScoreNormalization.fit(x, n_clusters=10, target_fmr=0.01, seed=0)  # ~6 faces a cluster
+    assert np.all(many.offsets == 0.0)  # too few pairs to estimate a 1% threshold anywhere
+
+
+def test_identities_keep_genuine_pairs_out_of_the_impostor_set():
+    mask = impostor_mask(4, ["ann", "ann", "bob", "cy"])
+    assert not mask[0, 1] and mask[0, 2] and mask[2, 3] and not mask[1, 0]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tight, loose = two_populations(4, n=80)
+    fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0,
+                                     provenance={"data": "constructed"})
+    fsn.save(tmp_path / "fsn.json")
+    loaded = FairScoreNormalization.load(tmp_path / "fsn.json")
+    assert np.allclose(loaded.distances(tight[:5], loose[:5]), fsn.distances(tight[:5], loose[:5]))
+    assert loaded.provenance["data"] == "constructed"
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError):
+        FairScoreNormalization.load(tmp_path / "other.json")
+
+
+def test_balanced_indices_take_the_same_number_from_every_group():
+    from faceaudit.fairness.attribute_head import balanced_indices
+    groups = [("a",)] * 50 + [("b",)] * 10 + [("c",)] * 30
+    kept = balanced_indices(groups, seed=0)
+    assert sorted(groups[i][0] for i in kept) == ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    assert np.array_equal(kept, balanced_indices(groups, seed=0))  # deterministic
+
+
+def test_attribute_head_learns_a_label_and_balancing_helps_the_small_group():
+    """A label carried by one direction for the majority group and by another for a minority,
+    whose first direction even points the other way: trained on everyone, the head serves
+    the majority; balanced, it serves both."""
+    from faceaudit.fairness.attribute_head import AttributeHead
+    rng = np.random.default_rng(5)
+
+    def people(n, axis, group):
+        x = rng.normal(0, 1, (n, 6))
+        labels = np.where(x[:, axis] > 0, "male", "female")
+        x[:, axis] += np.where(labels == "male", 1.5, -1.5)
+        if axis == 1:
+            x[:, 0] -= np.where(labels == "male", 1.0, -1.0)
+        return x, list(labels), [(group,)] * n
+
+    xa, ya, ga = people(950, 0, "majority")
+    xb, yb, gb = people(50, 1, "minority")
+    x, y, g = np.vstack([xa, xb]), ya + yb, ga + gb
+    plain = AttributeHead.fit(x, y)
+    balanced = AttributeHead.fit(x, y, balance_by=g)
+    tb, tyb, _ = people(500, 1, "minority")
+
+    def accuracy(head, x, y):
+        return np.mean([label == truth for (label, _), truth in zip(head.predict(x), y)])
+
+    assert set(plain.classes) == {"female", "male"}
+    assert accuracy(balanced, tb, tyb) > accuracy(plain, tb, tyb) + 0.05
+    assert accuracy(balanced, tb, tyb) > 0.75
+
+
+def test_attribute_head_round_trip(tmp_path):
+    from faceaudit.fairness.attribute_head import AttributeHead
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 4))
+    y = ["female" if v < 0 else "male" for v in x[:, 0]]
+    head = AttributeHead.fit(x, y, provenance={"data": "constructed"})
+    head.save(tmp_path / "head.json")
+    loaded = AttributeHead.load(tmp_path / "head.json")
+    assert loaded.predict(x[:5]) == head.predict(x[:5])
+    probabilities = loaded.probabilities(x)
+    assert np.allclose(probabilities.sum(1), 1.0)
