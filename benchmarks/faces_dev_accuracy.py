@@ -120,8 +120,29 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "faces_dev_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_group_fmr_data(report)
     (out / "faces_dev_accuracy.md").write_text(markdown(report))
     print(markdown(report))
+
+
+GROUP_FMR_DATA = Path(__file__).resolve().parents[1] / "src" / "faceaudit" / "data" / "group_false_match_rates.json"
+
+
+def write_group_fmr_data(report: dict, path: Path = GROUP_FMR_DATA) -> None:
+    """Ship the per-group false match rates at 80/95/99 with the package (faceaudit.similarity reads them)."""
+    data = {
+        "model_version": default_engine().model_version,
+        "thresholds": {str(t): {cell: row["impostor_fmr_check_half"][str(t)] for cell, row in report["per_cell"].items()}
+                       for t in THRESHOLDS},
+        "provenance": {
+            "script": "benchmarks/faces_dev_accuracy.py",
+            "data": "faces-dev UTKFace check half (about 100 images per gender x race cell, never used for "
+                    "calibration); impostor pairs within each cell, each image treated as its own identity",
+            "interval": "95%, bootstrap over images widened to Wilson's interval",
+            "caution": "research photos (UTKFace), not real-world conditions",
+        },
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _pct(rate: dict) -> str:

@@ -77,3 +77,26 @@ def test_demo_runs():
     result = run("demo")
     assert result.returncode == 0, result.stderr
     assert "Female" in result.stdout and "yes" in result.stdout
+
+
+def test_thresholds_show_false_match_rates_by_group():
+    result = run("thresholds", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data["thresholds"]) == {"80", "95", "99"}
+    for threshold, groups in data["thresholds"].items():
+        assert len(groups) == 10  # every gender x race cell of the reference set
+        for rate in groups.values():
+            assert rate["ci95"][0] <= rate["rate"] <= rate["ci95"][1] and rate["n"] > 1000
+    # A stricter threshold never has a higher false match rate for any group.
+    for group in data["thresholds"]["80"]:
+        assert data["thresholds"]["99"][group]["rate"] <= data["thresholds"]["95"][group]["rate"] \
+            <= data["thresholds"]["80"][group]["rate"]
+    assert data["distances"]["99"] < data["distances"]["95"] < data["distances"]["80"]
+
+
+def test_choosing_a_threshold_shows_what_it_means_by_group(photos):
+    result = run("compare", str(photos / "astronaut.jpg"), str(photos / "mirrored.png"), "--threshold", "95",
+                 "--pretty")
+    assert result.returncode == 0
+    assert "At similarity 95" in result.stderr and "female Asian" in result.stderr

@@ -169,6 +169,9 @@ def _apply_engine_options(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
     _apply_engine_options(args)
+    from faceaudit.similarity import SimilarityScale
+    # Whoever starts a server is the one who chooses thresholds: say what the default means.
+    print(f"faceaudit: {SimilarityScale.default().threshold_note(80.0)}", file=sys.stderr)
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
     try:
@@ -294,6 +297,35 @@ def _add_train_parser(commands) -> None:
         p.set_defaults(func=cmd_train)
 
 
+def cmd_thresholds(args: argparse.Namespace) -> int:
+    """What thresholds 80, 95 and 99 mean for false matches, group by group (measured data)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from faceaudit.similarity import GroupFalseMatchRates, SimilarityScale
+    scale, measured = SimilarityScale.default(), GroupFalseMatchRates.default()
+    if args.json:
+        print(json.dumps({"model_version": measured.model_version, "thresholds": measured.thresholds,
+                          "distances": {t: scale.distance(float(t)) for t in measured.thresholds},
+                          "provenance": measured.provenance}, indent=2))
+        return 0
+    table = Table(title="False match rate of strangers of the same group (95% interval)")
+    table.add_column("group")
+    thresholds = sorted(measured.thresholds, key=float)
+    for t in thresholds:
+        table.add_column(f"at {t} (distance {scale.distance(float(t)):.3f})", justify="right")
+    for group in sorted(measured.thresholds[thresholds[0]]):
+        cells = []
+        for t in thresholds:
+            r = measured.thresholds[t][group]
+            cells.append(f"{r['rate']:.2%} [{r['ci95'][0]:.2%}, {r['ci95'][1]:.2%}]")
+        table.add_row(group, *cells)
+    console = Console()
+    console.print(table)
+    console.print(f"Data: {measured.provenance.get('data')}. {measured.provenance.get('caution', '')}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(commands)
     _add_train_parser(commands)
+
+    thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
+    thresholds.add_argument("--json", action="store_true")
+    thresholds.set_defaults(func=cmd_thresholds)
 
     demo = commands.add_parser("demo", help="run detect and compare on a bundled public-domain photo")
     demo.set_defaults(func=cmd_demo)

@@ -27,11 +27,19 @@ def select(dataset: AuditDataset, where: Mapping[str, str] | None = None) -> lis
     return images
 
 
+# Largest-face embedding (or None: no face) per image path, kept for the process's life:
+# training a head and a normalization on the same images embeds them once.
+_embedded: dict[str, np.ndarray | None] = {}
+
+
 def embeddings_of(images: Sequence[AuditImage]) -> tuple[list[AuditImage], np.ndarray]:
     """The images in which a face was found, and the embedding of each one's largest face."""
-    results = analyze_files([image.path for image in images], description="Embedding faces")
-    kept = [(image, result.embedding) for image, result in zip(images, results) if result.detected]
-    return [image for image, _ in kept], np.array([vector for _, vector in kept], dtype=np.float64)
+    missing = [image.path for image in images if image.path not in _embedded]
+    if missing:
+        for path, result in zip(missing, analyze_files(missing, description="Embedding faces")):
+            _embedded[path] = result.embedding if result.detected else None
+    kept = [image for image in images if _embedded[image.path] is not None]
+    return kept, np.array([_embedded[image.path] for image in kept], dtype=np.float64)
 
 
 def train_attribute_head(dataset: AuditDataset, *, label: str = "gender",
