@@ -16,7 +16,13 @@ from faceaudit.engine.base import DetectedFace, FaceEngine
 from faceaudit.errors import InvalidParameterException, ResourceNotFoundException
 from faceaudit.images import LoadedImage, load_image
 from faceaudit.rekognition import quality
-from faceaudit.rekognition.faces import MAX_FACES, bounding_box, face_detail, wanted_attributes
+from faceaudit.rekognition.faces import (
+    MAX_FACES,
+    bounding_box,
+    check_threshold,
+    face_detail,
+    wanted_attributes,
+)
 from faceaudit.storage import Collection, FaceStore, StoredFace
 
 DEFAULT_MATCH_THRESHOLD = 80.0
@@ -25,12 +31,7 @@ DEFAULT_SEARCH_MAX_FACES = 100  # Rekognition documents no default; 100 is facea
 
 def threshold_to_distance(engine: FaceEngine, threshold, name: str = "FaceMatchThreshold") -> float | None:
     """The largest embedding distance that still reaches ``threshold``; None means any distance."""
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise InvalidParameterException(f"{name} must be a number, got {threshold!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise InvalidParameterException(f"{name} must be between 0 and 100, got {threshold}")
+    value = check_threshold(threshold, name)
     return None if value == 0.0 else engine.similarity_scale.distance(value)
 
 

@@ -91,14 +91,15 @@ def detect_faces(engine: FaceEngine, image, attributes: Iterable[str] | None = N
                             for face, attrs in zip(faces, analyzed)]}
 
 
-def _check_threshold(value: float) -> float:
+def check_threshold(value, name: str = "SimilarityThreshold") -> float:
+    """A 0-100 similarity threshold as a float, or InvalidParameterException naming the parameter."""
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InvalidParameterException(f"SimilarityThreshold must be a number, got {value!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise InvalidParameterException(f"SimilarityThreshold must be between 0 and 100, got {value}")
-    return value
+        raise InvalidParameterException(f"{name} must be a number, got {value!r}") from None
+    if not 0.0 <= number <= 100.0:
+        raise InvalidParameterException(f"{name} must be between 0 and 100, got {value}")
+    return number
 
 
 def compare_faces(engine: FaceEngine, source, target, similarity_threshold: float = 80.0) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def compare_faces(engine: FaceEngine, source, target, similarity_threshold: floa
     InvalidParameterException, as in Rekognition; a target without one gives
     empty lists.
     """
-    threshold = _check_threshold(similarity_threshold)
+    threshold = check_threshold(similarity_threshold)
     source_image, target_image = load_image(source), load_image(target)
     source_faces = engine.detect(source_image, max_faces=1)
     if not source_faces:
