@@ -129,3 +129,38 @@ def test_attribute_head_round_trip(tmp_path):
     assert loaded.predict(x[:5]) == head.predict(x[:5])
     probabilities = loaded.probabilities(x)
     assert np.allclose(probabilities.sum(1), 1.0)
+
+
+def test_face_search_ranks_and_cuts_by_normalized_distance(tmp_path):
+    """SearchFaces with a normalization: exactly the faces, order and cut a brute-force
+    computation of the normalized distances gives (on a real embedded store)."""
+    import uuid
+
+    from faceaudit.engine.base import FaceEngine
+    from faceaudit.rekognition.collections import nearest_faces
+    from faceaudit.storage import EmbeddedStore, StoredFace
+
+    tight, loose = two_populations(7, n=60)
+    fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0)
+
+    class VectorsOnly(FaceEngine):  # the engine's distance arithmetic, without any model
+        model_version = "1.0"
+        score_normalization = fsn
+        detect = embed = analyze = None
+
+    engine = VectorsOnly()
+    store = EmbeddedStore(tmp_path / "data")
+    store.create_collection("c", "1.0")
+    vectors = np.vstack([tight, loose]).astype(np.float32)
+    faces = [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), None, {"Width": 1.0, "Height": 1.0, "Left": 0.0,
+                        "Top": 0.0}, 99.0, "1.0", None, v) for v in vectors]
+    store.add_faces("c", faces)
+    query = tight[0] + 0.01
+    expected = fsn.distances(query, vectors.astype(np.float64))[0]
+    for limit, max_distance in ((5, None), (200, float(np.quantile(expected, 0.3))), (3, 0.5)):
+        hits = nearest_faces(engine, store, "c", query, limit, max_distance)
+        order = [i for i in np.argsort(expected, kind="stable")
+                 if max_distance is None or expected[i] <= max_distance][:limit]
+        assert [face.face_id for face, _ in hits] == [faces[i].face_id for i in order]
+        assert [d for _, d in hits] == pytest.approx([max(expected[i], 0.0) for i in order], abs=1e-5)
+    store.close()
