@@ -73,6 +73,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from faceaudit.audit.target_cache import ResponseCache, cache_key, file_sha256
 from faceaudit.audit.targets import Detection, Match, Target
@@ -200,6 +201,21 @@ def _local_worker_job(job: Job) -> Outcome:
     return run_job(_worker_service.call, job)
 
 
+def local_endpoint() -> str:
+    """"local", plus the optional models the workers' engine will load (named by the
+    environment, see faceaudit.engine) with a digest of each file: the cache fingerprint
+    and the report must tell an engine with a gender head or a normalization from one without."""
+    import hashlib
+
+    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
+    parts = ["local"]
+    for name, label in ((GENDER_HEAD_ENV, "gender-head"), (SCORE_NORMALIZATION_ENV, "score-normalization")):
+        if os.environ.get(name):
+            digest = hashlib.sha256(Path(os.environ[name]).read_bytes()).hexdigest()[:12]
+            parts.append(f"{label}:{digest}")
+    return "+".join(parts)
+
+
 class LocalBackend(Backend):
     """faceaudit's engine in worker processes over one shared EmbeddedStore folder.
 
@@ -211,10 +227,10 @@ class LocalBackend(Backend):
     """
 
     kind = "local"
-    endpoint = "local"
 
     def __init__(self, workers: int | None = None, store_dir: str | os.PathLike | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.endpoint = local_endpoint()
         self._tmp = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="faceaudit-audit-store-")

@@ -136,4 +136,6 @@ def open_target(spec: str, *, cache_dir=None, workers: int | None = None, cache:
     else:
         raise ValueError(f"unknown target {spec!r}: use local, rekognition://HOST:PORT, "
                          f"rekognition://aws or csv:FILE")
-    return RekognitionTarget(backend, name=spec, cache=ResponseCache(directory), progress=progress)
+    # The local engine's name says which optional models it runs (see target_rekognition.local_endpoint).
+    name = backend.endpoint if spec == "local" else spec
+    return RekognitionTarget(backend, name=name, cache=ResponseCache(directory), progress=progress)
