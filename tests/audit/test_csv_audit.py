@@ -104,3 +104,9 @@ def test_cli_refuses_a_missing_dataset(tmp_path):
                              "--target", "local", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "faceaudit audit:" in result.stderr
+
+
+def test_summary_leads_with_the_largest_gap_the_data_show(audited):
+    report, _ = audited
+    first = report["summary"][0]
+    assert first.startswith("Gender was misclassified for 30") and "Black women" in first

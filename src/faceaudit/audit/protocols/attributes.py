@@ -22,7 +22,8 @@ import numpy as np
 
 from faceaudit.audit.data import AuditDataset
 from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, estimate_row,
-                                     find_gap, fmt_interval, fmt_number, fmt_rate, gap_sentence,
+                                     find_gap, fmt_interval, fmt_number, fmt_rate, gap_is_claimed,
+                                     gap_sentence,
                                      rate_row, rows_index, small_cells_sentence)
 from faceaudit.audit.protocols.common import (Grouping, add_notes, image_labels, new_report,
                                               unique_images)
@@ -168,7 +169,13 @@ def _rate(metric: str, group: dict, k: int, n: int, min_cell: int, seed: int, re
 
 def _summary(report: dict, min_cell: int) -> list[str]:
     rows = report["metrics"]
-    sentences = []
+    # Gaps the data show come first (the finding): rates by size of difference, then age.
+    def order(gap: dict) -> tuple[bool, float]:
+        return gap["metric"] == "age_mean_absolute_error", -abs(gap["difference"])
+
+    claimed = sorted((gap for gap in report["gaps"] if gap_is_claimed(gap)), key=order)
+    sentences = [gap_sentence(gap, PHRASES[gap["metric"]], rows_index(rows, gap["metric"], None))
+                 for gap in claimed]
     overall = rows_index(rows, "detection_failure_rate", None).get(())
     if overall:
         sentences.append(f"Overall, no face was found in {overall['k']} of {overall['n']} images "
@@ -185,8 +192,9 @@ def _summary(report: dict, min_cell: int) -> list[str]:
                          f"{fmt_interval(overall['ci95'], fmt)} over {overall['n']} detected "
                          "images with an age label.")
     for gap in report["gaps"]:
-        sentences.append(gap_sentence(gap, PHRASES[gap["metric"]],
-                                      rows_index(rows, gap["metric"], None)))
+        if gap not in claimed:
+            sentences.append(gap_sentence(gap, PHRASES[gap["metric"]],
+                                          rows_index(rows, gap["metric"], None)))
     compared = {gap["metric"] for gap in report["gaps"]}
     for metric in METRICS:
         if metric not in compared and any(r["metric"] == metric for r in rows):
