@@ -76,6 +76,8 @@ def test_csv_layout_parses_labels_groups_and_absolute_paths(tmp_path):
     assert (e.gender, e.race, e.age, e.groups) == (None, None, 41.5, {})
     assert (x.identity, x.gender, x.race, x.age, x.groups["skin_group"]) == ("p3", "male", "I", 65.0, "lighter")
     assert a.group("camera") == "webcam" and a.group("age_band") == "18-29" and c.group("age_band") == "60+"
+    assert not any("carry no identity" in note for note in dataset.notes)  # only where pairs are formed
+    make_pairs(dataset)
     assert any("1 images carry no identity" in note for note in dataset.notes)
     assert describe_problems(dataset) == "set: 6 images; no problems found."
 
@@ -219,6 +221,7 @@ def test_utkface_layout_parses_file_names(tmp_path):
     assert [o.split(" ")[1] for o in dataset.problems.other] == ["61_1_20170109142408075.jpg.chip.jpg",
                                                                  "portrait.png"]
     assert any("1 files that are not images" in note for note in dataset.notes)
+    make_pairs(dataset)
     assert any("7 images carry no identity" in note for note in dataset.notes)
 
     assert make_pairs(dataset) == []  # one image per gender x race cell: no impostor pair possible

@@ -522,9 +522,7 @@ class _Builder:
         if self.problems.unknown_labels:
             notes.append(f"{len(self.problems.unknown_labels)} unrecognised label values were set to None; "
                          "their images are kept (see problems.unknown_labels).")
-        no_identity = sum(image.identity is None for image in self.images)
-        if no_identity:
-            notes.append(NO_IDENTITY_NOTE.format(count=no_identity))
+        # The no-identity note is make_pairs' to add: it matters only where pairs are formed.
         return AuditDataset(name=self.name, root=str(self.root), images=self.images, pairs=self.pairs,
                             problems=self.problems, notes=notes)
 
