@@ -51,25 +51,8 @@ def pairwise_rate(distances: np.ndarray, threshold: float, resamples: int = 1000
     Wilson's interval over all pairs.
     """
     distances = np.asarray(distances)
-    n = len(distances)
-    upper = np.triu_indices(n, 1)
-    hits = distances <= threshold
-    k, pairs = int(hits[upper].sum()), len(upper[0])
-    rng = np.random.default_rng(seed)
-    rates = np.empty(resamples)
-    hit_counts = hits.astype(np.float64)
-    for r in range(resamples):
-        chosen = rng.integers(0, n, n)
-        sub = hit_counts[np.ix_(chosen, chosen)]
-        # Drop self-pairs (the same image drawn twice pairs with itself at distance 0).
-        same = chosen[:, None] == chosen[None, :]
-        valid = ~same
-        rates[r] = sub[valid].sum() / valid.sum()
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(rates, [alpha, 1.0 - alpha])
-    binomial = wilson(k, pairs, confidence)
-    return Rate(k, pairs, float(min(low, binomial.low)), float(max(high, binomial.high)),
-                f"bootstrap over images ({resamples} resamples), widened to Wilson's interval")
+    a, b = np.triu_indices(len(distances), 1)
+    return pair_rate(a, b, distances[a, b] <= threshold, resamples, seed, confidence)
 
 
 # --- Bootstrap helpers for the audit protocols --------------------------------------------

@@ -19,6 +19,20 @@ def wilson_ci(k, n):
     return ci.low, ci.high
 
 
+def all_pairs_bootstrap(distances, threshold, resamples, seed):
+    """The image bootstrap of an all-pairs rate written out directly: resample images, take
+    the resampled images' distinct pairs (an image drawn twice does not pair with itself)."""
+    n = len(distances)
+    hits = (distances <= threshold).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    rates = np.empty(resamples)
+    for r in range(resamples):
+        chosen = rng.integers(0, n, n)
+        valid = chosen[:, None] != chosen[None, :]
+        rates[r] = hits[np.ix_(chosen, chosen)][valid].sum() / valid.sum()
+    return np.quantile(rates, [0.025, 0.975])
+
+
 @pytest.mark.parametrize("threshold", [0.4, 1.0, 1.8])
 def test_pair_rate_equals_pairwise_rate_on_all_pairs(threshold):
     rng = np.random.default_rng(11)
@@ -30,6 +44,11 @@ def test_pair_rate_equals_pairwise_rate_on_all_pairs(threshold):
     assert (got.k, got.n) == (expected.k, expected.n)
     assert got.low == pytest.approx(expected.low, abs=1e-12)
     assert got.high == pytest.approx(expected.high, abs=1e-12)
+    # And both are that bootstrap, widened to Wilson's interval.
+    low, high = all_pairs_bootstrap(distances, threshold, 400, 5)
+    binomial = wilson(got.k, got.n)
+    assert got.low == pytest.approx(min(low, binomial.low), abs=1e-12)
+    assert got.high == pytest.approx(max(high, binomial.high), abs=1e-12)
 
 
 def test_pair_rate_with_string_labels_and_columns():
