@@ -26,17 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit.datasets import faces_dev
+from faceaudit.engine.base import pairwise_distances
 from faceaudit.engine.batch import analyze_files
 from faceaudit.engine.dlib_engine import MODEL_VERSION
 
 OUTPUT = Path(__file__).resolve().parents[1] / "src" / "faceaudit" / "data" / "similarity_calibration.json"
 WORST_GROUP_FMR = {95: 0.01, 99: 0.001}
 GRID = np.round(np.arange(0.20, 1.0001, 0.0025), 4)
-
-
-def pairwise(vectors: np.ndarray) -> np.ndarray:
-    diff = vectors[:, None, :] - vectors[None, :, :]
-    return np.sqrt((diff * diff).sum(-1))
 
 
 def main() -> None:
@@ -62,7 +58,7 @@ def main() -> None:
     group_fmr = {}
     max_impostor = 0.0
     for group, vectors in sorted(groups.items()):
-        distances = pairwise(np.array(vectors, dtype=np.float64))
+        distances = pairwise_distances(np.array(vectors, dtype=np.float64))
         upper = distances[np.triu_indices(len(vectors), 1)]
         max_impostor = max(max_impostor, float(upper.max()))
         group_fmr[group] = {"n_images": len(vectors), "n_pairs": int(upper.size),

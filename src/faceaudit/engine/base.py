@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 LANDMARK_NAMES = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 
 
+def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distances between rows of ``a`` (n, d) and of ``b`` (m, d; default ``a``): (n, m)."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b = a if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
 @dataclass(frozen=True)
 class DetectedFace:
     """One face found in an image, in pixel coordinates of that image."""
@@ -88,12 +96,10 @@ class FaceEngine(ABC):
 
     def distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances between embeddings ``a`` (n, d) and ``b`` (m, d), normalized if configured: (n, m)."""
-        a = np.atleast_2d(np.asarray(a, dtype=np.float64))
-        b = np.atleast_2d(np.asarray(b, dtype=np.float64))
-        raw = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0))
+        raw = pairwise_distances(a, b)
         if self.score_normalization is None:
             return raw
-        return np.maximum(self.score_normalization.normalize(raw, a, b), 0.0)
+        return np.maximum(self.score_normalization.normalize(raw, np.atleast_2d(a), np.atleast_2d(b)), 0.0)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Similarity (0-100) between embeddings ``a`` (n, d) and ``b`` (m, d): (n, m)."""

@@ -192,13 +192,15 @@ class DlibEngine(FaceEngine):
     def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
         if not faces:
             return []
+        if self.gender_head is None:
+            with self._lock:
+                gender_p = self._gender.run(
+                    None, {"images": self._attribute_batch(image, faces, GENDER_CHIP_SIZE)})[0]
+        else:  # the head replaces the shipped network: (female, male) columns of its probabilities
+            columns = [self.gender_head.classes.index("female"), self.gender_head.classes.index("male")]
+            gender_p = self.gender_head.probabilities(self.embed(image, faces))[:, columns]
         with self._lock:
-            gender_p = self._gender.run(None, {"images": self._attribute_batch(image, faces, GENDER_CHIP_SIZE)})[0]
             age_p = self._age.run(None, {"images": self._attribute_batch(image, faces, AGE_CHIP_SIZE)})[0]
-        if self.gender_head is not None:
-            heads = self.gender_head.predict(self.embed(image, faces))
-            gender_p = np.array([[p if label == "female" else 1 - p, p if label == "male" else 1 - p]
-                                 for label, p in heads])
         results = []
         for (p_female, p_male), ages in zip(gender_p.astype(np.float64), age_p.astype(np.float64)):
             ages = ages / ages.sum()

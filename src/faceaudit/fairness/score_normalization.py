@@ -31,14 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from faceaudit.engine.base import pairwise_distances
+
 FORMAT = "faceaudit-fair-score-normalization/1"
-
-
-def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = a if b is None else np.asarray(b, dtype=np.float64)
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def impostor_mask(n: int, identities=None) -> np.ndarray:
