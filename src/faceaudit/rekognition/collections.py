@@ -19,6 +19,7 @@ from faceaudit.rekognition import quality
 from faceaudit.rekognition.faces import (
     MAX_FACES,
     bounding_box,
+    check_count,
     check_threshold,
     face_detail,
     wanted_attributes,
@@ -105,8 +106,7 @@ def index_faces(engine: FaceEngine, store: FaceStore, collection_id: str, image,
     """
     collection_for(engine, store, collection_id)
     level = quality.check_level(quality_filter, "AUTO")
-    if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1):
-        raise InvalidParameterException(f"MaxFaces must be a positive integer, got {max_faces!r}")
+    max_faces = check_count(max_faces, "MaxFaces", None)
     loaded = load_image(image)
     faces = engine.detect(loaded, max_faces=MAX_FACES)
     details = _details(engine, loaded, faces, detection_attributes)
@@ -186,11 +186,7 @@ def _matches(engine: FaceEngine, hits) -> list[dict[str, Any]]:
 
 
 def _search_limit(max_faces) -> int:
-    if max_faces is None:
-        return DEFAULT_SEARCH_MAX_FACES
-    if isinstance(max_faces, bool) or not isinstance(max_faces, int) or not 1 <= max_faces <= 4096:
-        raise InvalidParameterException(f"MaxFaces must be between 1 and 4096, got {max_faces!r}")
-    return max_faces
+    return check_count(max_faces, "MaxFaces", DEFAULT_SEARCH_MAX_FACES, 4096)
 
 
 def search_faces(engine: FaceEngine, store: FaceStore, collection_id: str, face_id: str,

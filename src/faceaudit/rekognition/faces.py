@@ -91,6 +91,17 @@ def detect_faces(engine: FaceEngine, image, attributes: Iterable[str] | None = N
                             for face, attrs in zip(faces, analyzed)]}
 
 
+def check_count(value, name: str, default: int | None, maximum: int | None = None) -> int | None:
+    """A whole-number limit such as MaxFaces: ``default`` when absent, else 1..``maximum``."""
+    if value is None:
+        return default
+    if (isinstance(value, bool) or not isinstance(value, int) or value < 1
+            or (maximum is not None and value > maximum)):
+        bound = "a positive integer" if maximum is None else f"between 1 and {maximum}"
+        raise InvalidParameterException(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
 def check_threshold(value, name: str = "SimilarityThreshold") -> float:
     """A 0-100 similarity threshold as a float, or InvalidParameterException naming the parameter."""
     try:

@@ -19,6 +19,7 @@ from faceaudit.rekognition.collections import (
     similarity,
     threshold_to_distance,
 )
+from faceaudit.rekognition.faces import check_count
 from faceaudit.storage import FaceStore
 
 DEFAULT_ASSOCIATE_THRESHOLD = 75.0  # Rekognition's default UserMatchThreshold for AssociateFaces
@@ -82,11 +83,7 @@ def _user_matches(engine: FaceEngine, hits) -> list[dict[str, Any]]:
 
 
 def _max_users(max_users) -> int:
-    if max_users is None:
-        return DEFAULT_MAX_USERS
-    if isinstance(max_users, bool) or not isinstance(max_users, int) or not 1 <= max_users <= 500:
-        raise InvalidParameterException(f"MaxUsers must be between 1 and 500, got {max_users!r}")
-    return max_users
+    return check_count(max_users, "MaxUsers", DEFAULT_MAX_USERS, 500)
 
 
 def search_users(engine: FaceEngine, store: FaceStore, collection_id: str, user_id: str | None = None,
