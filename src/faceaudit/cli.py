@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit.errors import RekognitionError
+from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -158,7 +159,8 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 def _apply_engine_options(args: argparse.Namespace) -> None:
     """Pass the options on through the environment, so worker processes load the same models."""
     import os
-    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
+
+    from faceaudit.settings import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
     for value, name in ((args.gender_head, GENDER_HEAD_ENV), (args.score_normalization, SCORE_NORMALIZATION_ENV)):
         if value:
             if not Path(value).is_file():
@@ -359,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve Rekognition's API over HTTP for boto3 (endpoint_url=http://HOST:PORT)",
         description="Serve Amazon Rekognition's wire protocol (AWS JSON 1.1, SigV4-signed) so an "
                     "unmodified boto3 client works with endpoint_url. Credentials: "
-                    "FACEAUDIT_ACCESS_KEY_ID / FACEAUDIT_SECRET_ACCESS_KEY, else generated once "
+                    f"{ACCESS_KEY_ENV} / {SECRET_KEY_ENV}, else generated once "
                     "and stored in DATA_DIR/credentials.json (mode 0600).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
