@@ -89,17 +89,20 @@ import time
 import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from faceaudit.errors import (
+    ConflictException,
     InternalServerError,
+    InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
 )
 from faceaudit.storage.base import (
     ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
@@ -134,11 +137,6 @@ from faceaudit.storage.base import (
     validate_new_face,
     validate_page_size,
     validate_user_id,
-)
-from faceaudit.errors import (
-    ConflictException,
-    InvalidPaginationTokenException,
-    ServiceQuotaExceededException,
 )
 
 DB_FILENAME = "faceaudit.db"
@@ -247,7 +245,7 @@ class _CollRow(NamedTuple):
             collection_id=self.collection_id,
             arn=self.arn,
             face_model_version=self.face_model_version,
-            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=timezone.utc),
+            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=UTC),
             face_count=self.face_count,
             user_count=self.user_count,
         )
@@ -304,8 +302,20 @@ class _IndexView:
     ``alive`` False (``alive`` None: every row is alive).
     """
 
-    __slots__ = ("rowid", "change", "delete", "assoc", "dim", "seqs", "matrix",
-                 "sqnorms", "users", "alive", "live", "max_sqnorm")
+    __slots__ = (
+        "alive",
+        "assoc",
+        "change",
+        "delete",
+        "dim",
+        "live",
+        "matrix",
+        "max_sqnorm",
+        "rowid",
+        "seqs",
+        "sqnorms",
+        "users",
+    )
 
     def __init__(self, row: _CollRow, dim, seqs, matrix, sqnorms, users, alive):
         self.rowid = row.id
@@ -486,7 +496,7 @@ class _CollectionIndex:
 class _ConnectionHolder:
     """Weak-referenceable owner of one thread's connection (sqlite3.Connection is not)."""
 
-    __slots__ = ("conn", "__weakref__")
+    __slots__ = ("__weakref__", "conn")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -1107,7 +1117,7 @@ class EmbeddedStore(FaceStore):
             (coll.id, _json_list(face_ids))).fetchall()
         return {r[0]: r[1:] for r in rows}
 
-    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None):
+    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None, distances=None):
         validate_collection_id(collection_id)
         validate_user_id(user_id)
         face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
@@ -1135,7 +1145,10 @@ class EmbeddedStore(FaceStore):
                     continue
                 if max_distance is not None and existing_matrix is not None:
                     vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
-                    distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
+                    if distances is None:
+                        distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
+                    else:
+                        distance = float(np.min(distances(vector[None, :], existing_matrix)))
                     if distance > max_distance:
                         unsuccessful.append(UnsuccessfulFace(
                             face_id, (ASSOCIATE_LOW_MATCH_CONFIDENCE,), user_id=None,
