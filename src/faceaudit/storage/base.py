@@ -129,7 +129,7 @@ class StoredFace:
             and np.array_equal(np.asarray(self.vector, np.float32), np.asarray(other.vector, np.float32))
         )
 
-    __hash__ = None  # mutable record
+    __hash__ = None  # type: ignore[assignment]  # a mutable record is not hashable
 
 
 @dataclass(frozen=True)
