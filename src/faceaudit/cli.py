@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 def expand_inputs(paths: list[str]) -> list[str]:
     """Files as given; directories become the images inside them, sorted."""
-    expanded = []
+    expanded: list[str] = []
     for path in paths:
         p = Path(path)
         if p.is_dir():
@@ -269,13 +269,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, labels=args.labels, layout=args.layout)
     print(describe_problems(dataset), file=sys.stderr)
     if args.what == "attribute":
-        model = train_attribute_head(dataset, label=args.label, balance_by=args.balance_by,
-                                     where=_where(args.where), seed=args.seed)
+        head = train_attribute_head(dataset, label=args.label, balance_by=args.balance_by,
+                                    where=_where(args.where), seed=args.seed)
+        head.save(args.out)
+        provenance = head.provenance
     else:
-        model = train_score_normalization(dataset, clusters=args.clusters, target_fmr=args.target_fmr,
-                                          where=_where(args.where), seed=args.seed)
-    model.save(args.out)
-    print(f"{args.what}: {args.out} ({model.provenance})")
+        normalization = train_score_normalization(dataset, clusters=args.clusters, target_fmr=args.target_fmr,
+                                                  where=_where(args.where), seed=args.seed)
+        normalization.save(args.out)
+        provenance = normalization.provenance
+    print(f"{args.what}: {args.out} ({provenance})")
     return 0
 
 

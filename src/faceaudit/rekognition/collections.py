@@ -113,7 +113,8 @@ def index_faces(engine: FaceEngine, store: FaceStore, collection_id: str, image,
     loaded = load_image(image)
     faces = engine.detect(loaded, max_faces=MAX_FACES)
     details = _details(engine, loaded, faces, detection_attributes)
-    kept, unindexed = [], []
+    kept: list[tuple[DetectedFace, dict[str, Any]]] = []
+    unindexed: list[dict[str, Any]] = []
     for face, detail in zip(faces, details):  # largest first
         reasons = quality.reasons_to_filter(detail, min(face.width, face.height), level)
         if not reasons and max_faces is not None and len(kept) >= max_faces:

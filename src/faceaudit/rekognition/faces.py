@@ -8,7 +8,7 @@ move them on and off the wire.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 from faceaudit.engine.base import DetectedFace, FaceAttributes, FaceEngine
 from faceaudit.engine.geometry import estimate_pose, estimate_quality
@@ -98,7 +98,11 @@ def scoring_for(engine: FaceEngine, scoring: Scoring | None) -> Scoring:
     return default_scoring(engine) if scoring is None else scoring
 
 
-def check_count(value, name: str, default: int | None, maximum: int | None = None) -> int | None:
+@overload
+def check_count(value: object, name: str, default: int, maximum: int | None = None) -> int: ...
+@overload
+def check_count(value: object, name: str, default: None, maximum: int | None = None) -> int | None: ...
+def check_count(value: object, name: str, default: int | None, maximum: int | None = None) -> int | None:
     """A whole-number limit such as MaxFaces: ``default`` when absent, else 1..``maximum``."""
     if value is None:
         return default

@@ -77,7 +77,11 @@ class RekognitionService:
         }
         self._operations = dict(stateless)
         for name, handler in stored.items():
-            self._operations[name] = lambda r, handler=handler: handler(self._store(), r)
+            self._operations[name] = self._with_store(handler)
+
+    def _with_store(self, handler: Callable[[FaceStore, dict[str, Any]], dict[str, Any]]
+                    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda request: handler(self._store(), request)
 
     @property
     def scoring(self) -> Scoring:

@@ -142,6 +142,7 @@ def search_users(engine: FaceEngine, store: FaceStore, collection_id: str, user_
         hits = nearest_users(scoring, store, collection, found[0].vector, limit, max_distance)
         response["SearchedFace"] = {"FaceId": face_id}
     else:
+        assert user_id is not None  # exactly one of the two, checked above
         store.get_user(collection_id, user_id)
         faces, _ = store.list_faces(collection_id, user_id=user_id)
         if not faces:
