@@ -270,3 +270,22 @@ def test_associate_faces_threshold_uses_normalized_distance(normalized_collectio
             [failure] = response["UnsuccessfulFaceAssociations"]
             assert failure["Reasons"] == ["LOW_MATCH_CONFIDENCE"]
             assert failure["Confidence"] == pytest.approx(scoring.similarity(float(normalized[k])), abs=1e-4)
+
+
+def test_the_environment_names_the_normalization_every_operation_uses(tmp_path, normalized_collection):
+    """FACEAUDIT_SCORE_NORMALIZATION (through Settings) reaches the service's one Scoring; the
+    Scoring is made once per engine and file, and a service without it compares raw distances."""
+    from faceaudit.runtime import default_scoring
+    from faceaudit.settings import SCORE_NORMALIZATION_ENV, Settings
+
+    store, _, _, _, scoring = normalized_collection
+    path = tmp_path / "fsn.json"
+    scoring.normalization.save(path)
+    engine = VectorsOnly()
+    settings = Settings.from_env({SCORE_NORMALIZATION_ENV: str(path)})
+    service = RekognitionService(engine, store, settings=settings)
+    assert service.scoring.normalization is not None
+    assert np.array_equal(service.scoring.normalization.offsets, scoring.normalization.offsets)
+    assert default_scoring(engine, settings) is service.scoring  # one per engine
+    plain = default_scoring(engine, Settings.from_env({}))
+    assert plain.normalization is None and plain.scale is engine.similarity_scale

@@ -13,10 +13,13 @@ import sys
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceaudit.errors import RekognitionError
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV
+
+if TYPE_CHECKING:
+    from faceaudit.engine.base import FaceEngine
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -55,8 +58,8 @@ def _run_each(items: list[str], description: str, operation: Callable[[str], dic
     return results
 
 
-def _engine():
-    from faceaudit.engine import default_engine
+def _engine() -> FaceEngine:
+    from faceaudit.runtime import default_engine
     return default_engine()
 
 

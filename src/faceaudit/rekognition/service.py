@@ -18,18 +18,20 @@ from faceaudit.images import image_bytes_from_request
 from faceaudit.rekognition import collections, faces, users
 from faceaudit.runtime import default_scoring
 from faceaudit.scoring import Scoring
+from faceaudit.settings import Settings
 from faceaudit.storage import FaceStore
 
 
 class RekognitionService:
     def __init__(self, engine: FaceEngine, store: FaceStore | None = None, *, bucket_dir: str | None = None,
-                 scoring: Scoring | None = None):
+                 scoring: Scoring | None = None, settings: Settings | None = None):
         """``scoring``: how faces are compared in every operation; default the engine's own
-        scale with the score normalization the environment names (faceaudit.runtime)."""
+        scale with the score normalization ``settings`` name (default: the environment's)."""
         self.engine = engine
         self.store = store
         self.bucket_dir = bucket_dir
         self._scoring = scoring
+        self._settings = settings
         e = engine
         # Each entry turns a request dict into a call of a plain function.
         stateless: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -87,7 +89,7 @@ class RekognitionService:
     def scoring(self) -> Scoring:
         # Made on first use: a service that only detects faces needs no similarity scale.
         if self._scoring is None:
-            self._scoring = default_scoring(self.engine)
+            self._scoring = default_scoring(self.engine, self._settings)
         return self._scoring
 
     @property
