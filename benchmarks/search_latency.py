@@ -81,7 +81,7 @@ def bench_search(size, queries, rng, workdir):
         samples = [timed(lambda q=q: store.search("bench", q, k))[0] for q in qs]
         result[f"search_top{k}"] = percentiles(samples)
     # the same search at the numpy level only (no SQL, no records): the core cost
-    view = store._indexes["bench"].view
+    view = store._indexes["bench"].index.snapshot()
     core = []
     for q in qs:
         t0 = time.perf_counter()

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit.datasets import faces_dev
-from faceaudit.engine.base import pairwise_distances
 from faceaudit.engine.batch import analyze_files
 from faceaudit.engine.dlib_engine import MODEL_VERSION
+from faceaudit.vectors import pairwise_distances
 
 OUTPUT = Path(__file__).resolve().parents[1] / "src" / "faceaudit" / "data" / "similarity_calibration.json"
 WORST_GROUP_FMR = {95: 0.01, 99: 0.001}

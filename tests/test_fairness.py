@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
+from faceaudit.engine.base import FaceEngine
 from faceaudit.fairness import FairScoreNormalization
-from faceaudit.fairness.score_normalization import impostor_mask, pairwise_distances
+from faceaudit.fairness.score_normalization import impostor_mask
+from faceaudit.rekognition.collections import nearest_faces
+from faceaudit.rekognition.service import RekognitionService
+from faceaudit.rekognition.users import nearest_users
+from faceaudit.scoring import Scoring
+from faceaudit.similarity import SimilarityScale
+from faceaudit.storage import EmbeddedStore, StoredFace
+from faceaudit.vectors import pairwise_distances
 
 
 def two_populations(seed: int, n: int = 300, dim: int = 16):
@@ -131,36 +141,151 @@ def test_attribute_head_round_trip(tmp_path):
     assert np.allclose(probabilities.sum(1), 1.0)
 
 
-def test_face_search_ranks_and_cuts_by_normalized_distance(tmp_path):
-    """SearchFaces with a normalization: exactly the faces, order and cut a brute-force
-    computation of the normalized distances gives (on a real embedded store)."""
-    import uuid
+class VectorsOnly(FaceEngine):
+    """The engine's side of a search (model version, scale) without any model."""
 
-    from faceaudit.engine.base import FaceEngine
-    from faceaudit.rekognition.collections import nearest_faces
-    from faceaudit.storage import EmbeddedStore, StoredFace
+    model_version = "1.0"
+    similarity_scale = SimilarityScale(((0.0, 100.0), (2.0, 0.0)), "1.0")
+    detect = embed = analyze = None  # type: ignore[assignment]
 
+
+def _box() -> dict[str, float]:
+    return {"Width": 1.0, "Height": 1.0, "Left": 0.0, "Top": 0.0}
+
+
+@pytest.fixture
+def normalized_collection(tmp_path):
+    """A real embedded store holding the two populations, a normalization fit on them, and a
+    Scoring with it: (store, collection, faces, vectors, scoring)."""
     tight, loose = two_populations(7, n=60)
     fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0)
-
-    class VectorsOnly(FaceEngine):  # the engine's distance arithmetic, without any model
-        model_version = "1.0"
-        score_normalization = fsn
-        detect = embed = analyze = None
-
-    engine = VectorsOnly()
-    store = EmbeddedStore(tmp_path / "data")
+    store = EmbeddedStore(tmp_path / "data", synchronous="NORMAL")
     store.create_collection("c", "1.0")
     vectors = np.vstack([tight, loose]).astype(np.float32)
-    faces = [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), None, {"Width": 1.0, "Height": 1.0, "Left": 0.0,
-                        "Top": 0.0}, 99.0, "1.0", None, v) for v in vectors]
+    faces = [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), None, _box(), 99.0, "1.0", None, v) for v in vectors]
     store.add_faces("c", faces)
-    query = tight[0] + 0.01
+    yield store, store.describe_collection("c"), faces, vectors, Scoring.for_engine(VectorsOnly(), fsn)
+    store.close()
+
+
+def test_face_search_ranks_and_cuts_by_normalized_distance(normalized_collection):
+    """SearchFaces with a normalization: exactly the faces, order and cut a brute-force
+    computation of the normalized distances gives (on a real embedded store)."""
+    store, collection, faces, vectors, scoring = normalized_collection
+    fsn = scoring.normalization
+    query = vectors[0].astype(np.float64) + 0.01
     expected = fsn.distances(query, vectors.astype(np.float64))[0]
     for limit, max_distance in ((5, None), (200, float(np.quantile(expected, 0.3))), (3, 0.5)):
-        hits = nearest_faces(engine, store, "c", query, limit, max_distance)
+        hits = nearest_faces(scoring, store, collection, query, limit, max_distance)
         order = [i for i in np.argsort(expected, kind="stable")
                  if max_distance is None or expected[i] <= max_distance][:limit]
         assert [face.face_id for face, _ in hits] == [faces[i].face_id for i in order]
         assert [d for _, d in hits] == pytest.approx([max(expected[i], 0.0) for i in order], abs=1e-5)
-    store.close()
+
+
+def _brute_force_users(scoring, vectors, owners, queries, max_distance, excluded=()):
+    d = scoring.distances(queries, vectors.astype(np.float64)).min(0)
+    best: dict[str, float] = {}
+    for i, user in enumerate(owners):
+        if user is not None and user not in excluded:
+            best[user] = min(best.get(user, np.inf), float(d[i]))
+    return sorted((v, u) for u, v in best.items() if max_distance is None or v <= max_distance)
+
+
+def test_user_search_ranks_and_cuts_by_normalized_distance(normalized_collection):
+    """SearchUsers(ByImage) with a normalization: the users, order and distances of a brute-force
+    computation (a user's distance: its closest face to the closest query row)."""
+    store, collection, faces, vectors, scoring = normalized_collection
+    owners: list[str | None] = [None] * len(faces)
+    for u in range(12):  # users of 1-5 faces drawn from both populations, some faces left without a user
+        user = f"user-{u}"
+        store.create_user("c", user)
+        members = [i for i in range(u, len(faces), 12)][: 1 + u % 5]
+        store.associate_faces("c", user, [faces[i].face_id for i in members])
+        for i in members:
+            owners[i] = user
+    collection = store.describe_collection("c")
+    raw = Scoring(scoring.scale)
+    query = vectors[3].astype(np.float64) + 0.02
+    radius = float(np.quantile(scoring.distances(query, vectors)[0], 0.4))
+    for queries, excluded in ((query, ()), (vectors[[0, 1, 2]], ("user-0",))):
+        for limit, max_distance in ((4, None), (50, radius)):
+            hits = nearest_users(scoring, store, collection, queries, limit, max_distance, exclude_user_ids=excluded)
+            expected = _brute_force_users(scoring, vectors, owners, np.atleast_2d(queries), max_distance,
+                                          excluded)[:limit]
+            assert [user.user_id for user, _ in hits] == [u for _, u in expected]
+            assert [d for _, d in hits] == pytest.approx([d for d, _ in expected], abs=1e-5)
+    # the normalization changes the answer here, so a path that ignored it would fail above
+    raw_hits = nearest_users(raw, store, collection, query, 50, radius)
+    normalized_hits = nearest_users(scoring, store, collection, query, 50, radius)
+    assert [(u.user_id, round(d, 6)) for u, d in raw_hits] != [(u.user_id, round(d, 6)) for u, d in normalized_hits]
+
+
+def test_search_users_operation_reports_normalized_similarity(normalized_collection):
+    """Through RekognitionService: SearchUsers' Similarity is the scoring's similarity of the
+    normalized distance, not of the raw one."""
+    store, _, faces, vectors, scoring = normalized_collection
+    service = RekognitionService(VectorsOnly(), store, scoring=scoring)
+    for user, members in (("near", [1, 2]), ("far", [70, 71])):
+        service.call("CreateUser", {"CollectionId": "c", "UserId": user})
+        service.call("AssociateFaces", {"CollectionId": "c", "UserId": user,
+                                        "FaceIds": [faces[i].face_id for i in members]})
+    response = service.call("SearchUsers", {"CollectionId": "c", "FaceId": faces[0].face_id,
+                                            "UserMatchThreshold": 0})
+    expected = _brute_force_users(scoring, vectors, [None, "near", "near"] + [None] * 67 + ["far", "far"]
+                                  + [None] * (len(faces) - 72), vectors[[0]], None)
+    assert [m["User"]["UserId"] for m in response["UserMatches"]] == [u for _, u in expected]
+    assert [m["Similarity"] for m in response["UserMatches"]] == pytest.approx(
+        [scoring.similarity(d) for d, _ in expected], abs=1e-4)
+    raw_similarity = Scoring(scoring.scale).similarities(vectors[0], vectors[[1, 2]]).max()
+    assert response["UserMatches"][0]["User"]["UserId"] == "near"
+    assert response["UserMatches"][0]["Similarity"] != pytest.approx(raw_similarity, abs=1e-3)
+
+
+def test_associate_faces_threshold_uses_normalized_distance(normalized_collection):
+    """AssociateFaces' UserMatchThreshold: a face joins exactly when its normalized distance to the
+    user's faces is within the threshold's distance; the refusal's Confidence is that similarity."""
+    store, _, faces, vectors, scoring = normalized_collection
+    service = RekognitionService(VectorsOnly(), store, scoring=scoring)
+    service.call("CreateUser", {"CollectionId": "c", "UserId": "u"})
+    service.call("AssociateFaces", {"CollectionId": "c", "UserId": "u", "FaceIds": [faces[0].face_id]})
+    candidates = list(range(1, len(faces)))
+    normalized = scoring.distances(vectors[[0]], vectors[candidates])[0]
+    raw = Scoring(scoring.scale).distances(vectors[[0]], vectors[candidates])[0]
+    # a threshold at which raw and normalized distances disagree for some faces (face 0's own population)
+    threshold = scoring.similarity(float(np.median(raw[:59])) + 0.03)
+    cut = scoring.max_distance(threshold)
+    assert np.any((normalized <= cut) != (raw <= cut))
+    decided = {}
+    for i in candidates:  # one at a time, released again: each is measured against face 0 alone
+        decided[i] = service.call("AssociateFaces", {"CollectionId": "c", "UserId": "u",
+                                                     "FaceIds": [faces[i].face_id], "UserMatchThreshold": threshold})
+        if decided[i]["AssociatedFaces"]:
+            service.call("DisassociateFaces", {"CollectionId": "c", "UserId": "u", "FaceIds": [faces[i].face_id]})
+    for k, i in enumerate(candidates):
+        response = decided[i]
+        if normalized[k] <= cut:
+            assert response["AssociatedFaces"] == [{"FaceId": faces[i].face_id}]
+        else:
+            [failure] = response["UnsuccessfulFaceAssociations"]
+            assert failure["Reasons"] == ["LOW_MATCH_CONFIDENCE"]
+            assert failure["Confidence"] == pytest.approx(scoring.similarity(float(normalized[k])), abs=1e-4)
+
+
+def test_the_environment_names_the_normalization_every_operation_uses(tmp_path, normalized_collection):
+    """FACEAUDIT_SCORE_NORMALIZATION (through Settings) reaches the service's one Scoring; the
+    Scoring is made once per engine and file, and a service without it compares raw distances."""
+    from faceaudit.runtime import default_scoring
+    from faceaudit.settings import SCORE_NORMALIZATION_ENV, Settings
+
+    store, _, _, _, scoring = normalized_collection
+    path = tmp_path / "fsn.json"
+    scoring.normalization.save(path)
+    engine = VectorsOnly()
+    settings = Settings.from_env({SCORE_NORMALIZATION_ENV: str(path)})
+    service = RekognitionService(engine, store, settings=settings)
+    assert service.scoring.normalization is not None
+    assert np.array_equal(service.scoring.normalization.offsets, scoring.normalization.offsets)
+    assert default_scoring(engine, settings) is service.scoring  # one per engine
+    plain = default_scoring(engine, Settings.from_env({}))
+    assert plain.normalization is None and plain.scale is engine.similarity_scale

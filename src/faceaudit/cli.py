@@ -13,16 +13,20 @@ import sys
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceaudit.errors import RekognitionError
+from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV
+
+if TYPE_CHECKING:
+    from faceaudit.engine.base import FaceEngine
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def expand_inputs(paths: list[str]) -> list[str]:
     """Files as given; directories become the images inside them, sorted."""
-    expanded = []
+    expanded: list[str] = []
     for path in paths:
         p = Path(path)
         if p.is_dir():
@@ -54,8 +58,8 @@ def _run_each(items: list[str], description: str, operation: Callable[[str], dic
     return results
 
 
-def _engine():
-    from faceaudit.engine import default_engine
+def _engine() -> FaceEngine:
+    from faceaudit.runtime import default_engine
     return default_engine()
 
 
@@ -158,7 +162,8 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 def _apply_engine_options(args: argparse.Namespace) -> None:
     """Pass the options on through the environment, so worker processes load the same models."""
     import os
-    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
+
+    from faceaudit.settings import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
     for value, name in ((args.gender_head, GENDER_HEAD_ENV), (args.score_normalization, SCORE_NORMALIZATION_ENV)):
         if value:
             if not Path(value).is_file():
@@ -267,13 +272,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, labels=args.labels, layout=args.layout)
     print(describe_problems(dataset), file=sys.stderr)
     if args.what == "attribute":
-        model = train_attribute_head(dataset, label=args.label, balance_by=args.balance_by,
-                                     where=_where(args.where), seed=args.seed)
+        head = train_attribute_head(dataset, label=args.label, balance_by=args.balance_by,
+                                    where=_where(args.where), seed=args.seed)
+        head.save(args.out)
+        provenance = head.provenance
     else:
-        model = train_score_normalization(dataset, clusters=args.clusters, target_fmr=args.target_fmr,
-                                          where=_where(args.where), seed=args.seed)
-    model.save(args.out)
-    print(f"{args.what}: {args.out} ({model.provenance})")
+        normalization = train_score_normalization(dataset, clusters=args.clusters, target_fmr=args.target_fmr,
+                                                  where=_where(args.where), seed=args.seed)
+        normalization.save(args.out)
+        provenance = normalization.provenance
+    print(f"{args.what}: {args.out} ({provenance})")
     return 0
 
 
@@ -359,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve Rekognition's API over HTTP for boto3 (endpoint_url=http://HOST:PORT)",
         description="Serve Amazon Rekognition's wire protocol (AWS JSON 1.1, SigV4-signed) so an "
                     "unmodified boto3 client works with endpoint_url. Credentials: "
-                    "FACEAUDIT_ACCESS_KEY_ID / FACEAUDIT_SECRET_ACCESS_KEY, else generated once "
+                    f"{ACCESS_KEY_ENV} / {SECRET_KEY_ENV}, else generated once "
                     "and stored in DATA_DIR/credentials.json (mode 0600).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")

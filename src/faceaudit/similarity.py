@@ -72,7 +72,7 @@ class SimilarityScale:
                 "who is searched (`faceaudit thresholds`, docs/similarity.md).")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SimilarityScale":
+    def from_dict(cls, data: dict[str, Any]) -> SimilarityScale:
         return cls(
             anchors=tuple((float(d), float(s)) for d, s in data["anchors"]),
             model_version=data["model_version"],
@@ -80,7 +80,7 @@ class SimilarityScale:
         )
 
     @classmethod
-    def default(cls) -> "SimilarityScale":
+    def default(cls) -> SimilarityScale:
         """The calibration shipped for the default engine."""
         text = (resources.files("faceaudit") / "data" / CALIBRATION_FILE).read_text()
         return cls.from_dict(json.loads(text))
@@ -99,6 +99,6 @@ class GroupFalseMatchRates:
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def default(cls) -> "GroupFalseMatchRates":
+    def default(cls) -> GroupFalseMatchRates:
         data = json.loads((resources.files("faceaudit") / "data" / GROUP_FMR_FILE).read_text())
         return cls(data["model_version"], data["thresholds"], data.get("provenance", {}))

@@ -6,13 +6,14 @@ import os
 import sqlite3
 import stat
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from storage_helpers import DIM, make_face, make_faces, unit_vectors
 
 from faceaudit.errors import (
+    InternalServerError,
     InvalidParameterException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
@@ -108,7 +109,7 @@ def test_everything_survives_reopening(tmp_path, rng):
     s.create_user("c", "alice")
     s.associate_faces("c", "alice", [faces[0].face_id])
     s.close()
-    with pytest.raises(Exception):
+    with pytest.raises(InternalServerError, match="closed"):
         s.describe_collection("c")
     s = EmbeddedStore(tmp_path)
     assert s.describe_collection("c").face_count == 5
@@ -133,7 +134,7 @@ def test_error_classes_are_rekognition_client_errors():
 # --- collections ----------------------------------------------------------------
 
 def test_collection_round_trip(store):
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     created = store.create_collection("my.Coll-1_x", "dlib-19.24")
     assert created.collection_id == "my.Coll-1_x"
     assert created.arn == "arn:aws:rekognition:us-east-1:000000000000:collection/my.Coll-1_x"

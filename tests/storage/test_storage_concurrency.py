@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import random
@@ -52,7 +53,7 @@ def test_threads_adding_one_face_per_call(tmp_path):
             start.wait()
             for face in faces:
                 store.add_faces("c", [face])
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
             errors.append(exc)
 
     def searcher(seed):
@@ -63,9 +64,9 @@ def test_threads_adding_one_face_per_call(tmp_path):
             while not done.is_set():
                 got = store.search("c", unit_vectors(rng, 1)[0], 10_000)
                 assert len(got) >= seen  # each search sees a newer snapshot
-                assert all(a[1] <= b[1] for a, b in zip(got, got[1:]))
+                assert all(a[1] <= b[1] for a, b in itertools.pairwise(got))
                 seen = len(got)
-        except BaseException as exc:  # pragma: no cover
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     writers = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
@@ -121,7 +122,7 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
     a.create_user("c", "u")
     assert a.index_stats("c")["faces"] == 100
     index = a._indexes["c"]
-    buffer_before = index._vectors
+    buffer_before = index.index._vectors
     ctx = multiprocessing.get_context("spawn")
 
     def run_b(vectors, ids, delete_ids, user, associate):
@@ -139,7 +140,7 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
         [(hit, distance)] = a.search("c", vector, 1)
         assert (hit.face_id, distance) == (face_id, 0.0)
     assert a.index_stats("c")["faces"] == 105
-    assert index._vectors is buffer_before
+    assert index.index._vectors is buffer_before
 
     # B adds, deletes and associates: A drops the deleted rows and sees the link
     more_vectors = unit_vectors(rng, 3)

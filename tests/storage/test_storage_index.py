@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from storage_helpers import make_faces, unit_vectors
 
-import faceaudit.storage.embedded as embedded
-from faceaudit.storage import EmbeddedStore
+from faceaudit.storage import EmbeddedStore, embedded
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     writer.add_faces("c", faces)
     assert reader.index_stats("c")["faces"] == 400
     index = reader._indexes["c"]
-    buffer = index._vectors
+    buffer = index.index._vectors
 
     # a few deletions: rows are only marked dead, the buffer stays
     doomed = [faces[i].face_id for i in (0, 5, 399)]
@@ -50,7 +49,7 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     query = faces[5].vector
     assert search_ids(reader, query, 10) == brute_ids(alive, query, 10)
     assert reader.index_stats("c")["faces"] == 397
-    assert index._vectors is buffer and index.view.n == 400 and index.view.live == 397
+    assert index.index._vectors is buffer and index.index.snapshot().n == 400 and index.index.snapshot().live == 397
     assert search_ids(reader, query, 1000) == brute_ids(alive, query, 1000)
 
     # additions after deletions keep the dead marks in step
@@ -68,8 +67,8 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     alive = alive[150:]
     query = unit_vectors(rng, 1)[0]
     assert search_ids(reader, query, 25) == brute_ids(alive, query, 25)
-    assert index.view.alive is None and index.view.n == len(alive)
-    assert index._vectors is not buffer
+    assert index.index.snapshot().alive is None and index.index.snapshot().n == len(alive)
+    assert index.index._vectors is not buffer
 
 
 def test_dead_rows_never_reach_user_search_or_exclusion(pair):

@@ -93,7 +93,7 @@ def test_faces_added_and_deleted_between_pages(store, rng):
     added_kept = [f for f in added if f not in deleted]
     assert all(counts[f] == 1 for f in added_kept), "a face added during the listing was skipped"
     # nothing that was deleted before it could be listed shows up
-    assert set(listed_so_far) <= set(f.face_id for f in original) | set(added)
+    assert set(listed_so_far) <= {f.face_id for f in original} | set(added)
     assert store.describe_collection("c").face_count == len(alive)
 
 

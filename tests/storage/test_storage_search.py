@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_exact_nearest_neighbours_match_brute_force(big):
         got = ids_and_distances(store.search("big", query, k))
         assert len(got) == k
         assert_same_ranking(got, brute_force(faces, query, k))
-        assert all(a[1] <= b[1] for a, b in zip(got, got[1:]))
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(got))
 
 
 def test_search_returns_full_records(big):
@@ -71,7 +72,7 @@ def test_more_results_than_faces(big):
 
 
 def test_max_distance(big):
-    store, faces, rng = big
+    store, faces, _ = big
     query = faces[7].vector * 1.01
     # pick a radius that cuts through the distribution
     all_distances = [d for _, d in brute_force(faces, query)]

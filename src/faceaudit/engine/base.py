@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,12 +23,19 @@ if TYPE_CHECKING:
 LANDMARK_NAMES = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 
 
-def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean distances between rows of ``a`` (n, d) and of ``b`` (m, d; default ``a``): (n, m)."""
-    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
-    b = a if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0.0))
+class EmbeddingClassifier(Protocol):
+    """A classifier on an engine's embeddings that can stand in for one of its attribute
+    networks (faceaudit.fairness.AttributeHead is one); the engine needs no more of it."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    @property
+    def provenance(self) -> dict[str, Any]: ...
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, len(classes)) class probabilities."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,35 +83,26 @@ class FaceEngine(ABC):
     #: (Rekognition's FaceModelVersion) because vectors from different models
     #: must never be compared.
     model_version: str
-    #: Turns a distance between two of this engine's embeddings into 0-100.
-    similarity_scale: "SimilarityScale"
-    #: Optional fair score normalization (faceaudit.fairness): shifts distances by
-    #: the two faces' cluster offsets before they become similarities.
-    score_normalization = None
+
+    @property
+    @abstractmethod
+    def similarity_scale(self) -> SimilarityScale:
+        """Turns a distance between two of this engine's embeddings into 0-100: each backend
+        calibrates its own. faceaudit.scoring.Scoring is what compares faces (this scale plus
+        any score normalization); the engine only embeds them."""
 
     @abstractmethod
-    def detect(self, image: "LoadedImage", max_faces: int = 100) -> list[DetectedFace]:
+    def detect(self, image: LoadedImage, max_faces: int = 100) -> list[DetectedFace]:
         """Faces in the image, largest first, at most ``max_faces``."""
 
     @abstractmethod
-    def embed(self, image: "LoadedImage", faces: list[DetectedFace]) -> np.ndarray:
+    def embed(self, image: LoadedImage, faces: list[DetectedFace]) -> np.ndarray:
         """One embedding row per face, float32, shape (len(faces), dim)."""
 
     @abstractmethod
-    def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
+    def analyze(self, image: LoadedImage, faces: list[DetectedFace]) -> list[FaceAttributes]:
         """Age and gender estimates, one per face."""
 
-    def distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Distances between embeddings ``a`` (n, d) and ``b`` (m, d), normalized if configured: (n, m)."""
-        raw = pairwise_distances(a, b)
-        if self.score_normalization is None:
-            return raw
-        return np.maximum(self.score_normalization.normalize(raw, np.atleast_2d(a), np.atleast_2d(b)), 0.0)
-
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Similarity (0-100) between embeddings ``a`` (n, d) and ``b`` (m, d): (n, m)."""
-        return self.similarity_scale.similarity(self.distances(a, b))
-
-    def options(self) -> dict:
+    def options(self) -> dict[str, Any]:
         """What, beyond model_version, changes this engine's answers (recorded in audit reports)."""
         return {}

@@ -18,7 +18,7 @@ import contextlib
 import importlib.resources
 import io
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import dlib
@@ -26,7 +26,12 @@ import face_recognition_models
 import numpy as np
 import onnxruntime as ort
 
-from faceaudit.engine.base import DetectedFace, FaceAttributes, FaceEngine
+from faceaudit.engine.base import (
+    DetectedFace,
+    EmbeddingClassifier,
+    FaceAttributes,
+    FaceEngine,
+)
 from faceaudit.similarity import SimilarityScale
 
 if TYPE_CHECKING:
@@ -90,10 +95,11 @@ class DlibEngine(FaceEngine):
 
     model_version = MODEL_VERSION
 
-    def __init__(self, similarity_scale: SimilarityScale | None = None, gender_head=None,
-                 score_normalization=None):
-        """``gender_head``: a faceaudit.fairness.AttributeHead replacing the shipped gender
-        network; ``score_normalization``: a FairScoreNormalization applied to every distance."""
+    def __init__(self, similarity_scale: SimilarityScale | None = None,
+                 gender_head: EmbeddingClassifier | None = None):
+        """``gender_head``: a classifier with classes "female" and "male" on this engine's
+        embeddings (e.g. a faceaudit.fairness.AttributeHead) replacing the shipped gender network.
+        Score normalization is not the engine's business: see faceaudit.scoring."""
         models = face_recognition_models
         self._detector = _load_mtcnn(MIN_FACE_PIXELS)
         self._shape_predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
@@ -104,7 +110,6 @@ class DlibEngine(FaceEngine):
         self._age_values = np.array([0.25] + list(range(1, 81)), dtype=np.float64)
         self._similarity_scale = similarity_scale
         self.gender_head = gender_head
-        self.score_normalization = score_normalization
         # dlib objects and MTCNN are not documented as thread-safe; a server
         # calls one engine from several threads, so each call holds the lock.
         self._lock = threading.Lock()
@@ -120,12 +125,10 @@ class DlibEngine(FaceEngine):
             self._similarity_scale = scale
         return self._similarity_scale
 
-    def options(self) -> dict:
-        options = {}
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
         if self.gender_head is not None:
             options["gender_head"] = self.gender_head.provenance
-        if self.score_normalization is not None:
-            options["score_normalization"] = self.score_normalization.provenance
         return options
 
     # -- detection -----------------------------------------------------------------

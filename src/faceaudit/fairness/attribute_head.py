@@ -42,17 +42,17 @@ class AttributeHead:
     @classmethod
     def fit(cls, embeddings: np.ndarray, labels: list[str], *, label: str = "gender",
             balance_by: list[tuple] | None = None, regularization: float = 1.0, seed: int = 0,
-            provenance: dict | None = None) -> "AttributeHead":
+            provenance: dict | None = None) -> AttributeHead:
         """Train on ``embeddings`` with ``labels``; ``balance_by`` (one group key per sample,
         e.g. (gender, race)) subsamples every group to the same size first."""
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
         x = np.asarray(embeddings, dtype=np.float64)
         y = np.asarray(labels, dtype=object)
         keep = np.arange(len(y)) if balance_by is None else balanced_indices(balance_by, seed)
         model = LogisticRegression(C=regularization, max_iter=2000, random_state=seed)
         model.fit(x[keep], y[keep])
-        record = {"n_train": int(len(keep)), "n_offered": int(len(y)), "balanced": balance_by is not None,
+        record = {"n_train": len(keep), "n_offered": len(y), "balanced": balance_by is not None,
                   "regularization": regularization, "seed": seed, **(provenance or {})}
         return cls(label, tuple(str(c) for c in model.classes_), model.coef_.copy(), model.intercept_.copy(), record)
 
@@ -76,7 +76,7 @@ class AttributeHead:
                 "coef": self.coef.tolist(), "intercept": self.intercept.tolist(), "provenance": self.provenance}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AttributeHead":
+    def from_dict(cls, data: dict[str, Any]) -> AttributeHead:
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         return cls(data["label"], tuple(data["classes"]), np.asarray(data["coef"]), np.asarray(data["intercept"]),
@@ -86,5 +86,5 @@ class AttributeHead:
         Path(path).write_text(json.dumps(self.to_dict()) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "AttributeHead":
+    def load(cls, path: str | Path) -> AttributeHead:
         return cls.from_dict(json.loads(Path(path).read_text()))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.engine.base import pairwise_distances
+from faceaudit.vectors import pairwise_distances
 
 FORMAT = "faceaudit-fair-score-normalization/1"
 
@@ -56,7 +56,7 @@ class FairScoreNormalization:
     @classmethod
     def fit(cls, embeddings: np.ndarray, identities=None, *, n_clusters: int = 10, target_fmr: float = 0.01,
             min_pairs: int | None = None, seed: int = 0, provenance: dict | None = None
-            ) -> "FairScoreNormalization":
+            ) -> FairScoreNormalization:
         """Learn clusters and their thresholds from embeddings of a training set.
 
         ``identities`` (one per embedding) keeps genuine pairs out of the impostor
@@ -64,7 +64,7 @@ class FairScoreNormalization:
         ``min_pairs`` (default 10 / target_fmr) is the fewest within-cluster
         impostor pairs needed to trust a cluster's threshold.
         """
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # type: ignore[import-untyped]
 
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if len(embeddings) < 2 * n_clusters:
@@ -83,7 +83,7 @@ class FairScoreNormalization:
             pairs_per_cluster.append(int(within.sum()))
             if within.sum() >= min_pairs:
                 offsets[c] = float(np.quantile(distances[within], target_fmr)) - global_threshold
-        record = {"n_embeddings": int(len(embeddings)), "n_clusters": n_clusters, "seed": seed,
+        record = {"n_embeddings": len(embeddings), "n_clusters": n_clusters, "seed": seed,
                   "min_pairs": min_pairs, "pairs_per_cluster": pairs_per_cluster,
                   "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(),
                   **(provenance or {})}
@@ -100,6 +100,12 @@ class FairScoreNormalization:
         """Normalized distances between embeddings ``a`` (n, d) and ``b`` (m, d), given their raw (n, m)."""
         return np.asarray(distances) - 0.5 * (self.delta(a)[:, None] + self.delta(b)[None, :])
 
+    def max_reduction(self, query: np.ndarray) -> float:
+        """An upper bound on how much normalizing shrinks the distance from any row of ``query``
+        to any face: half the largest query offset plus half the largest positive cluster offset.
+        A search widens its radius by this much, then rescores (faceaudit.scoring)."""
+        return 0.5 * (float(self.delta(np.atleast_2d(query)).max()) + max(float(self.offsets.max()), 0.0))
+
     def distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = np.atleast_2d(a), np.atleast_2d(b)
         return self.normalize(pairwise_distances(a, b), a, b)
@@ -111,7 +117,7 @@ class FairScoreNormalization:
                 "provenance": self.provenance}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FairScoreNormalization":
+    def from_dict(cls, data: dict[str, Any]) -> FairScoreNormalization:
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         return cls(np.asarray(data["centroids"], dtype=np.float64), np.asarray(data["offsets"], dtype=np.float64),
@@ -121,5 +127,5 @@ class FairScoreNormalization:
         Path(path).write_text(json.dumps(self.to_dict()) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "FairScoreNormalization":
+    def load(cls, path: str | Path) -> FairScoreNormalization:
         return cls.from_dict(json.loads(Path(path).read_text()))

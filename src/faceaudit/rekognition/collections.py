@@ -2,7 +2,8 @@
 
 Plain functions in Rekognition's request/response vocabulary. The store keeps
 vectors and metadata, never images. Thresholds (0-100 similarity) become
-embedding distances through the engine's calibrated SimilarityScale.
+embedding distances, and distances similarities, through one faceaudit.scoring.Scoring
+(the engine's calibrated scale plus any score normalization).
 """
 
 from __future__ import annotations
@@ -22,22 +23,24 @@ from faceaudit.rekognition.faces import (
     check_count,
     check_threshold,
     face_detail,
+    scoring_for,
     wanted_attributes,
 )
+from faceaudit.scoring import Scoring
 from faceaudit.storage import Collection, FaceStore, StoredFace
 
 DEFAULT_MATCH_THRESHOLD = 80.0
 DEFAULT_SEARCH_MAX_FACES = 100  # Rekognition documents no default; 100 is faceaudit's
 
 
-def threshold_to_distance(engine: FaceEngine, threshold, name: str = "FaceMatchThreshold") -> float | None:
-    """The largest embedding distance that still reaches ``threshold``; None means any distance."""
-    value = check_threshold(threshold, name)
-    return None if value == 0.0 else engine.similarity_scale.distance(value)
+def threshold_to_distance(scoring: Scoring, threshold, name: str = "FaceMatchThreshold") -> float | None:
+    """The largest distance (in ``scoring``'s terms) that still reaches ``threshold``; None means any."""
+    return scoring.max_distance(check_threshold(threshold, name))
 
 
-def similarity(engine: FaceEngine, distance: float) -> float:
-    return round(float(engine.similarity_scale.similarity(distance)), 6)
+def similarity(scoring: Scoring, distance: float) -> float:
+    """A response's Similarity (or Confidence) for a distance."""
+    return round(scoring.similarity(distance), 6)
 
 
 def face_record(face: StoredFace) -> dict[str, Any]:
@@ -110,7 +113,8 @@ def index_faces(engine: FaceEngine, store: FaceStore, collection_id: str, image,
     loaded = load_image(image)
     faces = engine.detect(loaded, max_faces=MAX_FACES)
     details = _details(engine, loaded, faces, detection_attributes)
-    kept, unindexed = [], []
+    kept: list[tuple[DetectedFace, dict[str, Any]]] = []
+    unindexed: list[dict[str, Any]] = []
     for face, detail in zip(faces, details):  # largest first
         reasons = quality.reasons_to_filter(detail, min(face.width, face.height), level)
         if not reasons and max_faces is not None and len(kept) >= max_faces:
@@ -155,34 +159,30 @@ def delete_faces(store: FaceStore, collection_id: str, face_ids) -> dict[str, An
 
 
 # -- search --------------------------------------------------------------------------
-def nearest_faces(engine: FaceEngine, store: FaceStore, collection_id: str, vector, limit: int,
+def nearest_faces(scoring: Scoring, store: FaceStore, collection: Collection, vector, limit: int,
                   max_distance: float | None, exclude_face_ids=()) -> list[tuple[StoredFace, float]]:
-    """The ``limit`` nearest faces within ``max_distance``, exact, in the engine's distance.
+    """The ``limit`` nearest faces within ``max_distance``, exact, in ``scoring``'s distance.
 
-    With score normalization a face's distance can shrink by up to half the query's
-    and the largest cluster offset, so the store is asked for every face within that
-    wider radius, and the engine's own distances decide the order and the cut.
+    With score normalization a face's distance can shrink (Scoring.search_radius
+    bounds by how much), so the store is asked for every face within that wider
+    raw radius, and the normalized distances decide the order and the cut.
     """
-    fsn = engine.score_normalization
-    if fsn is None:
-        return store.search(collection_id, vector, limit, max_distance=max_distance,
+    if not scoring.normalized:
+        return store.search(collection.collection_id, vector, limit, max_distance=max_distance,
                             exclude_face_ids=exclude_face_ids)
     query = np.atleast_2d(np.asarray(vector, dtype=np.float64))
-    slack = 0.5 * (float(fsn.delta(query)[0]) + float(max(fsn.offsets.max(), 0.0)))
-    radius = None if max_distance is None else max_distance + max(slack, 0.0)
-    everyone = max(1, store.describe_collection(collection_id).face_count)
-    hits = store.search(collection_id, vector, everyone, max_distance=radius, exclude_face_ids=exclude_face_ids)
+    hits = store.search(collection.collection_id, vector, max(1, collection.face_count),
+                        max_distance=scoring.search_radius(query, max_distance), exclude_face_ids=exclude_face_ids)
     if not hits:
         return []
-    vectors = np.stack([face.vector for face, _ in hits])
-    rescored = engine.distances(query, vectors)[0]
+    rescored = scoring.distances(query, np.stack([face.vector for face, _ in hits]))[0]
     order = sorted(range(len(hits)), key=lambda i: (rescored[i], hits[i][0].face_id))
     kept = [(hits[i][0], float(rescored[i])) for i in order if max_distance is None or rescored[i] <= max_distance]
     return kept[:limit]
 
 
-def _matches(engine: FaceEngine, hits) -> list[dict[str, Any]]:
-    return [{"Similarity": similarity(engine, distance), "Face": face_record(face)} for face, distance in hits]
+def _matches(scoring: Scoring, hits) -> list[dict[str, Any]]:
+    return [{"Similarity": similarity(scoring, distance), "Face": face_record(face)} for face, distance in hits]
 
 
 def _search_limit(max_faces) -> int:
@@ -190,17 +190,19 @@ def _search_limit(max_faces) -> int:
 
 
 def search_faces(engine: FaceEngine, store: FaceStore, collection_id: str, face_id: str,
-                 max_faces: int | None = None, face_match_threshold=DEFAULT_MATCH_THRESHOLD) -> dict[str, Any]:
+                 max_faces: int | None = None, face_match_threshold=DEFAULT_MATCH_THRESHOLD,
+                 scoring: Scoring | None = None) -> dict[str, Any]:
     """SearchFaces: faces of the collection like an already indexed face (itself excluded)."""
-    collection_for(engine, store, collection_id)
+    collection = collection_for(engine, store, collection_id)
+    scoring = scoring_for(engine, scoring)
     limit = _search_limit(max_faces)
-    max_distance = threshold_to_distance(engine, face_match_threshold)
+    max_distance = threshold_to_distance(scoring, face_match_threshold)
     found = store.get_faces(collection_id, [face_id])
     if not found:
         raise ResourceNotFoundException(f"Face {face_id} is not in collection {collection_id}")
-    hits = nearest_faces(engine, store, collection_id, found[0].vector, limit, max_distance,
+    hits = nearest_faces(scoring, store, collection, found[0].vector, limit, max_distance,
                          exclude_face_ids=[face_id])
-    return {"SearchedFaceId": face_id, "FaceMatches": _matches(engine, hits),
+    return {"SearchedFaceId": face_id, "FaceMatches": _matches(scoring, hits),
             "FaceModelVersion": engine.model_version}
 
 
@@ -221,14 +223,15 @@ def largest_searchable_face(engine: FaceEngine, image: LoadedImage, quality_filt
 
 def search_faces_by_image(engine: FaceEngine, store: FaceStore, collection_id: str, image,
                           max_faces: int | None = None, face_match_threshold=DEFAULT_MATCH_THRESHOLD,
-                          quality_filter: str | None = None) -> dict[str, Any]:
+                          quality_filter: str | None = None, scoring: Scoring | None = None) -> dict[str, Any]:
     """SearchFacesByImage: the largest face of the image against the collection."""
-    collection_for(engine, store, collection_id)
+    collection = collection_for(engine, store, collection_id)
+    scoring = scoring_for(engine, scoring)
     limit = _search_limit(max_faces)
-    max_distance = threshold_to_distance(engine, face_match_threshold)
+    max_distance = threshold_to_distance(scoring, face_match_threshold)
     loaded = load_image(image)
     face, detail, _ = largest_searchable_face(engine, loaded, quality_filter)
     vector = engine.embed(loaded, [face])[0]
-    hits = nearest_faces(engine, store, collection_id, np.asarray(vector), limit, max_distance)
+    hits = nearest_faces(scoring, store, collection, np.asarray(vector), limit, max_distance)
     return {"SearchedFaceBoundingBox": bounding_box(face, loaded), "SearchedFaceConfidence": detail["Confidence"],
-            "FaceMatches": _matches(engine, hits), "FaceModelVersion": engine.model_version}
+            "FaceMatches": _matches(scoring, hits), "FaceModelVersion": engine.model_version}

@@ -8,12 +8,14 @@ move them on and off the wire.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 from faceaudit.engine.base import DetectedFace, FaceAttributes, FaceEngine
 from faceaudit.engine.geometry import estimate_pose, estimate_quality
 from faceaudit.errors import InvalidParameterException
 from faceaudit.images import LoadedImage, load_image
+from faceaudit.runtime import default_scoring
+from faceaudit.scoring import Scoring
 
 MAX_FACES = 100  # Rekognition returns at most the 100 largest faces.
 
@@ -91,7 +93,16 @@ def detect_faces(engine: FaceEngine, image, attributes: Iterable[str] | None = N
                             for face, attrs in zip(faces, analyzed)]}
 
 
-def check_count(value, name: str, default: int | None, maximum: int | None = None) -> int | None:
+def scoring_for(engine: FaceEngine, scoring: Scoring | None) -> Scoring:
+    """``scoring`` if given, else the engine's default one (with the environment's normalization)."""
+    return default_scoring(engine) if scoring is None else scoring
+
+
+@overload
+def check_count(value: object, name: str, default: int, maximum: int | None = None) -> int: ...
+@overload
+def check_count(value: object, name: str, default: None, maximum: int | None = None) -> int | None: ...
+def check_count(value: object, name: str, default: int | None, maximum: int | None = None) -> int | None:
     """A whole-number limit such as MaxFaces: ``default`` when absent, else 1..``maximum``."""
     if value is None:
         return default
@@ -113,7 +124,8 @@ def check_threshold(value, name: str = "SimilarityThreshold") -> float:
     return number
 
 
-def compare_faces(engine: FaceEngine, source, target, similarity_threshold: float = 80.0) -> dict[str, Any]:
+def compare_faces(engine: FaceEngine, source, target, similarity_threshold: float = 80.0,
+                  scoring: Scoring | None = None) -> dict[str, Any]:
     """CompareFaces: the largest face of ``source`` against every face of ``target``.
 
     Faces at or above ``similarity_threshold`` are FaceMatches (most similar
@@ -138,7 +150,7 @@ def compare_faces(engine: FaceEngine, source, target, similarity_threshold: floa
         return response
     source_vector = engine.embed(source_image, [source_face])
     target_vectors = engine.embed(target_image, target_faces)
-    similarities = engine.similarity(source_vector, target_vectors)[0]
+    similarities = scoring_for(engine, scoring).similarities(source_vector, target_vectors)[0]
     order = sorted(range(len(target_faces)), key=lambda i: -similarities[i])
     for i in order:
         face = compared_face(target_faces[i], target_image)

@@ -3,6 +3,11 @@
 ``EmbeddedStore(data_dir)`` is the default backend (SQLite + in-memory exact index).
 """
 
+from faceaudit.errors import (
+    ConflictException,
+    InvalidPaginationTokenException,
+    ServiceQuotaExceededException,
+)
 from faceaudit.storage.base import (
     AssociationResult,
     Collection,
@@ -12,11 +17,6 @@ from faceaudit.storage.base import (
     User,
 )
 from faceaudit.storage.embedded import EmbeddedStore
-from faceaudit.errors import (
-    ConflictException,
-    InvalidPaginationTokenException,
-    ServiceQuotaExceededException,
-)
 
 __all__ = [
     "AssociationResult",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -82,6 +82,9 @@ MAX_FACES_PER_COLLECTION = 20_000_000  # Rekognition's published collection quot
 
 BOUNDING_BOX_KEYS = ("Width", "Height", "Left", "Top")
 
+#: Distances between the rows of two matrices of vectors, (n, d) and (m, d) -> (n, m).
+PairDistances = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
 
 # --- records -------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class StoredFace:
             and np.array_equal(np.asarray(self.vector, np.float32), np.asarray(other.vector, np.float32))
         )
 
-    __hash__ = None  # mutable record
+    __hash__ = None  # type: ignore[assignment]  # a mutable record is not hashable
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,8 @@ class FaceStore(abc.ABC):
 
     @abc.abstractmethod
     def associate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str],
-                        max_distance: float | None = None) -> AssociationResult:
+                        max_distance: float | None = None,
+                        distances: PairDistances | None = None) -> AssociationResult:
         """Associate 1-100 faces with an existing UserID.
 
         ``changed`` holds the newly associated face ids; faces already with
@@ -411,7 +415,9 @@ class FaceStore(abc.ABC):
         ASSOCIATED_TO_A_DIFFERENT_USER, and - when ``max_distance`` is given
         (UserMatchThreshold converted to a distance) and the UserID already had
         faces before the call - LOW_MATCH_CONFIDENCE for a face farther than
-        that from all of them. ResourceNotFoundException for an unknown UserID;
+        that from all of them. ``distances(a, b)`` -> (n, m) measures them
+        (default Euclidean; a normalized faceaudit.scoring.Scoring passes its own),
+        inside the same transaction as the change. ResourceNotFoundException for an unknown UserID;
         ServiceQuotaExceededException (and nothing changes) if the UserID would
         pass 100 faces.
         """

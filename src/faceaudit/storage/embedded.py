@@ -1,5 +1,10 @@
 """EmbeddedStore: the default backend - one SQLite file plus an in-memory search index.
 
+This module is the SQLite side only: schema, transactions, and keeping each
+collection's in-memory index (faceaudit.storage.vector_index, plain numpy,
+which also says why search is exact and how) in step with the database;
+NextTokens come from faceaudit.storage.page_tokens.
+
 Layout and guarantees
 ---------------------
 * ``data_dir/faceaudit.db`` (SQLite, WAL mode) holds everything: collections,
@@ -28,23 +33,13 @@ Layout and guarantees
   matches that transaction's snapshot exactly, so another process's commits
   (or a restart) are always seen, and never half.
 
-Why exact search
-----------------
-faceaudit exists to measure and publish its own error rates, including per
-demographic group. An approximate index (HNSW, IVF, PQ) adds misses of its own,
-and nothing guarantees that those misses are spread evenly across groups - they
-depend on how each group's embeddings cluster - so an ANN index would bias
-exactly the numbers we audit. Brute force is also cheap at this scale: one
-float32 matrix-vector product (BLAS) and a partial selection (``np.partition``),
-then the few candidates within the float32 error bound of the k-th are
-re-ranked with float64 distances, so the float32 shortcut never changes the
-answer (ties broken by FaceId). Measured cost (benchmarks/search_latency.py,
-128-D, on a 2-vCPU VM that was busy with other jobs, load ~5; results in
-benchmarks/results/search_latency.json): a top-10 search including its
-records takes 0.34 ms p50 / 1.2 ms p95 at 10k faces and 4.5 ms / 8.7 ms at
-100k (the numpy pass alone: 0.2 and 3.4 ms - memory-bound over 51 MB of
-float32); the index costs 4*dim + 25 bytes per face of RAM (~53 MB per 100k
-faces); the first search after opening loads it, ~0.6 s per 100k faces.
+Search
+------
+A search takes a snapshot of the collection's ExactIndex inside its own read
+transaction; the index answers with rowids and exact distances (every row tied
+with the k-th included), and the store breaks ties by FaceId (UserId for user
+search), cuts to k, and reads the records in that same transaction. The first
+search after opening loads the index, ~0.6 s per 100k faces.
 
 Synchronous mode: FULL by default
 ---------------------------------
@@ -76,30 +71,27 @@ guards its refresh, and searches run on immutable views of it outside the lock.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import os
 import sqlite3
-import struct
 import threading
 import time
 import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from faceaudit.errors import (
+    ConflictException,
     InternalServerError,
     InvalidParameterException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
 )
 from faceaudit.storage.base import (
     ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
@@ -135,11 +127,15 @@ from faceaudit.storage.base import (
     validate_page_size,
     validate_user_id,
 )
-from faceaudit.errors import (
-    ConflictException,
-    InvalidPaginationTokenException,
-    ServiceQuotaExceededException,
+from faceaudit.storage.page_tokens import (
+    KIND_COLLECTIONS,
+    KIND_FACES,
+    KIND_USERS,
+    NO_FILTER,
+    PageTokens,
+    filter_digest,
 )
+from faceaudit.storage.vector_index import NO_GROUP, ExactIndex, ExactSnapshot
 
 DB_FILENAME = "faceaudit.db"
 SCHEMA_VERSION = 1
@@ -217,13 +213,6 @@ _COLLECTION_COLUMNS = (
     "id, collection_id, arn, face_model_version, created_ms, face_count, user_count, "
     "vector_dim, change_counter, delete_counter, assoc_counter")
 
-# NextToken: version, kind, scope (collection rowid), last rowid seen, filter digest; + HMAC.
-_TOKEN = struct.Struct("<BBqq8s")
-_TOKEN_MAC_BYTES = 12
-_TOKEN_VERSION = 1
-_KIND_COLLECTIONS, _KIND_FACES, _KIND_USERS = 1, 2, 3
-_NO_FILTER = b"\0" * 8
-
 # Connections inherited through fork() are never used or closed by the child
 # (SQLite forbids carrying a connection across fork); they are parked here.
 _FORK_ORPHANS: list = []
@@ -247,7 +236,7 @@ class _CollRow(NamedTuple):
             collection_id=self.collection_id,
             arn=self.arn,
             face_model_version=self.face_model_version,
-            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=timezone.utc),
+            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=UTC),
             face_count=self.face_count,
             user_count=self.user_count,
         )
@@ -283,210 +272,99 @@ def _user_status(has_faces: bool) -> str:
     return USER_ACTIVE if has_faces else USER_CREATED
 
 
-def _error_bound(dim: int, max_sqnorm: float, query_sqnorm: float) -> float:
-    """Upper bound on |float32-BLAS squared distance - exact squared distance|.
+# --- keeping the in-memory index in step with SQLite -----------------------------
 
-    The float32 dot product of d terms errs by at most about d*u*|x||q|
-    (u = 2**-24); the norms are computed in float64. Four times that bound, in
-    squared-distance units, is used as the margin within which candidates are
-    re-ranked with exact float64 distances, so the float32 shortcut can never
-    change which faces are returned.
-    """
-    return 4.0 * dim * 2.0 ** -24 * (max_sqnorm + query_sqnorm) + 1e-30
-
-
-# --- the in-memory index --------------------------------------------------------
-
-class _IndexView:
-    """An immutable snapshot of one collection's index: rows [0, n) of the buffers.
-
-    Rows of faces deleted since the last compaction stay in the arrays with
-    ``alive`` False (``alive`` None: every row is alive).
-    """
-
-    __slots__ = ("rowid", "change", "delete", "assoc", "dim", "seqs", "matrix",
-                 "sqnorms", "users", "alive", "live", "max_sqnorm")
-
-    def __init__(self, row: _CollRow, dim, seqs, matrix, sqnorms, users, alive):
-        self.rowid = row.id
-        self.change = row.change_counter
-        self.delete = row.delete_counter
-        self.assoc = row.assoc_counter
-        self.dim = dim
-        self.seqs = seqs          # int64 (n,), ascending rowids
-        self.matrix = matrix      # float32 (n, dim)
-        self.sqnorms = sqnorms    # float64 (n,)
-        self.users = users        # int64 (n,), users.id or -1
-        self.alive = alive        # bool (n,) or None
-        self.live = len(seqs) if alive is None else int(alive.sum())
-        self.max_sqnorm = float(sqnorms.max()) if len(sqnorms) else 0.0
-
-    @property
-    def n(self) -> int:
-        return len(self.seqs)
-
-    @property
-    def last_seq(self) -> int:
-        return int(self.seqs[-1]) if len(self.seqs) else 0
-
-    def alive_mask(self) -> np.ndarray:
-        """A fresh (writable) mask of the live rows."""
-        return np.ones(self.n, dtype=bool) if self.alive is None else self.alive.copy()
-
-    def positions(self, seqs) -> np.ndarray:
-        """Positions of rowids known to be in the index."""
-        seqs = np.asarray(seqs, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.seqs, seqs), max(self.n - 1, 0))
-        if self.n == 0 or not np.array_equal(self.seqs[pos], seqs):
-            raise InternalServerError("search index out of step with the database")
-        return pos
-
-    def positions_if_present(self, seqs) -> np.ndarray:
-        seqs = np.asarray(seqs, dtype=np.int64)
-        if self.n == 0 or len(seqs) == 0:
-            return np.empty(0, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.seqs, seqs), self.n - 1)
-        return pos[self.seqs[pos] == seqs]
+def _index_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fetched (seq, user, vector) rows as (ids, vectors, groups) for the index."""
+    k = len(rows)
+    seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=k)
+    users = np.fromiter((NO_GROUP if r[1] is None else r[1] for r in rows), dtype=np.int64, count=k)
+    vectors = (_vectors_from_blobs([r[2] for r in rows], dim) if k
+               else np.empty((0, dim), dtype=np.float32))
+    return seqs, vectors, users
 
 
 class _CollectionIndex:
-    """The index of one collection in this process; refreshed under ``lock``.
+    """One collection's ExactIndex in this process, and the counters of the database snapshot it matches.
 
-    Buffers have spare capacity: appending writes rows past the current view's
-    end, which no existing view can see, so views handed to searching threads
-    stay valid without copying. Deletions only clear ``alive`` bits (from the
-    deletion log); once a quarter of the rows are dead the live ones are
-    compacted into new buffers. Compaction and growth allocate new buffers.
+    Refreshed under ``lock`` from the collection row's counters (see the module
+    docstring): new rows are appended, rows in the deletion log (or, when too far
+    behind, rows no longer present) are removed, the user column is reloaded when
+    associations changed; only a new collection rowid or dimension reloads everything.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.view: _IndexView | None = None
-        self._vectors: np.ndarray | None = None
-        self._seqs: np.ndarray | None = None
-        self._sqnorms: np.ndarray | None = None
+        self.index: ExactIndex | None = None
+        # (collection rowid, change, delete, assoc counters) the index matches
+        self.stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
 
-    def current(self, conn: sqlite3.Connection, row: _CollRow) -> _IndexView | None:
-        """The view matching the snapshot ``row`` was read in, refreshing as needed.
+    def current(self, conn: sqlite3.Connection, row: _CollRow) -> ExactSnapshot | None:
+        """The snapshot matching the database snapshot ``row`` was read in, refreshing as needed.
 
         None if this process's index is already *newer* than that snapshot
         (another thread refreshed from a later one): the caller retries with a
         fresh read transaction.
         """
         with self.lock:
-            view = self.view
-            if view is not None and (view.rowid, view.change) == (row.id, row.change_counter):
-                return view
-            if view is not None and (view.rowid, view.change) > (row.id, row.change_counter):
+            index = self.index
+            wanted = (row.id, row.change_counter)
+            if index is not None and self.stamp[:2] == wanted:
+                return index.snapshot()
+            if index is not None and self.stamp[:2] > wanted:
                 return None
             dim = row.vector_dim or 0
-            if view is None or view.rowid != row.id or view.dim != dim:
-                self._full_load(conn, row, dim)
+            if index is None or self.stamp[0] != row.id or index.dim != dim:
+                index = self._full_load(conn, row, dim)
             else:
-                self._refresh(conn, row, view)
-            return self.view
+                self._refresh(conn, row, index)
+            self.stamp = (row.id, row.change_counter, row.delete_counter, row.assoc_counter)
+            return index.snapshot()
 
     # internals (called with self.lock held)
 
-    def _alloc(self, capacity: int, dim: int):
-        self._vectors = np.empty((capacity, dim), dtype=np.float32)
-        self._seqs = np.empty(capacity, dtype=np.int64)
-        self._sqnorms = np.empty(capacity, dtype=np.float64)
-
-    def _make_view(self, row, dim, n, users, alive) -> None:
-        self.view = _IndexView(row, dim, self._seqs[:n], self._vectors[:n], self._sqnorms[:n],
-                               users, alive)
-
-    def _full_load(self, conn, row: _CollRow, dim: int) -> None:
+    def _full_load(self, conn: sqlite3.Connection, row: _CollRow, dim: int) -> ExactIndex:
         rows = conn.execute(
             "SELECT seq, user, vector FROM faces WHERE collection = ? ORDER BY seq",
             (row.id,)).fetchall()
-        n = len(rows)
-        self._alloc(max(64, n + n // 4), dim)
-        users = self._write_rows(0, rows, dim)
-        self._make_view(row, dim, n, users, None)
+        index = ExactIndex(dim)
+        index.reset(*_index_rows(rows, dim))
+        self.index = index
+        return index
 
-    def _write_rows(self, start: int, rows, dim: int) -> np.ndarray:
-        """Write fetched (seq, user, vector) rows at ``start``; returns their users."""
-        k = len(rows)
-        if k == 0:
-            return np.empty(0, dtype=np.int64)
-        seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=k)
-        users = np.fromiter((-1 if r[1] is None else r[1] for r in rows), dtype=np.int64, count=k)
-        vectors = _vectors_from_blobs([r[2] for r in rows], dim)
-        end = start + k
-        self._seqs[start:end] = seqs
-        self._vectors[start:end] = vectors
-        for chunk in range(start, end, 8192):  # float64 norms without a full float64 copy
-            block = self._vectors[chunk:min(end, chunk + 8192)].astype(np.float64)
-            self._sqnorms[chunk:chunk + len(block)] = np.einsum("ij,ij->i", block, block)
-        return users
-
-    def _refresh(self, conn, row: _CollRow, view: _IndexView) -> None:
-        dim = view.dim
-        n = view.n
-        users = view.users
-        alive = view.alive
-        if row.delete_counter != view.delete:
-            alive = view.alive_mask()
-            if row.delete_counter - view.delete <= DELETION_LOG_KEEP:
-                # the deletion log still holds every deletion since this view
-                gone = [r[0] for r in conn.execute(
+    def _refresh(self, conn: sqlite3.Connection, row: _CollRow, index: ExactIndex) -> None:
+        _, _, seen_delete, seen_assoc = self.stamp
+        last_seq = index.snapshot().last_id  # taken before any removal: every row up to it is indexed
+        if row.delete_counter != seen_delete:
+            if row.delete_counter - seen_delete <= DELETION_LOG_KEEP:
+                # the deletion log still holds every deletion since this index
+                index.remove([r[0] for r in conn.execute(
                     "SELECT seq FROM face_deletions WHERE collection = ? "
                     "AND delete_counter > ? AND delete_counter <= ?",
-                    (row.id, view.delete, row.delete_counter))]
-                alive[view.positions_if_present(gone)] = False
+                    (row.id, seen_delete, row.delete_counter))])
             else:
                 # too far behind: compare rowids (covering index, no vectors read)
-                present = np.fromiter(
+                index.retain(np.fromiter(
                     (r[0] for r in conn.execute(
                         "SELECT seq FROM faces WHERE collection = ? AND seq <= ? ORDER BY seq",
-                        (row.id, view.last_seq))),
-                    dtype=np.int64)
-                alive &= np.isin(view.seqs, present, assume_unique=True)
-            dead = n - int(alive.sum())
-            if dead == 0:
-                alive = None
-            elif dead * 4 > n:
-                # compact the live rows into new buffers
-                keep = alive
-                n = n - dead
-                old_vectors, old_seqs, old_sqnorms = view.matrix, view.seqs, view.sqnorms
-                self._alloc(max(64, n + n // 4), dim)
-                self._vectors[:n] = old_vectors[keep]
-                self._seqs[:n] = old_seqs[keep]
-                self._sqnorms[:n] = old_sqnorms[keep]
-                users = users[keep]
-                alive = None
+                        (row.id, last_seq))),
+                    dtype=np.int64))
         new_rows = conn.execute(
             "SELECT seq, user, vector FROM faces WHERE collection = ? AND seq > ? ORDER BY seq",
-            (row.id, view.last_seq)).fetchall()
+            (row.id, last_seq)).fetchall()
         if new_rows:
-            needed = n + len(new_rows)
-            if needed > len(self._seqs):
-                old = (self._vectors[:n], self._seqs[:n], self._sqnorms[:n])
-                self._alloc(max(needed, 2 * len(self._seqs)), dim)
-                self._vectors[:n], self._seqs[:n], self._sqnorms[:n] = old
-            users = np.concatenate([users, self._write_rows(n, new_rows, dim)])
-            if alive is not None:
-                alive = np.concatenate([alive, np.ones(len(new_rows), dtype=bool)])
-            n = needed
-        if row.assoc_counter != view.assoc:
-            users = np.full(n, -1, dtype=np.int64)
+            index.add(*_index_rows(new_rows, index.dim))
+        if row.assoc_counter != seen_assoc:
             linked = conn.execute(
                 "SELECT seq, user FROM faces WHERE collection = ? AND user IS NOT NULL",
                 (row.id,)).fetchall()
-            if linked:
-                seqs = np.fromiter((r[0] for r in linked), dtype=np.int64, count=len(linked))
-                pos = np.searchsorted(self._seqs[:n], seqs)
-                users[pos] = np.fromiter((r[1] for r in linked), dtype=np.int64, count=len(linked))
-        self._make_view(row, dim, n, users, alive)
+            index.set_groups([r[0] for r in linked], [r[1] for r in linked])
 
 
 class _ConnectionHolder:
     """Weak-referenceable owner of one thread's connection (sqlite3.Connection is not)."""
 
-    __slots__ = ("conn", "__weakref__")
+    __slots__ = ("__weakref__", "conn")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -531,7 +409,7 @@ class EmbeddedStore(FaceStore):
         self._conns_lock = threading.Lock()
         self._indexes: dict[str, _CollectionIndex] = {}
         self._indexes_lock = threading.Lock()
-        self._secret = self._initialise()
+        self._tokens = PageTokens(self._initialise())
 
     # --- connections and transactions
 
@@ -664,33 +542,12 @@ class EmbeddedStore(FaceStore):
     def _evict(self, collection_id: str) -> None:
         with self._indexes_lock:
             self._indexes.pop(collection_id, None)
+    def _token(self, kind: int, scope: int, after: int, digest: bytes = NO_FILTER) -> str:
+        return self._tokens.issue(kind, scope, after, digest)
 
-    def _token(self, kind: int, scope: int, after: int, digest: bytes = _NO_FILTER) -> str:
-        payload = _TOKEN.pack(_TOKEN_VERSION, kind, scope, after, digest)
-        mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
-        return base64.urlsafe_b64encode(payload + mac).decode("ascii").rstrip("=")
-
-    def _after(self, token, kind: int, scope: int, digest: bytes = _NO_FILTER) -> int:
+    def _after(self, token, kind: int, scope: int, digest: bytes = NO_FILTER) -> int:
         """The last rowid seen, from ``token`` (None/"" = start)."""
-        if token is None or token == "":
-            return 0
-        bad = InvalidPaginationTokenException("Invalid token")
-        if not isinstance(token, str) or len(token) > 255:
-            raise bad
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raise bad from None
-        if len(raw) != _TOKEN.size + _TOKEN_MAC_BYTES:
-            raise bad
-        payload, mac = raw[:_TOKEN.size], raw[_TOKEN.size:]
-        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
-        if not hmac.compare_digest(mac, expected):
-            raise bad
-        version, token_kind, token_scope, after, token_digest = _TOKEN.unpack(payload)
-        if (version, token_kind, token_scope, token_digest) != (_TOKEN_VERSION, kind, scope, digest):
-            raise bad
-        return after
+        return self._tokens.after(token, kind, scope, digest)
 
     # --- collections
 
@@ -719,13 +576,13 @@ class EmbeddedStore(FaceStore):
 
     def list_collections_detailed(self, next_token=None, max_results=None):
         limit = validate_page_size(max_results, DEFAULT_PAGE_SIZE, PAGE_SIZE_MAX)
-        after = self._after(next_token, _KIND_COLLECTIONS, 0)
+        after = self._after(next_token, KIND_COLLECTIONS, 0)
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit + 1)).fetchall()
         rows = [_CollRow(*r) for r in rows]
-        token = self._token(_KIND_COLLECTIONS, 0, rows[limit - 1].id) if len(rows) > limit else None
+        token = self._token(KIND_COLLECTIONS, 0, rows[limit - 1].id) if len(rows) > limit else None
         return [r.to_collection() for r in rows[:limit]], token
 
     def delete_collection(self, collection_id: str) -> None:
@@ -789,13 +646,13 @@ class EmbeddedStore(FaceStore):
             validate_user_id(user_id)
         if face_ids is not None:
             face_ids = validate_face_ids(face_ids, FACE_ID_LIST_MAX)
-        digest = _NO_FILTER
+        digest = NO_FILTER
         if user_id is not None or face_ids is not None:
             canonical = json.dumps([user_id, sorted(face_ids) if face_ids is not None else None])
-            digest = hashlib.sha256(canonical.encode()).digest()[:8]
+            digest = filter_digest(canonical)
         with self._read() as conn:
             coll = self._collection(conn, collection_id)
-            after = self._after(next_token, _KIND_FACES, coll.id, digest)
+            after = self._after(next_token, KIND_FACES, coll.id, digest)
             sql = f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = ? AND f.seq > ?"
             params: list = [coll.id, after]
             if user_id is not None:
@@ -809,7 +666,7 @@ class EmbeddedStore(FaceStore):
             rows = conn.execute(sql, params).fetchall()
         token = None
         if len(rows) > limit:
-            token = self._token(_KIND_FACES, coll.id, rows[limit - 1][0], digest)
+            token = self._token(KIND_FACES, coll.id, rows[limit - 1][0], digest)
         return [_face_from_row(r) for r in rows[:limit]], token
 
     def get_faces(self, collection_id, face_ids):
@@ -866,11 +723,10 @@ class EmbeddedStore(FaceStore):
                              (coll.id, counter - DELETION_LOG_KEEP))
                 self._bump(conn, coll, faces=-len(doomed), deleted=True)
         return deleted, unsuccessful
-
     # --- search
 
     def _with_index(self, collection_id: str, work):
-        """Run ``work(conn, coll, view)`` in a read transaction whose snapshot the view matches."""
+        """Run ``work(conn, coll, snapshot)`` in a read transaction whose snapshot the index matches."""
         for _ in range(100):
             with self._read() as conn:
                 coll = self._collection(conn, collection_id)
@@ -878,35 +734,23 @@ class EmbeddedStore(FaceStore):
                     index = self._indexes.get(collection_id)
                     if index is None:
                         index = self._indexes[collection_id] = _CollectionIndex()
-                view = index.current(conn, coll)
-                if view is not None:
-                    return work(conn, coll, view)
+                snapshot = index.current(conn, coll)
+                if snapshot is not None:
+                    return work(conn, coll, snapshot)
             # This process's index is newer than our snapshot: take a newer one.
         raise InternalServerError("could not obtain a consistent view of the search index")
 
     def index_stats(self, collection_id: str) -> dict:
         """Size of the (refreshed) in-memory index: {'faces': n, 'dim': d}."""
         validate_collection_id(collection_id)
-        return self._with_index(collection_id, lambda conn, coll, view: {"faces": view.live, "dim": view.dim})
+        return self._with_index(collection_id, lambda conn, coll, snap: {"faces": snap.live, "dim": snap.dim})
 
     @staticmethod
-    def _check_dim(view: _IndexView, query: np.ndarray) -> None:
-        if query.shape[-1] != view.dim:
+    def _check_dim(snapshot: ExactSnapshot, query: np.ndarray) -> None:
+        if query.shape[-1] != snapshot.dim:
             raise InvalidParameterException(
                 f"the query vector has dimension {query.shape[-1]}; the collection's vectors "
-                f"have dimension {view.dim}")
-
-    @staticmethod
-    def _exact_distances(view: _IndexView, positions: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """float64 Euclidean distances of rows ``positions`` to query (dim,) or min over (m, dim)."""
-        q = np.atleast_2d(query).astype(np.float64)
-        out = np.empty(len(positions), dtype=np.float64)
-        step = max(1, 65536 // len(q))  # bounds the float64 temporary
-        for start in range(0, len(positions), step):
-            rows = view.matrix[positions[start:start + step]].astype(np.float64)
-            diff = rows[:, None, :] - q[None, :, :]
-            out[start:start + step] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)).min(axis=1)
-        return out
+                f"have dimension {snapshot.dim}")
 
     def search(self, collection_id, vector, max_results, max_distance=None,
                exclude_face_ids=(), user_ids=None):
@@ -921,74 +765,33 @@ class EmbeddedStore(FaceStore):
                 raise InvalidParameterException("user_ids must be a list")
             wanted_users = [validate_user_id(u) for u in dict.fromkeys(user_ids)]
 
-        def work(conn, coll, view):
-            if view.live == 0:
+        def work(conn, coll, snapshot: ExactSnapshot):
+            if snapshot.live == 0:
                 return []
-            self._check_dim(view, query)
-            valid = view.alive_mask()
+            self._check_dim(snapshot, query)
+            excluded_seqs: list[int] = []
             if exclude:
-                seqs = [r[0] for r in conn.execute(
+                excluded_seqs = [r[0] for r in conn.execute(
                     "SELECT seq FROM faces WHERE collection = ? AND face_id IN "
                     "(SELECT value FROM json_each(?))", (coll.id, _json_list(exclude)))]
-                if seqs:
-                    valid[view.positions(seqs)] = False
+            groups = None
             if wanted_users is not None:
-                rowids = [r[0] for r in conn.execute(
+                groups = [r[0] for r in conn.execute(
                     "SELECT id FROM users WHERE collection = ? AND user_id IN "
                     "(SELECT value FROM json_each(?))", (coll.id, _json_list(wanted_users)))]
-                valid &= np.isin(view.users, np.asarray(rowids, dtype=np.int64))
-            candidates = self._candidates(view, query, valid, k, max_distance)
-            if len(candidates) == 0:
+            hits = snapshot.nearest(query, k, max_distance, exclude_ids=excluded_seqs, groups=groups)
+            if len(hits.ids) == 0:
                 return []
-            distances = self._exact_distances(view, candidates, query)
             rows = conn.execute(
                 f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.seq IN "
-                "(SELECT value FROM json_each(?))",
-                (_json_list(int(s) for s in view.seqs[candidates]),)).fetchall()
+                "(SELECT value FROM json_each(?))", (_json_list(hits.ids.tolist()),)).fetchall()
             by_seq = {r[0]: r for r in rows}
-            scored = []
-            for seq, distance in zip(view.seqs[candidates].tolist(), distances.tolist()):
-                if max_distance is not None and distance > max_distance:
-                    continue
-                scored.append((distance, by_seq[seq][1], by_seq[seq]))
-            scored.sort(key=lambda t: (t[0], t[1]))
+            # ties (equal distances) in FaceId order; the index returned every row tied with the k-th
+            scored = sorted((distance, by_seq[seq][1], by_seq[seq])
+                            for seq, distance in zip(hits.ids.tolist(), hits.distances.tolist()))
             return [(_face_from_row(r), d) for d, _, r in scored[:k]]
 
         return self._with_index(collection_id, work)
-
-    @staticmethod
-    def _approx_sq_distances(view: _IndexView, query: np.ndarray) -> tuple[np.ndarray, float]:
-        """float32-BLAS squared distances (min over query rows) and their error bound."""
-        q2 = np.atleast_2d(query)
-        q64 = q2.astype(np.float64)
-        qq = np.einsum("ij,ij->i", q64, q64)
-        if len(q2) == 1:
-            # einsum, not BLAS: single-threaded, so concurrent searches do not
-            # oversubscribe the cores with BLAS worker threads (measured: at
-            # 100k faces on 2 busy vCPUs, 2.7 ms p50 against 12 ms for
-            # multi-threaded sgemv; at 10k both are well under 1 ms).
-            dots = np.einsum("ij,j->i", view.matrix, q2[0]).astype(np.float64)[:, None]
-        else:
-            dots = (view.matrix @ q2.T).astype(np.float64)        # (n, m)
-        approx = (view.sqnorms[:, None] + qq[None, :] - 2.0 * dots).min(axis=1)
-        return approx, _error_bound(view.dim, view.max_sqnorm, float(qq.max()))
-
-    def _candidates(self, view, query, valid, k, max_distance) -> np.ndarray:
-        """Row positions that may be among the exact top k; re-ranked exactly by the caller.
-
-        With eps bounding the float32 error, the true k-th smallest squared
-        distance T is <= (k-th smallest approximate) + eps, and every row whose
-        exact squared distance is <= T has an approximate one <= kth + 2*eps.
-        """
-        approx, eps = self._approx_sq_distances(view, query)
-        if max_distance is not None:
-            valid = valid & (approx <= max_distance * max_distance + eps)
-        positions = np.flatnonzero(valid)
-        if len(positions) > k:
-            values = approx[positions]
-            kth = np.partition(values, k - 1)[k - 1]
-            positions = positions[values <= kth + 2 * eps]
-        return positions
 
     def search_users(self, collection_id, vector, max_results, max_distance=None,
                      exclude_user_ids=()):
@@ -1000,52 +803,22 @@ class EmbeddedStore(FaceStore):
             raise InvalidParameterException("exclude_user_ids must be a list")
         excluded = [validate_user_id(u) for u in dict.fromkeys(exclude_user_ids or ())]
 
-        def work(conn, coll, view):
-            if view.live == 0:
+        def work(conn, coll, snapshot: ExactSnapshot):
+            if snapshot.live == 0:
                 return []
-            self._check_dim(view, query)
-            valid = view.users >= 0
-            if view.alive is not None:
-                valid &= view.alive
+            self._check_dim(snapshot, query)
+            excluded_rowids: list[int] = []
             if excluded:
-                rowids = [r[0] for r in conn.execute(
+                excluded_rowids = [r[0] for r in conn.execute(
                     "SELECT id FROM users WHERE collection = ? AND user_id IN "
                     "(SELECT value FROM json_each(?))", (coll.id, _json_list(excluded)))]
-                valid &= ~np.isin(view.users, np.asarray(rowids, dtype=np.int64))
-            positions = np.flatnonzero(valid)
-            if len(positions) == 0:
+            hits = snapshot.nearest_groups(query, k, max_distance, exclude_groups=excluded_rowids)
+            if len(hits.ids) == 0:
                 return []
-            approx, eps = self._approx_sq_distances(view, query)
-            users = view.users[positions]
-            values = approx[positions]
-            # each user's smallest approximate distance
-            order = np.lexsort((values, users))
-            users_sorted = users[order]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = users_sorted[1:] != users_sorted[:-1]
-            user_rowids = users_sorted[first]
-            user_best = values[order][first]
-            keep = np.ones(len(user_rowids), dtype=bool)
-            if max_distance is not None:
-                keep &= user_best <= max_distance * max_distance + eps
-            if keep.sum() > k:
-                kth = np.partition(user_best[keep], k - 1)[k - 1]
-                keep &= user_best <= kth + 2 * eps
-            chosen = user_rowids[keep]
-            if len(chosen) == 0:
-                return []
-            # exact: every face of every chosen user
-            face_positions = np.flatnonzero(np.isin(view.users, chosen) & valid)
-            distances = self._exact_distances(view, face_positions, query)
-            best: dict[int, float] = {}
-            for user, distance in zip(view.users[face_positions].tolist(), distances.tolist()):
-                if distance < best.get(user, np.inf):
-                    best[user] = distance
             names = dict(conn.execute(
                 "SELECT id, user_id FROM users WHERE id IN (SELECT value FROM json_each(?))",
-                (_json_list(best),)).fetchall())
-            scored = sorted((d, names[u]) for u, d in best.items()
-                            if max_distance is None or d <= max_distance)
+                (_json_list(hits.ids.tolist()),)).fetchall())
+            scored = sorted((d, names[u]) for u, d in zip(hits.ids.tolist(), hits.distances.tolist()))
             return [(User(name, USER_ACTIVE), d) for d, name in scored[:k]]
 
         return self._with_index(collection_id, work)
@@ -1091,12 +864,12 @@ class EmbeddedStore(FaceStore):
         limit = validate_page_size(max_results, DEFAULT_USER_PAGE_SIZE, USER_PAGE_SIZE_MAX)
         with self._read() as conn:
             coll = self._collection(conn, collection_id)
-            after = self._after(next_token, _KIND_USERS, coll.id)
+            after = self._after(next_token, KIND_USERS, coll.id)
             rows = conn.execute(
                 "SELECT u.id, u.user_id, EXISTS (SELECT 1 FROM faces AS f WHERE f.user = u.id) "
                 "FROM users AS u WHERE u.collection = ? AND u.id > ? ORDER BY u.id LIMIT ?",
                 (coll.id, after, limit + 1)).fetchall()
-        token = self._token(_KIND_USERS, coll.id, rows[limit - 1][0]) if len(rows) > limit else None
+        token = self._token(KIND_USERS, coll.id, rows[limit - 1][0]) if len(rows) > limit else None
         return [User(name, _user_status(bool(has))) for _, name, has in rows[:limit]], token
 
     def _faces_for_users_op(self, conn, coll, face_ids):
@@ -1107,7 +880,7 @@ class EmbeddedStore(FaceStore):
             (coll.id, _json_list(face_ids))).fetchall()
         return {r[0]: r[1:] for r in rows}
 
-    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None):
+    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None, distances=None):
         validate_collection_id(collection_id)
         validate_user_id(user_id)
         face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
@@ -1135,7 +908,10 @@ class EmbeddedStore(FaceStore):
                     continue
                 if max_distance is not None and existing_matrix is not None:
                     vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
-                    distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
+                    if distances is None:
+                        distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
+                    else:
+                        distance = float(np.min(distances(vector[None, :], existing_matrix)))
                     if distance > max_distance:
                         unsuccessful.append(UnsuccessfulFace(
                             face_id, (ASSOCIATE_LOW_MATCH_CONFIDENCE,), user_id=None,

@@ -1,0 +1,115 @@
+"""Every environment variable faceaudit reads, in one place, as one frozen object.
+
+``Settings.from_env()`` reads them once; code below the command line takes a
+``Settings`` (or the values in it) instead of looking at ``os.environ`` itself,
+so a test can pass ``Settings.from_env({...})`` and nothing else leaks in.
+
+faceaudit's own variables (all optional):
+
+=================================  ==========================================================
+FACEAUDIT_GENDER_HEAD              an AttributeHead file (``faceaudit train attribute``) that
+                                   replaces the shipped gender network
+FACEAUDIT_SCORE_NORMALIZATION      a FairScoreNormalization file (``faceaudit train
+                                   normalization``) applied to every comparison and search
+FACEAUDIT_ACCESS_KEY_ID            the server's access key id (with the secret below); unset:
+FACEAUDIT_SECRET_ACCESS_KEY        keys are generated and stored in DATA_DIR/credentials.json
+FACEAUDIT_SERVE_DATA_DIR           set by ``faceaudit serve`` for its worker processes:
+FACEAUDIT_SERVE_BUCKET_DIR         the data folder, the S3Object folder, request threads per
+FACEAUDIT_SERVE_THREADS            process and the only region accepted in signatures
+FACEAUDIT_SERVE_REGION             ("" = any)
+FACEAUDIT_TEST_DATA                the faces-dev research photos (tests, benchmarks)
+=================================  ==========================================================
+
+Read too, with their usual meanings: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_DEFAULT_REGION / AWS_REGION (an audit of
+``rekognition://`` targets) and XDG_CACHE_HOME (the audit's answer cache).
+
+The optional model files are passed to worker processes through the
+environment (``faceaudit serve --workers``, audits), which is why they are
+variables at all: every process of one server or audit loads the same models.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+GENDER_HEAD_ENV = "FACEAUDIT_GENDER_HEAD"
+SCORE_NORMALIZATION_ENV = "FACEAUDIT_SCORE_NORMALIZATION"
+ACCESS_KEY_ENV = "FACEAUDIT_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "FACEAUDIT_SECRET_ACCESS_KEY"
+SERVE_DATA_DIR_ENV = "FACEAUDIT_SERVE_DATA_DIR"
+SERVE_BUCKET_DIR_ENV = "FACEAUDIT_SERVE_BUCKET_DIR"
+SERVE_THREADS_ENV = "FACEAUDIT_SERVE_THREADS"
+SERVE_REGION_ENV = "FACEAUDIT_SERVE_REGION"
+TEST_DATA_ENV = "FACEAUDIT_TEST_DATA"
+AWS_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+AWS_SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"
+AWS_REGION_ENVS = ("AWS_DEFAULT_REGION", "AWS_REGION")  # first set one wins
+XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
+
+DEFAULT_SERVE_THREADS = 8
+DEFAULT_AWS_REGION = "us-east-1"
+
+
+def _text(environ: Mapping[str, str], name: str) -> str | None:
+    # An empty variable means unset: `FOO= faceaudit ...` is how people switch one off.
+    return environ.get(name) or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """faceaudit's environment, read once (see the module docstring for each variable)."""
+
+    gender_head: str | None = None
+    score_normalization: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    serve_data_dir: str | None = None
+    serve_bucket_dir: str | None = None
+    serve_threads: int = DEFAULT_SERVE_THREADS
+    serve_region: str | None = None
+    test_data: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_region: str = DEFAULT_AWS_REGION
+    xdg_cache_home: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings in ``environ`` (default: this process's environment).
+
+        ValueError names the variable when a value cannot be used.
+        """
+        env = os.environ if environ is None else environ
+        threads_text = _text(env, SERVE_THREADS_ENV)
+        try:
+            threads = DEFAULT_SERVE_THREADS if threads_text is None else int(threads_text)
+        except ValueError:
+            raise ValueError(f"{SERVE_THREADS_ENV} must be a whole number, got {threads_text!r}") from None
+        region = next((value for value in (_text(env, name) for name in AWS_REGION_ENVS) if value),
+                      DEFAULT_AWS_REGION)
+        return cls(
+            gender_head=_text(env, GENDER_HEAD_ENV),
+            score_normalization=_text(env, SCORE_NORMALIZATION_ENV),
+            access_key_id=_text(env, ACCESS_KEY_ENV),
+            secret_access_key=_text(env, SECRET_KEY_ENV),
+            serve_data_dir=_text(env, SERVE_DATA_DIR_ENV),
+            serve_bucket_dir=_text(env, SERVE_BUCKET_DIR_ENV),
+            serve_threads=threads,
+            serve_region=_text(env, SERVE_REGION_ENV),
+            test_data=_text(env, TEST_DATA_ENV),
+            aws_access_key_id=_text(env, AWS_ACCESS_KEY_ENV),
+            aws_secret_access_key=_text(env, AWS_SECRET_KEY_ENV),
+            aws_session_token=_text(env, AWS_SESSION_TOKEN_ENV),
+            aws_region=region,
+            xdg_cache_home=_text(env, XDG_CACHE_HOME_ENV),
+        )
+
+    def model_files(self) -> dict[str, str]:
+        """The optional model files in use, by environment variable (what worker processes must inherit)."""
+        files = {GENDER_HEAD_ENV: self.gender_head, SCORE_NORMALIZATION_ENV: self.score_normalization}
+        return {name: path for name, path in files.items() if path}
