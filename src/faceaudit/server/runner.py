@@ -37,6 +37,8 @@ from faceaudit.server.app import (
 from faceaudit.server.credentials import load_or_create, usage_note
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers; SigV4 headers are ~1 kB
 WORKER_READY_TIMEOUT = 120
 
 
@@ -59,11 +61,20 @@ def _announce(url: str) -> None:
 
 def _uvicorn_config(app, workers: int):
     import uvicorn
+
+    from faceaudit.server.protocol import GuardedH11Protocol
+
+    # No limit_concurrency: it answers 503 to every request once that many
+    # connections are open, so a flood of idle ones would lock clients out;
+    # GuardedH11Protocol caps connections by evicting the slowest instead.
     return uvicorn.Config(
         app,
         factory=isinstance(app, str),
         workers=workers,
         lifespan="on",
+        http=GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws="none",
         access_log=False,  # the app logs one line per request itself
         server_header=False,
