@@ -13,6 +13,10 @@ so they live here:
   meanwhile; otherwise it gets ``408`` and the connection is closed.
 * **connection cap**: at most ``max_connections()`` open connections per
   process, below the open-file limit so accepting never fails with EMFILE.
+  asyncio accepts up to ``backlog`` sockets in one go before any of them
+  reaches ``connection_made`` (and closes evicted ones a loop turn later), so
+  the cap leaves room for a few such bursts; the server is started with
+  ``backlog=ACCEPT_BURST`` (faceaudit.server.runner).
   When a new connection would exceed it, the connection that has waited
   longest for a request head is closed to make room (a slow or silent client
   loses its place to a new one, which is what keeps legitimate clients served
@@ -34,24 +38,32 @@ import time
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["HEADER_TIMEOUT", "GuardedH11Protocol", "max_connections"]
+__all__ = ["ACCEPT_BURST", "HEADER_TIMEOUT", "GuardedH11Protocol", "connection_cap", "max_connections"]
 
 HEADER_TIMEOUT = 10.0  # seconds to send a complete request head
 # Descriptors kept free for the store, model files, logs and the listening socket.
 RESERVED_FILES = 128
 MAX_CONNECTIONS_CEILING = 4096
+ACCEPT_BURST = 128  # listen backlog = sockets asyncio accepts per readiness event
+_BURSTS_IN_FLIGHT = 4  # accepted-not-yet-counted plus evicted-not-yet-closed, measured
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
                      b"content-length: 0\r\nconnection: close\r\n\r\n")
 log = logging.getLogger("faceaudit.server")
 
 
+def connection_cap(open_file_limit: int) -> int:
+    """Open connections allowed under a given open-file limit."""
+    spare = RESERVED_FILES + _BURSTS_IN_FLIGHT * ACCEPT_BURST
+    return max(16, min(MAX_CONNECTIONS_CEILING, open_file_limit - spare))
+
+
 @functools.lru_cache(maxsize=1)
 def max_connections() -> int:
-    """Open connections allowed in this process: below the soft open-file limit."""
+    """Open connections allowed in this process (its soft open-file limit, read once)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS_CEILING
-    return max(16, min(MAX_CONNECTIONS_CEILING, soft - RESERVED_FILES))
+    return connection_cap(soft)
 
 
 class GuardedH11Protocol(H11Protocol):

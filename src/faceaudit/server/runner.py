@@ -62,7 +62,7 @@ def _announce(url: str) -> None:
 def _uvicorn_config(app, workers: int):
     import uvicorn
 
-    from faceaudit.server.protocol import GuardedH11Protocol
+    from faceaudit.server.protocol import ACCEPT_BURST, GuardedH11Protocol
 
     # No limit_concurrency: it answers 503 to every request once that many
     # connections are open, so a flood of idle ones would lock clients out;
@@ -73,6 +73,7 @@ def _uvicorn_config(app, workers: int):
         workers=workers,
         lifespan="on",
         http=GuardedH11Protocol,
+        backlog=ACCEPT_BURST,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws="none",

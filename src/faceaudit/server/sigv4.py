@@ -643,12 +643,13 @@ def preverify(
 
 
 def _apply_policy(policy: SigningPolicy, index: dict[str, list[str]], signed: set[str]) -> None:
-    for name in sorted(index):  # sorted: the same request always names the same header
-        required = name in policy.must_sign or (policy.sign_all_amz and name.startswith("x-amz-"))
-        if required and name not in signed:
-            raise InvalidSignatureException(
-                f"'{_shown_header(name)}' must be a 'SignedHeader' in the AWS Authorization."
-            )
+    unsigned = [name for name in sorted(index)  # sorted: the same request, the same message
+                if (name in policy.must_sign or (policy.sign_all_amz and name.startswith("x-amz-")))
+                and name not in signed]
+    if unsigned:
+        names = ", ".join(f"'{_shown_header(name)}'" for name in unsigned)
+        raise InvalidSignatureException(
+            f"{names} must be a 'SignedHeader' in the AWS Authorization.")
     declared = index.get("x-amz-content-sha256")
     if (not policy.allow_unsigned_payload and declared is not None
             and _canonical_header_value(declared) == UNSIGNED_PAYLOAD):
