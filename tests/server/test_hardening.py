@@ -20,8 +20,6 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
-
-from faceaudit.server.protocol import connection_cap
 from support.server import (
     RawResponse,
     RunningServer,
@@ -29,6 +27,8 @@ from support.server import (
     process_rss_bytes,
     start_server,
 )
+
+from faceaudit.server.protocol import connection_cap
 
 MiB = 1024 * 1024
 JSON = "application/x-amz-json-1.1"
@@ -79,7 +79,7 @@ def _read_response(sock: socket.socket, timeout: float) -> RawResponse | None:
             if not chunk:
                 break
             body += chunk
-    except (socket.timeout, ConnectionError):
+    except (TimeoutError, ConnectionError):
         return None
     return RawResponse(int(lines[0].split()[1]), headers, body)
 
@@ -91,7 +91,7 @@ def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
         while sock.recv(65536):
             pass
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionError:
         return True
@@ -398,7 +398,7 @@ def small_disk(tmp_path):
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root")
     yield mount_point

@@ -167,7 +167,9 @@ def start_server(data_dir: Path, *,
         [*faceaudit_command(), "serve", "--host", "127.0.0.1", "--port", "0",
          "--data-dir", str(data_dir), *extra_args],
         stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env,
-        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files))
+        # preexec_fn: the only way to set a child's rlimit without an external tool; tests
+        # start servers from one thread.
+        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files))  # noqa: PLW1509
     server = RunningServer(process, "", data_dir, log_path,
                            credentials[0] if credentials else None,
                            credentials[1] if credentials else None, handle)

@@ -66,7 +66,11 @@ from faceaudit.errors import (
     ThrottlingException,
 )
 from faceaudit.server import sigv4
-from faceaudit.server.wire import CONTENT_TYPE, RekognitionProtocol, UnknownOperationException
+from faceaudit.server.wire import (
+    CONTENT_TYPE,
+    RekognitionProtocol,
+    UnknownOperationException,
+)
 
 __all__ = [
     "BODY_IDLE_TIMEOUT",
@@ -75,8 +79,8 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_INFLIGHT_BODY_BYTES",
     "SIGNING_POLICY",
-    "RekognitionApp",
     "Outcome",
+    "RekognitionApp",
     "build_app",
     "create_app_from_env",
 ]
@@ -132,7 +136,7 @@ class _Disconnected(Exception):
 class _Reservation:
     """One request's share of the app's in-flight body budget (event loop thread only)."""
 
-    def __init__(self, app: "RekognitionApp"):
+    def __init__(self, app: RekognitionApp):
         self.app = app
         self.size = 0
 
@@ -250,19 +254,26 @@ class RekognitionApp:
             response = self.service.call(operation.name, request)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
-            self._fail(outcome, error)
+            if isinstance(error, InternalServerError) and is_storage_full(error):
+                self._out_of_storage(outcome, error)  # a store that wrapped the disk error
+            else:
+                self._fail(outcome, error)
         except Exception as error:
-            if is_storage_full(error):  # the operator's problem, said plainly to both sides
-                where = self.data_dir or "the data directory"
-                log.error("request_id=%s op=%s: out of storage in %s (%s: %s); free space there",
-                          request_id, outcome.operation, where, type(error).__name__, error)
-                self._fail(outcome, OutOfStorageError(
-                    "The faceaudit server is out of storage space; the request was not completed. "
-                    "Its operator must free space in the server's data directory. Retry later."))
+            if is_storage_full(error):
+                self._out_of_storage(outcome, error)
             else:  # a bug: answer InternalServerError, keep the traceback in the log
                 log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
                 self._fail(outcome, InternalServerError("Internal server error"))
         return outcome
+
+    def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
+        """The operator's problem, said plainly to both sides."""
+        where = self.data_dir or "the data directory"
+        log.error("request_id=%s op=%s: out of storage in %s (%s: %s); free space there",
+                  outcome.request_id, outcome.operation, where, type(error).__name__, error)
+        self._fail(outcome, OutOfStorageError(
+            "The faceaudit server is out of storage space; the request was not completed. "
+            "Its operator must free space in the server's data directory. Retry later."))
 
     def _fail(self, outcome: Outcome, error: RekognitionError) -> None:
         outcome.status, outcome.body = self.protocol.encode_error(error)
@@ -361,7 +372,7 @@ class RekognitionApp:
                 f"Request body of {size} bytes exceeds the {self.max_body_bytes}-byte limit")
         return size
 
-    async def _read_body(self, receive: Callable, reservation: "_Reservation") -> bytes:
+    async def _read_body(self, receive: Callable, reservation: _Reservation) -> bytes:
         limit = self.max_body_bytes
         deadline = time.monotonic() + self.body_total_timeout
         chunks: list[bytes] = []
@@ -370,7 +381,7 @@ class RekognitionApp:
             wait = min(self.body_idle_timeout, deadline - time.monotonic())
             try:
                 message = await asyncio.wait_for(receive(), max(wait, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RequestTimeoutException(
                     f"The request body was not received in time (idle limit "
                     f"{self.body_idle_timeout:g} s, total {self.body_total_timeout:g} s)") from None

@@ -75,8 +75,8 @@ __all__ = [
     "UnrecognizedClientException",
     "VerifiedRequest",
     "canonical_request",
-    "signing_key",
     "preverify",
+    "signing_key",
     "string_to_sign",
     "verify_request",
     "verify_signature",
@@ -124,7 +124,7 @@ class VerifiedRequest:
     presigned: bool = False  # True when authenticated by query parameters
 
 
-HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
+HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 
 
 # ------------------------------------------------------------ canonicalisation
@@ -382,6 +382,7 @@ def _header_auth(value: str, index: dict[str, list[str]]) -> _AuthInfo:
     if problems:
         raise IncompleteSignatureException(" ".join(problems) + f" Authorization={value}")
 
+    assert date_header is not None  # else a problem was raised above
     raw_date = _canonical_header_value(index[date_header])
     if date_header == "x-amz-date":
         _parse_amz_date(raw_date)
