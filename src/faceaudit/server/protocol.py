@@ -34,9 +34,12 @@ import functools
 import logging
 import resource
 import time
+from typing import Any
 
 import h11
+from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 __all__ = ["ACCEPT_BURST", "HEADER_TIMEOUT", "GuardedH11Protocol", "connection_cap", "max_connections"]
 
@@ -71,8 +74,9 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout: float = HEADER_TIMEOUT
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
         self._head_timer: asyncio.TimerHandle | None = None
         self.waiting_since = time.monotonic()
 
