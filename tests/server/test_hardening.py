@@ -275,6 +275,13 @@ def test_a_signed_request_is_served_while_1100_silent_connections_are_open(serve
             sock.close()
 
 
+def test_serve_raises_its_soft_open_file_limit_to_the_hard_one(tmp_path):
+    with start_server(tmp_path / "data", open_files=(1024, 4096)) as running:
+        limits = Path(f"/proc/{running.process.pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    assert line.split()[3:5] == ["4096", "4096"], line
+
+
 # ------------------------------------------------- finding 4: validation stops at a list bound
 
 

@@ -150,10 +150,12 @@ class RunningServer:
 
 def start_server(data_dir: Path, *,
                  credentials: tuple[str, str] | None = (TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY),
-                 extra_args: tuple[str, ...] = (), open_files: int | None = None) -> RunningServer:
+                 extra_args: tuple[str, ...] = (),
+                 open_files: int | tuple[int, int] | None = None) -> RunningServer:
     """Start ``faceaudit serve --port 0`` and wait for its "listening on" line.
 
-    ``open_files`` lowers the server's open-file limit (RLIMIT_NOFILE), e.g. to 1024.
+    ``open_files`` lowers the server's open-file limit (RLIMIT_NOFILE), e.g. to 1024
+    (soft and hard), or to a (soft, hard) pair.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -189,9 +191,9 @@ def start_server(data_dir: Path, *,
         time.sleep(0.05)
 
 
-def _limit_open_files(limit: int) -> None:
+def _limit_open_files(limit: int | tuple[int, int]) -> None:
     import resource
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_NOFILE, limit if isinstance(limit, tuple) else (limit, limit))
 
 
 def process_rss_bytes(pid: int) -> int:
