@@ -109,6 +109,26 @@ class UnrecognizedClientException(_ClientError):
     code = "UnrecognizedClientException"
 
 
+class ThrottlingException(_ClientError):
+    """Too much is in flight (request bodies held in memory); retry later.
+
+    Rekognition models it; boto3 retries it with backoff.  HTTP 400 as AWS's
+    common errors list it.
+    """
+
+    code = "ThrottlingException"
+
+
+class RequestTimeoutException(_ClientError):
+    """The client did not send its request body in time (faceaudit.server.app)."""
+
+    code = "RequestTimeoutException"
+
+
 class InternalServerError(RekognitionError):
     code = "InternalServerError"
     http_status = 500
+
+
+class OutOfStorageError(InternalServerError):
+    """The server's disk (or quota) is full; sent as InternalServerError with a clear message."""

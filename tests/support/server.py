@@ -150,8 +150,13 @@ class RunningServer:
 
 def start_server(data_dir: Path, *,
                  credentials: tuple[str, str] | None = (TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY),
-                 extra_args: tuple[str, ...] = ()) -> RunningServer:
-    """Start ``faceaudit serve --port 0`` and wait for its "listening on" line."""
+                 extra_args: tuple[str, ...] = (),
+                 open_files: int | tuple[int, int] | None = None) -> RunningServer:
+    """Start ``faceaudit serve --port 0`` and wait for its "listening on" line.
+
+    ``open_files`` lowers the server's open-file limit (RLIMIT_NOFILE), e.g. to 1024
+    (soft and hard), or to a (soft, hard) pair.
+    """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
@@ -163,7 +168,10 @@ def start_server(data_dir: Path, *,
     process = subprocess.Popen(
         [*faceaudit_command(), "serve", "--host", "127.0.0.1", "--port", "0",
          "--data-dir", str(data_dir), *extra_args],
-        stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env,
+        # preexec_fn: the only way to set a child's rlimit without an external tool; tests
+        # start servers from one thread.
+        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files))  # noqa: PLW1509
     server = RunningServer(process, "", data_dir, log_path,
                            credentials[0] if credentials else None,
                            credentials[1] if credentials else None, handle)
@@ -181,6 +189,25 @@ def start_server(data_dir: Path, *,
             server.stop()
             raise RuntimeError(f"faceaudit serve not ready after {STARTUP_TIMEOUT:.0f} s:\n{text[-5000:]}")
         time.sleep(0.05)
+
+
+def _limit_open_files(limit: int | tuple[int, int]) -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, limit if isinstance(limit, tuple) else (limit, limit))
+
+
+def process_rss_bytes(pid: int) -> int:
+    """Resident set size of a process now (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fresh_log_path(data_dir: Path) -> Path:

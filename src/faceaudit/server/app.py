@@ -7,12 +7,29 @@ health document without authentication.  For every other request, in order:
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
    (ImageTooLargeException), and a body without one is cut off at that size;
-2. the SigV4 signature is verified over the raw path, query, headers and body
-   (faceaudit.server.sigv4) -- nothing else happens to a request that fails;
-3. the operation is looked up from ``X-Amz-Target`` and the body decoded and
+2. *before the body is read*, the signature information is checked for
+   everything that needs no body (sigv4.preverify): present and well formed,
+   a known access key id, a fresh date, and the signing policy
+   (``SIGNING_POLICY``: ``X-Amz-Target``, ``Content-Type`` and every
+   ``x-amz-*`` header signed; presigned requests only for read-only
+   operations and for at most 15 minutes) -- an unauthenticated request
+   costs a header parse and is answered with the connection closed;
+3. the body is admitted against a budget of body bytes held in memory across
+   all connections (``max_inflight_body_bytes``; over it: ThrottlingException
+   with ``Retry-After``, at once) and read with an idle and a total timeout
+   (RequestTimeoutException);
+4. the signature itself is verified over the raw path, query, headers and body
+   (sigv4.verify_signature) -- nothing else happens to a request that fails;
+5. the operation is looked up from ``X-Amz-Target`` and the body decoded and
    validated against botocore's model of it (faceaudit.server.wire);
-4. ``service.call(operation, request)`` runs in a worker thread (engine work is
-   CPU-bound and blocking), and its answer or error is encoded back.
+6. ``service.call(operation, request)`` runs in a worker thread (engine work is
+   CPU-bound and blocking), and its answer or error is encoded back.  A full
+   disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
+   InternalServerError saying the server is out of storage, and logged with
+   the data directory.
+
+Slow or silent connections (headers never finished) are the HTTP protocol's
+business: faceaudit.server.protocol.
 
 Every response carries ``x-amzn-RequestId`` (boto3's ``ResponseMetadata.RequestId``)
 and each request is logged as one line on the ``faceaudit.server`` logger,
@@ -25,9 +42,11 @@ The app does not depend on any web framework; uvicorn serves it
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -37,19 +56,31 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from faceaudit.errors import (
+    AccessDeniedException,
     ImageTooLargeException,
     InternalServerError,
     InvalidParameterException,
+    OutOfStorageError,
     RekognitionError,
+    RequestTimeoutException,
+    ThrottlingException,
 )
 from faceaudit.server import sigv4
-from faceaudit.server.wire import CONTENT_TYPE, RekognitionProtocol, UnknownOperationException
+from faceaudit.server.wire import (
+    CONTENT_TYPE,
+    RekognitionProtocol,
+    UnknownOperationException,
+)
 
 __all__ = [
+    "BODY_IDLE_TIMEOUT",
+    "BODY_TOTAL_TIMEOUT",
     "DEFAULT_THREADS",
     "MAX_BODY_BYTES",
-    "RekognitionApp",
+    "MAX_INFLIGHT_BODY_BYTES",
+    "SIGNING_POLICY",
     "Outcome",
+    "RekognitionApp",
     "build_app",
     "create_app_from_env",
 ]
@@ -57,7 +88,27 @@ __all__ = [
 # The largest valid Rekognition request is CompareFaces with two 5 MB images:
 # 2 x 6.99 MB of base64 plus a little JSON. Anything bigger is refused unread.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# Body bytes held in memory across all connections: four largest requests, or
+# hundreds of typical ones.  Bounds what clients (even ones that only know an
+# access key id) can make the server hold.
+MAX_INFLIGHT_BODY_BYTES = 4 * MAX_BODY_BYTES
+BODY_IDLE_TIMEOUT = 10.0  # seconds without a body byte before giving up on a request
+BODY_TOTAL_TIMEOUT = 60.0  # a 16 MB body at >= 280 kB/s
+RETRY_AFTER_SECONDS = 1
 DEFAULT_THREADS = 8
+# What must be signed for the server to act on it (docs/security.md).  The
+# 15-minute presign lifetime equals the clock-skew window of header signatures.
+SIGNING_POLICY = sigv4.SigningPolicy(
+    must_sign=frozenset({"content-type", "x-amz-target"}),
+    sign_all_amz=True,
+    allow_unsigned_payload=False,
+    max_presign_expires=15 * 60,
+)
+# Presigned URLs travel in logs and browser histories: only operations that change
+# nothing may be presigned.  A prefix list, so an operation added later is refused.
+READ_ONLY_PREFIXES = ("Describe", "List", "Search", "Detect", "Compare", "Get")
+# What a full disk or quota looks like from SQLite and from the OS.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 log = logging.getLogger("faceaudit.server")
 
 
@@ -82,6 +133,43 @@ class _Disconnected(Exception):
     pass
 
 
+class _Reservation:
+    """One request's share of the app's in-flight body budget (event loop thread only)."""
+
+    def __init__(self, app: RekognitionApp):
+        self.app = app
+        self.size = 0
+
+    def grow(self, size: int) -> None:
+        app = self.app
+        if app.inflight_body_bytes + size > app.max_inflight_body_bytes:
+            raise ThrottlingException(
+                "Too many request bytes are in flight on this server; retry shortly")
+        app.inflight_body_bytes += size
+        self.size += size
+
+    def release(self) -> None:
+        self.app.inflight_body_bytes -= self.size
+        self.size = 0
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """True for SQLite's "database or disk is full" and OS ENOSPC/EDQUOT, also when wrapped."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:  # the storage layer may wrap errors
+        seen.add(id(current))
+        if isinstance(current, sqlite3.OperationalError) and "full" in str(current).lower():
+            return True
+        if isinstance(current, sqlite3.DatabaseError) and getattr(
+                current, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+            return True
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -101,25 +189,56 @@ class RekognitionApp:
     def __init__(self, service: Service, credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials],
                  *, protocol: RekognitionProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
-                 on_shutdown: Iterable[Callable[[], Any]] = ()):
+                 on_shutdown: Iterable[Callable[[], Any]] = (),
+                 max_inflight_body_bytes: int = MAX_INFLIGHT_BODY_BYTES,
+                 body_idle_timeout: float = BODY_IDLE_TIMEOUT,
+                 body_total_timeout: float = BODY_TOTAL_TIMEOUT,
+                 signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
+                 data_dir: str | os.PathLike | None = None):
         self.service = service
         self.credentials = credentials
         self.protocol = protocol or RekognitionProtocol.default()
         self.region = region
         self.max_body_bytes = max_body_bytes
+        self.max_inflight_body_bytes = max(max_inflight_body_bytes, max_body_bytes)
+        self.inflight_body_bytes = 0  # only touched on the event loop thread
+        self.body_idle_timeout = body_idle_timeout
+        self.body_total_timeout = body_total_timeout
+        self.signing_policy = signing_policy
+        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads),
                                            thread_name_prefix="faceaudit-call")
         self.on_shutdown = list(on_shutdown)
         self._closed = False
 
-    # -- the request pipeline (synchronous; runs in a worker thread) ------------------
+    # -- the request pipeline ------------------------------------------------------
+    def preauthenticate(self, method: str, raw_path: str, query_string: str,
+                        headers: list[tuple[bytes, bytes]]) -> sigv4.PendingRequest:
+        """Every check possible before the body is read (cheap: no HMAC); raises RekognitionError."""
+        pending = sigv4.preverify(method, raw_path, query_string, headers, self.credentials,
+                                  region=self.region, policy=self.signing_policy)
+        if pending.presigned and self.signing_policy is not None:
+            target = _header(headers, b"x-amz-target") or ""
+            name = target.partition(".")[2]
+            if not name.startswith(READ_ONLY_PREFIXES):
+                raise AccessDeniedException(
+                    f"Presigned requests are limited to read-only operations "
+                    f"({', '.join(p + '*' for p in READ_ONLY_PREFIXES)}); "
+                    f"sign '{name[:100] or 'this operation'}' with an Authorization header")
+        return pending
+
     def handle(self, method: str, raw_path: str, query_string: str,
-               headers: list[tuple[bytes, bytes]], body: bytes, request_id: str) -> Outcome:
-        """Authenticate, decode, call and encode one request; never raises."""
+               headers: list[tuple[bytes, bytes]], body: bytes, request_id: str,
+               pending: sigv4.PendingRequest | None = None) -> Outcome:
+        """Authenticate, decode, call and encode one request; never raises.
+
+        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent).
+        """
         outcome = Outcome(200, b"", request_id)
         try:
-            sigv4.verify_request(method, raw_path, query_string, headers, body, self.credentials,
-                                 region=self.region)
+            if pending is None:
+                pending = self.preauthenticate(method, raw_path, query_string, headers)
+            sigv4.verify_signature(pending, method, raw_path, query_string, body)
             path = raw_path.split("?", 1)[0]
             if method != "POST" or path != "/":
                 raise UnknownOperationException(
@@ -135,11 +254,26 @@ class RekognitionApp:
             response = self.service.call(operation.name, request)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
-            self._fail(outcome, error)
-        except Exception:  # a bug: answer InternalServerError, keep the traceback in the log
-            log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
-            self._fail(outcome, InternalServerError("Internal server error"))
+            if isinstance(error, InternalServerError) and is_storage_full(error):
+                self._out_of_storage(outcome, error)  # a store that wrapped the disk error
+            else:
+                self._fail(outcome, error)
+        except Exception as error:
+            if is_storage_full(error):
+                self._out_of_storage(outcome, error)
+            else:  # a bug: answer InternalServerError, keep the traceback in the log
+                log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
+                self._fail(outcome, InternalServerError("Internal server error"))
         return outcome
+
+    def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
+        """The operator's problem, said plainly to both sides."""
+        where = self.data_dir or "the data directory"
+        log.error("request_id=%s op=%s: out of storage in %s (%s: %s); free space there",
+                  outcome.request_id, outcome.operation, where, type(error).__name__, error)
+        self._fail(outcome, OutOfStorageError(
+            "The faceaudit server is out of storage space; the request was not completed. "
+            "Its operator must free space in the server's data directory. Retry later."))
 
     def _fail(self, outcome: Outcome, error: RekognitionError) -> None:
         outcome.status, outcome.body = self.protocol.encode_error(error)
@@ -194,19 +328,32 @@ class RekognitionApp:
                              head=method == "HEAD")
             return
 
+        outcome: Outcome | None = None
         close = False
+        reservation = _Reservation(self)
         try:
-            body = await self._read_body(scope, headers, receive)
-        except RekognitionError as error:  # too large: answered without reading the rest
-            outcome = Outcome(0, b"", request_id)
-            self._fail(outcome, error)
-            close = True
-        except _Disconnected:
-            return
-        else:
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self.executor, self.handle, method, raw_path, query_string, headers, body, request_id)
+            try:
+                declared = self._declared_length(headers)  # ImageTooLargeException first
+                pending = self.preauthenticate(method, raw_path, query_string, headers)
+                if declared is not None:
+                    reservation.grow(declared)
+                body = await self._read_body(receive, reservation)
+            except RekognitionError as error:  # answered without reading (the rest of) the body
+                outcome = Outcome(0, b"", request_id)
+                self._fail(outcome, error)
+                if isinstance(error, ThrottlingException):
+                    outcome.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+                close = _header(headers, b"content-length") not in ("0", None) or \
+                    _header(headers, b"transfer-encoding") is not None
+            except _Disconnected:
+                return
+            if outcome is None:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self.executor, self.handle, method, raw_path, query_string, headers, body,
+                    request_id, pending)
+        finally:
+            reservation.release()  # the body (and what was decoded from it) is gone now
         await self._send(send, outcome, close=close)
         client = scope.get("client") or ("-", 0)
         log.info("%s %s op=%s status=%d error=%s dispatched=%s ms=%.1f request_id=%s",
@@ -214,23 +361,38 @@ class RekognitionApp:
                  "yes" if outcome.dispatched else "no", (time.perf_counter() - started) * 1000,
                  request_id)
 
-    async def _read_body(self, scope: dict, headers: list[tuple[bytes, bytes]],
-                         receive: Callable) -> bytes:
-        limit = self.max_body_bytes
+    # -- the body: size limit, in-flight budget, timeouts -------------------------------
+    def _declared_length(self, headers: list[tuple[bytes, bytes]]) -> int | None:
         declared = _header(headers, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        if declared is None or not declared.strip().isdigit():
+            return None  # chunked: admitted piece by piece in _read_body
+        size = int(declared)
+        if size > self.max_body_bytes:
             raise ImageTooLargeException(
-                f"Request body of {int(declared)} bytes exceeds the {limit}-byte limit")
+                f"Request body of {size} bytes exceeds the {self.max_body_bytes}-byte limit")
+        return size
+
+    async def _read_body(self, receive: Callable, reservation: _Reservation) -> bytes:
+        limit = self.max_body_bytes
+        deadline = time.monotonic() + self.body_total_timeout
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            wait = min(self.body_idle_timeout, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(receive(), max(wait, 0.0))
+            except TimeoutError:
+                raise RequestTimeoutException(
+                    f"The request body was not received in time (idle limit "
+                    f"{self.body_idle_timeout:g} s, total {self.body_total_timeout:g} s)") from None
             if message["type"] == "http.disconnect":
                 raise _Disconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise ImageTooLargeException(f"Request body exceeds the {limit}-byte limit")
+            if size > reservation.size:  # no (or a short) Content-Length: admit as it arrives
+                reservation.grow(size - reservation.size)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -267,7 +429,8 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     store = EmbeddedStore(data_dir)
     service = RekognitionService(engine, store, bucket_dir=bucket_dir)
     hooks = [store.close] if hasattr(store, "close") else []
-    return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks)
+    return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks,
+                          data_dir=os.path.abspath(data_dir))
 
 
 # Settings handed to worker processes (uvicorn --workers starts each from an import string).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -37,7 +38,25 @@ from faceaudit.server.app import (
 from faceaudit.server.credentials import load_or_create, usage_note
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers; SigV4 headers are ~1 kB
 WORKER_READY_TIMEOUT = 120
+OPEN_FILES_TARGET = 65536  # soft open-file limit asked for (the connection cap follows it)
+
+
+def _raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most OPEN_FILES_TARGET), as Go's runtime does.
+
+    The common default soft limit of 1024 would cap connections at 384
+    (faceaudit.server.protocol); raising it needs no privilege.  Workers inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_TARGET if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_TARGET)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # keep the limit we have; the cap adapts to it
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -59,11 +78,21 @@ def _announce(url: str) -> None:
 
 def _uvicorn_config(app, workers: int):
     import uvicorn
+
+    from faceaudit.server.protocol import ACCEPT_BURST, GuardedH11Protocol
+
+    # No limit_concurrency: it answers 503 to every request once that many
+    # connections are open, so a flood of idle ones would lock clients out;
+    # GuardedH11Protocol caps connections by evicting the slowest instead.
     return uvicorn.Config(
         app,
         factory=isinstance(app, str),
         workers=workers,
         lifespan="on",
+        http=GuardedH11Protocol,
+        backlog=ACCEPT_BURST,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws="none",
         access_log=False,  # the app logs one line per request itself
         server_header=False,
@@ -75,6 +104,7 @@ def _uvicorn_config(app, workers: int):
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None) -> int:
     configure_logging()
+    _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     loaded = load_or_create(data_dir)  # before any worker starts, so all share one key pair
     sock = _bind(host, port)

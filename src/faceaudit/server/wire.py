@@ -93,8 +93,11 @@ def _show(value: Any) -> str:
     """An offending value, as AWS echoes it (strings and numbers quoted), kept short."""
     if isinstance(value, (bytes, bytearray)):
         text = f"<{len(value)} bytes>"
-    elif isinstance(value, list):
-        text = "[" + ", ".join(str(v) for v in value) + "]"
+    elif isinstance(value, list):  # only the head: the list may be millions long
+        head = value[:_MAX_VALUE_SHOWN]
+        text = "[" + ", ".join(str(v)[:_MAX_VALUE_SHOWN] for v in head) + "]"
+        if len(value) > len(head):
+            text = text[:-1] + ", ...]"
     else:
         text = str(value)
     if len(text) > _MAX_VALUE_SHOWN:
@@ -155,11 +158,20 @@ def _json_type(value: Any) -> str:
 class _Decoder:
     """One request body -> Python dict, collecting constraint violations."""
 
-    def __init__(self):
-        self.violations: list[str] = []
+    def __init__(self) -> None:
+        self.violations: list[str] = []  # the first _MAX_ERRORS_SHOWN, formatted
+        self.count = 0  # all of them
         self.too_large: ImageTooLargeException | None = None
 
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.violations) < _MAX_ERRORS_SHOWN:
+            self.violations.append(message)
+
     def violation(self, path: str, value: Any, constraint: str) -> None:
+        self.count += 1
+        if len(self.violations) >= _MAX_ERRORS_SHOWN:
+            return  # counted, not formatted: formatting is the expensive part
         shown = "null" if value is None else _show(value)
         self.violations.append(
             f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}")
@@ -189,9 +201,8 @@ class _Decoder:
             member = members.get(name)
             if member is None:
                 where = f" in '{path}'" if path else ""
-                self.violations.append(
-                    f"Unknown parameter '{name}'{where}; valid parameters are: "
-                    + ", ".join(members))
+                self.add(f"Unknown parameter '{name}'{where}; valid parameters are: "
+                         + ", ".join(members))
                 continue
             out[name] = self.decode(member, item, _member_path(path, name))
         for name in shape.required_members:
@@ -202,14 +213,16 @@ class _Decoder:
     def _decode_list(self, shape: Shape, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise self.wrong_type(path, value, "a JSON array")
-        self._check_length(shape, value, len(value), path, "length")
+        if not self._check_length(shape, value, len(value), path, "length"):
+            return value  # over its bound: its elements are not looked at (could be millions)
         return [self.decode(shape.member, item, f"{path}.{i + 1}.member")
                 for i, item in enumerate(value)]
 
     def _decode_map(self, shape: Shape, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise self.wrong_type(path, value, "a JSON object (map)")
-        self._check_length(shape, value, len(value), path, "length")
+        if not self._check_length(shape, value, len(value), path, "length"):
+            return value
         return {self.decode(shape.key, key, f"{path}.key"):
                 self.decode(shape.value, item, f"{path}.{key}") for key, item in value.items()}
 
@@ -288,7 +301,8 @@ class _Decoder:
         raise self.wrong_type(path, value, "a timestamp (epoch seconds)")
 
     # constraints ---------------------------------------------------------------
-    def _check_length(self, shape: Shape, value: Any, size: int, path: str, what: str) -> None:
+    def _check_length(self, shape: Shape, value: Any, size: int, path: str, what: str) -> bool:
+        """Record length violations; False when ``size`` is over the maximum."""
         meta = shape.metadata
         if "min" in meta and size < meta["min"]:
             self.violation(path, value, f"Member must have {what} greater than or equal to "
@@ -296,6 +310,8 @@ class _Decoder:
         if "max" in meta and size > meta["max"]:
             self.violation(path, value, f"Member must have {what} less than or equal to "
                                         f"{_fmt_number(meta['max'])}")
+            return False
+        return True
 
     def _check_range(self, shape: Shape, value: float | int, path: str, shown: Any = None) -> None:
         meta = shape.metadata
@@ -309,9 +325,12 @@ class _Decoder:
                                         f"{_fmt_number(meta['max'])}")
 
 
-def validation_message(violations: list[str]) -> str:
-    """AWS's summary: ``N validation error(s) detected: <first>; <second>; ...``."""
-    n = len(violations)
+def validation_message(violations: list[str], count: int | None = None) -> str:
+    """AWS's summary: ``N validation error(s) detected: <first>; <second>; ...``.
+
+    ``count`` is the total when only the first violations were formatted.
+    """
+    n = len(violations) if count is None else count
     shown = violations[:_MAX_ERRORS_SHOWN]
     more = f"; and {n - len(shown)} more" if n > len(shown) else ""
     return (f"{n} validation error{'s' if n != 1 else ''} detected: "
@@ -445,8 +464,8 @@ class RekognitionProtocol:
             raise SerializationException("The request body is nested too deeply") from None
         if decoder.too_large is not None:
             raise decoder.too_large
-        if decoder.violations:
-            raise InvalidParameterException(validation_message(decoder.violations))
+        if decoder.count:
+            raise InvalidParameterException(validation_message(decoder.violations, decoder.count))
         return request
 
     # -- responses --------------------------------------------------------------------
