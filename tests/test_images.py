@@ -20,6 +20,7 @@ from faceaudit.images import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     MIN_IMAGE_SIDE,
+    WORKING_MAX_SIDE,
     LoadedImage,
     image_bytes_from_request,
     load_image,
@@ -421,11 +422,15 @@ def test_request_s3_missing_object(buckets, name):
 
 def test_large_legitimate_photo_is_accepted():
     # 4000x3000 (12 MP, a typical phone photo): far above Rekognition's recommended
-    # 1920x1080, but under 5 MB and MAX_IMAGE_PIXELS, so it must load.
+    # 1920x1080, but under 5 MB and MAX_IMAGE_PIXELS, so it must load -- as a working
+    # copy shrunk to WORKING_MAX_SIDE, the ramp still where it was.
     ramp = np.linspace(0, 255, 4000, dtype=np.uint8)
     data = encode(Image.fromarray(np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).copy()),
                   "JPEG")
     assert len(data) <= MAX_IMAGE_BYTES
     image = load_image(data)
-    assert (image.width, image.height) == (4000, 3000)
-    assert image.pixels.shape == (3000, 4000, 3)
+    assert (image.original_width, image.original_height) == (4000, 3000)
+    assert (image.width, image.height) == (WORKING_MAX_SIDE, WORKING_MAX_SIDE * 3 // 4)
+    assert image.pixels.shape == (image.height, image.width, 3)
+    for x in (0.1, 0.5, 0.9):  # same relative place, same value
+        assert abs(int(image.pixels[100, int(x * image.width), 0]) - int(ramp[int(x * 4000)])) <= 3
