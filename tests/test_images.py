@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 from skimage import data as skdata
+from support import bombs
 
 from faceaudit import errors
+from faceaudit import images as images_module
 from faceaudit.images import (
+    DECODE_BUDGET_BYTES,
+    MAX_DECODED_BYTES,
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     MIN_IMAGE_SIDE,
@@ -437,12 +441,6 @@ def test_large_legitimate_photo_is_accepted():
 
 
 # --- decoded size, working copy, truncated streams (issue 8) ------------------------------
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
-from support import bombs  # noqa: E402
-
-from faceaudit import images as images_module  # noqa: E402
-from faceaudit.images import DECODE_BUDGET_BYTES, MAX_DECODED_BYTES  # noqa: E402
 
 
 def _no_decode(monkeypatch) -> list:

@@ -16,14 +16,14 @@ import hashlib
 import io
 import os
 import stat
-import sys
 import struct
+import sys
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Union
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -214,7 +214,7 @@ def _pillow_errors(fmt: str | None = None) -> Iterator[None]:
 
 def _decode(data: bytes) -> LoadedImage:
     with _open(data) as img:
-        fmt = _FORMAT_ALIASES.get(img.format, img.format)
+        fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "")
         if fmt not in _FORMATS:  # cannot happen with formats= above; never trust it blindly
             raise InvalidImageFormatException(f"Unsupported image format {img.format}")
         width, height = img.size
@@ -489,7 +489,7 @@ def _orientation(img: Image.Image) -> int:
         value = exif.get(ExifTags.Base.Orientation, 1)
         if value != 1:
             exif.tobytes()
-    except Exception:
+    except Exception:  # noqa: BLE001 -- whatever Pillow raises on broken EXIF: as stored
         return 1
     return value if value in _UPRIGHT else 1
 
