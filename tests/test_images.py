@@ -554,6 +554,17 @@ def test_jpeg_scan_bound_keeps_real_jpegs(options, astronaut):
         assert image.original_width == img.size[0]
 
 
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["444", "420"])
+def test_progressive_40mp_jpeg_is_accepted(subsampling, astronaut):
+    # Its coefficient buffer (2 bytes a sample: 240 MB at 4:4:4) is decoder scratch,
+    # budgeted but not refused: a legitimate camera-sized photo must load.
+    big = astronaut.resize((7300, 5475), Image.Resampling.BILINEAR)
+    data = encode(big, "JPEG", quality=90, progressive=True, subsampling=subsampling)
+    assert len(data) <= MAX_IMAGE_BYTES
+    image = load_image(data)
+    assert (image.original_width, image.width) == (7300, WORKING_MAX_SIDE)
+
+
 def test_jpeg_decodes_shrunk_and_lands_where_the_original_is(astronaut):
     big = astronaut.resize((6000, 6000), Image.Resampling.BICUBIC)
     data = encode(big, "JPEG", quality=85)

@@ -43,9 +43,10 @@ MIN_IMAGE_SIDE = 80  # Rekognition's minimum width and height, in pixels
 MAX_IMAGE_PIXELS = 40_000_000
 # Pixels alone do not bound the cost: a 40 MP 16-bit RGBA PNG is 320 MB of samples.
 # The limit is the bytes the decoder must produce (channels x bit depth, at the scale
-# it decodes: JPEGs decode shrunk, see WORKING_MAX_SIDE), plus libjpeg's coefficient
-# buffer for progressive JPEGs. 3 bytes x the pixel cap admits every 8-bit RGB image
-# the pixel cap admits and nothing costlier (docs/engine.md, "Image input").
+# it decodes: JPEGs decode shrunk, see WORKING_MAX_SIDE). 3 bytes x the pixel cap
+# admits every 8-bit RGB image the pixel cap admits and nothing costlier
+# (docs/engine.md, "Image input"). Decoders' scratch memory (libjpeg's coefficients for
+# progressive JPEGs, libwebp's canvas) is not refused for: it counts in the budget below.
 MAX_DECODED_BYTES = 3 * MAX_IMAGE_PIXELS
 # All decodes in the process at once (server threads, audit workers) share this
 # budget: two images at the limit (2 cores could not decode more in parallel anyway),
@@ -222,12 +223,12 @@ def _decode(data: bytes) -> LoadedImage:
             raise ImageTooLargeException(
                 f"Image is {width}x{height} = {width * height:,} pixels; "
                 f"the limit is {MAX_IMAGE_PIXELS:,} pixels")
-        cost = _decoded_bytes(img, fmt, data)  # JPEG: also draft()s it to the working size
+        cost, scratch = _decoded_bytes(img, fmt, data)  # JPEG: also draft()s it
         if cost > MAX_DECODED_BYTES:
             raise ImageTooLargeException(
                 f"Image is {width}x{height} {img.mode} {fmt}: {cost:,} bytes to decode; "
                 f"the limit is {MAX_DECODED_BYTES:,} bytes")
-        with _DECODE_BUDGET.reserve(_peak_bytes(img, fmt, cost)):
+        with _DECODE_BUDGET.reserve(_peak_bytes(img, fmt, cost) + scratch):
             if fmt == "PNG":
                 _check_png_stream(data)
             # Truncated data raises here as long as nobody set ImageFile.LOAD_TRUNCATED_IMAGES
@@ -314,10 +315,10 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
           (0, 1, 1, 2))
 
 
-def _decoded_bytes(img: Image.Image, fmt: str, data: bytes) -> int:
-    """Bytes the decoder must produce (and hold) to decode ``img``, from its header."""
+def _decoded_bytes(img: Image.Image, fmt: str, data: bytes) -> tuple[int, int]:
+    """Bytes the decoder must produce for ``img``, and its scratch bytes, from the header."""
     if fmt == "PNG":
-        return _png_stream_bytes(data, filter_bytes=False)  # samples only, as for the others
+        return _png_stream_bytes(data, filter_bytes=False), 0  # samples only, as for the others
     if fmt == "JPEG":
         full_width, full_height = img.size
         blocks, min_bits = _jpeg_blocks(img, data)
@@ -330,12 +331,10 @@ def _decoded_bytes(img: Image.Image, fmt: str, data: bytes) -> int:
         with _pillow_errors(fmt):
             img.draft(None, _fit(full_width, full_height))
         cost = img.size[0] * img.size[1] * _MODE_BYTES.get(img.mode, 4)
-        if img.info.get("progressive"):
-            # Progressive JPEGs keep every DCT coefficient (2 bytes each, full size,
-            # whatever the scale) until the last scan.
-            cost += 2 * 64 * blocks
-        return cost
-    return img.size[0] * img.size[1] * _MODE_BYTES.get(img.mode, 4)
+        # Progressive JPEGs keep every DCT coefficient (2 bytes each, full size, whatever
+        # the scale) until the last scan: 40 MP 4:2:0 measured +153 MB, estimated 150.
+        return cost, (2 * 64 * blocks if img.info.get("progressive") else 0)
+    return img.size[0] * img.size[1] * _MODE_BYTES.get(img.mode, 4), 0
 
 
 def _ceil(a: int, b: int) -> int:
