@@ -48,9 +48,10 @@ MAX_IMAGE_PIXELS = 40_000_000
 # (docs/engine.md, "Image input"). Decoders' scratch memory (libjpeg's coefficients for
 # progressive JPEGs, libwebp's canvas) is not refused for: it counts in the budget below.
 MAX_DECODED_BYTES = 3 * MAX_IMAGE_PIXELS
-# All decodes in the process at once (server threads, audit workers) share this
-# budget: two images at the limit (2 cores could not decode more in parallel anyway),
-# any number of ordinary ones. A burst of bombs waits instead of taking all memory.
+# All decodes in the process at once (server threads, audit workers) share this budget
+# of reserved peak bytes: two PNGs or JPEGs at the limit (2 cores could not decode more in
+# parallel anyway; a WebP there holds three buffers and runs alone), any number of
+# ordinary ones. A burst of bombs waits instead of taking all memory.
 DECODE_BUDGET_BYTES = 2 * MAX_DECODED_BYTES
 # The models never need more: MTCNN searches at <= 1024 px (engine.dlib_engine), so the
 # smallest face it finds (20 px there) is 40 px here -- Rekognition's own minimum face
