@@ -14,12 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 from skimage import data as skdata
+from support import bombs
 
 from faceaudit import errors
+from faceaudit import images as images_module
 from faceaudit.images import (
+    DECODE_BUDGET_BYTES,
+    MAX_DECODED_BYTES,
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     MIN_IMAGE_SIDE,
+    WORKING_MAX_SIDE,
     LoadedImage,
     image_bytes_from_request,
     load_image,
@@ -421,11 +426,214 @@ def test_request_s3_missing_object(buckets, name):
 
 def test_large_legitimate_photo_is_accepted():
     # 4000x3000 (12 MP, a typical phone photo): far above Rekognition's recommended
-    # 1920x1080, but under 5 MB and MAX_IMAGE_PIXELS, so it must load.
+    # 1920x1080, but under 5 MB and MAX_IMAGE_PIXELS, so it must load -- as a working
+    # copy shrunk to WORKING_MAX_SIDE, the ramp still where it was.
     ramp = np.linspace(0, 255, 4000, dtype=np.uint8)
     data = encode(Image.fromarray(np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).copy()),
                   "JPEG")
     assert len(data) <= MAX_IMAGE_BYTES
     image = load_image(data)
-    assert (image.width, image.height) == (4000, 3000)
-    assert image.pixels.shape == (3000, 4000, 3)
+    assert (image.original_width, image.original_height) == (4000, 3000)
+    assert (image.width, image.height) == (WORKING_MAX_SIDE, WORKING_MAX_SIDE * 3 // 4)
+    assert image.pixels.shape == (image.height, image.width, 3)
+    for x in (0.1, 0.5, 0.9):  # same relative place, same value
+        assert abs(int(image.pixels[100, int(x * image.width), 0]) - int(ramp[int(x * 4000)])) <= 3
+
+
+# --- decoded size, working copy, truncated streams (issue 8) ------------------------------
+
+
+def _no_decode(monkeypatch) -> list:
+    loads: list = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load",
+                        lambda self: loads.append(self) or real_load(self))
+    return loads
+
+
+@pytest.mark.parametrize("make, limit", [
+    (bombs.webp_bomb, "158,760,000 bytes"),  # 6300x6300 RGBA: 4 bytes a pixel
+    (bombs.png16_bomb, "317,520,000 bytes"),  # 16-bit RGBA: 8 bytes a pixel
+    (lambda: bombs.png(5000, 5000, 16, 2, bombs.zero_stream(6 * 5000, 5000)), "150,000,000"),
+], ids=["webp-34-bytes", "png-16bit-rgba", "png-16bit-rgb"])
+def test_decoded_bytes_limit_refuses_on_the_header(make, limit, monkeypatch):
+    data = make()
+    assert len(data) < 400_000
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+    assert w * h <= MAX_IMAGE_PIXELS  # the pixel cap alone lets these through
+    loads = _no_decode(monkeypatch)
+    start = time.perf_counter()
+    error = raises(errors.ImageTooLargeException, load_image, data)
+    assert time.perf_counter() - start < 0.5
+    assert loads == []
+    assert limit in str(error) and f"{MAX_DECODED_BYTES:,}" in str(error)
+
+
+def test_webp_bomb_is_what_the_issue_sent():
+    data = bombs.webp_bomb()
+    assert len(data) <= 34
+    with Image.open(io.BytesIO(data)) as img:
+        assert (img.format, img.mode, img.size) == ("WEBP", "RGBA", (6300, 6300))
+
+
+def test_8bit_rgb_at_the_pixel_cap_is_accepted_and_shrunk():
+    # 6324 x 6324 = 39.99 MP of 8-bit RGB: 119,992,000 bytes, just under the limit.
+    side = 6324
+    data = bombs.png(side, side, 8, 2, bombs.zero_stream(3 * side, side))
+    image = load_image(data)
+    assert (image.original_width, image.original_height) == (side, side)
+    assert (image.width, image.height) == (WORKING_MAX_SIDE, WORKING_MAX_SIDE)
+    assert image.pixels.max() == 0
+
+
+def test_16bit_grey_uses_two_bytes_a_pixel():
+    # 16-bit grey is 2 bytes a pixel: 6000x6000 (72 MB) is within the limit.
+    data = bombs.png(6000, 6000, 16, 0, bombs.zero_stream(2 * 6000, 6000))
+    image = load_image(data)
+    assert image.original_width == 6000 and image.width == WORKING_MAX_SIDE
+
+
+def test_truncated_png_stream_is_refused_quickly(monkeypatch):
+    data = bombs.truncated_png()
+    assert len(data) < 200
+    loads = _no_decode(monkeypatch)
+    start = time.perf_counter()
+    error = raises(errors.InvalidImageFormatException, load_image, data)
+    assert time.perf_counter() - start < 0.5
+    assert loads == [] and "PNG image is truncated" in str(error)
+
+
+def test_png_stream_ending_one_row_early(astronaut):
+    pixels = np.asarray(astronaut)
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
+    whole = bombs.png(512, 512, 8, 2, zlib.compress(rows))
+    assert np.array_equal(load_image(whole).pixels, pixels)
+    short = bombs.png(512, 512, 8, 2, zlib.compress(rows[:-(1 + 3 * 512)]))
+    assert Image.open(io.BytesIO(short)).load() is not None  # Pillow alone accepts it
+    raises(errors.InvalidImageFormatException, load_image, short)
+
+
+@pytest.mark.parametrize("size", [(512, 512), (101, 87), (83, 200)])
+def test_interlaced_png(size, astronaut):
+    # Adam7 written here by slicing (independently of images.py's arithmetic): 7 passes,
+    # each its own sub-image with a filter byte per row.
+    pixels = np.asarray(astronaut.resize(size))
+    stream = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4),
+                           (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            stream += b"".join(b"\x00" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", size[0], size[1], 8, 2, 0, 0, 1)
+    data = (b"\x89PNG\r\n\x1a\n" + bombs.png_chunk(b"IHDR", ihdr)
+            + bombs.png_chunk(b"IDAT", zlib.compress(stream)) + bombs.png_chunk(b"IEND", b""))
+    assert np.array_equal(load_image(data).pixels, pixels)
+    cut = (b"\x89PNG\r\n\x1a\n" + bombs.png_chunk(b"IHDR", ihdr)
+           + bombs.png_chunk(b"IDAT", zlib.compress(stream[:-10])) + bombs.png_chunk(b"IEND", b""))
+    raises(errors.InvalidImageFormatException, load_image, cut)
+
+
+def test_patched_jpeg_header_is_refused_quickly(jpeg, monkeypatch):
+    data = bombs.patched_jpeg(jpeg)
+    loads = _no_decode(monkeypatch)
+    start = time.perf_counter()
+    error = raises(errors.InvalidImageFormatException, load_image, data)
+    assert time.perf_counter() - start < 0.5
+    assert loads == [] and "JPEG image is truncated" in str(error)
+
+
+@pytest.mark.parametrize("options", [
+    {"quality": 95, "subsampling": 0}, {"quality": 20, "subsampling": 2},
+    {"progressive": True}, {"quality": 1},
+], ids=["444", "420-low", "progressive", "quality-1"])
+def test_jpeg_scan_bound_keeps_real_jpegs(options, astronaut):
+    # The bound (>= 1-2 bits per 8x8 block) holds for every valid JPEG, however compressible.
+    for img in (astronaut, Image.new("RGB", (3000, 2000), "white"), Image.new("L", (4000, 100))):
+        image = load_image(encode(img, "JPEG", **options))
+        assert image.original_width == img.size[0]
+
+
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["444", "420"])
+def test_progressive_40mp_jpeg_is_accepted(subsampling, astronaut):
+    # Its coefficient buffer (2 bytes a sample: 240 MB at 4:4:4) is decoder scratch,
+    # budgeted but not refused: a legitimate camera-sized photo must load.
+    big = astronaut.resize((7300, 5475), Image.Resampling.BILINEAR)
+    data = encode(big, "JPEG", quality=90, progressive=True, subsampling=subsampling)
+    assert len(data) <= MAX_IMAGE_BYTES
+    image = load_image(data)
+    assert (image.original_width, image.width) == (7300, WORKING_MAX_SIDE)
+
+
+def test_jpeg_decodes_shrunk_and_lands_where_the_original_is(astronaut):
+    big = astronaut.resize((6000, 6000), Image.Resampling.BICUBIC)
+    data = encode(big, "JPEG", quality=85)
+    assert len(data) <= MAX_IMAGE_BYTES
+    image = load_image(data)
+    assert (image.original_width, image.original_height) == (6000, 6000)
+    assert (image.width, image.height) == (WORKING_MAX_SIDE, WORKING_MAX_SIDE)
+    reference = np.asarray(astronaut.resize((WORKING_MAX_SIDE,) * 2, Image.Resampling.BICUBIC))
+    assert np.abs(image.pixels.astype(int) - reference).mean() < 6
+
+
+def test_large_rotated_image_reports_upright_sizes():
+    img = Image.new("RGB", (5000, 2500), "blue")
+    img.paste((255, 0, 0), (0, 0, 2500, 2500))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = load_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert (image.original_width, image.original_height) == (2500, 5000)
+    assert (image.width, image.height) == (1024, 2048)
+    top, bottom = image.pixels[500, 500], image.pixels[1500, 500]
+    assert top[0] > 200 and bottom[2] > 200  # red on top, as test_exif_orientation_applied
+
+
+def test_alpha_stays_white_after_shrinking():
+    img = Image.new("RGBA", (4096, 4096), (0, 0, 0, 0))
+    img.paste((10, 20, 30, 255), (0, 0, 2048, 4096))
+    image = load_image(encode(img, "PNG"))
+    assert image.width == WORKING_MAX_SIDE
+    assert tuple(image.pixels[1000, 200]) == (10, 20, 30)
+    assert tuple(image.pixels[1000, 1800]) == (255, 255, 255)
+
+
+def test_decode_budget_bounds_concurrent_decodes():
+    # Eight near-limit images in eight threads: the bytes reserved never pass the budget,
+    # so at most two decode at once, and all eight still load.
+    import threading
+    side = 6000  # 108 MB of RGB each
+    data = bombs.png(side, side, 8, 2, bombs.zero_stream(3 * side, side))
+    budget = images_module._DECODE_BUDGET
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(budget.used)
+            time.sleep(0.005)
+
+    results: list = []
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [threading.Thread(target=lambda: results.append(load_image(data).width))
+               for _ in range(8)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    done.set()
+    watcher.join()
+    assert results == [WORKING_MAX_SIDE] * 8
+    assert max(seen) <= DECODE_BUDGET_BYTES
+    assert max(seen) > MAX_DECODED_BYTES // 2  # it did watch decodes run
+    assert budget.used == 0
+
+
+def test_truncated_images_flag_is_never_set():
+    import faceaudit
+    root = os.path.dirname(faceaudit.__file__)
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    assert "LOAD_TRUNCATED_IMAGES = " not in f.read(), name
