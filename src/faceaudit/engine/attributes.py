@@ -39,6 +39,8 @@ def onnx_session(model: bytes | str, threads: int = 1, dequantize_weights: bool 
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if dequantize_weights:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
+        # The zoo files carry unused shape constants; onnxruntime warns of each at every load.
+        options.log_severity_level = 3
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
