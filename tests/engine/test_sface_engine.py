@@ -124,8 +124,10 @@ def test_embeddings_are_unit_vectors_and_attributes_are_estimated(faces_dev_root
         vector = engine.embed(image, faces)
         assert vector.shape == (1, 128) and vector.dtype == np.float32
         assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+        np.testing.assert_allclose(engine.embed(image, faces * 3), np.repeat(vector, 3, axis=0), atol=1e-5)
         attributes = engine.analyze(image, faces)[0]
-        assert attributes.age_low <= attributes.age <= attributes.age_high
+        # (the expected age may fall outside the central 68% when the distribution is skewed)
+        assert 0 <= attributes.age_low <= attributes.age_high <= 80 and 0 < attributes.age < 80
         correct += attributes.gender.lower() == label.gender
     assert correct >= 8, f"gender right on {correct}/{len(labelled)}"
 

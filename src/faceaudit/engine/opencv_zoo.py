@@ -83,7 +83,7 @@ def _repair_sface(model: onnx.ModelProto) -> int:
     del graph.input[:]
     graph.input.extend(keep)
     # Any batch size: the network treats faces independently.
-    keep[0].type.tensor_type.shape.dim[0].dim_param = "n"
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
     graph.output[0].type.tensor_type.shape.dim[0].dim_param = "n"
     del graph.value_info[:]  # intermediate shapes recorded for batch 1
     return removed
