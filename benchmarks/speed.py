@@ -450,8 +450,10 @@ def write_markdown(result: dict, path: Path) -> None:
             lines.append(f"| {name} | {fmt(a and a.get('median_ms'))} | {fmt(a and a.get('p95_ms'))} | "
                          f"{fmt(b and b.get('median_ms'))} | {fmt(b and b.get('p95_ms'))} | "
                          f"{fmt(ratio(a, b), '.2f')} |")
-        lines += ["", "| | SFace engine | face_recognition | faceaudit (dlib engine) |", "| --- | ---: | ---: | ---: |",
-                  f"| 1 process, faces embedded per second (end to end) | {fmt(sf['throughput']['serial_faces_per_s'])} | "
+        lines += ["", "| | SFace engine | face_recognition | faceaudit (dlib engine) |",
+                  "| --- | ---: | ---: | ---: |",
+                  "| 1 process, faces embedded per second (end to end) | "
+                  f"{fmt(sf['throughput']['serial_faces_per_s'])} | "
                   f"{fmt(fr['throughput']['serial_faces_per_s'] if fr else None)} | "
                   f"{fmt(fa['throughput']['serial_faces_per_s'])} |"]
         p_s = sf.get("parallel")
@@ -477,7 +479,8 @@ def write_markdown(result: dict, path: Path) -> None:
                   f"{er['speedup_per_chip_p5_p95'][1]:.1f}x) |"]
         if er["onnx_batch_per_face"].get("n"):
             lines.append(f"| batch {er['batch']}, per face | {fmt(er['dlib_batch_per_face']['median_ms'])} | "
-                         f"{fmt(er['dlib_batch_per_face']['p95_ms'])} | {fmt(er['onnx_batch_per_face']['median_ms'])} | "
+                         f"{fmt(er['dlib_batch_per_face']['p95_ms'])} | "
+                         f"{fmt(er['onnx_batch_per_face']['median_ms'])} | "
                          f"{fmt(er['onnx_batch_per_face']['p95_ms'])} | {fmt(er['speedup_batch_median'], '.1f')}x |")
     lines += ["", "Produced by `benchmarks/speed.py` (see benchmarks/README.md). Raw figures: speed.json.", ""]
     path.write_text("\n".join(lines))
