@@ -22,8 +22,12 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +241,7 @@ def check_architecture(net: DlibResNet) -> None:
 
 # -- ONNX graph ----------------------------------------------------------------------------------
 
-def build_onnx(net: DlibResNet, source_sha256: str = "") -> "onnx.ModelProto":  # noqa: F821
+def build_onnx(net: DlibResNet, source_sha256: str = "") -> onnx.ModelProto:
     """The network as ONNX: input (N, 3, 150, 150) float32, already (pixel - mean) / 256."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -289,6 +293,12 @@ def build_onnx(net: DlibResNet, source_sha256: str = "") -> "onnx.ModelProto":  
         size = 1 + (size + 2 * ph - kh) // sh
         return node(op, [x], kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw])
 
+    def pad(t: str, s: int, c: int, out_s: int, out_c: int) -> str:
+        if (s, c) == (out_s, out_c):
+            return t
+        pads = np.array([0, 0, 0, 0, 0, out_c - c, out_s - s, out_s - s], dtype=np.int64)
+        return node("Pad", [t, const(pads, "pads")])
+
     def apply(x: str, layer: Layer) -> str:
         if layer.kind == "con":
             return conv(x, layer)
@@ -317,14 +327,8 @@ def build_onnx(net: DlibResNet, source_sha256: str = "") -> "onnx.ModelProto":  
         # dlib's add_prev adds tensors of different sizes as if the smaller one were
         # zero-padded at the end of each dimension: output is the larger of the two.
         out_size, out_channels = max(size, skip_size), max(channels, skip_channels)
-
-        def pad(t: str, s: int, c: int) -> str:
-            if (s, c) == (out_size, out_channels):
-                return t
-            pads = np.array([0, 0, 0, 0, 0, out_channels - c, out_size - s, out_size - s], dtype=np.int64)
-            return node("Pad", [t, const(pads, "pads")])
-
-        x = node("Add", [pad(x, size, channels), pad(skip, skip_size, skip_channels)])
+        x = node("Add", [pad(x, size, channels, out_size, out_channels),
+                         pad(skip, skip_size, skip_channels, out_size, out_channels)])
         size, channels = out_size, out_channels
         x = apply(x, next(layers))  # relu
     x = apply(x, next(layers))  # avg_pool_everything
