@@ -79,7 +79,7 @@ def attributes_from(gender_p: np.ndarray, age_p: np.ndarray) -> list[FaceAttribu
         cumulative = np.cumsum(ages)
         # Central 68% of the predicted age distribution, as a plain range.
         low = _AGE_VALUES[np.searchsorted(cumulative, 0.16)]
-        high = _AGE_VALUES[min(np.searchsorted(cumulative, 0.84), len(ages) - 1)]
+        high = _AGE_VALUES[min(int(np.searchsorted(cumulative, 0.84)), len(ages) - 1)]
         male = p_male >= p_female
         results.append(FaceAttributes(
             age=float(ages @ _AGE_VALUES),

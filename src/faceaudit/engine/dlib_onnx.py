@@ -22,7 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class Layer:
     """One computational layer as dlib stores it."""
 
     kind: str  # "con", "affine", "relu", "max_pool", "avg_pool", "add_prev", "fc"
-    params: dict[str, object] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,7 +233,7 @@ def check_architecture(net: DlibResNet) -> None:
     kinds, markers = _expected_kinds()
     if [layer.kind for layer in net.layers] != kinds or net.markers != markers:
         raise DlibFormatError("the network is not dlib's face recognition ResNet v1 layout")
-    widths = [layer.params["w"].shape[0] for layer in net.layers if layer.kind == "con"]  # type: ignore[union-attr]
+    widths = [layer.params["w"].shape[0] for layer in net.layers if layer.kind == "con"]
     expected = [32] + [w for w, _ in _BLOCKS for _ in (0, 1)]
     if widths != expected:
         raise DlibFormatError(f"unexpected filter counts {widths}")
