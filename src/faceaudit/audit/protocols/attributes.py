@@ -27,7 +27,7 @@ from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group
                                      rate_row, rows_index, small_cells_sentence)
 from faceaudit.audit.protocols.common import (Grouping, add_notes, image_labels, new_report,
                                               unique_images)
-from faceaudit.audit.targets import Target
+from faceaudit.audit.targets.base import Target
 from faceaudit.stats import (Estimate, bootstrap_mean_replicates, bootstrap_proportion_replicates,
                              percentile_interval, rng_for, wilson)
 

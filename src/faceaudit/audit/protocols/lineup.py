@@ -35,7 +35,7 @@ from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group
                                      threshold_value)
 from faceaudit.audit.protocols.common import (Grouping, add_notes, image_labels, new_report,
                                               unique_images)
-from faceaudit.audit.targets import Target
+from faceaudit.audit.targets.base import Target
 from faceaudit.stats import (Estimate, bootstrap_mean_replicates, bootstrap_proportion_replicates,
                              percentile_interval, rng_for, wilson)
 

@@ -34,7 +34,7 @@ from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group
 from faceaudit.audit.protocols.common import (Grouping, add_notes, common_labels, identity_key,
                                               image_labels, majority_labels, new_report)
 from faceaudit.audit.readers import make_pairs
-from faceaudit.audit.targets import Target
+from faceaudit.audit.targets.base import Target
 from faceaudit.stats import (cluster_bootstrap_replicates, pair_bootstrap_replicates, rng_for,
                              widened_rate)
 
