@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceaudit.audit import protocols
-from faceaudit.audit.readers import describe_problems, load_dataset
+from faceaudit.datasets.readers import describe_problems, load_dataset
 from faceaudit.audit.report import write_report
 from faceaudit.audit.targets import open_target
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceaudit.audit.data import AuditDataset
+from faceaudit.datasets.labelled import AuditDataset
 from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, estimate_row,
                                      find_gap, fmt_interval, fmt_number, fmt_rate, gap_is_claimed,
                                      gap_sentence,

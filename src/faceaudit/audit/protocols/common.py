@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 import faceaudit
-from faceaudit.audit.data import AuditDataset, AuditImage
+from faceaudit.datasets.labelled import AuditDataset, AuditImage
 
 SCHEMA_VERSION = 1
 

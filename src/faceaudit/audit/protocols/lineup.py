@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceaudit.audit.data import AuditDataset, AuditImage
+from faceaudit.datasets.labelled import AuditDataset, AuditImage
 from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, estimate_row,
                                      find_gap, fmt_interval, fmt_number, fmt_rate, fmt_threshold,
                                      gap_is_claimed, gap_sentence, rate_row, rows_index, small_cells_sentence,
