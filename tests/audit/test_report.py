@@ -360,7 +360,8 @@ def test_html_numbers_read_as_a_person_would_write_them(written):
     assert row[1:4] == ["1.0%", "2/200", "0.27–3.6%"]
     row = next(r for r in html_tables(text)["age_mean_absolute_error"] if r[0] == "male · Black")
     assert row[1:3] == ["8.4 years", "n = 190"]
-    assert "10.5×" in text and "male · Asian: 10.5%" in text
+    # ratios from 10 up are whole numbers, as in report.json (words.RATIO_WHOLE_FROM): 10.5 -> 10×
+    assert "10× (4.4× to 30×)" in text and "10.5×" not in text and "male · Asian: 10.5%" in text
 
 
 def test_html_order_summary_first_then_plots_then_caveats_and_rerun(written):

@@ -10,14 +10,13 @@ import importlib.metadata
 import platform
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
 import faceaudit
+from faceaudit.audit.report.schema import SCHEMA_VERSION
 from faceaudit.datasets.labelled import AuditDataset, AuditImage
-
-SCHEMA_VERSION = 1
 
 #: Packages whose versions the report records when installed (distribution names).
 SOFTWARE_PACKAGES = ("numpy", "scipy", "onnxruntime", "dlib-bin", "dlib", "face-recognition-models",
@@ -49,7 +48,7 @@ def finish_report(report: dict, command: Sequence[str]) -> dict:
     full = dict(report)
     full["schema_version"] = SCHEMA_VERSION
     full["faceaudit_version"] = faceaudit.__version__
-    full["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    full["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     full["command"] = [str(part) for part in command]
     full["software"] = software()
     ordered = {key: full[key] for key in _ORDER if key in full}

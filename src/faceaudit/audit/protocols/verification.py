@@ -25,20 +25,47 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceaudit.datasets.labelled import AuditDataset, AuditPair
-from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, det_points,
-                                     find_gap, fmt_interval, fmt_rate, fmt_threshold, gap_is_claimed,
-                                     gap_sentence,
-                                     matched, rate_row, rows_index, small_cells_sentence,
-                                     threshold_at_fmr, threshold_value)
-from faceaudit.audit.protocols.common import (Grouping, add_notes, common_labels, identity_key,
-                                              image_labels, majority_labels, new_report)
+from faceaudit.audit.metrics import (
+    RESAMPLES,
+    Measured,
+    Phrase,
+    add_rows_and_gaps,
+    det_points,
+    headline_gap_sentences,
+    matched,
+    rate_row,
+    rows_index,
+    small_cells_sentence,
+    threshold_at_fmr,
+)
 from faceaudit.audit.pairs import make_pairs
+from faceaudit.audit.protocols.common import (
+    Grouping,
+    add_notes,
+    common_labels,
+    identity_key,
+    image_labels,
+    majority_labels,
+    new_report,
+)
+from faceaudit.audit.report.schema import PROTOCOL_METRICS
 from faceaudit.audit.targets.base import Target
-from faceaudit.stats import (cluster_bootstrap_replicates, pair_bootstrap_replicates, rng_for,
-                             widened_rate)
+from faceaudit.audit.words import (
+    describe_group,
+    fmt_interval,
+    fmt_rate,
+    fmt_threshold,
+    threshold_value,
+)
+from faceaudit.datasets.labelled import AuditDataset, AuditPair
+from faceaudit.stats import (
+    cluster_bootstrap_replicates,
+    pair_bootstrap_replicates,
+    rng_for,
+    widened_rate,
+)
 
-METRICS = ("false_match_rate", "false_non_match_rate")
+METRICS = PROTOCOL_METRICS["verification"]
 
 PHRASES = {
     "false_match_rate": Phrase("impostor pairs were falsely matched for",
@@ -177,15 +204,8 @@ def run_verification(dataset: AuditDataset, target: Target, *,
             report["curves"].append({"kind": "det", "group": dict(group),
                                      "points": det_points(scores[mated], scores[impostor])})
 
-    for metric in METRICS:
-        for t in levels:
-            found = measured.get((metric, t), [])
-            report["metrics"].extend(m.row for m in found)
-            gap = find_gap([m for m in found if m.replicates is not None], metric=metric,
-                           threshold=t, group_by=grouping.keys, resamples=resamples,
-                           describe_value=fmt_rate)
-            if gap is not None:
-                report["gaps"].append(gap)
+    add_rows_and_gaps(report, measured, METRICS, levels, group_by=grouping.keys, resamples=resamples,
+                      phrases=PHRASES)
     report["summary"] = _summary(report, levels, t_star, target_fmr, min_cell)
     return report
 
@@ -213,11 +233,8 @@ def _summary(report: dict, levels: list[float], t_star: float | None, target_fmr
         which = (f" (the threshold giving a false match rate of at most {fmt_rate(target_fmr)} "
                  "over all impostor pairs)" if t == t_star else "")
         sentences.append(f"At {fmt_threshold(t)}{which}, " + " and ".join(parts) + ".")
-    for gap in report["gaps"]:
-        # False match gaps at every threshold (NIST's headline); the others where claimed.
-        if gap["metric"] == "false_match_rate" or gap_is_claimed(gap):
-            sentences.append(gap_sentence(gap, PHRASES[gap["metric"]],
-                                          rows_index(rows, gap["metric"], gap["threshold"])))
+    # False match gaps at every threshold (NIST's headline); the others where claimed.
+    sentences += headline_gap_sentences(report, PHRASES, "false_match_rate")
     small = small_cells_sentence(rows, min_cell, "pairs")
     if small:
         sentences.append(small)

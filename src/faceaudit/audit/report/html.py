@@ -8,10 +8,9 @@ from html import escape
 from string import Template
 
 from . import plots
-from .common import (PROTOCOL_TITLES, PROTOCOL_UNITS, MetricLayout, attribute_order, block_title,
-                     fmt_count, fmt_difference, fmt_interval, fmt_kn, fmt_ratio, fmt_threshold,
-                     fmt_value, gap_is_clear, gap_is_rate, gap_sentence, gaps_sorted, group_label, layout_metric,
-                     metric_info, metric_order, min_cell, summary_sentences)
+from .common import (PROTOCOL_UNITS, MetricLayout, attribute_order, block_title, caveats, fmt_count,
+                     fmt_interval, fmt_kn, fmt_threshold, fmt_value, gap_rows, gap_sentence, gaps_sorted,
+                     group_label, layout_metric, metric_info, metric_order, min_cell, summary_sentences, title)
 from .schema import SCHEMA_VERSION, group_key
 
 CSS = """
@@ -245,28 +244,16 @@ def metric_table(report: dict, lay: MetricLayout) -> str:
 
 
 def gaps_table(report: dict) -> str:
-    order = attribute_order(report)
-    gaps = gaps_sorted(report)
-    with_threshold = any(g["threshold"] is not None for g in gaps)
+    table_rows = gap_rows(report)
+    with_threshold = any(row.threshold is not None for row in table_rows)
     rows = []
-    for gap in gaps:
-        name, rate = gap["metric"], gap_is_rate(report, gap)
-        ratio = fmt_ratio(gap.get("ratio"))
-        if gap.get("ratio_ci95"):
-            ratio += f" ({fmt_ratio(gap['ratio_ci95'][0])} to {fmt_ratio(gap['ratio_ci95'][1])})"
-        diff = fmt_difference(name, gap.get("difference"), rate)
-        if gap.get("difference_ci95"):
-            a, b = gap["difference_ci95"]
-            diff += f" ({fmt_difference(name, a, rate)} to {fmt_difference(name, b, rate)})"
-        unclear = "" if gap_is_clear(gap) else '<br><span class="flag">could be no difference</span>'
-        hi, lo = gap["highest"], gap["lowest"]
-        threshold = (f'<td class="num wrap">{_e(fmt_threshold(gap["threshold"], report))}</td>'
-                     if with_threshold else "")
+    for row in table_rows:
+        unclear = "" if row.clear else '<br><span class="flag">could be no difference</span>'
+        threshold = f'<td class="num wrap">{_e(row.threshold)}</td>' if row.threshold is not None else ""
         rows.append(
-            f'<tr><th scope="row"><a href="#{_e(name)}">{_e(metric_info(name).label)}</a></th>{threshold}'
-            f'<td class="nowrap">{_e(group_label(hi["group"], order))}: {_e(fmt_value(name, hi["value"], rate))}</td>'
-            f'<td class="nowrap">{_e(group_label(lo["group"], order))}: {_e(fmt_value(name, lo["value"], rate))}</td>'
-            f'<td class="num">{_e(ratio)}</td><td class="num">{_e(diff)}{unclear}</td></tr>')
+            f'<tr><th scope="row"><a href="#{_e(row.metric)}">{_e(row.measure)}</a></th>{threshold}'
+            f'<td class="nowrap">{_e(row.highest)}</td><td class="nowrap">{_e(row.lowest)}</td>'
+            f'<td class="num">{_e(row.ratio)}</td><td class="num">{_e(row.difference)}{unclear}</td></tr>')
     if not rows:
         return ""
     threshold_head = '<th scope="col" class="num">Threshold</th>' if with_threshold else ""
@@ -277,46 +264,6 @@ def gaps_table(report: dict) -> str:
             '<th scope="col">Highest group</th><th scope="col">Lowest group</th>'
             '<th scope="col" class="num">Times as high</th><th scope="col" class="num">Difference</th>'
             f'</tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table></div>')
-
-
-def caveats(report: dict) -> list[str]:
-    """The 'What this does and does not show' points, as plain sentences (no markup)."""
-    ds, target = report["dataset"], report["target"]
-    unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
-    size = []
-    if isinstance(ds.get("images"), int):
-        size.append(f"{ds['images']:,} images")
-    if isinstance(ds.get("pairs"), int) and ds.get("pairs"):
-        size.append(f"{ds['pairs']:,} pairs")
-    size_text = f" ({', '.join(size)})" if size else ""
-    attributes = ", ".join(a.replace("_", " ") for a in attribute_order(report)) or "none"
-    items = [
-        f"Research data, not the real world. These numbers describe how {target['name']} behaved on "
-        f"{ds['name']}{size_text}, a research dataset. Cameras, lighting, image quality and the people "
-        "photographed differ in real use, so real-world error rates can be higher or lower.",
-        f"Groups as labelled by the dataset. The groups ({attributes}) are the labels the dataset's "
-        "creators gave each photo; they can be wrong, and they do not say how people see themselves.",
-        "The 95% interval (the bar around each dot, the range in each table) is the range of values "
-        f"these photos are compatible with: fewer {unit} give a wider interval, and two groups whose "
-        "intervals overlap may not really differ.",
-    ]
-    if min_cell(report):
-        items.append(f"Groups with fewer than {min_cell(report)} {unit} are drawn hollow and marked "
-                     "“small sample”; they are shown, but never named as the highest or lowest group.")
-    th = report["parameters"].get("thresholds")
-    not_shown = ("It does not show why the differences exist, or whether the system is fit for any "
-                 "particular use.")
-    if th and report["protocol"] != "attributes":
-        not_shown += (" Results hold for the similarity thresholds measured ("
-                      + ", ".join(f"{float(t):g}" for t in th) + "); at other settings the numbers change.")
-    items.append(not_shown)
-    problems = {k: v for k, v in (ds.get("problems") or {}).items() if v}
-    if problems:
-        items.append("Found while reading the dataset: " + ", ".join(
-            f"{fmt_count(v)} {k.replace('_', ' ')}" for k, v in problems.items()) + ".")
-    for note in ds.get("notes") or []:
-        items.append(f"Dataset note: {note}")
-    return items
 
 
 def _facts(pairs: list[tuple[str, str]]) -> str:
@@ -358,10 +305,6 @@ this command reproduces the audit (a different version or target may give differ
 <p class="explain">Report created {_e(report['created'])}; report.json schema version {SCHEMA_VERSION}.
 Every number on this page is in report.json beside it.</p>
 </section>"""
-
-
-def title(report: dict) -> str:
-    return PROTOCOL_TITLES.get(report["protocol"], f"{report['protocol'].capitalize()} audit")
 
 
 def header(report: dict) -> str:
