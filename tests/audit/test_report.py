@@ -444,6 +444,42 @@ def test_unusual_but_valid_reports_render(tmp_path):
     assert "| Everyone | 3.0% | 3/100 |" in paths["md"].read_text().replace("**", "")
 
 
+HOSTILE_GROUP = "<script>alert(1)</script>"
+HOSTILE_PATH = '/srv/data/x"><img src=x onerror=alert(2)>'
+
+
+def _hostile(value):
+    """The attributes example with one race, the dataset's root and the target renamed to markup."""
+    if isinstance(value, dict):
+        return {k: _hostile(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hostile(v) for v in value]
+    return HOSTILE_GROUP if value == "Asian" else value
+
+
+def test_hostile_labels_are_escaped_in_the_html(tmp_path):
+    report = _hostile(attributes_report())
+    report["dataset"]["root"] = HOSTILE_PATH
+    report["dataset"]["name"] = '"><img src=x onerror=alert(3)>'
+    report["target"]["name"] = "<b onmouseover=alert(4)>system</b>"
+    report["summary"][0] = f"The worst group was {HOSTILE_GROUP} & co."
+    paths = write_report(report, tmp_path / "a")
+    compared = compare_reports([paths["json"], paths["json"]], tmp_path / "cmp",
+                               labels=["<i>first</i>", HOSTILE_GROUP])
+    for page in (paths["html"], compared["html"]):
+        text = page.read_text(encoding="utf-8")
+        # no markup made of a label survives: no script, no img, no handler on a tag
+        assert "<script" not in text and "<img" not in text and "<b " not in text and "<i>" not in text
+        assert re.search(r"<[a-z][^>]*\son\w+=", text) is None
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    text = paths["html"].read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(2)&gt;" in text and "&lt;b onmouseover=alert(4)&gt;" in text
+    assert "The worst group was &lt;script&gt;alert(1)&lt;/script&gt; &amp; co." in text
+    # the group is still shown, as text, in the tables and the gaps table
+    row = next(r for r in html_tables(text)["gender_error_rate"] if r[0] == f"male · {HOSTILE_GROUP}")
+    assert row[1:4] == ["10.5%", "21/200", "7.0–15.5%"]
+
+
 def test_numpy_numbers_are_written_as_plain_json(tmp_path):
     report = attributes_report()
     row = report["metrics"][1]
