@@ -458,3 +458,20 @@ def test_workers_are_not_forked_from_the_audit_process():
         assert pool.submit(os.getppid).result(timeout=120) != os.getpid()
     finally:
         pool.shutdown()
+
+
+def test_the_local_backend_hands_its_workers_the_engine_settings_it_was_made_with(tmp_path, monkeypatch):
+    # forkserver workers do not see os.environ changes made after their server started
+    from faceaudit.audit.targets.local import LocalBackend
+    from faceaudit.engine import GENDER_HEAD_ENV
+    head = tmp_path / "head.json"
+    head.write_text("{}")
+    monkeypatch.setenv(GENDER_HEAD_ENV, str(head))
+    backend = LocalBackend(1, tmp_path / "store")
+    monkeypatch.delenv(GENDER_HEAD_ENV)
+    try:
+        assert backend.environment[GENDER_HEAD_ENV] == str(head)
+        assert backend.endpoint.startswith("local+gender-head:")
+        assert LocalBackend(1, tmp_path / "store2").endpoint == "local"
+    finally:
+        backend.close()

@@ -74,6 +74,13 @@ def estimate_row(metric: str, group: dict, threshold: float | None, estimate: Es
 # --- gaps --------------------------------------------------------------------------------
 
 
+def _known(m: Measured) -> float:
+    """The value of a cell that find_gap kept (only cells with a value are)."""
+    if m.value is None:
+        raise ValueError(f"no value: {m.row}")
+    return m.value
+
+
 def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | None,
              group_by: Sequence[str], resamples: int = RESAMPLES,
              describe_value: Callable[[float], str] | None = None) -> dict | None:
@@ -88,9 +95,9 @@ def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | 
                 and m.replicates is not None]
     if len(eligible) < 2:
         return None
-    highest = max(eligible, key=lambda m: m.value)
-    lowest = min((m for m in eligible if m is not highest), key=lambda m: m.value)
-    comparison = compare(highest.value, lowest.value, highest.replicates, lowest.replicates)
+    highest = max(eligible, key=_known)
+    lowest = min((m for m in eligible if m is not highest), key=_known)
+    comparison = compare(_known(highest), _known(lowest), highest.replicates, lowest.replicates)
     notes = []
     fmt = describe_value or (lambda v: f"{v:g}")
     if comparison.ratio is None:
@@ -101,7 +108,8 @@ def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | 
             notes.append(f"no ratio: the lowest group's value is {fmt(0.0)}, so the ratio is "
                          "undefined; compare the difference instead")
     unbounded = comparison.ratio is not None and not (
-        math.isfinite(comparison.ratio_low) and math.isfinite(comparison.ratio_high))
+        comparison.ratio_low is not None and comparison.ratio_high is not None
+        and math.isfinite(comparison.ratio_low) and math.isfinite(comparison.ratio_high))
     if unbounded:
         notes.append(f"no ratio interval: the ratio's upper bound is unbounded (in more than 2.5% "
                      f"of resamples the lowest group had no events); its lower bound is "

@@ -37,7 +37,7 @@ def significant(x: float, digits: int = 2) -> str:
     """``x`` to ``digits`` significant digits, trailing zeros kept: 0.0504 -> '0.050'."""
     if x == 0:
         return "0"
-    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
     return f"{x:.{decimals}f}"
 
 

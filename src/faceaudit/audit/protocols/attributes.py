@@ -97,13 +97,13 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
             missing += 1
         failure = detection is None or detection.error is not None or not detection.found
         failed[index] = failure
-        guess = None if failure else detection.gender
+        guess = None if failure or detection is None else detection.gender
         if guess is not None:
             predicted_gender += 1
         if image.gender is not None:
             gender_labelled[index] = True
             gender_wrong[index] = guess is None or guess.lower() != image.gender.lower()
-        age = None if failure else detection.age
+        age = None if failure or detection is None else detection.age
         if age is not None:
             predicted_age += 1
         if image.age is not None and not failure:

@@ -73,7 +73,7 @@ def new_report(protocol: str, dataset: AuditDataset, target, parameters: dict,
             "parameters": parameters, "metrics": [], "gaps": [], "curves": [], "summary": []}
 
 
-def add_notes(report: dict, notes: Iterable[str]) -> None:
+def add_notes(report: dict, notes: Iterable[str | None]) -> None:
     for note in notes:
         if note and note not in report["dataset"]["notes"]:
             report["dataset"]["notes"].append(note)
@@ -121,7 +121,7 @@ class Grouping:
         self._cells = sorted(c for c in combos if self.keys and None not in c)
 
     def marginals(self) -> list[Group]:
-        out = []
+        out: list[Group] = []
         for key in self.keys:
             values = sorted({v for v in self._columns[key] if v is not None})
             out.extend({key: value} for value in values)

@@ -91,7 +91,7 @@ def default_split(images: Sequence[AuditImage], seed: int) -> tuple[list[AuditIm
     identities = sorted({image.identity for image in images if image.identity is not None})
     if not identities:
         order = rng.permutation(len(images))
-        half = set(int(i) for i in order[: len(images) // 2])
+        half = {int(i) for i in order[: len(images) // 2]}
         gallery = [image for i, image in enumerate(images) if i in half]
         probes = [image for i, image in enumerate(images) if i not in half]
         return gallery, probes, ("no identity labels: a random half of the images (seed "
@@ -203,7 +203,7 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
     add_notes(report, [grouping.dropped_note("probe")])
 
     cells = {tuple(sorted(c.items())) for c in grouping.cells()}
-    measured: dict[tuple[str, float], list[Measured]] = defaultdict(list)
+    measured: dict[tuple[str, float | None], list[Measured]] = defaultdict(list)
     for group in grouping.groups():
         mask = grouping.mask(group)
         in_cell = tuple(sorted(group.items())) in cells
@@ -241,9 +241,9 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
 def _summary(report: dict, levels: list[float], min_cell: int) -> list[str]:
     rows = report["metrics"]
     p = report["parameters"]
-    sentences = [f"{p['probes']} probe photos ({p['probes'] - p['mated_probes']} of people not in "
+    sentences = [(f"{p['probes']} probe photos ({p['probes'] - p['mated_probes']} of people not in "
                  f"the gallery, {p['mated_probes']} of people in it) were searched against a "
-                 f"gallery of {p['gallery_size']} images."]
+                 f"gallery of {p['gallery_size']} images.")]
     for t in levels:
         row = rows_index(rows, "probes_with_false_match_rate", t).get(())
         if row:

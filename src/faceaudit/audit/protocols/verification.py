@@ -57,7 +57,7 @@ from faceaudit.audit.words import (
     fmt_threshold,
     threshold_value,
 )
-from faceaudit.datasets.labelled import AuditDataset, AuditPair
+from faceaudit.datasets.labelled import AuditDataset, AuditImage, AuditPair
 from faceaudit.stats import (
     cluster_bootstrap_replicates,
     pair_bootstrap_replicates,
@@ -111,7 +111,7 @@ def run_verification(dataset: AuditDataset, target: Target, *,
                                     impostors_per_genuine=impostors_per_genuine)
         source = "generated"
 
-    by_path = {}
+    by_path: dict[str, AuditImage] = {}
     for image in dataset.images:
         by_path.setdefault(image.path, image)
     members = defaultdict(list)
@@ -172,7 +172,7 @@ def run_verification(dataset: AuditDataset, target: Target, *,
     add_notes(report, [grouping.dropped_note("pair")])
 
     cells = {tuple(sorted(c.items())) for c in grouping.cells()}
-    measured: dict[tuple[str, float], list[Measured]] = defaultdict(list)
+    measured: dict[tuple[str, float | None], list[Measured]] = defaultdict(list)
     for group in grouping.groups():
         mask = grouping.mask(group)
         in_cell = tuple(sorted(group.items())) in cells
@@ -216,8 +216,8 @@ def _summary(report: dict, levels: list[float], t_star: float | None, target_fmr
     parameters = report["parameters"]
     source = {"dataset": "the dataset's own pairs", "given": "pairs given to the audit",
               "generated": f"generated, {parameters.get('impostors')} impostors"}[parameters["pairs"]]
-    sentences = [f"{parameters['genuine_pairs']} genuine and {parameters['impostor_pairs']} "
-                 f"impostor pairs ({source}) were compared."]
+    sentences = [(f"{parameters['genuine_pairs']} genuine and {parameters['impostor_pairs']} "
+                 f"impostor pairs ({source}) were compared.")]
     for t in levels:
         fmr = rows_index(rows, "false_match_rate", t).get(())
         fnmr = rows_index(rows, "false_non_match_rate", t).get(())

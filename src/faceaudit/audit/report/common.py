@@ -311,8 +311,8 @@ def summary_sentences(report: dict) -> list[str]:
     if report["summary"]:
         return list(report["summary"])
     sentences = [gap_sentence(report, g) for g in gaps_sorted(report)[:3]]
-    return sentences or ["This report states no summary and no gaps between groups; the tables below "
-                         "give every group's numbers."]
+    return sentences or [("This report states no summary and no gaps between groups; the tables below "
+                         "give every group's numbers.")]
 
 
 def min_cell(report: dict):
@@ -337,14 +337,14 @@ def caveats(report: dict) -> list[str]:
     size_text = f" ({', '.join(size)})" if size else ""
     attributes = ", ".join(a.replace("_", " ") for a in attribute_order(report)) or "none"
     items = [
-        f"Research data, not the real world. These numbers describe how {target['name']} behaved on "
+        (f"Research data, not the real world. These numbers describe how {target['name']} behaved on "
         f"{ds['name']}{size_text}, a research dataset. Cameras, lighting, image quality and the people "
-        "photographed differ in real use, so real-world error rates can be higher or lower.",
-        f"Groups as labelled by the dataset. The groups ({attributes}) are the labels the dataset's "
-        "creators gave each photo; they can be wrong, and they do not say how people see themselves.",
-        "The 95% interval (the bar around each dot, the range in each table) is the range of values "
+        "photographed differ in real use, so real-world error rates can be higher or lower."),
+        (f"Groups as labelled by the dataset. The groups ({attributes}) are the labels the dataset's "
+        "creators gave each photo; they can be wrong, and they do not say how people see themselves."),
+        ("The 95% interval (the bar around each dot, the range in each table) is the range of values "
         f"these photos are compatible with: fewer {unit} give a wider interval, and two groups whose "
-        "intervals overlap may not really differ.",
+        "intervals overlap may not really differ."),
     ]
     if min_cell(report):
         items.append(f"Groups with fewer than {min_cell(report)} {unit} are drawn hollow and marked "

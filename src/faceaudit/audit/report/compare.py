@@ -9,16 +9,31 @@ versions) are spelled out at the top.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import plots
-from .common import (attribute_order, block_title, fmt_interval, fmt_value, group_label, metric_info,
-                     metric_order, pct)
+from .common import (
+    attribute_order,
+    block_title,
+    fmt_interval,
+    fmt_value,
+    group_label,
+    metric_info,
+    metric_order,
+    pct,
+)
 from .markdown import table as md_table
 from .render import write_text
-from .schema import PROTOCOL_METRICS, ReportError, group_key, is_rate, load_report, validate_report
+from .schema import (
+    PROTOCOL_METRICS,
+    ReportError,
+    group_key,
+    is_rate,
+    load_report,
+    validate_report,
+)
 from .templating import Figures, render, svg_markup
 
 COMPARISON_VERSION = 1
@@ -185,7 +200,7 @@ def build_comparison(reports: list[dict], labels: list[str] | None = None,
                     for (p, m), v in sorted(present.items(), key=lambda kv: rank(kv[0])) if len(v) < 2]
     return {
         "comparison_version": COMPARISON_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reports": [{"label": lab, "source": (sources[i] if sources else None), "protocol": r["protocol"],
                      "target": r["target"], "dataset": r["dataset"]["name"], "created": r["created"],
                      "faceaudit_version": r["faceaudit_version"],
@@ -322,4 +337,4 @@ def compare_reports(paths: list, out_dir, labels: list[str] | None = None) -> di
     return paths_out
 
 
-__all__ = ["compare_reports", "build_comparison", "COMPARISON_VERSION"]
+__all__ = ["COMPARISON_VERSION", "build_comparison", "compare_reports"]

@@ -12,9 +12,28 @@ import shlex
 from typing import Any
 
 from . import plots
-from .common import (PROTOCOL_UNITS, MetricLayout, attribute_order, block_title, caveats, fmt_count,
-                     fmt_interval, fmt_kn, fmt_threshold, fmt_value, gap_rows, gap_sentence, gaps_sorted,
-                     group_label, layout_metric, metric_info, metric_order, min_cell, summary_sentences, title)
+from .common import (
+    PROTOCOL_UNITS,
+    MetricLayout,
+    attribute_order,
+    block_title,
+    caveats,
+    fmt_count,
+    fmt_interval,
+    fmt_kn,
+    fmt_threshold,
+    fmt_value,
+    gap_rows,
+    gap_sentence,
+    gaps_sorted,
+    group_label,
+    layout_metric,
+    metric_info,
+    metric_order,
+    min_cell,
+    summary_sentences,
+    title,
+)
 from .schema import SCHEMA_VERSION, group_key
 from .templating import Figures, render, svg_markup
 
@@ -45,10 +64,11 @@ def metric_plot(report: dict, lay: MetricLayout, fig_id: str) -> plots.Svg:
                 row = lay.cells.get((group_key(g), t))
                 if row is not None:
                     points[(bi, ri, ci)] = _point(row)
-    overall = [(_point(lay.overall[t]) if t in lay.overall else None) for t in lay.thresholds]
+    overall: list[plots.Point | None] | None = [
+        (_point(lay.overall[t]) if t in lay.overall else None) for t in lay.thresholds]
     if not blocks:  # only the overall row: plot it as the one row
         blocks = [plots.Block("", ["Everyone"])]
-        points = {(0, 0, ci): p for ci, p in enumerate(overall) if p is not None}
+        points = {(0, 0, ci): p for ci, p in enumerate(overall or []) if p is not None}
         overall = None
     unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
     small = f"small sample (under {min_cell(report)} {unit})" if min_cell(report) else "small sample"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Collection
 
 from .common import (
     PROTOCOL_UNITS,
@@ -34,7 +35,7 @@ def cell(x) -> str:
     return str(x).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def table(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+def table(head: list[str], rows: list[list[str]], right: Collection[int] = frozenset()) -> str:
     lines = ["| " + " | ".join(cell(h) for h in head) + " |",
              "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
@@ -78,8 +79,8 @@ def render_markdown(report: dict, html_name: str = "report.html") -> str:
     ds, target = report["dataset"], report["target"]
     unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
     out = [f"# {title(report)}", "",
-           f"faceaudit {report['protocol']} audit · System audited: **{target['name']}** · "
-           f"Dataset: **{ds['name']}** · {report['created'][:10]}", "",
+           (f"faceaudit {report['protocol']} audit · System audited: **{target['name']}** · "
+           f"Dataset: **{ds['name']}** · {report['created'][:10]}"), "",
            f"Plots of every table below: [{html_name}]({html_name}).", "",
            "## In short", ""]
     sentences = summary_sentences(report)
@@ -93,15 +94,15 @@ def render_markdown(report: dict, html_name: str = "report.html") -> str:
                    row.difference + ("" if row.clear else ", could be no difference")] for row in table_rows]
         head = ["Measure"] + (["Threshold"] if with_threshold else []) + [
             "Highest group", "Lowest group", "Times as high", "Difference"]
-        out += ["Largest gaps first (brackets: 95% intervals; small samples are never the highest or "
-                "lowest group):", "",
+        out += [("Largest gaps first (brackets: 95% intervals; small samples are never the highest or "
+                "lowest group):"), "",
                 table(head, rows, right={len(head) - 2, len(head) - 1} | ({1} if with_threshold else set())), ""]
     out += ["## What this does and does not show", ""]
     out += [f"- {c}" for c in caveats(report)] + [""]
     if report["protocol"] in ("verification", "lineup") and report["parameters"].get("thresholds"):
-        out += ["The system calls two faces a match when their similarity (0 to 100) is at least the "
+        out += [("The system calls two faces a match when their similarity (0 to 100) is at least the "
                 "*threshold*. A higher threshold gives fewer false matches and more missed ones, so "
-                "results are shown at several thresholds side by side.", ""]
+                "results are shown at several thresholds side by side."), ""]
     for name in metric_order(report):
         lay = layout_metric(report, name)
         info = metric_info(name)
@@ -117,9 +118,9 @@ def render_markdown(report: dict, html_name: str = "report.html") -> str:
                 metric_table(report, lay), ""]
     if any(c.get("kind") == "det" for c in report.get("curves", [])):
         out += ["## The trade-off for each group (DET curves)", "",
-                f"Per-group DET curves (false match rate against missed match rate as the threshold "
+                (f"Per-group DET curves (false match rate against missed match rate as the threshold "
                 f"moves) are plotted in [{html_name}#det]({html_name}#det); their points are in "
-                "report.json (`curves`).", ""]
+                "report.json (`curves`)."), ""]
     params, sw = report["parameters"], report["software"]
     out += ["## How to rerun", "",
             f"With the same dataset at the same place and faceaudit {report['faceaudit_version']}:", "",

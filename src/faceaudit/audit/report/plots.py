@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-
 # Okabe & Ito (2008). Yellow is left out: too pale on white paper.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 INK = "#222222"
@@ -291,7 +290,7 @@ def _to_svg(fig: Figure, fig_id: str, title: str, desc: str) -> Svg:
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue().decode("utf-8")
     text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
     # Several SVGs share one HTML document: give every id this figure's prefix.
     text = _ID.sub(lambda m: f"{m[1]}{fig_id}-{m[2]}{m[3]}", text)
     text = _URL.sub(lambda m: f"url(#{fig_id}-{m[1]})", text)
@@ -313,4 +312,4 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-__all__ = ["Block", "Point", "Series", "Svg", "dot_plot", "det_plot", "PALETTE", "MARKERS"]
+__all__ = ["MARKERS", "PALETTE", "Block", "Point", "Series", "Svg", "det_plot", "dot_plot"]

@@ -50,8 +50,8 @@ class ReportError(ValueError):
         self.problems = list(problems)
         shown = self.problems[:_MAX_LISTED]
         more = len(self.problems) - len(shown)
-        lines = [f"{what} does not follow report.json schema version {SCHEMA_VERSION} "
-                 f"(docs/audit-report-schema.md); {len(self.problems)} problem(s):"]
+        lines = [(f"{what} does not follow report.json schema version {SCHEMA_VERSION} "
+                 f"(docs/audit-report-schema.md); {len(self.problems)} problem(s):")]
         lines += [f"  - {p}" for p in shown]
         if more:
             lines.append(f"  ... and {more} more")
@@ -185,8 +185,8 @@ def validate_report(report, what: str = "report") -> None:
     problems: list[str] = []
     version = report.get("schema_version")
     if "schema_version" in report and version != SCHEMA_VERSION:
-        raise ReportError([f"schema_version is {version!r}; this faceaudit reads version "
-                           f"{SCHEMA_VERSION} only"], what)
+        raise ReportError([(f"schema_version is {version!r}; this faceaudit reads version "
+                           f"{SCHEMA_VERSION} only")], what)
     for field, kind in REQUIRED_FIELDS.items():
         if field not in report:
             problems.append(f"missing required field '{field}'")
