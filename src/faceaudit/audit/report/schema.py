@@ -12,6 +12,7 @@ import json
 import math
 from numbers import Integral, Real
 from pathlib import Path
+from typing import TypeGuard
 
 SCHEMA_VERSION = 1
 
@@ -63,11 +64,11 @@ def is_rate(row: dict) -> bool:
     return row.get("k") is not None
 
 
-def _number(x) -> bool:
+def _number(x: object) -> TypeGuard[Real]:
     return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
-def _integer(x) -> bool:
+def _integer(x: object) -> TypeGuard[int]:
     return isinstance(x, Integral) and not isinstance(x, bool)
 
 
