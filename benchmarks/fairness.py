@@ -23,11 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from faceaudit.audit import protocols
-from faceaudit.audit.data import AuditDataset
-from faceaudit.audit.readers import load_dataset
 from faceaudit.audit.report import compare_reports, write_report
 from faceaudit.audit.targets import open_target
-from faceaudit.datasets import faces_dev
+from faceaudit.datasets import AuditDataset, faces_dev, load_dataset
 from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
 from faceaudit.fairness.train import train_attribute_head, train_score_normalization
 

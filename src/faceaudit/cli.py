@@ -267,7 +267,7 @@ def _where(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from faceaudit.audit.readers import describe_problems, load_dataset
+    from faceaudit.datasets.readers import describe_problems, load_dataset
     from faceaudit.fairness.train import train_attribute_head, train_score_normalization
     dataset = load_dataset(args.data, labels=args.labels, layout=args.layout)
     print(describe_problems(dataset), file=sys.stderr)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from faceaudit.audit import protocols
-from faceaudit.audit.readers import load_dataset
+from faceaudit.datasets.readers import load_dataset
 from faceaudit.audit.targets import open_target
 from support.server import start_server
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from faceaudit.audit.data import AuditDataset, AuditImage, AuditPair
 from faceaudit.audit.metrics import threshold_at_fmr
 from faceaudit.audit.protocols import finish_report, run_attributes, run_lineup, run_verification
 from faceaudit.audit.targets import Detection, Match, Target
+from faceaudit.datasets.labelled import AuditDataset, AuditImage, AuditPair
 
 MIN_CELL = 30
 

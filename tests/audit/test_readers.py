@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from faceaudit.audit.data import AuditDataset, AuditImage, normalize_gender
-from faceaudit.audit.readers import (BAD_PAIRS_LINE, BAD_ROW, MALFORMED_NAME, PAIR_NOT_IN_SET, PAIRS_COUNT,
-                                     UNUSED_LABEL, describe_problems, detect_layout, load_dataset, make_pairs,
-                                     problem_kinds, read_lfw)
+from faceaudit.audit.pairs import make_pairs
 from faceaudit.datasets import faces_dev
+from faceaudit.datasets.labelled import AuditDataset, AuditImage, normalize_gender
+from faceaudit.datasets.readers import (BAD_PAIRS_LINE, BAD_ROW, MALFORMED_NAME, PAIR_NOT_IN_SET, PAIRS_COUNT,
+                                        UNUSED_LABEL, describe_problems, detect_layout, load_dataset,
+                                        problem_kinds, read_lfw)
 from faceaudit.errors import InvalidParameterException
 
 

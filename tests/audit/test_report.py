@@ -360,7 +360,8 @@ def test_html_numbers_read_as_a_person_would_write_them(written):
     assert row[1:4] == ["1.0%", "2/200", "0.27–3.6%"]
     row = next(r for r in html_tables(text)["age_mean_absolute_error"] if r[0] == "male · Black")
     assert row[1:3] == ["8.4 years", "n = 190"]
-    assert "10.5×" in text and "male · Asian: 10.5%" in text
+    # ratios from 10 up are whole numbers, as in report.json (words.RATIO_WHOLE_FROM): 10.5 -> 10×
+    assert "10× (4.4× to 30×)" in text and "10.5×" not in text and "male · Asian: 10.5%" in text
 
 
 def test_html_order_summary_first_then_plots_then_caveats_and_rerun(written):
@@ -441,6 +442,42 @@ def test_unusual_but_valid_reports_render(tmp_path):
     assert ["gender × race"] in tables["gender_error_rate"] and ["race"] in tables["gender_error_rate"]
     assert text.count("<svg") == 2 and "states no summary" in text
     assert "| Everyone | 3.0% | 3/100 |" in paths["md"].read_text().replace("**", "")
+
+
+HOSTILE_GROUP = "<script>alert(1)</script>"
+HOSTILE_PATH = '/srv/data/x"><img src=x onerror=alert(2)>'
+
+
+def _hostile(value):
+    """The attributes example with one race, the dataset's root and the target renamed to markup."""
+    if isinstance(value, dict):
+        return {k: _hostile(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hostile(v) for v in value]
+    return HOSTILE_GROUP if value == "Asian" else value
+
+
+def test_hostile_labels_are_escaped_in_the_html(tmp_path):
+    report = _hostile(attributes_report())
+    report["dataset"]["root"] = HOSTILE_PATH
+    report["dataset"]["name"] = '"><img src=x onerror=alert(3)>'
+    report["target"]["name"] = "<b onmouseover=alert(4)>system</b>"
+    report["summary"][0] = f"The worst group was {HOSTILE_GROUP} & co."
+    paths = write_report(report, tmp_path / "a")
+    compared = compare_reports([paths["json"], paths["json"]], tmp_path / "cmp",
+                               labels=["<i>first</i>", HOSTILE_GROUP])
+    for page in (paths["html"], compared["html"]):
+        text = page.read_text(encoding="utf-8")
+        # no markup made of a label survives: no script, no img, no handler on a tag
+        assert "<script" not in text and "<img" not in text and "<b " not in text and "<i>" not in text
+        assert re.search(r"<[a-z][^>]*\son\w+=", text) is None
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    text = paths["html"].read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(2)&gt;" in text and "&lt;b onmouseover=alert(4)&gt;" in text
+    assert "The worst group was &lt;script&gt;alert(1)&lt;/script&gt; &amp; co." in text
+    # the group is still shown, as text, in the tables and the gaps table
+    row = next(r for r in html_tables(text)["gender_error_rate"] if r[0] == f"male · {HOSTILE_GROUP}")
+    assert row[1:4] == ["10.5%", "21/200", "7.0–15.5%"]
 
 
 def test_numpy_numbers_are_written_as_plain_json(tmp_path):

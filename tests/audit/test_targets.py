@@ -11,16 +11,20 @@ from __future__ import annotations
 import csv
 import importlib.util
 import itertools
+import os
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 
-from faceaudit.audit.target_rekognition import Backend, RekognitionTarget, TargetError
 from faceaudit.audit.targets import Detection, Match, open_target
+from faceaudit.audit.targets.pool import RestartingPool
+from faceaudit.audit.targets.rekognition import RekognitionTarget
+from faceaudit.audit.targets.transport import Backend, TargetError
 from faceaudit.datasets import faces_dev
 
 COLLECTION_PREFIX = "faceaudit-audit-"
@@ -377,7 +381,7 @@ def test_csv_target_round_trip_with_a_missing_row(local, subset, tmp_path):
 
 
 def test_csv_target_rejects_ambiguous_paths(tmp_path):
-    from faceaudit.audit.target_csv import CsvTarget
+    from faceaudit.audit.targets.csv_predictions import CsvTarget
     (tmp_path / "p.csv").write_text("path,face_detected\nimg.jpg,1\n")
     target = CsvTarget(tmp_path / "p.csv")
     with pytest.raises(ValueError, match="matches 2 images"):
@@ -409,3 +413,65 @@ def test_a_refused_request_raises_instead_of_counting_as_no_face(server, subset,
         assert raised.value.code == "InvalidSignatureException"
     finally:
         target.close()
+
+
+# --- the local target's worker pool --------------------------------------------------------------
+def _no_setup() -> None:
+    pass
+
+
+def _die_once(marker: str) -> int:
+    """Kills its worker the first time it runs (as a worker that crashed would die), answers after."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return 7
+
+
+def _always_die() -> None:
+    os._exit(1)
+
+
+def test_a_worker_that_dies_is_retried_once_in_a_fresh_pool(tmp_path):
+    pool = RestartingPool(1, _no_setup, ())
+    try:
+        assert pool.submit(_die_once, str(tmp_path / "died")).result(timeout=120) == 7
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+
+
+def test_a_job_that_kills_every_worker_fails_after_one_retry():
+    pool = RestartingPool(1, _no_setup, ())
+    try:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(_always_die).result(timeout=120)
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+
+
+def test_workers_are_not_forked_from_the_audit_process():
+    # forkserver: a worker's parent is the clean server process, not this (threaded) one
+    pool = RestartingPool(1, _no_setup, ())
+    try:
+        assert pool.submit(os.getppid).result(timeout=120) != os.getpid()
+    finally:
+        pool.shutdown()
+
+
+def test_the_local_backend_hands_its_workers_the_engine_settings_it_was_made_with(tmp_path, monkeypatch):
+    # forkserver workers do not see os.environ changes made after their server started
+    from faceaudit.audit.targets.local import LocalBackend
+    from faceaudit.engine import GENDER_HEAD_ENV
+    head = tmp_path / "head.json"
+    head.write_text("{}")
+    monkeypatch.setenv(GENDER_HEAD_ENV, str(head))
+    backend = LocalBackend(1, tmp_path / "store")
+    monkeypatch.delenv(GENDER_HEAD_ENV)
+    try:
+        assert backend.environment[GENDER_HEAD_ENV] == str(head)
+        assert backend.endpoint.startswith("local+gender-head:")
+        assert LocalBackend(1, tmp_path / "store2").endpoint == "local"
+    finally:
+        backend.close()

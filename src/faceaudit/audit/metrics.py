@@ -1,5 +1,7 @@
 """Report rows from measured numbers: metric rows, gap rows, DET points, thresholds, sentences.
 
+Numbers and groups are worded by audit/words.py, here and in the rendered reports.
+
 Everything here works on plain numbers and arrays; the protocols (audit/protocols/)
 decide what is measured over which images, pairs or probes. Rows follow
 docs/audit-report-schema.md: rates carry k, n, a 95% interval and its method;
@@ -11,11 +13,20 @@ that does not exist is null.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from faceaudit.audit.words import (
+    describe_group,
+    fmt_interval,
+    fmt_rate,
+    fmt_ratio,
+    fmt_threshold,
+    gap_is_claimed,
+    threshold_value,
+)
 from faceaudit.stats import Estimate, Rate, compare
 
 #: Bootstrap resamples for every interval the protocols compute themselves.
@@ -31,14 +42,6 @@ def number(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def threshold_value(t: float | None) -> float | int | None:
-    """Thresholds as the caller wrote them: 80 stays 80, 87.35 stays 87.35."""
-    if t is None:
-        return None
-    t = float(t)
-    return int(t) if t.is_integer() else t
 
 
 @dataclass
@@ -71,6 +74,13 @@ def estimate_row(metric: str, group: dict, threshold: float | None, estimate: Es
 # --- gaps --------------------------------------------------------------------------------
 
 
+def _known(m: Measured) -> float:
+    """The value of a cell that find_gap kept (only cells with a value are)."""
+    if m.value is None:
+        raise ValueError(f"no value: {m.row}")
+    return m.value
+
+
 def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | None,
              group_by: Sequence[str], resamples: int = RESAMPLES,
              describe_value: Callable[[float], str] | None = None) -> dict | None:
@@ -85,9 +95,9 @@ def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | 
                 and m.replicates is not None]
     if len(eligible) < 2:
         return None
-    highest = max(eligible, key=lambda m: m.value)
-    lowest = min((m for m in eligible if m is not highest), key=lambda m: m.value)
-    comparison = compare(highest.value, lowest.value, highest.replicates, lowest.replicates)
+    highest = max(eligible, key=_known)
+    lowest = min((m for m in eligible if m is not highest), key=_known)
+    comparison = compare(_known(highest), _known(lowest), highest.replicates, lowest.replicates)
     notes = []
     fmt = describe_value or (lambda v: f"{v:g}")
     if comparison.ratio is None:
@@ -98,7 +108,8 @@ def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | 
             notes.append(f"no ratio: the lowest group's value is {fmt(0.0)}, so the ratio is "
                          "undefined; compare the difference instead")
     unbounded = comparison.ratio is not None and not (
-        math.isfinite(comparison.ratio_low) and math.isfinite(comparison.ratio_high))
+        comparison.ratio_low is not None and comparison.ratio_high is not None
+        and math.isfinite(comparison.ratio_low) and math.isfinite(comparison.ratio_high))
     if unbounded:
         notes.append(f"no ratio interval: the ratio's upper bound is unbounded (in more than 2.5% "
                      f"of resamples the lowest group had no events); its lower bound is "
@@ -116,12 +127,6 @@ def find_gap(candidates: Sequence[Measured], *, metric: str, threshold: float | 
     if notes:
         row["note"] = "; ".join(notes)
     return row
-
-
-def gap_is_claimed(gap: dict) -> bool:
-    """A gap is claimed only when its difference's interval excludes 0."""
-    low, high = gap["difference_ci95"]
-    return (low is not None and low > 0) or (high is not None and high < 0)
 
 
 # --- verification helpers ----------------------------------------------------------------
@@ -189,7 +194,7 @@ def threshold_at_fmr(impostor: np.ndarray, target_fmr: float,
 def _just_above(x: float, scores: np.ndarray) -> float:
     """The shortest decimal t > x with no score in (x, t)."""
     above = int((scores > x).sum())
-    for digits in range(0, 9):
+    for digits in range(9):
         step = 10.0 ** -digits
         t = round((math.floor(x / step) + 1) * step, digits)
         if t > x and int((scores >= t).sum()) == above:
@@ -197,64 +202,7 @@ def _just_above(x: float, scores: np.ndarray) -> float:
     return float(np.nextafter(x, np.inf))
 
 
-# --- words -------------------------------------------------------------------------------
-
-
-def fmt_rate(x: float | None) -> str:
-    """10.5%, 1.0%, 0.062%, 0%: one decimal from 1%, two significant digits below."""
-    if x is None:
-        return "n/a"
-    if x == 0:
-        return "0%"
-    percent = 100.0 * x
-    if abs(percent) >= 1:
-        return f"{percent:.1f}%"
-    return f"{percent:.2g}%"
-
-
-def fmt_number(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.1f}{unit}" if abs(x) >= 1 or x == 0 else f"{x:.2g}{unit}"
-
-
-def fmt_interval(ci: Sequence[float | None], fmt: Callable[[float | None], str] = fmt_rate) -> str:
-    low, high = ci
-    return f"[{fmt(low)}, {fmt(high) if high is not None else 'unbounded'}]"
-
-
-def fmt_ratio(ratio: float) -> str:
-    if ratio >= 10:
-        return f"{ratio:.0f}x"
-    return f"{ratio:.1f}x"
-
-
-def fmt_threshold(t: float | None) -> str:
-    t = threshold_value(t)
-    if t is None:
-        return "n/a"
-    return str(t) if isinstance(t, int) else f"{t:g}"
-
-
-def describe_group(group: dict) -> str:
-    """{"gender": "female", "race": "Black"} -> "Black women"; {} -> "everyone"."""
-    if not group:
-        return "everyone"
-    gender, race = group.get("gender"), group.get("race")
-    noun = {"female": "women", "male": "men"}.get(gender or "", "people")
-    if gender and gender not in ("female", "male"):
-        noun = f"{gender} people"
-    words = []
-    if race and race.lower() not in ("other", "others"):
-        words.append(race)
-    words.append(noun)
-    if race and race.lower() in ("other", "others"):
-        words.append("of other races")
-    for key, value in group.items():
-        if key in ("gender", "race"):
-            continue
-        words.append(f"aged {value}" if key in ("age_band", "age") else f"with {key} {value}")
-    return " ".join(words)
+# --- sentences ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -322,3 +270,30 @@ def small_cells_sentence(rows: Sequence[dict], min_cell: int, what: str) -> str 
     return (f"{len(small)} group(s) had fewer than {min_cell} {what} for at least one metric "
             f"({names}{more}): their numbers are shown but flagged as small, and they are "
             "never chosen for a gap.")
+
+
+# --- what the protocols share -------------------------------------------------------------
+
+
+def add_rows_and_gaps(report: dict, measured: Mapping[tuple[str, float | None], Sequence[Measured]],
+                      metrics: Sequence[str], levels: Sequence[float | None], *, group_by: Sequence[str],
+                      resamples: int, phrases: Mapping[str, Phrase]) -> None:
+    """Append each metric's rows and its gap (if any) at each threshold to ``report``, metric by
+    metric; only cells with replicates (the intersectional ones) compete for the gap."""
+    for metric in metrics:
+        for t in levels:
+            found = measured.get((metric, t), [])
+            report["metrics"].extend(m.row for m in found)
+            gap = find_gap([m for m in found if m.replicates is not None], metric=metric,
+                           threshold=t, group_by=group_by, resamples=resamples,
+                           describe_value=phrases[metric].fmt)
+            if gap is not None:
+                report["gaps"].append(gap)
+
+
+def headline_gap_sentences(report: dict, phrases: Mapping[str, Phrase], headline: str) -> list[str]:
+    """A sentence for every gap of the ``headline`` metric (at every threshold) and for every
+    other gap the data show (gap_is_claimed), in the report's order."""
+    rows = report["metrics"]
+    return [gap_sentence(gap, phrases[gap["metric"]], rows_index(rows, gap["metric"], gap["threshold"]))
+            for gap in report["gaps"] if gap["metric"] == headline or gap_is_claimed(gap)]

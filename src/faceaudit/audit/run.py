@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from faceaudit.audit import protocols
-from faceaudit.audit.readers import describe_problems, load_dataset
 from faceaudit.audit.report import write_report
 from faceaudit.audit.targets import open_target
+from faceaudit.datasets.readers import describe_problems, load_dataset
 
 PROTOCOLS = {
     "attributes": protocols.run_attributes,
@@ -41,7 +42,7 @@ def run_audit(protocol: str, data: str, target: str, out: str, *, labels: str | 
         raise ValueError(f"pairs must be 'dataset' or 'generated', got {pairs!r}")
     if pairs == "generated":
         dataset.pairs = None
-    options = {"group_by": tuple(group_by), "thresholds": tuple(thresholds), "seed": seed, "min_cell": min_cell}
+    options: dict[str, Any] = {"group_by": tuple(group_by), "thresholds": tuple(thresholds), "seed": seed, "min_cell": min_cell}
     if protocol == "verification":
         options["target_fmr"] = target_fmr
     system = open_target(target, cache_dir=cache_dir, workers=workers)

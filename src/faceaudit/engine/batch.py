@@ -7,6 +7,7 @@ processes, each loading the models once, serves all of them.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -81,7 +82,9 @@ def analyze_files(paths: Sequence[str], workers: int | None = None, progress: bo
         results = map(_analyze_one, paths)
         executor = None
     else:
-        executor = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(engine_factory,))
+        # forkserver: forking this (threaded) process can deadlock a worker; callers need a __main__ guard
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                                       initializer=_start_worker, initargs=(engine_factory,))
         results = executor.map(_analyze_one, paths, chunksize=chunk)
     try:
         if progress:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from faceaudit.audit.data import AuditDataset, AuditImage
+from faceaudit.datasets.labelled import AuditDataset, AuditImage
 from faceaudit.engine.batch import analyze_files
 from faceaudit.fairness.attribute_head import AttributeHead
 from faceaudit.fairness.score_normalization import FairScoreNormalization
@@ -53,7 +53,8 @@ def train_attribute_head(dataset: AuditDataset, *, label: str = "gender",
         raise ValueError(f"no image carries {label} and {', '.join(balance_by)}")
     images, vectors = embeddings_of(images)
     groups = [tuple(image.group(key) for key in balance_by) for image in images] if balance_by else None
-    return AttributeHead.fit(vectors, [image.group(label) for image in images], label=label,
+    labels = [image.group(label) or "" for image in images]  # never "": images without it were dropped
+    return AttributeHead.fit(vectors, labels, label=label,
                              balance_by=groups, seed=seed,
                              provenance={"dataset": dataset.name, "where": dict(where or {}),
                                          "balanced_by": list(balance_by)})

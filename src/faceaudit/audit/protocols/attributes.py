@@ -20,18 +20,44 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceaudit.audit.data import AuditDataset
-from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, estimate_row,
-                                     find_gap, fmt_interval, fmt_number, fmt_rate, gap_is_claimed,
-                                     gap_sentence,
-                                     rate_row, rows_index, small_cells_sentence)
-from faceaudit.audit.protocols.common import (Grouping, add_notes, image_labels, new_report,
-                                              unique_images)
-from faceaudit.audit.targets import Target
-from faceaudit.stats import (Estimate, bootstrap_mean_replicates, bootstrap_proportion_replicates,
-                             percentile_interval, rng_for, wilson)
+from faceaudit.audit.metrics import (
+    RESAMPLES,
+    Measured,
+    Phrase,
+    add_rows_and_gaps,
+    estimate_row,
+    gap_sentence,
+    rate_row,
+    rows_index,
+    small_cells_sentence,
+)
+from faceaudit.audit.protocols.common import (
+    Grouping,
+    add_notes,
+    image_labels,
+    new_report,
+    unique_images,
+)
+from faceaudit.audit.report.schema import PROTOCOL_METRICS
+from faceaudit.audit.targets.base import Target
+from faceaudit.audit.words import (
+    describe_group,
+    fmt_interval,
+    fmt_number,
+    fmt_rate,
+    gap_is_claimed,
+)
+from faceaudit.datasets.labelled import AuditDataset
+from faceaudit.stats import (
+    Estimate,
+    bootstrap_mean_replicates,
+    bootstrap_proportion_replicates,
+    percentile_interval,
+    rng_for,
+    wilson,
+)
 
-METRICS = ("detection_failure_rate", "gender_error_rate", "age_mean_absolute_error")
+METRICS = PROTOCOL_METRICS["attributes"]
 
 PHRASES = {
     "detection_failure_rate": Phrase("no face was found in", lambda g: f"images of {describe_group(g)}"),
@@ -71,13 +97,13 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
             missing += 1
         failure = detection is None or detection.error is not None or not detection.found
         failed[index] = failure
-        guess = None if failure else detection.gender
+        guess = None if failure or detection is None else detection.gender
         if guess is not None:
             predicted_gender += 1
         if image.gender is not None:
             gender_labelled[index] = True
             gender_wrong[index] = guess is None or guess.lower() != image.gender.lower()
-        age = None if failure else detection.age
+        age = None if failure or detection is None else detection.age
         if age is not None:
             predicted_age += 1
         if image.age is not None and not failure:
@@ -142,13 +168,8 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
                     estimate_row("age_mean_absolute_error", group, None, estimate, min_cell),
                     replicates if in_cell else None))
 
-    for metric in METRICS:
-        report["metrics"].extend(m.row for m in measured[metric])
-        gap = find_gap([m for m in measured[metric] if m.replicates is not None], metric=metric,
-                       threshold=None, group_by=grouping.keys, resamples=resamples,
-                       describe_value=PHRASES[metric].fmt)
-        if gap is not None:
-            report["gaps"].append(gap)
+    add_rows_and_gaps(report, {(metric, None): found for metric, found in measured.items()}, METRICS, [None],
+                      group_by=grouping.keys, resamples=resamples, phrases=PHRASES)
     report["summary"] = _summary(report, min_cell)
     return report
 

@@ -10,14 +10,13 @@ import importlib.metadata
 import platform
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
 import faceaudit
-from faceaudit.audit.data import AuditDataset, AuditImage
-
-SCHEMA_VERSION = 1
+from faceaudit.audit.report.schema import SCHEMA_VERSION
+from faceaudit.datasets.labelled import AuditDataset, AuditImage
 
 #: Packages whose versions the report records when installed (distribution names).
 SOFTWARE_PACKAGES = ("numpy", "scipy", "onnxruntime", "dlib-bin", "dlib", "face-recognition-models",
@@ -49,7 +48,7 @@ def finish_report(report: dict, command: Sequence[str]) -> dict:
     full = dict(report)
     full["schema_version"] = SCHEMA_VERSION
     full["faceaudit_version"] = faceaudit.__version__
-    full["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    full["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     full["command"] = [str(part) for part in command]
     full["software"] = software()
     ordered = {key: full[key] for key in _ORDER if key in full}
@@ -74,7 +73,7 @@ def new_report(protocol: str, dataset: AuditDataset, target, parameters: dict,
             "parameters": parameters, "metrics": [], "gaps": [], "curves": [], "summary": []}
 
 
-def add_notes(report: dict, notes: Iterable[str]) -> None:
+def add_notes(report: dict, notes: Iterable[str | None]) -> None:
     for note in notes:
         if note and note not in report["dataset"]["notes"]:
             report["dataset"]["notes"].append(note)
@@ -122,7 +121,7 @@ class Grouping:
         self._cells = sorted(c for c in combos if self.keys and None not in c)
 
     def marginals(self) -> list[Group]:
-        out = []
+        out: list[Group] = []
         for key in self.keys:
             values = sorted({v for v in self._columns[key] if v is not None})
             out.extend({key: value} for value in values)

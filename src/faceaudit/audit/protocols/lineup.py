@@ -28,19 +28,45 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceaudit.audit.data import AuditDataset, AuditImage
-from faceaudit.audit.metrics import (RESAMPLES, Measured, Phrase, describe_group, estimate_row,
-                                     find_gap, fmt_interval, fmt_number, fmt_rate, fmt_threshold,
-                                     gap_is_claimed, gap_sentence, rate_row, rows_index, small_cells_sentence,
-                                     threshold_value)
-from faceaudit.audit.protocols.common import (Grouping, add_notes, image_labels, new_report,
-                                              unique_images)
-from faceaudit.audit.targets import Target
-from faceaudit.stats import (Estimate, bootstrap_mean_replicates, bootstrap_proportion_replicates,
-                             percentile_interval, rng_for, wilson)
+from faceaudit.audit.metrics import (
+    RESAMPLES,
+    Measured,
+    Phrase,
+    add_rows_and_gaps,
+    estimate_row,
+    headline_gap_sentences,
+    rate_row,
+    rows_index,
+    small_cells_sentence,
+)
+from faceaudit.audit.protocols.common import (
+    Grouping,
+    add_notes,
+    image_labels,
+    new_report,
+    unique_images,
+)
+from faceaudit.audit.report.schema import PROTOCOL_METRICS
+from faceaudit.audit.targets.base import Target
+from faceaudit.audit.words import (
+    describe_group,
+    fmt_interval,
+    fmt_number,
+    fmt_rate,
+    fmt_threshold,
+    threshold_value,
+)
+from faceaudit.datasets.labelled import AuditDataset, AuditImage
+from faceaudit.stats import (
+    Estimate,
+    bootstrap_mean_replicates,
+    bootstrap_proportion_replicates,
+    percentile_interval,
+    rng_for,
+    wilson,
+)
 
-METRICS = ("probes_with_false_match_rate", "mated_probes_with_false_match_rate",
-           "rank1_hit_rate", "mean_false_matches_per_probe")
+METRICS = PROTOCOL_METRICS["lineup"]
 
 PHRASES = {
     "probes_with_false_match_rate": Phrase(
@@ -65,7 +91,7 @@ def default_split(images: Sequence[AuditImage], seed: int) -> tuple[list[AuditIm
     identities = sorted({image.identity for image in images if image.identity is not None})
     if not identities:
         order = rng.permutation(len(images))
-        half = set(int(i) for i in order[: len(images) // 2])
+        half = {int(i) for i in order[: len(images) // 2]}
         gallery = [image for i, image in enumerate(images) if i in half]
         probes = [image for i, image in enumerate(images) if i not in half]
         return gallery, probes, ("no identity labels: a random half of the images (seed "
@@ -177,7 +203,7 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
     add_notes(report, [grouping.dropped_note("probe")])
 
     cells = {tuple(sorted(c.items())) for c in grouping.cells()}
-    measured: dict[tuple[str, float], list[Measured]] = defaultdict(list)
+    measured: dict[tuple[str, float | None], list[Measured]] = defaultdict(list)
     for group in grouping.groups():
         mask = grouping.mask(group)
         in_cell = tuple(sorted(group.items())) in cells
@@ -206,15 +232,8 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
                     estimate_row("mean_false_matches_per_probe", group, t, estimate, min_cell),
                     replicates if in_cell else None))
 
-    for metric in METRICS:
-        for t in levels:
-            found = measured.get((metric, t), [])
-            report["metrics"].extend(m.row for m in found)
-            gap = find_gap([m for m in found if m.replicates is not None], metric=metric,
-                           threshold=t, group_by=grouping.keys, resamples=resamples,
-                           describe_value=PHRASES[metric].fmt)
-            if gap is not None:
-                report["gaps"].append(gap)
+    add_rows_and_gaps(report, measured, METRICS, levels, group_by=grouping.keys, resamples=resamples,
+                      phrases=PHRASES)
     report["summary"] = _summary(report, levels, min_cell)
     return report
 
@@ -222,9 +241,9 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
 def _summary(report: dict, levels: list[float], min_cell: int) -> list[str]:
     rows = report["metrics"]
     p = report["parameters"]
-    sentences = [f"{p['probes']} probe photos ({p['probes'] - p['mated_probes']} of people not in "
+    sentences = [(f"{p['probes']} probe photos ({p['probes'] - p['mated_probes']} of people not in "
                  f"the gallery, {p['mated_probes']} of people in it) were searched against a "
-                 f"gallery of {p['gallery_size']} images."]
+                 f"gallery of {p['gallery_size']} images.")]
     for t in levels:
         row = rows_index(rows, "probes_with_false_match_rate", t).get(())
         if row:
@@ -236,11 +255,8 @@ def _summary(report: dict, levels: list[float], min_cell: int) -> list[str]:
             sentences.append(f"At {fmt_threshold(t)}, for {row['k']} of {row['n']} photos of "
                              f"people in the gallery ({fmt_rate(row['value'])} "
                              f"{fmt_interval(row['ci95'])}) the best match was the right person.")
-    for gap in report["gaps"]:
-        # The ACLU's number at every threshold; the others only where the data show a gap.
-        if gap["metric"] == "probes_with_false_match_rate" or gap_is_claimed(gap):
-            sentences.append(gap_sentence(gap, PHRASES[gap["metric"]],
-                                          rows_index(rows, gap["metric"], gap["threshold"])))
+    # The ACLU's number at every threshold; the others only where the data show a gap.
+    sentences += headline_gap_sentences(report, PHRASES, "probes_with_false_match_rate")
     small = small_cells_sentence(rows, min_cell, "probes")
     if small:
         sentences.append(small)

@@ -1,9 +1,15 @@
-"""What the HTML and Markdown renderers share: words for metrics, number formats, row layout."""
+"""What the HTML and Markdown renderers share: words for metrics, number formats, row layout,
+the gaps table, the caveats.
+
+Numbers are spelled by faceaudit.audit.words, as in report.json's own sentences.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from faceaudit.audit import words
+from faceaudit.audit.words import gap_is_claimed, pct, significant
 
 from .schema import PROTOCOL_METRICS, group_key, is_rate
 
@@ -75,25 +81,6 @@ def metric_order(report: dict) -> list[str]:
 
 # ---------------------------------------------------------------- numbers
 
-def _sig(x: float, digits: int = 2) -> str:
-    if x == 0:
-        return "0"
-    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
-    return f"{x:.{decimals}f}"
-
-
-def pct(v: float) -> str:
-    """A proportion as a percentage with sensible precision: 10.5%, 1.0%, 0.60%, 0.012%."""
-    a = float(v) * 100
-    if a == 0:
-        return "0%"
-    if abs(a) >= 1:
-        return f"{a:.1f}%"
-    if abs(a) >= 0.1:
-        return f"{a:.2f}%"
-    return _sig(a) + "%"
-
-
 def _plain_number(name: str, v: float) -> str:
     if metric_info(name).unit == "years":
         return f"{v:.1f}"
@@ -128,11 +115,8 @@ def fmt_kn(row: dict) -> str:
     return f"n = {row['n']:,}"
 
 
-def fmt_ratio(r) -> str:
-    if r is None:
-        return "—"
-    r = float(r)
-    return f"{r:.0f}×" if r >= 20 else f"{r:.1f}×"
+def fmt_ratio(r: float | None) -> str:
+    return "—" if r is None else words.fmt_ratio(float(r), "×")
 
 
 def fmt_difference(name: str, d, rate: bool) -> str:
@@ -140,24 +124,18 @@ def fmt_difference(name: str, d, rate: bool) -> str:
         return "—"
     d = float(d)
     if rate:
-        text = f"{_sig(d * 100, 2) if abs(d) < 0.01 else f'{d * 100:.1f}'} points"
+        text = f"{significant(d * 100, 2) if abs(d) < 0.01 else f'{d * 100:.1f}'} points"
     else:
         unit = metric_info(name).unit
         text = _plain_number(name, d) + (f" {unit}" if unit else "")
     return text.replace("-", "−")  # a real minus sign
 
 
-def gap_is_clear(gap: dict) -> bool:
-    """False when the difference's 95% interval includes 0: the data cannot tell the groups apart."""
-    ci = gap.get("difference_ci95")
-    return not (ci and float(ci[0]) <= 0 <= float(ci[1]))
-
-
 def fmt_threshold(t, report: dict) -> str:
     """'80', or '97.4 (gives 0.1% false matches overall)' for the target-FMR threshold."""
     if t is None:
         return "—"
-    text = f"{float(t):g}"
+    text = words.fmt_threshold(t)
     at = report["parameters"].get("threshold_at_target_fmr")
     target = report["parameters"].get("target_fmr")
     if at is not None and isinstance(at, (int, float)) and abs(float(at) - float(t)) < 1e-9:
@@ -244,12 +222,51 @@ def gaps_sorted(report: dict) -> list[dict]:
     by ratio, then by difference (unknown ratios last)."""
     def key(g):
         ratio = g.get("ratio")
-        return (not gap_is_clear(g), ratio is None, -(ratio or 0.0), -abs(g.get("difference") or 0.0))
+        return (not gap_is_claimed(g), ratio is None, -(ratio or 0.0), -abs(g.get("difference") or 0.0))
     return sorted(report["gaps"], key=key)
 
 
 def gap_is_rate(report: dict, gap: dict) -> bool:
     return any(is_rate(r) for r in report["metrics"] if r["metric"] == gap["metric"])
+
+
+@dataclass(frozen=True)
+class GapRow:
+    """One row of the gaps table, as text (the HTML and Markdown pages lay it out)."""
+
+    metric: str
+    measure: str  # the metric's label
+    threshold: str | None  # None when no gap of the report has a threshold
+    highest: str  # "group: value"
+    lowest: str
+    ratio: str  # "10× (4.4× to 30×)"
+    difference: str  # "9.5 points (5.2 points to 13.8 points)"
+    clear: bool  # the difference's interval excludes 0
+
+
+def gap_rows(report: dict) -> list[GapRow]:
+    """The gaps table of a report, largest gaps first."""
+    order = attribute_order(report)
+    gaps = gaps_sorted(report)
+    with_threshold = any(g["threshold"] is not None for g in gaps)
+    rows = []
+    for gap in gaps:
+        name, rate = gap["metric"], gap_is_rate(report, gap)
+        ratio = fmt_ratio(gap.get("ratio"))
+        if gap.get("ratio_ci95"):
+            ratio += f" ({fmt_ratio(gap['ratio_ci95'][0])} to {fmt_ratio(gap['ratio_ci95'][1])})"
+        diff = fmt_difference(name, gap.get("difference"), rate)
+        if gap.get("difference_ci95"):
+            a, b = gap["difference_ci95"]
+            diff += f" ({fmt_difference(name, a, rate)} to {fmt_difference(name, b, rate)})"
+        hi, lo = gap["highest"], gap["lowest"]
+        rows.append(GapRow(
+            metric=name, measure=metric_info(name).label,
+            threshold=fmt_threshold(gap["threshold"], report) if with_threshold else None,
+            highest=f"{group_label(hi['group'], order)}: {fmt_value(name, hi['value'], rate)}",
+            lowest=f"{group_label(lo['group'], order)}: {fmt_value(name, lo['value'], rate)}",
+            ratio=ratio, difference=diff, clear=gap_is_claimed(gap)))
+    return rows
 
 
 def gap_sentence(report: dict, gap: dict) -> str:
@@ -281,7 +298,7 @@ def gap_sentence(report: dict, gap: dict) -> str:
     if parts:
         text += ": " + ", ".join(parts)
     text += "."
-    if not gap_is_clear(gap):
+    if not gap_is_claimed(gap):
         text += " The data cannot tell these groups apart: the difference's interval includes 0."
     if gap.get("note"):
         note = str(gap["note"]).strip()
@@ -294,9 +311,55 @@ def summary_sentences(report: dict) -> list[str]:
     if report["summary"]:
         return list(report["summary"])
     sentences = [gap_sentence(report, g) for g in gaps_sorted(report)[:3]]
-    return sentences or ["This report states no summary and no gaps between groups; the tables below "
-                         "give every group's numbers."]
+    return sentences or [("This report states no summary and no gaps between groups; the tables below "
+                         "give every group's numbers.")]
 
 
 def min_cell(report: dict):
     return report["parameters"].get("min_cell")
+
+
+# ---------------------------------------------------------------- the page's frame
+
+def title(report: dict) -> str:
+    return PROTOCOL_TITLES.get(report["protocol"], f"{report['protocol'].capitalize()} audit")
+
+
+def caveats(report: dict) -> list[str]:
+    """The 'What this does and does not show' points, as plain sentences (no markup)."""
+    ds, target = report["dataset"], report["target"]
+    unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
+    size = []
+    if isinstance(ds.get("images"), int):
+        size.append(f"{ds['images']:,} images")
+    if isinstance(ds.get("pairs"), int) and ds.get("pairs"):
+        size.append(f"{ds['pairs']:,} pairs")
+    size_text = f" ({', '.join(size)})" if size else ""
+    attributes = ", ".join(a.replace("_", " ") for a in attribute_order(report)) or "none"
+    items = [
+        (f"Research data, not the real world. These numbers describe how {target['name']} behaved on "
+        f"{ds['name']}{size_text}, a research dataset. Cameras, lighting, image quality and the people "
+        "photographed differ in real use, so real-world error rates can be higher or lower."),
+        (f"Groups as labelled by the dataset. The groups ({attributes}) are the labels the dataset's "
+        "creators gave each photo; they can be wrong, and they do not say how people see themselves."),
+        ("The 95% interval (the bar around each dot, the range in each table) is the range of values "
+        f"these photos are compatible with: fewer {unit} give a wider interval, and two groups whose "
+        "intervals overlap may not really differ."),
+    ]
+    if min_cell(report):
+        items.append(f"Groups with fewer than {min_cell(report)} {unit} are drawn hollow and marked "
+                     "“small sample”; they are shown, but never named as the highest or lowest group.")
+    th = report["parameters"].get("thresholds")
+    not_shown = ("It does not show why the differences exist, or whether the system is fit for any "
+                 "particular use.")
+    if th and report["protocol"] != "attributes":
+        not_shown += (" Results hold for the similarity thresholds measured ("
+                      + ", ".join(f"{float(t):g}" for t in th) + "); at other settings the numbers change.")
+    items.append(not_shown)
+    problems = {k: v for k, v in (ds.get("problems") or {}).items() if v}
+    if problems:
+        items.append("Found while reading the dataset: " + ", ".join(
+            f"{fmt_count(v)} {k.replace('_', ' ')}" for k, v in problems.items()) + ".")
+    for note in ds.get("notes") or []:
+        items.append(f"Dataset note: {note}")
+    return items

@@ -9,23 +9,34 @@ versions) are spelled out at the top.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from html import escape
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import plots
-from .common import (attribute_order, block_title, fmt_interval, fmt_value, group_label, metric_info,
-                     metric_order, pct)
-from .html import CSS, PAGE, _Figures, figure
+from .common import (
+    attribute_order,
+    block_title,
+    fmt_interval,
+    fmt_value,
+    group_label,
+    metric_info,
+    metric_order,
+    pct,
+)
 from .markdown import table as md_table
 from .render import write_text
-from .schema import PROTOCOL_METRICS, ReportError, group_key, is_rate, load_report, validate_report
+from .schema import (
+    PROTOCOL_METRICS,
+    ReportError,
+    group_key,
+    is_rate,
+    load_report,
+    validate_report,
+)
+from .templating import Figures, render, svg_markup
 
 COMPARISON_VERSION = 1
-
-
-def _e(x) -> str:
-    return escape(str(x), quote=True)
 
 
 def _labels(reports: list[dict], labels: list[str] | None) -> list[str]:
@@ -189,7 +200,7 @@ def build_comparison(reports: list[dict], labels: list[str] | None = None,
                     for (p, m), v in sorted(present.items(), key=lambda kv: rank(kv[0])) if len(v) < 2]
     return {
         "comparison_version": COMPARISON_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reports": [{"label": lab, "source": (sources[i] if sources else None), "protocol": r["protocol"],
                      "target": r["target"], "dataset": r["dataset"]["name"], "created": r["created"],
                      "faceaudit_version": r["faceaudit_version"],
@@ -249,59 +260,32 @@ def _plot(m: dict, fig_id: str) -> plots.Svg:
                           title=f"{info.label}: comparison by group", desc=desc, fig_id=fig_id)
 
 
-def render_comparison_html(comp: dict) -> str:
-    figs = _Figures("cmp")
-    rep_rows = "".join(
-        f'<tr><th scope="row">{_e(r["label"])}</th><td>{_e(r["protocol"])}</td>'
-        f'<td>{_e(r["target"].get("name"))}</td><td>{_e(r["dataset"])}</td>'
-        f'<td>{_e(", ".join(f"{float(t):g}" for t in r["thresholds"] or []) or "—")}</td>'
-        f'<td>{_e(r["created"][:10])}</td><td><code>{_e(r["source"] or "")}</code></td></tr>'
-        for r in comp["reports"])
-    body = [f"""<header>
-<p class="kicker">faceaudit comparison</p>
-<h1>{len(comp['reports'])} audit reports side by side</h1>
-<p class="meta">{_e(" · ".join(r["label"] for r in comp["reports"]))}</p>
-</header>
-<div class="table-wrap"><table>
-<caption>The reports compared.</caption>
-<thead><tr><th scope="col">Report</th><th scope="col">Protocol</th><th scope="col">System</th>
-<th scope="col">Dataset</th><th scope="col">Thresholds</th><th scope="col">Created</th>
-<th scope="col">File</th></tr></thead>
-<tbody>{rep_rows}</tbody></table></div>
-<aside class="caveats" aria-labelledby="notes-h"><h2 id="notes-h">Read before comparing</h2>
-<ul>{"".join(f"<li>{_e(n)}</li>" for n in comp["notes"])}</ul></aside>"""]
+def render_comparison_html(comp: dict[str, Any]) -> str:
+    figs = Figures("cmp")
+    reports = [{"label": r["label"], "protocol": r["protocol"], "system": r["target"].get("name"),
+                "dataset": r["dataset"],
+                "thresholds": ", ".join(f"{float(t):g}" for t in r["thresholds"] or []) or "—",
+                "created": r["created"][:10], "source": r["source"] or ""} for r in comp["reports"]]
+    metrics = []
     for m in comp["metrics"]:
         info = metric_info(m["metric"])
-        multi_t = any(c["threshold"] is not None or c["at_target_fmr"] is not None for c in m["columns"])
-        head = '<th scope="col">Group</th>' + ('<th scope="col" class="num">Threshold</th>' if multi_t else "")
-        head += "".join(f'<th scope="col" class="num">{_e(lab)}</th>' for lab in m["reports"])
-        rows = []
-        for row in m["rows"]:
-            th = f'<td class="num">{_e(_threshold_text(row))}</td>' if multi_t else ""
-            tds = "".join(f'<td class="num">{_e(_cell_text(m["metric"], v, m["rate"], row))}</td>'
-                          for v in row["values"])
-            cls = ' class="overall"' if not row["group"] else ""
-            rows.append(f'<tr{cls}><th scope="row">{_e(group_label(row["group"], m["_order"]))}</th>{th}{tds}</tr>')
-        sid = f'{m["protocol"]}-{m["metric"]}'
-        body.append(f"""<section id="{_e(sid)}" aria-labelledby="{_e(sid)}-h">
-<h2 id="{_e(sid)}-h">{_e(info.label)} <small>({_e(m["protocol"])}: <code>{_e(m["metric"])}</code>)</small></h2>
-<p class="explain">{_e(info.explain)} {_e({"lower": "Lower is better.", "higher": "Higher is better."}.get(info.better, ""))}</p>
-{figure(_plot(m, figs.next_id()), "Each report has its own colour and marker shape; bars are 95% intervals; hollow markers are small samples.")}
-<div class="table-wrap"><table data-metric="{_e(m["metric"])}">
-<caption>{_e(info.label)}: value [95% interval] per report; — means not measured.</caption>
-<thead><tr>{head}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody></table></div>
-</section>""")
-    if comp["not_compared"]:
-        body.append('<section aria-labelledby="nc-h"><h2 id="nc-h">Not compared</h2><ul>' + "".join(
-            f'<li>{_e(metric_info(n["metric"]).label)} ({_e(n["protocol"])}: <code>{_e(n["metric"])}</code>) '
-            f'is only in {_e(n["report"])}.</li>' for n in comp["not_compared"]) + "</ul></section>")
-    body.append(f'<footer>Made by faceaudit from comparison.json (version {COMPARISON_VERSION}), '
-                f'{_e(comp["created"])}.</footer>')
-    return PAGE.substitute(version="", title="faceaudit comparison: " + _e(", ".join(
-        r["label"] for r in comp["reports"])), css=CSS, body="\n".join(body))
+        metrics.append({
+            "id": f'{m["protocol"]}-{m["metric"]}', "metric": m["metric"], "protocol": m["protocol"],
+            "label": info.label, "explain": info.explain,
+            "better": {"lower": "Lower is better.", "higher": "Higher is better."}.get(info.better, ""),
+            "svg": svg_markup(_plot(m, figs.next_id())), "reports": m["reports"],
+            "with_threshold": any(c["threshold"] is not None or c["at_target_fmr"] is not None
+                                  for c in m["columns"]),
+            "rows": [{"overall": not row["group"], "group": group_label(row["group"], m["_order"]),
+                      "threshold": _threshold_text(row),
+                      "cells": [_cell_text(m["metric"], v, m["rate"], row) for v in row["values"]]}
+                     for row in m["rows"]]})
+    not_compared = [{"label": metric_info(n["metric"]).label, "protocol": n["protocol"], "metric": n["metric"],
+                     "report": n["report"]} for n in comp["not_compared"]]
+    return render("comparison.html.j2", version="",
+                  page_title="faceaudit comparison: " + ", ".join(r["label"] for r in comp["reports"]),
+                  reports=reports, notes=comp["notes"], metrics=metrics, not_compared=not_compared,
+                  comparison_version=COMPARISON_VERSION, created=comp["created"])
 
 
 def render_comparison_markdown(comp: dict) -> str:
@@ -353,4 +337,4 @@ def compare_reports(paths: list, out_dir, labels: list[str] | None = None) -> di
     return paths_out
 
 
-__all__ = ["compare_reports", "build_comparison", "COMPARISON_VERSION"]
+__all__ = ["COMPARISON_VERSION", "build_comparison", "compare_reports"]

@@ -1,125 +1,41 @@
-"""report.html: one self-contained page (inline CSS and SVG, no scripts, no network)."""
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, no network).
+
+The page is templates/report.html.j2 (Jinja2, autoescaped: see templating.py); this module
+turns a report into what the template prints -- words and numbers from common.py, plots
+from plots.py.
+"""
 
 from __future__ import annotations
 
 import json
 import shlex
-from html import escape
-from string import Template
+from typing import Any
 
 from . import plots
-from .common import (PROTOCOL_TITLES, PROTOCOL_UNITS, MetricLayout, attribute_order, block_title,
-                     fmt_count, fmt_difference, fmt_interval, fmt_kn, fmt_ratio, fmt_threshold,
-                     fmt_value, gap_is_clear, gap_is_rate, gap_sentence, gaps_sorted, group_label, layout_metric,
-                     metric_info, metric_order, min_cell, summary_sentences)
+from .common import (
+    PROTOCOL_UNITS,
+    MetricLayout,
+    attribute_order,
+    block_title,
+    caveats,
+    fmt_count,
+    fmt_interval,
+    fmt_kn,
+    fmt_threshold,
+    fmt_value,
+    gap_rows,
+    gap_sentence,
+    gaps_sorted,
+    group_label,
+    layout_metric,
+    metric_info,
+    metric_order,
+    min_cell,
+    summary_sentences,
+    title,
+)
 from .schema import SCHEMA_VERSION, group_key
-
-CSS = """
-:root { --ink: #1d1d1f; --muted: #555; --rule: #d0d0d0; --soft: #f4f6f8; --accent: #0072B2;
-        --warn: #8a4b00; }
-* { box-sizing: border-box; }
-html { font-size: 16px; }
-body { margin: 0; color: var(--ink); background: #fff; line-height: 1.5;
-       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; }
-main { max-width: 80rem; margin: 0 auto; padding: 2rem 2rem 3rem; }
-header { border-bottom: 3px solid var(--ink); margin-bottom: 1.5rem; padding-bottom: 1rem; }
-.kicker { text-transform: uppercase; letter-spacing: .08em; font-size: .8rem; color: var(--muted);
-          margin: 0 0 .3rem; }
-h1 { font-size: 2rem; line-height: 1.2; margin: 0 0 .6rem; }
-h2 { font-size: 1.4rem; margin: 2.4rem 0 .5rem; line-height: 1.25; }
-h3 { font-size: 1.1rem; margin: 1.6rem 0 .4rem; }
-.meta { color: var(--muted); margin: 0; }
-.meta strong { color: var(--ink); }
-.lede { font-size: 1.2rem; line-height: 1.55; margin: 0 0 1rem; max-width: 52rem; }
-ul.lede { font-size: 1.08rem; padding-left: 1.3rem; }
-ul.lede li { margin: .3rem 0; }
-.explain { max-width: 52rem; }
-ul.gaps { max-width: 52rem; border-left: 4px solid var(--accent); margin: .8rem 0; padding: .1rem 0 .1rem 2rem; }
-ul.gaps li { margin: .25rem 0; }
-aside.caveats { background: var(--soft); border: 1px solid var(--rule); border-left: 6px solid var(--ink);
-                border-radius: 4px; padding: .4rem 1.4rem 1rem; margin: 2rem 0; }
-aside.caveats h2 { margin-top: .8rem; font-size: 1.25rem; }
-aside.caveats li { margin: .35rem 0; max-width: 60rem; }
-figure { margin: 1rem 0 .5rem; break-inside: avoid; page-break-inside: avoid; }
-figure svg { display: block; }
-figcaption { color: var(--muted); font-size: .92rem; max-width: 52rem; margin-top: .3rem; }
-.table-wrap { overflow-x: auto; margin: .8rem 0 1.2rem; }
-table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; }
-caption { text-align: left; color: var(--muted); padding: 0 0 .4rem; font-size: .92rem; max-width: 52rem; }
-th, td { padding: .28rem .7rem; border-bottom: 1px solid var(--rule); vertical-align: top; }
-thead th { border-bottom: 2px solid var(--ink); text-align: left; white-space: nowrap; }
-thead th.num, td.num { text-align: right; white-space: nowrap; }
-thead tr.thresholds th { text-align: center; border-bottom: 1px solid var(--rule); white-space: normal; }
-table.wide { font-size: .8rem; }
-table.wide th, table.wide td { padding: .25rem .35rem; }
-th.group-start, td.group-start { border-left: 1px solid var(--rule); }
-tbody th { text-align: left; font-weight: normal; white-space: nowrap; }
-tbody tr.overall th, tbody tr.overall td { font-weight: 600; background: var(--soft); }
-tbody th.block { font-weight: 600; color: var(--muted); background: #fff; padding-top: .8rem; }
-.flag { display: inline-block; font-size: .75rem; font-style: italic; color: var(--warn);
-        border: 1px solid currentColor; border-radius: 3px; padding: 0 .3rem; margin-left: .4rem; }
-td.missing { color: var(--muted); }
-td.nowrap { white-space: nowrap; }
-td.num.wrap { white-space: normal; max-width: 11rem; }
-pre { background: var(--soft); border: 1px solid var(--rule); padding: .8rem 1rem; overflow-x: auto;
-      white-space: pre-wrap; word-break: break-all; font-size: .88rem; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: .6rem 0; }
-dl.facts dt { font-weight: 600; }
-dl.facts dd { margin: 0; word-break: break-word; }
-code { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
-footer { margin-top: 3rem; color: var(--muted); font-size: .85rem; border-top: 1px solid var(--rule);
-         padding-top: .8rem; }
-a { color: var(--accent); }
-@media (max-width: 40rem) { main { padding: 1rem; } h1 { font-size: 1.5rem; } }
-@media print {
-  html { font-size: 11pt; }
-  main { max-width: none; padding: 0; }
-  a { color: inherit; }
-  h2, h3 { break-after: avoid; page-break-after: avoid; }
-  tr, aside.caveats, pre { break-inside: avoid; page-break-inside: avoid; }
-  table { font-size: 9pt; } table.wide { font-size: 6.5pt; }
-  table.wide th, table.wide td { padding: .1rem .2rem; }
-  .table-wrap { overflow: visible; }
-  aside.caveats, tbody tr.overall th, tbody tr.overall td { -webkit-print-color-adjust: exact;
-                                                           print-color-adjust: exact; }
-}
-"""
-
-PAGE = Template("""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="faceaudit $version">
-<title>$title</title>
-<style>$css</style>
-</head>
-<body>
-<main>
-$body
-</main>
-</body>
-</html>
-""")
-
-
-def _e(x) -> str:
-    return escape(str(x), quote=True)
-
-
-class _Figures:
-    """Numbers figures within one page, so that SVG ids never clash."""
-
-    def __init__(self, prefix: str = "fig"):
-        self.prefix, self.count = prefix, 0
-
-    def next_id(self) -> str:
-        self.count += 1
-        return f"{self.prefix}{self.count}"
-
-
-def figure(svg: plots.Svg, caption: str) -> str:
-    return f"<figure>\n{svg.text}\n<figcaption>{_e(caption)}</figcaption>\n</figure>"
+from .templating import Figures, render, svg_markup
 
 
 def threshold_heading(t, report: dict) -> str:
@@ -148,10 +64,11 @@ def metric_plot(report: dict, lay: MetricLayout, fig_id: str) -> plots.Svg:
                 row = lay.cells.get((group_key(g), t))
                 if row is not None:
                     points[(bi, ri, ci)] = _point(row)
-    overall = [(_point(lay.overall[t]) if t in lay.overall else None) for t in lay.thresholds]
+    overall: list[plots.Point | None] | None = [
+        (_point(lay.overall[t]) if t in lay.overall else None) for t in lay.thresholds]
     if not blocks:  # only the overall row: plot it as the one row
         blocks = [plots.Block("", ["Everyone"])]
-        points = {(0, 0, ci): p for ci, p in enumerate(overall) if p is not None}
+        points = {(0, 0, ci): p for ci, p in enumerate(overall or []) if p is not None}
         overall = None
     unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
     small = f"small sample (under {min_cell(report)} {unit})" if min_cell(report) else "small sample"
@@ -185,204 +102,61 @@ def plot_description(report: dict, lay: MetricLayout) -> str:
     return " ".join(parts)
 
 
-def metric_table(report: dict, lay: MetricLayout) -> str:
+def metric_table(report: dict[str, Any], lay: MetricLayout) -> dict[str, Any]:
+    """What the template's metric table shows: headings, then rows of cells (None: not measured)."""
     order = attribute_order(report)
     info = metric_info(lay.name)
     unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
-    value_head = "Rate" if lay.rate else "Value"
-    count_head = "k / n" if lay.rate else "n"
-    multi = lay.thresholds != [None]
-    head = []
-    if multi:
-        head.append('<tr class="thresholds"><td></td>' + "".join(
-            f'<th scope="colgroup" colspan="3" class="group-start">{_e(threshold_heading(t, report))}</th>'
-            for t in lay.thresholds) + "</tr>")
-    cols = "".join(f'<th scope="col" class="num{" group-start" if multi else ""}">{value_head}</th>'
-                   f'<th scope="col" class="num">{count_head}</th>'
-                   f'<th scope="col" class="num">95% interval</th>' for _ in lay.thresholds)
-    head.append(f'<tr><th scope="col">Group</th>{cols}</tr>')
 
-    def cells(g: dict) -> str:
-        out = []
+    def cells(g: dict[str, Any]) -> list[dict[str, str] | None]:
+        out: list[dict[str, str] | None] = []
         for t in lay.thresholds:
             row = lay.cells.get((group_key(g), t))
-            start = " group-start" if multi else ""
-            if row is None:
-                out.append(f'<td class="num missing{start}">—</td><td class="num missing">—</td>'
-                           f'<td class="num missing">—</td>')
-            else:
-                out.append(f'<td class="num{start}">{_e(fmt_value(lay.name, row["value"], lay.rate))}</td>'
-                           f'<td class="num">{_e(fmt_kn(row))}</td>'
-                           f'<td class="num">{_e(fmt_interval(lay.name, row["ci95"], lay.rate))}</td>')
-        return "".join(out)
+            out.append(None if row is None else {
+                "value": fmt_value(lay.name, row["value"], lay.rate), "kn": fmt_kn(row),
+                "interval": fmt_interval(lay.name, row["ci95"], lay.rate)})
+        return out
 
-    def small(g: dict) -> bool:
-        return any(lay.cells.get((group_key(g), t), {}).get("small_cell") for t in lay.thresholds)
-
-    body = []
+    rows: list[dict[str, Any]] = []
     if lay.overall:
-        body.append(f'<tr class="overall"><th scope="row">Everyone</th>{cells({})}</tr>')
-    width = 1 + 3 * len(lay.thresholds)
+        rows.append({"kind": "overall", "cells": cells({})})
     for keys, groups in lay.blocks:
         if len(lay.blocks) > 1:
-            body.append(f'<tr><th scope="rowgroup" colspan="{width}" class="block">'
-                        f'{_e(block_title(keys))}</th></tr>')
+            rows.append({"kind": "block", "label": block_title(keys)})
         for g in groups:
-            flag = ' <span class="flag">small sample</span>' if small(g) else ""
-            cls = ' class="small"' if small(g) else ""
-            body.append(f'<tr{cls}><th scope="row">{_e(group_label(g, order))}{flag}</th>{cells(g)}</tr>')
+            small = any(lay.cells.get((group_key(g), t), {}).get("small_cell") for t in lay.thresholds)
+            rows.append({"kind": "group", "label": group_label(g, order), "small": small, "cells": cells(g)})
     caption = f"{info.label}: {info.noun} for each group"
-    if lay.rate:
-        caption += f"; k / n: how many of the n {unit} measured"
-    else:
-        caption += f"; n: {unit} measured"
+    caption += f"; k / n: how many of the n {unit} measured" if lay.rate else f"; n: {unit} measured"
     if min_cell(report):
         caption += f"; “small sample”: fewer than {min_cell(report)} {unit}"
-    caption += "."
-    wide = ' class="wide"' if len(lay.thresholds) > 2 else ""
-    return (f'<div class="table-wrap"><table{wide} data-metric="{_e(lay.name)}">\n<caption>{_e(caption)}</caption>\n'
-            f"<thead>\n{chr(10).join(head)}\n</thead>\n<tbody>\n{chr(10).join(body)}\n</tbody>\n</table></div>")
+    return {"metric": lay.name, "caption": caption + ".", "multi": lay.thresholds != [None],
+            "wide": len(lay.thresholds) > 2, "headings": [threshold_heading(t, report) for t in lay.thresholds],
+            "value_head": "Rate" if lay.rate else "Value", "count_head": "k / n" if lay.rate else "n",
+            "width": 1 + 3 * len(lay.thresholds), "rows": rows}
 
 
-def gaps_table(report: dict) -> str:
-    order = attribute_order(report)
-    gaps = gaps_sorted(report)
-    with_threshold = any(g["threshold"] is not None for g in gaps)
-    rows = []
-    for gap in gaps:
-        name, rate = gap["metric"], gap_is_rate(report, gap)
-        ratio = fmt_ratio(gap.get("ratio"))
-        if gap.get("ratio_ci95"):
-            ratio += f" ({fmt_ratio(gap['ratio_ci95'][0])} to {fmt_ratio(gap['ratio_ci95'][1])})"
-        diff = fmt_difference(name, gap.get("difference"), rate)
-        if gap.get("difference_ci95"):
-            a, b = gap["difference_ci95"]
-            diff += f" ({fmt_difference(name, a, rate)} to {fmt_difference(name, b, rate)})"
-        unclear = "" if gap_is_clear(gap) else '<br><span class="flag">could be no difference</span>'
-        hi, lo = gap["highest"], gap["lowest"]
-        threshold = (f'<td class="num wrap">{_e(fmt_threshold(gap["threshold"], report))}</td>'
-                     if with_threshold else "")
-        rows.append(
-            f'<tr><th scope="row"><a href="#{_e(name)}">{_e(metric_info(name).label)}</a></th>{threshold}'
-            f'<td class="nowrap">{_e(group_label(hi["group"], order))}: {_e(fmt_value(name, hi["value"], rate))}</td>'
-            f'<td class="nowrap">{_e(group_label(lo["group"], order))}: {_e(fmt_value(name, lo["value"], rate))}</td>'
-            f'<td class="num">{_e(ratio)}</td><td class="num">{_e(diff)}{unclear}</td></tr>')
-    if not rows:
-        return ""
-    threshold_head = '<th scope="col" class="num">Threshold</th>' if with_threshold else ""
-    return ('<div class="table-wrap"><table class="gaps">\n<caption>Largest gaps first. Brackets: 95% '
-            'intervals. Small samples are never used as the highest or lowest group. “Could be no '
-            'difference”: the interval of the difference includes 0.</caption>\n'
-            f'<thead><tr><th scope="col">Measure</th>{threshold_head}'
-            '<th scope="col">Highest group</th><th scope="col">Lowest group</th>'
-            '<th scope="col" class="num">Times as high</th><th scope="col" class="num">Difference</th>'
-            f'</tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table></div>')
+def metric_section(report: dict[str, Any], name: str, figs: Figures) -> dict[str, Any]:
+    lay = layout_metric(report, name)
+    info = metric_info(name)
+    if lay.groups:
+        caption = ("Dots: each group's value; bars: 95% intervals"
+                   + ("; dashed line and grey band: everyone" if lay.overall else "")
+                   + ". Groups sorted from highest to lowest"
+                   + (" at the first threshold" if len(lay.thresholds) > 1 else "") + ".")
+    else:
+        caption = "Dot: the value for everyone; bar: its 95% interval."
+    return {"metric": name, "label": info.label, "explain": info.explain,
+            "better": {"lower": "Lower is better.", "higher": "Higher is better."}.get(info.better, ""),
+            "gaps": [gap_sentence(report, g) for g in gaps_sorted(report) if g["metric"] == name],
+            "svg": svg_markup(metric_plot(report, lay, figs.next_id())), "caption": caption,
+            "table": metric_table(report, lay)}
 
 
-def caveats(report: dict) -> list[str]:
-    """The 'What this does and does not show' points, as plain sentences (no markup)."""
-    ds, target = report["dataset"], report["target"]
-    unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
-    size = []
-    if isinstance(ds.get("images"), int):
-        size.append(f"{ds['images']:,} images")
-    if isinstance(ds.get("pairs"), int) and ds.get("pairs"):
-        size.append(f"{ds['pairs']:,} pairs")
-    size_text = f" ({', '.join(size)})" if size else ""
-    attributes = ", ".join(a.replace("_", " ") for a in attribute_order(report)) or "none"
-    items = [
-        f"Research data, not the real world. These numbers describe how {target['name']} behaved on "
-        f"{ds['name']}{size_text}, a research dataset. Cameras, lighting, image quality and the people "
-        "photographed differ in real use, so real-world error rates can be higher or lower.",
-        f"Groups as labelled by the dataset. The groups ({attributes}) are the labels the dataset's "
-        "creators gave each photo; they can be wrong, and they do not say how people see themselves.",
-        "The 95% interval (the bar around each dot, the range in each table) is the range of values "
-        f"these photos are compatible with: fewer {unit} give a wider interval, and two groups whose "
-        "intervals overlap may not really differ.",
-    ]
-    if min_cell(report):
-        items.append(f"Groups with fewer than {min_cell(report)} {unit} are drawn hollow and marked "
-                     "“small sample”; they are shown, but never named as the highest or lowest group.")
-    th = report["parameters"].get("thresholds")
-    not_shown = ("It does not show why the differences exist, or whether the system is fit for any "
-                 "particular use.")
-    if th and report["protocol"] != "attributes":
-        not_shown += (" Results hold for the similarity thresholds measured ("
-                      + ", ".join(f"{float(t):g}" for t in th) + "); at other settings the numbers change.")
-    items.append(not_shown)
-    problems = {k: v for k, v in (ds.get("problems") or {}).items() if v}
-    if problems:
-        items.append("Found while reading the dataset: " + ", ".join(
-            f"{fmt_count(v)} {k.replace('_', ' ')}" for k, v in problems.items()) + ".")
-    for note in ds.get("notes") or []:
-        items.append(f"Dataset note: {note}")
-    return items
-
-
-def _facts(pairs: list[tuple[str, str]]) -> str:
-    return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in pairs) + "</dl>"
-
-
-def _json_value(v) -> str:
-    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-
-
-def rerun_section(report: dict) -> str:
-    ds, target, params, sw = report["dataset"], report["target"], report["parameters"], report["software"]
-    command = shlex.join(report["command"])
-    dataset = [("Name", _e(ds["name"]))]
-    for key in ("root", "images", "pairs"):
-        if ds.get(key) is not None:
-            dataset.append((key.capitalize(), f"<code>{_e(ds[key])}</code>" if key == "root"
-                            else _e(fmt_count(ds[key]))))
-    tgt = [(k.replace("_", " ").capitalize(), _e(_json_value(v))) for k, v in target.items()]
-    prm = [(k.replace("_", " ").capitalize(), _e(_json_value(v))) for k, v in params.items()]
-    soft = [(k.capitalize(), _e(_json_value(v))) for k, v in sw.items() if k != "packages"]
-    packages = sw.get("packages") or {}
-    if isinstance(packages, dict) and packages:
-        soft.append(("Packages", _e(", ".join(f"{k} {v}" for k, v in sorted(packages.items())))))
-    soft.append(("faceaudit", _e(report["faceaudit_version"])))
-    return f"""<section id="rerun" aria-labelledby="rerun-h">
-<h2 id="rerun-h">How to rerun</h2>
-<p class="explain">With the same dataset at the same place and faceaudit {_e(report['faceaudit_version'])},
-this command reproduces the audit (a different version or target may give different numbers):</p>
-<pre><code>{_e(command)}</code></pre>
-<h3>Dataset</h3>
-{_facts(dataset)}
-<h3>System audited (target)</h3>
-{_facts(tgt)}
-<h3>Parameters</h3>
-{_facts(prm)}
-<h3>Software</h3>
-{_facts(soft)}
-<p class="explain">Report created {_e(report['created'])}; report.json schema version {SCHEMA_VERSION}.
-Every number on this page is in report.json beside it.</p>
-</section>"""
-
-
-def title(report: dict) -> str:
-    return PROTOCOL_TITLES.get(report["protocol"], f"{report['protocol'].capitalize()} audit")
-
-
-def header(report: dict) -> str:
-    ds, target = report["dataset"], report["target"]
-    target_text = f"<strong>{_e(target['name'])}</strong>"
-    extra = [str(target[k]) for k in ("kind", "model_version") if target.get(k) and target[k] != target["name"]]
-    if extra:
-        target_text += f" ({_e(', '.join(extra))})"
-    when = report["created"][:10]
-    return f"""<header>
-<p class="kicker">faceaudit {_e(report['protocol'])} audit</p>
-<h1>{_e(title(report))}</h1>
-<p class="meta">System audited: {target_text} · Dataset: <strong>{_e(ds['name'])}</strong>
-· <time datetime="{_e(report['created'])}">{_e(when)}</time></p>
-</header>"""
-
-
-def det_section(report: dict, figs: _Figures) -> str:
+def det_section(report: dict[str, Any], figs: Figures) -> dict[str, Any] | None:
     curves = [c for c in report.get("curves", []) if c.get("kind") == "det" and c.get("points")]
     if not curves:
-        return ""
+        return None
     order = attribute_order(report)
     curves = sorted(curves, key=lambda c: (bool(c["group"]), group_label(c["group"], order)))
     marked = [float(t) for t in report["parameters"].get("thresholds") or []][:len(plots.MARKERS)]
@@ -393,71 +167,56 @@ def det_section(report: dict, figs: _Figures) -> str:
         desc=(f"DET curves for {len(curves)} groups: false match rate on a log scale across, missed "
               "match rate up. Each line is a group; lines further right or higher are worse. Markers "
               "show thresholds " + ", ".join(f"{t:g}" for t in marked) + ". The points are in report.json."))
-    return f"""<section id="det" aria-labelledby="det-h">
-<h2 id="det-h">The trade-off for each group (DET curves)</h2>
-<p class="explain">Raising the threshold cuts false matches (lines move left) but misses more true
-matches (lines move up). Each line is one group; a line further right or higher means more errors of
-one kind for the same amount of the other. Markers show where the thresholds above fall.</p>
-{figure(svg, "Lower left is better. The false match axis is logarithmic: each step is ten times more. "
-              "The curve points are listed in report.json.")}
-</section>"""
+    return {"svg": svg_markup(svg),
+            "caption": "Lower left is better. The false match axis is logarithmic: each step is ten times more. "
+                       "The curve points are listed in report.json."}
 
 
-def metric_section(report: dict, name: str, figs: _Figures) -> str:
-    lay = layout_metric(report, name)
-    info = metric_info(name)
-    gaps = [g for g in gaps_sorted(report) if g["metric"] == name]
-    gap_html = ('<ul class="gaps">' + "".join(f"<li>{_e(gap_sentence(report, g))}</li>" for g in gaps)
-                + "</ul>") if gaps else ""
-    better = {"lower": "Lower is better.", "higher": "Higher is better."}.get(info.better, "")
-    svg = metric_plot(report, lay, figs.next_id())
-    if lay.groups:
-        caption = ("Dots: each group's value; bars: 95% intervals"
-                   + ("; dashed line and grey band: everyone" if lay.overall else "")
-                   + ". Groups sorted from highest to lowest"
-                   + (" at the first threshold" if len(lay.thresholds) > 1 else "") + ".")
-    else:
-        caption = "Dot: the value for everyone; bar: its 95% interval."
-    return f"""<section id="{_e(name)}" aria-labelledby="{_e(name)}-h">
-<h2 id="{_e(name)}-h">{_e(info.label)}</h2>
-<p class="explain">{_e(info.explain)} {better}</p>
-{gap_html}
-{figure(svg, caption)}
-{metric_table(report, lay)}
-</section>"""
+def _json_value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
 
-def render_html(report: dict, markdown_name: str = "report.md") -> str:
+def rerun_facts(report: dict[str, Any]) -> dict[str, list[tuple[str, str, bool]]]:
+    """(name, value, shown as code) for the rerun section's lists."""
+    ds, target, params, sw = report["dataset"], report["target"], report["parameters"], report["software"]
+    dataset = [("Name", str(ds["name"]), False)]
+    for key in ("root", "images", "pairs"):
+        if ds.get(key) is not None:
+            dataset.append((key.capitalize(), str(ds[key]) if key == "root" else fmt_count(ds[key]), key == "root"))
+    software = [(k.capitalize(), _json_value(v), False) for k, v in sw.items() if k != "packages"]
+    packages = sw.get("packages") or {}
+    if isinstance(packages, dict) and packages:
+        software.append(("Packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items())), False))
+    software.append(("faceaudit", str(report["faceaudit_version"]), False))
+    return {
+        "facts_dataset": dataset,
+        "facts_target": [(k.replace("_", " ").capitalize(), _json_value(v), False) for k, v in target.items()],
+        "facts_parameters": [(k.replace("_", " ").capitalize(), _json_value(v), False) for k, v in params.items()],
+        "facts_software": software,
+    }
+
+
+def render_html(report: dict[str, Any], markdown_name: str = "report.md") -> str:
     """The whole page for a validated report."""
-    figs = _Figures()
+    figs = Figures()
+    ds, target = report["dataset"], report["target"]
+    rows = gap_rows(report)
     sentences = summary_sentences(report)
-    if len(sentences) <= 3:
-        summary = f'<p class="lede">{_e(" ".join(sentences))}</p>'
-    else:  # many sentences read better one by one
-        summary = '<ul class="lede">' + "".join(f"<li>{_e(x)}</li>" for x in sentences) + "</ul>"
-    th = report["parameters"].get("thresholds")
-    threshold_note = ""
-    if report["protocol"] in ("verification", "lineup") and th:
-        threshold_note = ('<p class="explain">The system calls two faces a match when their similarity '
-                          "(0 to 100) is at least the <em>threshold</em>. A higher threshold gives fewer "
-                          "false matches and more missed ones, so results are shown at several "
-                          "thresholds side by side.</p>")
-    gaps = gaps_table(report)
-    body = [
-        header(report),
-        '<section aria-labelledby="summary-h">\n<h2 id="summary-h">In short</h2>'
-        f'\n{summary}\n{gaps}\n</section>',
-        '<aside class="caveats" aria-labelledby="caveats-h">\n'
-        '<h2 id="caveats-h">What this does and does not show</h2>\n<ul>\n'
-        + "\n".join(f"<li>{_e(c)}</li>" for c in caveats(report)) + "\n</ul>\n</aside>",
-        threshold_note,
-    ]
-    body += [metric_section(report, name, figs) for name in metric_order(report)]
-    body.append(det_section(report, figs))
-    body.append(rerun_section(report))
-    body.append(f'<footer>Made by faceaudit {_e(report["faceaudit_version"])} from report.json '
-                f'(schema version {SCHEMA_VERSION}). The same tables, without plots: '
-                f'<a href="{_e(markdown_name)}">{_e(markdown_name)}</a>.</footer>')
-    page_title = f"{title(report)} — {report['target']['name']} on {report['dataset']['name']}"
-    return PAGE.substitute(version=_e(report["faceaudit_version"]), title=_e(page_title), css=CSS,
-                           body="\n".join(b for b in body if b))
+    extra = [str(target[k]) for k in ("kind", "model_version") if target.get(k) and target[k] != target["name"]]
+    return render(
+        "report.html.j2",
+        version=report["faceaudit_version"], schema_version=SCHEMA_VERSION,
+        page_title=f"{title(report)} — {target['name']} on {ds['name']}", title=title(report),
+        protocol=report["protocol"], target_name=target["name"], target_extra=", ".join(extra),
+        dataset_name=ds["name"], created=report["created"], created_day=report["created"][:10],
+        summary=sentences, summary_as_list=len(sentences) > 3,  # many sentences read better one by one
+        gap_rows=rows, gaps_with_threshold=any(row.threshold is not None for row in rows),
+        caveats=caveats(report),
+        threshold_note=report["protocol"] in ("verification", "lineup")
+        and bool(report["parameters"].get("thresholds")),
+        sections=[metric_section(report, name, figs) for name in metric_order(report)],
+        det=det_section(report, figs), command=shlex.join(report["command"]), markdown_name=markdown_name,
+        **rerun_facts(report))
+
+
+__all__ = ["render_html"]

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Collection
 
-from .common import (PROTOCOL_UNITS, MetricLayout, attribute_order, block_title, fmt_count,
-                     fmt_difference, fmt_interval, fmt_kn, fmt_ratio, fmt_threshold, fmt_value,
-                     gap_is_clear, gap_is_rate, gap_sentence, gaps_sorted, group_label, layout_metric, metric_info,
-                     metric_order, min_cell, summary_sentences)
-from .html import caveats, title
+from .common import (
+    PROTOCOL_UNITS,
+    MetricLayout,
+    attribute_order,
+    block_title,
+    caveats,
+    fmt_count,
+    fmt_interval,
+    fmt_kn,
+    fmt_value,
+    gap_rows,
+    gap_sentence,
+    gaps_sorted,
+    group_label,
+    layout_metric,
+    metric_info,
+    metric_order,
+    min_cell,
+    summary_sentences,
+    title,
+)
 from .schema import SCHEMA_VERSION, group_key
 
 
@@ -18,7 +35,7 @@ def cell(x) -> str:
     return str(x).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def table(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+def table(head: list[str], rows: list[list[str]], right: Collection[int] = frozenset()) -> str:
     lines = ["| " + " | ".join(cell(h) for h in head) + " |",
              "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
@@ -60,47 +77,32 @@ def metric_table(report: dict, lay: MetricLayout) -> str:
 
 def render_markdown(report: dict, html_name: str = "report.html") -> str:
     ds, target = report["dataset"], report["target"]
-    order = attribute_order(report)
     unit = PROTOCOL_UNITS.get(report["protocol"], "cases")
     out = [f"# {title(report)}", "",
-           f"faceaudit {report['protocol']} audit · System audited: **{target['name']}** · "
-           f"Dataset: **{ds['name']}** · {report['created'][:10]}", "",
+           (f"faceaudit {report['protocol']} audit · System audited: **{target['name']}** · "
+           f"Dataset: **{ds['name']}** · {report['created'][:10]}"), "",
            f"Plots of every table below: [{html_name}]({html_name}).", "",
            "## In short", ""]
     sentences = summary_sentences(report)
     out += ([" ".join(sentences)] if len(sentences) <= 3 else [f"- {x}" for x in sentences]) + [""]
     gaps = gaps_sorted(report)
-    with_threshold = any(g["threshold"] is not None for g in gaps)
-    if gaps:
-        rows = []
-        for gap in gaps:
-            name, rate = gap["metric"], gap_is_rate(report, gap)
-            ratio = fmt_ratio(gap.get("ratio"))
-            if gap.get("ratio_ci95"):
-                ratio += f" ({fmt_ratio(gap['ratio_ci95'][0])} to {fmt_ratio(gap['ratio_ci95'][1])})"
-            diff = fmt_difference(name, gap.get("difference"), rate)
-            if gap.get("difference_ci95"):
-                a, b = gap["difference_ci95"]
-                diff += f" ({fmt_difference(name, a, rate)} to {fmt_difference(name, b, rate)})"
-            if not gap_is_clear(gap):
-                diff += ", could be no difference"
-            rows.append([metric_info(name).label]
-                        + ([fmt_threshold(gap["threshold"], report)] if with_threshold else [])
-                        + [f"{group_label(gap['highest']['group'], order)}: "
-                         f"{fmt_value(name, gap['highest']['value'], rate)}",
-                         f"{group_label(gap['lowest']['group'], order)}: "
-                         f"{fmt_value(name, gap['lowest']['value'], rate)}", ratio, diff])
+    table_rows = gap_rows(report)
+    with_threshold = any(row.threshold is not None for row in table_rows)
+    if table_rows:
+        rows = [[row.measure] + ([row.threshold] if row.threshold is not None else [])
+                + [row.highest, row.lowest, row.ratio,
+                   row.difference + ("" if row.clear else ", could be no difference")] for row in table_rows]
         head = ["Measure"] + (["Threshold"] if with_threshold else []) + [
             "Highest group", "Lowest group", "Times as high", "Difference"]
-        out += ["Largest gaps first (brackets: 95% intervals; small samples are never the highest or "
-                "lowest group):", "",
+        out += [("Largest gaps first (brackets: 95% intervals; small samples are never the highest or "
+                "lowest group):"), "",
                 table(head, rows, right={len(head) - 2, len(head) - 1} | ({1} if with_threshold else set())), ""]
     out += ["## What this does and does not show", ""]
     out += [f"- {c}" for c in caveats(report)] + [""]
     if report["protocol"] in ("verification", "lineup") and report["parameters"].get("thresholds"):
-        out += ["The system calls two faces a match when their similarity (0 to 100) is at least the "
+        out += [("The system calls two faces a match when their similarity (0 to 100) is at least the "
                 "*threshold*. A higher threshold gives fewer false matches and more missed ones, so "
-                "results are shown at several thresholds side by side.", ""]
+                "results are shown at several thresholds side by side."), ""]
     for name in metric_order(report):
         lay = layout_metric(report, name)
         info = metric_info(name)
@@ -116,9 +118,9 @@ def render_markdown(report: dict, html_name: str = "report.html") -> str:
                 metric_table(report, lay), ""]
     if any(c.get("kind") == "det" for c in report.get("curves", [])):
         out += ["## The trade-off for each group (DET curves)", "",
-                f"Per-group DET curves (false match rate against missed match rate as the threshold "
+                (f"Per-group DET curves (false match rate against missed match rate as the threshold "
                 f"moves) are plotted in [{html_name}#det]({html_name}#det); their points are in "
-                "report.json (`curves`).", ""]
+                "report.json (`curves`)."), ""]
     params, sw = report["parameters"], report["software"]
     out += ["## How to rerun", "",
             f"With the same dataset at the same place and faceaudit {report['faceaudit_version']}:", "",

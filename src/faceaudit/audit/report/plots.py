@@ -17,12 +17,12 @@ import io
 import re
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
 
 # Okabe & Ito (2008). Yellow is left out: too pale on white paper.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
@@ -31,7 +31,7 @@ MUTED = "#555555"
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "h"]
 LINESTYLES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (5, 2, 1, 2))]
 
-_RC = {
+_RC: dict[Any, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 10,
     "axes.titlesize": 10.5,
@@ -130,8 +130,7 @@ def dot_plot(*, blocks: list[Block], columns: list[str], series: list[Series],
                 for r in range(n):
                     if r % 2 == 1:
                         ax.axhspan(n - 1 - r - 0.5, n - 1 - r + 0.5, color="#f1f1f1", lw=0, zorder=0)
-                if overall and overall[c] is not None:
-                    o = overall[c]
+                if overall and (o := overall[c]) is not None:
                     ax.axvspan(o.low, o.high, color="#d4d4d4", alpha=0.6, lw=0, zorder=0.5)
                     ax.axvline(o.value, color=MUTED, lw=1.1, ls=(0, (4, 2)), zorder=1)
                 m = len(series)
@@ -176,7 +175,7 @@ def dot_plot(*, blocks: list[Block], columns: list[str], series: list[Series],
                     for y, label in enumerate(ax.get_yticklabels()):
                         if (b, n - 1 - y) in small_rows:
                             label.set_color(MUTED)
-                            label.set_style("italic")
+                            label.set_fontstyle("italic")
                     if block.title:
                         ax.set_ylabel(block.title, color=MUTED)
                 else:
@@ -246,6 +245,7 @@ def det_plot(*, curves: list[tuple[str, dict, list[dict]]], marked_thresholds: l
         handles = []
         for label, group, points in curves:
             pts = sorted((p for p in points if p["fmr"] > 0), key=lambda p: (p["fmr"], -p["fnmr"]))
+            style: object
             if not group:
                 colour, style, lw = INK, "-", 2.8
             else:
@@ -291,15 +291,19 @@ def _to_svg(fig: Figure, fig_id: str, title: str, desc: str) -> Svg:
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue().decode("utf-8")
     text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
     # Several SVGs share one HTML document: give every id this figure's prefix.
     text = _ID.sub(lambda m: f"{m[1]}{fig_id}-{m[2]}{m[3]}", text)
     text = _URL.sub(lambda m: f"url(#{fig_id}-{m[1]})", text)
     text = _HREF.sub(lambda m: f"{m[1]}#{fig_id}-{m[2]}{m[3]}", text)
     root = re.match(r"<svg\b[^>]*>", text)
+    width = re.search(r'\swidth="([\d.]+)pt"', root.group(0)) if root else None
+    height = re.search(r'\sheight="([\d.]+)pt"', root.group(0)) if root else None
+    if root is None or width is None or height is None:
+        raise ValueError("matplotlib wrote an SVG without a sized <svg> element")
     attrs = root.group(0)
-    w = float(re.search(r'\swidth="([\d.]+)pt"', attrs).group(1)) * 4 / 3
-    h = float(re.search(r'\sheight="([\d.]+)pt"', attrs).group(1)) * 4 / 3
+    w = float(width.group(1)) * 4 / 3
+    h = float(height.group(1)) * 4 / 3
     attrs = re.sub(r'\s(width|height)="[^"]*"', "", attrs)
     attrs = attrs[:-1] + (f' width="100%" style="max-width:{w:.0f}px;height:auto" role="img"'
                           f' aria-labelledby="{fig_id}-title {fig_id}-desc" focusable="false">')
@@ -313,4 +317,4 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-__all__ = ["Block", "Point", "Series", "Svg", "dot_plot", "det_plot", "PALETTE", "MARKERS"]
+__all__ = ["MARKERS", "PALETTE", "Block", "Point", "Series", "Svg", "det_plot", "dot_plot"]

@@ -12,6 +12,7 @@ import json
 import math
 from numbers import Integral, Real
 from pathlib import Path
+from typing import TypeGuard
 
 SCHEMA_VERSION = 1
 
@@ -50,8 +51,8 @@ class ReportError(ValueError):
         self.problems = list(problems)
         shown = self.problems[:_MAX_LISTED]
         more = len(self.problems) - len(shown)
-        lines = [f"{what} does not follow report.json schema version {SCHEMA_VERSION} "
-                 f"(docs/audit-report-schema.md); {len(self.problems)} problem(s):"]
+        lines = [(f"{what} does not follow report.json schema version {SCHEMA_VERSION} "
+                 f"(docs/audit-report-schema.md); {len(self.problems)} problem(s):")]
         lines += [f"  - {p}" for p in shown]
         if more:
             lines.append(f"  ... and {more} more")
@@ -63,11 +64,11 @@ def is_rate(row: dict) -> bool:
     return row.get("k") is not None
 
 
-def _number(x) -> bool:
+def _number(x: object) -> TypeGuard[Real]:
     return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
-def _integer(x) -> bool:
+def _integer(x: object) -> TypeGuard[int]:
     return isinstance(x, Integral) and not isinstance(x, bool)
 
 
@@ -185,8 +186,8 @@ def validate_report(report, what: str = "report") -> None:
     problems: list[str] = []
     version = report.get("schema_version")
     if "schema_version" in report and version != SCHEMA_VERSION:
-        raise ReportError([f"schema_version is {version!r}; this faceaudit reads version "
-                           f"{SCHEMA_VERSION} only"], what)
+        raise ReportError([(f"schema_version is {version!r}; this faceaudit reads version "
+                           f"{SCHEMA_VERSION} only")], what)
     for field, kind in REQUIRED_FIELDS.items():
         if field not in report:
             problems.append(f"missing required field '{field}'")

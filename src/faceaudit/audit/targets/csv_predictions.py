@@ -43,7 +43,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
-from faceaudit.audit.targets import Detection, Match, Target
+from faceaudit.audit.targets.base import Detection, Match, Target
 
 MISSING = "MissingPrediction"
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -207,7 +207,7 @@ class CsvTarget(Target):
                 continue
             seen.add(rp)
             rm = resolve(match) if match else None
-            if rm is not None and rm in in_gallery:
+            if rm is not None and rm in in_gallery and similarity is not None:  # a match has one (checked on load)
                 best = matches.setdefault(rp, {})
                 best[rm] = max(similarity, best.get(rm, float("-inf")))
         results: dict[str, list[Match]] = {}

@@ -1,4 +1,4 @@
-"""Labelled image sets for audits: one in-memory model, several on-disk layouts.
+"""Labelled image sets: one in-memory model for every on-disk layout (readers.py reads them).
 
 Every reader returns an AuditDataset: absolute image paths with whatever labels
 the layout carries (identity, gender, race or skin type, age, free-form group
@@ -10,7 +10,6 @@ collected with counts, not silently dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 
 # Label vocabularies every reader maps into, so groups line up across datasets.
 GENDERS = ("female", "male")

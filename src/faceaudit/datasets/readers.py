@@ -1,4 +1,4 @@
-"""Readers for the on-disk layouts an audit can run on, all returning an AuditDataset.
+"""Readers for the on-disk layouts of labelled image sets, all returning an AuditDataset.
 
 Layouts (``load_dataset(..., layout=...)``):
 
@@ -24,7 +24,7 @@ Every reader checks what it reads and records each problem in
 
 Label values:
 
-- gender: female/f/woman/women and male/m/man/men, any case (data.GENDER_ALIASES);
+- gender: female/f/woman/women and male/m/man/men, any case (labelled.GENDER_ALIASES);
   numeric codes are refused (datasets disagree on them) except by the UTKFace
   reader, whose file names define 0 = male, 1 = female.
 - skin_type: Fitzpatrick types I-VI (also 1-6, "type III") -> "I".."VI", or Gender
@@ -40,18 +40,22 @@ Label values:
 from __future__ import annotations
 
 import csv
-import itertools
 import os
-import random
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from faceaudit.audit.data import (AuditDataset, AuditImage, AuditPair, DatasetProblems,
-                                  normalize_gender)
-from faceaudit.datasets import faces_dev
+from faceaudit.datasets import faces_dev  # the fixed calibration/check split
+from faceaudit.datasets.labelled import (
+    AuditDataset,
+    AuditImage,
+    AuditPair,
+    DatasetProblems,
+    normalize_gender,
+)
 from faceaudit.errors import InvalidParameterException
 
 LAYOUTS = ("faces-dev", "csv", "utkface", "fairface", "lfw")
@@ -79,10 +83,6 @@ FITZPATRICK = ("I", "II", "III", "IV", "V", "VI")
 SKIN_GROUPS = ("lighter", "darker")
 OPEN_AGE_BAND_HALF_WIDTH = 5.0  # "more than 70" -> 75: half of the 10-year bands below it
 MAX_AGE = 130.0
-
-NO_IDENTITY_NOTE = ("{count} images carry no identity: make_pairs treats each as its own identity, so they "
-                    "form only impostor pairs (no genuine pairs), and 1:1 false non-match rates cannot be "
-                    "measured on them.")
 
 _CANONICAL_COLUMNS = {
     "path": "path", "identity": "identity", "gender": "gender", "race": "race", "age": "age",
@@ -193,8 +193,8 @@ def read_faces_dev(data: str | os.PathLike | None = None) -> AuditDataset:
         listed = faces_dev.read_pairs(root)
     except (OSError, KeyError) as error:
         raise InvalidParameterException(f"{root / 'pairs.csv'}: cannot read pairs ({error!r})") from None
-    builder.add_pairs(((_absolute(root, p.path_a), _absolute(root, p.path_b), p.same, f"{p.path_a} | {p.path_b}")
-                       for p in listed))
+    builder.add_pairs((_absolute(root, p.path_a), _absolute(root, p.path_b), p.same, f"{p.path_a} | {p.path_b}")
+                       for p in listed)
     dataset = builder.finish()
 
     halves = faces_dev.split_halves([
@@ -230,8 +230,8 @@ def read_utkface(data: str | os.PathLike, name: str | None = None) -> AuditDatas
         race = UTKFACE_RACES.get(race_code)
         if race is None:
             builder.unknown(rel, "race", race_code, "UTKFace race code 0-4")
-        age = float(int(age_text))
-        if age > MAX_AGE:
+        age: float | None = float(int(age_text))
+        if age is not None and age > MAX_AGE:
             builder.unknown(rel, "age", age_text, f"an age of at most {MAX_AGE:g}")
             age = None
         builder.add_image(rel, str(path), AuditImage(path=str(path), gender=gender, race=race, age=age))
@@ -294,13 +294,13 @@ def read_lfw(data: str | os.PathLike, labels: str | os.PathLike | None = None,
         builder.notes.append("LFW: no gender or race labels (pass labels= a CSV with identity,gender columns).")
 
     if pairs_file is not None:
-        chosen = Path(pairs_file).expanduser().resolve()
-        if not chosen.is_file():
+        chosen: Path | None = Path(pairs_file).expanduser().resolve()
+        if chosen is None or not chosen.is_file():
             raise InvalidParameterException(f"pairs file {chosen} not found")
     else:
         found = _pairs_files(root) or (_pairs_files(image_root) if image_root != root else [])
         chosen = found[0] if found else None
-        if len(found) > 1:
+        if chosen is not None and len(found) > 1:
             builder.notes.append(f"LFW: pairs read from {chosen.name}; not read: "
                                  f"{', '.join(p.name for p in found[1:])} (choose with read_lfw(pairs_file=...)).")
     if chosen is not None:
@@ -311,71 +311,6 @@ def read_lfw(data: str | os.PathLike, labels: str | os.PathLike | None = None,
 
 
 # --------------------------------------------------------------------------- pairs and summaries
-
-
-def make_pairs(dataset: AuditDataset, impostors_per_genuine: int = 1, seed: int = 0,
-               within_group: tuple[str, ...] = ("gender", "race")) -> list[AuditPair]:
-    """Genuine and impostor pairs for a 1:1 (NIST-style) audit, deterministically.
-
-    - Genuine: every pair of images of the same identity.
-    - Impostor: pairs of images of different identities drawn WITHIN one demographic
-      group (the images' values of ``within_group``, any AuditImage.group() key;
-      a missing value is a group of its own), as NIST's demographic study does. A
-      group gets ``impostors_per_genuine`` x its genuine pairs (a pair counts in the
-      group of its first image), or, when it has no genuine pairs,
-      ``impostors_per_genuine`` x its images; all possible pairs when fewer exist.
-      Drawn without repetition with ``random.Random(seed)``.
-    - An image without identity (UTKFace) is its own identity: it is in impostor
-      pairs only. Notes on this and on short groups are added to dataset.notes.
-
-    Pairs are (path_a < path_b); genuine pairs come first, by identity, then
-    impostors, group by group.
-    """
-    if impostors_per_genuine < 0:
-        raise InvalidParameterException(f"impostors_per_genuine must be >= 0, got {impostors_per_genuine}")
-    builtin = {"gender", "race", "age_band"}
-    for key in within_group:
-        if key not in builtin and not any(key in image.groups for image in dataset.images):
-            raise InvalidParameterException(
-                f"within_group key {key!r} is not a label of any image in {dataset.name} "
-                f"(gender, race, age_band or a group column: {', '.join(_group_keys(dataset)) or 'none'})")
-    images = sorted(dataset.images, key=lambda image: image.path)
-
-    def identity(image: AuditImage) -> tuple[int, str]:
-        return (0, image.identity) if image.identity is not None else (1, image.path)
-
-    by_identity: dict[tuple[int, str], list[AuditImage]] = defaultdict(list)
-    for image in images:
-        by_identity[identity(image)].append(image)
-    no_identity = sum(image.identity is None for image in images)
-    if no_identity:
-        _add_note(dataset, NO_IDENTITY_NOTE.format(count=no_identity))
-
-    def group_of(image: AuditImage) -> tuple[str | None, ...]:
-        return tuple(image.group(key) for key in within_group)
-
-    genuine: list[AuditPair] = []
-    genuine_per_group: Counter = Counter()
-    for key in sorted(by_identity):
-        for a, b in itertools.combinations(by_identity[key], 2):
-            genuine.append(AuditPair(a.path, b.path, True))
-            genuine_per_group[group_of(a)] += 1
-
-    groups: dict[tuple, list[AuditImage]] = defaultdict(list)
-    for image in images:
-        groups[group_of(image)].append(image)
-    rng = random.Random(seed)
-    impostors: list[AuditPair] = []
-    for key in sorted(groups, key=lambda k: tuple((v is None, v or "") for v in k)):
-        members = groups[key]
-        wanted = impostors_per_genuine * (genuine_per_group[key] or len(members))
-        chosen, possible = _sample_impostors([identity(m) for m in members], wanted, rng)
-        if possible < wanted:
-            label = ", ".join(f"{k}={v}" for k, v in zip(within_group, key))
-            _add_note(dataset, f"make_pairs: group ({label}) allows only {possible} impostor pairs, "
-                               f"fewer than the {wanted} wanted; all of them were used.")
-        impostors.extend(AuditPair(members[i].path, members[j].path, False) for i, j in chosen)
-    return genuine + impostors
 
 
 def problem_kinds(problems: DatasetProblems) -> dict[str, int]:
@@ -467,7 +402,7 @@ class _Builder:
                 self.index[absolute] = len(self.images)
                 self.images.append(AuditImage(path=absolute, **self.parse_labels(row, listed)))
 
-    def parse_labels(self, row: dict[str, str | None], where: str) -> dict:
+    def parse_labels(self, row: Mapping[str, str | None], where: str) -> dict[str, Any]:
         """identity, gender, race, age and groups from one row; unknown values -> problems, None."""
         values = {key: (value or "").strip() for key, value in row.items() if key is not None}
         groups = {key: value for key, value in values.items()
@@ -698,7 +633,7 @@ def _apply_identity_labels(builder: _Builder, labels_path: Path) -> None:
     if "identity" not in columns:
         raise InvalidParameterException(
             f"{labels_path}: LFW labels need an 'identity' column (columns: {', '.join(columns)})")
-    present = {image.identity for image in builder.images}
+    present = {image.identity for image in builder.images if image.identity is not None}
     per_identity: dict[str, dict] = {}
     for row_number, row in rows:
         row.pop(None, None)  # type: ignore[call-overload]
@@ -720,33 +655,6 @@ def _apply_identity_labels(builder: _Builder, labels_path: Path) -> None:
     if unlabelled:
         builder.notes.append(f"LFW: {len(unlabelled)} of {len(present)} people have no row in {labels_path.name}; "
                              "their images have no labels beyond identity.")
-
-
-def _sample_impostors(identities: list, wanted: int, rng: random.Random) -> tuple[list[tuple[int, int]], int]:
-    """Up to ``wanted`` distinct index pairs (i < j) of members with different identities, sorted,
-    and how many such pairs exist."""
-    n = len(identities)
-    possible = n * (n - 1) // 2 - sum(c * (c - 1) // 2 for c in Counter(identities).values())
-    if wanted <= 0 or possible == 0:
-        return [], possible
-    if 2 * wanted >= possible:
-        every = [(i, j) for i, j in itertools.combinations(range(n), 2) if identities[i] != identities[j]]
-        return (every if wanted >= possible else sorted(rng.sample(every, wanted))), possible
-    chosen: set[tuple[int, int]] = set()
-    while len(chosen) < wanted:
-        i, j = rng.randrange(n), rng.randrange(n)
-        if i != j and identities[i] != identities[j]:
-            chosen.add((min(i, j), max(i, j)))
-    return sorted(chosen), possible
-
-
-def _group_keys(dataset: AuditDataset) -> list[str]:
-    return sorted({key for image in dataset.images for key in image.groups})
-
-
-def _add_note(dataset: AuditDataset, note: str) -> None:
-    if note not in dataset.notes:
-        dataset.notes.append(note)
 
 
 def _examples(entries: list[str], count: int) -> str:

@@ -6,16 +6,10 @@ boto3 passes and returns them), so the local target and a rekognition target
 pointed at faceaudit's own server run the very same code and give the very same
 numbers. Only how ``call`` is reached differs (a :class:`Backend`):
 
-* :class:`LocalBackend` -- a pool of worker processes (default: one per core),
-  each with its own ``RekognitionService(default_engine(), EmbeddedStore(dir))``
-  over one shared store folder (EmbeddedStore is safe across processes, so a
-  face indexed by one worker is found by another's search). No retries: an
-  in-process call either answers or raises for the image itself.
-* :class:`ThreadBackend` -- a thread pool (default 4 threads), one client per
-  thread; :func:`botocore_backend` makes one for an endpoint URL or for
-  Amazon's own endpoint. Throttling is retried by botocore's own "adaptive"
-  retry mode (exponential backoff plus a client-side rate limiter), not by a
-  loop written here.
+* :class:`~faceaudit.audit.targets.local.LocalBackend` (local.py) -- faceaudit's
+  engine in a pool of worker processes (default: one per core);
+* :class:`~faceaudit.audit.targets.transport.ThreadBackend` (transport.py) -- a
+  thread pool of botocore clients, for an endpoint URL or Amazon's own endpoint.
 
 Operations used (all exist on Amazon Rekognition): DetectFaces (Attributes ALL),
 CreateCollection, DeleteCollection, IndexFaces (MaxFaces 1, QualityFilter NONE,
@@ -29,7 +23,7 @@ image (``Detection(error=code)``, no similarity, no matches). Any other error
 :class:`TargetError`: an audit that silently counted those as "no face" would
 be wrong, and the cache lets the rerun continue where this one stopped.
 
-Resuming (see target_cache.py for the cache itself):
+Resuming (runs.py names what is cached, cache.py stores it):
 
 * DetectFaces responses are cached per (target fingerprint, image SHA-256,
   parameters): a rerun sends DetectFaces only for images not yet answered.
@@ -64,333 +58,41 @@ below every threshold that matters, since 4096 other faces scored higher.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import threading
+import contextlib
 import uuid
-from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
-from pathlib import Path
+from concurrent.futures import Future, as_completed
+from typing import Any, Self
 
-from faceaudit.audit.target_cache import ResponseCache, cache_key, file_sha256
-from faceaudit.audit.targets import Detection, Match, Target
+from faceaudit.audit.targets.base import Detection, Match, Target
+from faceaudit.audit.targets.cache import ResponseCache, cache_key, file_sha256
+from faceaudit.audit.targets.progress import progress_bar
+from faceaudit.audit.targets.runs import (
+    DETECT_REQUEST,
+    INDEX_REQUEST,
+    SEARCH_MAX_FACES,
+    Run,
+    detection_from_response,
+    search_matches,
+)
+from faceaudit.audit.targets.transport import (
+    IMAGE_ERRORS,
+    UNREADABLE,
+    Backend,
+    Job,
+    Outcome,
+    TargetError,
+)
 
-#: Errors that are the target's answer about one image, not a failure of the audit.
-IMAGE_ERRORS = frozenset({
-    "InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException",
-    "InvalidS3ObjectException", "ValidationException",
-    "UnreadableImageFile",  # the file could not be read from disk (not sent; never cached)
-})
-UNREADABLE = "UnreadableImageFile"
-
-SEARCH_MAX_FACES = 4096  # Rekognition's maximum MaxFaces for SearchFaces
-DETECT_REQUEST = {"Attributes": ["ALL"]}
-INDEX_REQUEST = {"MaxFaces": 1, "QualityFilter": "NONE"}
-RUN_VERSION = "faceaudit-run-v1"
 COLLECTION_PREFIX = "faceaudit-audit-"
-DEFAULT_REMOTE_THREADS = 4
 
 
-class TargetError(RuntimeError):
-    """The target failed in a way that is not an answer about one image."""
-
-    def __init__(self, code: str, message: str, operation: str | None = None):
-        super().__init__(f"{operation + ': ' if operation else ''}{code}: {message}")
-        self.code = code
-        self.message = message
-        self.operation = operation
-
-
-# --- jobs: one operation, answered by an outcome ---------------------------------------
-@dataclass(frozen=True)
-class Job:
-    """One operation. ``image``: a file whose bytes become the request's Image.Bytes
-    (read where the call runs, so images are never pickled to a worker twice)."""
-
-    operation: str
-    request: dict
-    image: str | None = None
-
-
-# ("ok", response) or ("error", code, message)
-Outcome = tuple
-
-
-def error_of(exc: BaseException) -> tuple[str, str] | None:
-    """(code, message) of an error a Rekognition call can raise; None for anything else."""
-    from faceaudit.errors import RekognitionError
-    if isinstance(exc, RekognitionError):
-        return exc.code, exc.message
-    try:
-        from botocore.exceptions import ClientError, ParamValidationError
-    except ImportError:  # pragma: no cover - botocore is a dependency
-        return None
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return str(error.get("Code") or "Unknown"), str(error.get("Message") or exc)
-    if isinstance(exc, ParamValidationError):  # botocore refused the request before sending it
-        return "InvalidParameterException", str(exc)
-    return None
-
-
-def run_job(call: Callable[[str, dict], dict], job: Job) -> Outcome:
-    if job.image is not None:
-        try:
-            with open(job.image, "rb") as f:
-                data = f.read()
-        except OSError as error:
-            return ("error", UNREADABLE, f"{job.image}: {error.strerror or error}")
-        if not data:
-            # Rekognition's API rejects an empty Image.Bytes before the operation runs (the
-            # blob's minimum length is 1), and so does faceaudit's HTTP server; the
-            # in-process service would say InvalidImageFormatException. Answer as the API
-            # does, without a call, so that every backend gives the same answer.
-            return ("error", "InvalidParameterException",
-                    "Value '<0 bytes>' at 'image.bytes' failed to satisfy constraint: "
-                    "Member must have length greater than or equal to 1")
-        request = {**job.request, "Image": {"Bytes": data}}
-    else:
-        request = job.request
-    try:
-        response = call(job.operation, request)
-    except Exception as exc:
-        error = error_of(exc)
-        if error is None:
-            raise
-        return ("error", *error)
-    response = dict(response)
-    response.pop("ResponseMetadata", None)
-    return ("ok", response)
-
-
-# --- backends ---------------------------------------------------------------------------
-class Backend(ABC):
-    """Where calls run. ``submit`` returns a Future of an Outcome."""
-
-    kind: str  # "local" or "rekognition"
-    endpoint: str  # what the fingerprint and the report name
-    workers: int
-
-    @abstractmethod
-    def submit(self, job: Job) -> Future:
-        ...
-
-    def run(self, job: Job) -> Outcome:
-        return self.submit(job).result()
-
-    def close(self) -> None:
-        pass
-
-
-_worker_service = None
-
-
-def _local_worker_start(store_dir: str) -> None:
-    global _worker_service
-    from faceaudit.engine import default_engine
-    from faceaudit.rekognition.service import RekognitionService
-    from faceaudit.storage import EmbeddedStore
-    # NORMAL: a temporary audit store needs crash consistency, not power-cut durability.
-    _worker_service = RekognitionService(default_engine(), EmbeddedStore(store_dir, synchronous="NORMAL"))
-
-
-def _local_worker_job(job: Job) -> Outcome:
-    return run_job(_worker_service.call, job)
-
-
-def local_endpoint() -> str:
-    """"local", plus the optional models the workers' engine will load (named by the
-    environment, see faceaudit.engine) with a digest of each file: the cache fingerprint
-    and the report must tell an engine with a gender head or a normalization from one without."""
-    import hashlib
-
-    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
-    parts = ["local"]
-    for name, label in ((GENDER_HEAD_ENV, "gender-head"), (SCORE_NORMALIZATION_ENV, "score-normalization")):
-        if os.environ.get(name):
-            digest = hashlib.sha256(Path(os.environ[name]).read_bytes()).hexdigest()[:12]
-            parts.append(f"{label}:{digest}")
-    return "+".join(parts)
-
-
-class LocalBackend(Backend):
-    """faceaudit's engine in worker processes over one shared EmbeddedStore folder.
-
-    ``store_dir`` None: a temporary folder, removed by close(). Workers start
-    the platform's default way, as faceaudit.engine.batch's do (fork on Linux;
-    spawn elsewhere, where a script needs the ``if __name__ == "__main__"``
-    guard); each builds its own engine (models load once per worker, ~1 s) and
-    store. Nothing here loads the engine in the calling process.
-    """
-
-    kind = "local"
-
-    def __init__(self, workers: int | None = None, store_dir: str | os.PathLike | None = None):
-        self.workers = max(1, workers or os.cpu_count() or 1)
-        self.endpoint = local_endpoint()
-        self._tmp = None
-        if store_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="faceaudit-audit-store-")
-            store_dir = self._tmp.name
-        self.store_dir = str(store_dir)
-        self.persistent_store = self._tmp is None
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.workers, initializer=_local_worker_start, initargs=(self.store_dir,))
-            return self._pool
-
-    def submit(self, job: Job) -> Future:
-        return self._executor().submit(_local_worker_job, job)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-
-class ThreadBackend(Backend):
-    """Calls on a thread pool, each thread with its own ``call`` from ``make_call()``."""
-
-    kind = "rekognition"
-
-    def __init__(self, make_call: Callable[[], Callable[[str, dict], dict]], *, endpoint: str,
-                 threads: int | None = None):
-        self.endpoint = endpoint
-        self.workers = max(1, threads or DEFAULT_REMOTE_THREADS)
-        self._make_call = make_call
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="faceaudit-target")
-
-    def _job(self, job: Job) -> Outcome:
-        call = getattr(self._local, "call", None)
-        if call is None:
-            call = self._local.call = self._make_call()
-        return run_job(call, job)
-
-    def submit(self, job: Job) -> Future:
-        return self._pool.submit(self._job, job)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def botocore_call(client) -> Callable[[str, dict], dict]:
-    """``call("IndexFaces", request)`` -> ``client.index_faces(**request)``."""
-    from botocore import xform_name
-
-    def call(operation: str, request: dict) -> dict:
-        return getattr(client, xform_name(operation))(**request)
-    return call
-
-
-def botocore_backend(endpoint_url: str | None, *, region: str, access_key_id: str | None = None,
-                     secret_access_key: str | None = None, session_token: str | None = None,
-                     threads: int | None = None, max_attempts: int = 10) -> ThreadBackend:
-    """A ThreadBackend over botocore Rekognition clients, one per thread.
-
-    ``endpoint_url`` None means Amazon's own endpoint for ``region``; keys None
-    means botocore's default credential chain (environment, profiles, roles).
-    """
-    import botocore.config
-    import botocore.session
-
-    threads = max(1, threads or DEFAULT_REMOTE_THREADS)
-    # Retries: botocore's "adaptive" mode retries throttling and transient errors with
-    # exponential backoff and adds a client-side rate limiter -- preferred to a
-    # hand-written retry loop. (The limiter is per client, i.e. per thread here.)
-    config = botocore.config.Config(retries={"mode": "adaptive", "max_attempts": max_attempts},
-                                    max_pool_connections=max(10, threads), read_timeout=120,
-                                    connect_timeout=30)
-
-    def make_call():
-        # A session per thread: botocore sessions are not safe to share while creating clients.
-        session = botocore.session.get_session()
-        client = session.create_client(
-            "rekognition", region_name=region, endpoint_url=endpoint_url, config=config,
-            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
-            aws_session_token=session_token)
-        return botocore_call(client)
-
-    endpoint = endpoint_url or f"aws:{region}"
-    return ThreadBackend(make_call, endpoint=endpoint, threads=threads)
-
-
-# --- the target --------------------------------------------------------------------------
-def detection_from_response(value: dict) -> Detection:
-    """Detection of the largest face (by BoundingBox area) of a DetectFaces response."""
-    if "Error" in value:
-        return Detection(face_count=0, error=value["Error"].get("Code") or "Unknown")
-    faces = value.get("FaceDetails") or []
-    if not faces:
-        return Detection(face_count=0)
-
-    def area(detail: dict) -> float:
-        box = detail.get("BoundingBox") or {}
-        return float(box.get("Width") or 0.0) * float(box.get("Height") or 0.0)
-
-    largest = max(faces, key=area)  # max keeps the first of equal areas
-    gender = largest.get("Gender") or {}
-    age = largest.get("AgeRange") or {}
-    value_ = gender.get("Value")
-    return Detection(
-        face_count=len(faces),
-        gender=value_.lower() if isinstance(value_, str) else None,
-        gender_confidence=None if gender.get("Confidence") is None else float(gender["Confidence"]),
-        age_low=None if age.get("Low") is None else float(age["Low"]),
-        age_high=None if age.get("High") is None else float(age["High"]),
-    )
-
-
-def _matches(response: dict) -> list[list]:
-    """[[ExternalImageId, Similarity], ...] of a search response, in its order."""
-    return [[m.get("Face", {}).get("ExternalImageId"), float(m["Similarity"])]
-            for m in response.get("FaceMatches", [])]
-
-
-class _Run:
-    """The distinct images one similarities() or search() call indexes, named by content."""
-
-    def __init__(self, fingerprint: str, kind: str, paths: Sequence[str]):
-        self.paths = list(dict.fromkeys(paths))
-        self.position = {p: i for i, p in enumerate(self.paths)}
-        self.shas: list[str | None] = []
-        for path in self.paths:
-            try:
-                self.shas.append(file_sha256(path))
-            except OSError:
-                self.shas.append(None)
-        self.key = cache_key(RUN_VERSION, fingerprint, kind, self.shas, INDEX_REQUEST)
-
-    @staticmethod
-    def external_id(i: int) -> str:
-        return f"i{i}"
-
-    @staticmethod
-    def index_of(external_id: str | None) -> int | None:
-        if isinstance(external_id, str) and external_id.startswith("i") and external_id[1:].isdigit():
-            return int(external_id[1:])
-        return None
-
-    def collection_key(self) -> str:
-        return cache_key(self.key, "collection")
-
-    def index_key(self, i: int) -> str:
-        return cache_key(self.key, "IndexFaces", i)
-
-    def search_key(self, i: int, partners: Sequence[int]) -> str:
-        return cache_key(self.key, "SearchFaces", i, SEARCH_MAX_FACES, list(partners))
+def _indexed(status: dict[str, Any] | None) -> dict[str, Any]:
+    """An image's IndexFaces status once _index has run (it records every image)."""
+    if status is None:
+        raise RuntimeError("an image of the run was not indexed")
+    return status
 
 
 class RekognitionTarget(Target):
@@ -462,7 +164,7 @@ class RekognitionTarget(Target):
         try:
             for i, job in enumerate(jobs):
                 futures[self.backend.submit(job)] = i
-            with _progress(self.progress, description, len(jobs)) as advance:
+            with progress_bar(self.progress, description, len(jobs)) as advance:
                 for future in as_completed(futures):
                     done(futures[future], future.result())
                     advance()
@@ -522,7 +224,7 @@ class RekognitionTarget(Target):
         self._collections.discard(collection_id)
         self._parked.discard(collection_id)
 
-    def _collection_for(self, run: _Run) -> tuple[str, str]:
+    def _collection_for(self, run: Run) -> tuple[str, str]:
         """(collection id, generation) of the run: the collection recorded for it if it still
         exists, else a new one. The generation changes whenever the collection is (re)created
         empty, so that IndexFaces outcomes recorded for an earlier one are not trusted."""
@@ -539,7 +241,7 @@ class RekognitionTarget(Target):
         self._collections.add(collection_id)
         return collection_id, generation
 
-    def _finish(self, run: _Run) -> None:
+    def _finish(self, run: Run) -> None:
         """Delete the run's collection (if one is recorded) and forget it."""
         recorded = self.cache.get(run.collection_key())
         if recorded is not None:
@@ -552,7 +254,7 @@ class RekognitionTarget(Target):
         if collection_id is not None and self.keep_interrupted and resumable:
             self._parked.add(collection_id)
 
-    def _statuses(self, run: _Run) -> list[dict | None]:
+    def _statuses(self, run: Run) -> list[dict | None]:
         """Each image's IndexFaces outcome in this run, as cached:
         {"CollectionId", "Generation", "FaceIds", "Error"}."""
         statuses: list[dict | None] = []
@@ -563,7 +265,7 @@ class RekognitionTarget(Target):
                 statuses.append(self.cache.get(run.index_key(i)))
         return statuses
 
-    def _index(self, run: _Run, statuses: list[dict | None], collection: tuple[str, str], what: str) -> None:
+    def _index(self, run: Run, statuses: list[dict | None], collection: tuple[str, str], what: str) -> None:
         """IndexFaces every image not known to be in the collection (updates ``statuses``)."""
         collection_id, generation = collection
         todo = [i for i, status in enumerate(statuses)
@@ -587,7 +289,7 @@ class RekognitionTarget(Target):
     # -- similarities -------------------------------------------------------------------
     def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
         pairs = [(str(a), str(b)) for a, b in pairs]
-        run = _Run(self.fingerprint, "similarities", [p for pair in pairs for p in pair])
+        run = Run(self.fingerprint, "similarities", [p for pair in pairs for p in pair])
         # Each path_a is searched; of its answer only the similarities to its partners are kept.
         partners: dict[int, list[int]] = {}
         for a, b in pairs:
@@ -603,7 +305,8 @@ class RekognitionTarget(Target):
         self.cache_hits["SearchFaces"] += len(responses)
 
         def unsearched() -> list[int]:
-            return [i for i in searched if i not in responses and (statuses[i] is None or statuses[i]["FaceIds"])]
+            return [i for i in searched
+                    if i not in responses and ((status := statuses[i]) is None or status["FaceIds"])]
 
         if any(status is None for status in statuses) or unsearched():
             collection_id = None
@@ -617,8 +320,8 @@ class RekognitionTarget(Target):
                     if outcome[0] != "ok":
                         raise TargetError(outcome[1], outcome[2], "SearchFaces")
                     i = todo[n]
-                    wanted, found = set(partners[i]), {}
-                    for external_id, similarity in _matches(outcome[1]):
+                    wanted, found = set(partners[i]), dict[int, float]()
+                    for external_id, similarity in search_matches(outcome[1]):
                         j = run.index_of(external_id)
                         # a face indexed twice (see the module docstring) is one match
                         if j in wanted and j != i and similarity > found.get(j, -1.0):
@@ -627,7 +330,7 @@ class RekognitionTarget(Target):
                                    {"Similarities": sorted(found.items())})
                     responses[i] = found
 
-                jobs = [Job("SearchFaces", {"CollectionId": collection_id, "FaceId": statuses[i]["FaceIds"][0],
+                jobs = [Job("SearchFaces", {"CollectionId": collection_id, "FaceId": _indexed(statuses[i])["FaceIds"][0],
                                             "FaceMatchThreshold": 0.0, "MaxFaces": SEARCH_MAX_FACES})
                         for i in todo]
                 self._run_jobs(jobs, f"SearchFaces for {len(jobs)} images ({self.name})", done)
@@ -639,7 +342,7 @@ class RekognitionTarget(Target):
         results: list[float | None] = []
         for a, b in pairs:
             i, j = run.position[a], run.position[b]
-            if not statuses[i]["FaceIds"] or not statuses[j]["FaceIds"]:
+            if not _indexed(statuses[i])["FaceIds"] or not _indexed(statuses[j])["FaceIds"]:
                 results.append(None)
             elif i == j:
                 results.append(100.0)
@@ -655,7 +358,7 @@ class RekognitionTarget(Target):
                ) -> dict[str, list[Match]]:
         if not 1 <= max_results <= SEARCH_MAX_FACES:
             raise ValueError(f"max_results must be between 1 and {SEARCH_MAX_FACES}")
-        run = _Run(self.fingerprint, "search", [str(p) for p in gallery])
+        run = Run(self.fingerprint, "search", [str(p) for p in gallery])
         probes = list(dict.fromkeys(str(p) for p in probes))
         answers: dict[str, dict] = {}
         pending: list[tuple[str, str]] = []
@@ -684,7 +387,7 @@ class RekognitionTarget(Target):
                     probe, key = pending[n]
                     value, cacheable = self._answer(outcome, "SearchFacesByImage")
                     if "Error" not in value:
-                        value = {"Matches": _matches(value)}
+                        value = {"Matches": search_matches(value)}
                     if cacheable:
                         self.cache.put(key, "SearchFacesByImage", value)
                     answers[probe] = value
@@ -719,40 +422,14 @@ class RekognitionTarget(Target):
         self._closed = True
         try:
             for collection_id in sorted(self._collections - self._parked):
-                try:
+                with contextlib.suppress(Exception):  # best effort: the target may be what failed
                     self._delete_collection(collection_id)
-                except Exception:  # best effort: the target may be what failed
-                    pass
         finally:
             self.backend.close()
             self.cache.close()
 
-    def __enter__(self) -> "RekognitionTarget":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _progress:
-    """A rich progress bar (or nothing): ``with _progress(on, text, total) as advance: advance()``."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self._progress = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-        self._progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                                  TimeRemainingColumn(), transient=True)
-        self._progress.start()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
