@@ -17,6 +17,59 @@ from faceaudit.datasets import faces_dev
 from support.images import encode
 
 
+# Fixtures that load the face models, in this process or in a server process they start.
+# A test using one (directly or through another fixture) is marked ``models``; `make test-fast`
+# runs the rest. Files that load models some other way say so with ``pytestmark``.
+MODEL_FIXTURES = frozenset({"engine", "faces_dev_results", "faceaudit_server", "rekognition",
+                            "start_faceaudit_server"})
+# Set by `make test-fast`: building an engine in-process then fails the test, so a test that
+# needs models but is not marked cannot slip into the fast lane unnoticed.
+NO_MODELS_ENV = "FACEAUDIT_TEST_NO_MODELS"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _refuse_models_in_the_fast_lane():
+    if os.environ.get(NO_MODELS_ENV) != "1":
+        yield
+        return
+    from faceaudit.engine.base import FaceEngine
+
+
+    def refuse(self, *args, **kwargs):
+        pytest.fail(f"{type(self).__name__} was built in the fast lane: mark the test `models`", pytrace=False)
+
+    patched = []
+    for engine_class in _engine_classes(FaceEngine):
+        patched.append((engine_class, engine_class.__init__))
+        engine_class.__init__ = refuse
+    yield
+    for engine_class, init in patched:
+        engine_class.__init__ = init
+
+
+def _engine_classes(base):
+    import importlib
+    import pkgutil
+
+    import faceaudit.engine
+    for module in pkgutil.iter_modules(faceaudit.engine.__path__, "faceaudit.engine."):
+        importlib.import_module(module.name)
+    found, queue = [], list(base.__subclasses__())
+    while queue:
+        cls = queue.pop()
+        queue.extend(cls.__subclasses__())
+        # The shipped backends load models; wrappers (the cache) and tests' own engines do not.
+        if cls.__module__.startswith("faceaudit.engine.") and cls.__module__ != "faceaudit.engine.cache":
+            found.append(cls)
+    return found
+
+
 def _data_missing(what: str, hint: str) -> None:
     message = f"{what} not found ({hint})"
     if os.environ.get("CI") == "true":

@@ -13,6 +13,8 @@ import pytest
 
 from support.images import encode
 
+pytestmark = pytest.mark.models  # runs the engine (in this process or a `faceaudit` subprocess)
+
 FACEAUDIT = shutil.which("faceaudit", path=str(Path(sys.executable).parent)) or "faceaudit"
 
 

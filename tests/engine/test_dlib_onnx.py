@@ -17,6 +17,8 @@ from faceaudit.engine import dlib_onnx
 from faceaudit.engine.dlib_engine import EMBED_CHIP_PADDING, EMBED_CHIP_SIZE, DlibEngine
 from faceaudit.images import load_image
 
+pytestmark = pytest.mark.models  # runs the engine (in this process or a `faceaudit` subprocess)
+
 SOURCE = face_recognition_models.face_recognition_model_location()
 MAX_ABS_DIFFERENCE = 1e-5
 N_IMAGES = 60  # spread over faces-dev's sources and cells by a fixed stride

@@ -18,6 +18,8 @@ from faceaudit.engine.sface_engine import MODEL_VERSION, SFaceEngine
 from faceaudit.images import load_image
 from faceaudit.rekognition import compare_faces
 
+pytestmark = pytest.mark.models  # runs the engine (in this process or a `faceaudit` subprocess)
+
 N_DETECT = 30  # faces-dev images, by a fixed stride over both sources
 N_PAIRS = 20  # genuine and as many impostor LFW pairs, from the check half
 
