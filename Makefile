@@ -1,17 +1,17 @@
-# Everything a fresh machine needs: `make run` (the main job) and `make test`.
+# Everything a fresh machine needs: `make run` (the main job), `make test` and `make lint`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test lint bench clean browser
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
 # The main job: the Rekognition-compatible service on embedded storage in ./data.
@@ -30,6 +30,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# The lint and type gate (configured in pyproject.toml); CI runs it before the tests.
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/faces_dev_accuracy.py
