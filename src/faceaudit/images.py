@@ -489,7 +489,7 @@ def _orientation(img: Image.Image) -> int:
         value = exif.get(ExifTags.Base.Orientation, 1)
         if value != 1:
             exif.tobytes()
-    except Exception:  # noqa: BLE001 -- whatever Pillow raises on broken EXIF: as stored
+    except Exception:  # whatever Pillow raises on broken EXIF: as stored
         return 1
     return value if value in _UPRIGHT else 1
 

@@ -20,9 +20,9 @@ import secrets
 import stat
 import string
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from faceaudit.server.sigv4 import Credentials
 

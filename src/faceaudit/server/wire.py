@@ -51,7 +51,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from botocore.loaders import Loader
@@ -67,9 +67,9 @@ from faceaudit.errors import (
 
 __all__ = [
     "CONTENT_TYPE",
+    "RekognitionProtocol",
     "SerializationException",
     "UnknownOperationException",
-    "RekognitionProtocol",
 ]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -289,13 +289,13 @@ class _Decoder:
     def _decode_timestamp(self, shape: Shape, value: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             try:
-                return datetime.fromtimestamp(value, tz=timezone.utc)
+                return datetime.fromtimestamp(value, tz=UTC)
             except (OverflowError, OSError, ValueError):
                 pass
         elif isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
             except ValueError:
                 pass
         raise self.wrong_type(path, value, "a timestamp (epoch seconds)")
@@ -342,9 +342,9 @@ def validation_message(violations: list[str], count: int | None = None) -> str:
 
 def _epoch(value: datetime | date) -> float | int:
     if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     elif value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     seconds = value.timestamp()
     return int(seconds) if seconds.is_integer() else seconds
 
@@ -428,7 +428,7 @@ class RekognitionProtocol:
 
     @classmethod
     @functools.lru_cache(maxsize=1)
-    def default(cls) -> "RekognitionProtocol":
+    def default(cls) -> RekognitionProtocol:
         """One shared instance (loading the model takes ~50 ms)."""
         return cls()
 
