@@ -182,7 +182,7 @@ def _read_s3_object(s3: object, bucket_dir: str) -> bytes:
         raise InvalidParameterException("S3Object needs a non-empty Bucket and Name")
     if s3.get("Version") is not None:
         raise InvalidParameterException("S3Object.Version is not supported")
-    separators = {"/", os.sep, os.altsep} - {None}
+    separators = {s for s in ("/", os.sep, os.altsep) if s is not None}  # altsep: None on POSIX
     name_parts = name.replace(os.sep, "/").replace(os.altsep or "/", "/").split("/")
     if (bucket in (".", "..") or any(s in bucket for s in separators) or "\0" in bucket + name
             or os.path.isabs(name) or os.path.splitdrive(name)[0] or ".." in name_parts):
