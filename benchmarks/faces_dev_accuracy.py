@@ -29,10 +29,10 @@ import numpy as np
 from rich.progress import track
 
 from faceaudit.datasets import faces_dev
-from faceaudit.engine import default_engine
 from faceaudit.engine.batch import analyze_files
 from faceaudit.engine.cache import CachingEngine
 from faceaudit.rekognition import compare_faces
+from faceaudit.runtime import default_engine
 from faceaudit.stats import pairwise_rate, wilson
 
 THRESHOLDS = (80, 95, 99)
