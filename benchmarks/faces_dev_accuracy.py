@@ -29,10 +29,10 @@ import numpy as np
 from rich.progress import track
 
 from faceaudit.datasets import faces_dev
-from faceaudit.engine import default_engine
 from faceaudit.engine.batch import analyze_files
 from faceaudit.engine.cache import CachingEngine
 from faceaudit.rekognition import compare_faces
+from faceaudit.runtime import default_engine
 from faceaudit.stats import pairwise_rate, wilson
 
 THRESHOLDS = (80, 95, 99)
@@ -40,6 +40,7 @@ THRESHOLDS = (80, 95, 99)
 
 def _hog_count(path: str) -> int:
     import dlib
+
     from faceaudit.images import load_image
     global _hog
     if "_hog" not in globals():
@@ -132,7 +133,8 @@ def write_group_fmr_data(report: dict, path: Path = GROUP_FMR_DATA) -> None:
     """Ship the per-group false match rates at 80/95/99 with the package (faceaudit.similarity reads them)."""
     data = {
         "model_version": default_engine().model_version,
-        "thresholds": {str(t): {cell: row["impostor_fmr_check_half"][str(t)] for cell, row in report["per_cell"].items()}
+        "thresholds": {str(t): {cell: row["impostor_fmr_check_half"][str(t)]
+                                for cell, row in report["per_cell"].items()}
                        for t in THRESHOLDS},
         "provenance": {
             "script": "benchmarks/faces_dev_accuracy.py",

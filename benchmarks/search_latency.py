@@ -52,7 +52,7 @@ def percentiles(samples_s):
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p95_ms": round(float(np.percentile(ms, 95)), 3),
             "max_ms": round(float(ms.max()), 3),
-            "n": int(len(ms))}
+            "n": len(ms)}
 
 
 def timed(fn):
@@ -78,7 +78,7 @@ def bench_search(size, queries, rng, workdir):
               "index_load_first_search_ms": round(first_s * 1000, 1),
               "index_memory_mb": round(size * (DIM * 4 + 8 + 8 + 8) / 2**20, 1)}
     for k in (10, 100):
-        samples = [timed(lambda q=q: store.search("bench", q, k))[0] for q in qs]
+        samples = [timed(lambda q=q, k=k: store.search("bench", q, k))[0] for q in qs]
         result[f"search_top{k}"] = percentiles(samples)
     # the same search at the numpy level only (no SQL, no records): the core cost
     view = store._indexes["bench"].index.snapshot()
@@ -96,9 +96,9 @@ def bench_search(size, queries, rng, workdir):
     for i in range(10):
         face = faces_for(vectors(rng, 1))
         writer.add_faces("bench", face)
-        appends.append(timed(lambda: store.search("bench", qs[i], 10))[0])
+        appends.append(timed(lambda q=qs[i]: store.search("bench", q, 10))[0])
         writer.delete_faces("bench", [face[0].face_id])
-        compactions.append(timed(lambda: store.search("bench", qs[i], 10))[0])
+        compactions.append(timed(lambda q=qs[i]: store.search("bench", q, 10))[0])
     result["search_after_other_writer_added_1"] = percentiles(appends)
     result["search_after_other_writer_deleted_1"] = percentiles(compactions)
     writer.close()

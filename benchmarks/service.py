@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -57,11 +57,10 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tests/support/server.py: start_server, RunningServer
 
-from support.server import start_server  # noqa: E402
-
 from faceaudit.datasets import faces_dev  # noqa: E402
 from faceaudit.engine.batch import analyze_files  # noqa: E402
 from faceaudit.storage import EmbeddedStore, StoredFace  # noqa: E402
+from support.server import start_server  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 MODEL_VERSION = "1.0"  # the default engine's model_version (DlibEngine)
@@ -391,7 +390,7 @@ def search_latency(data_dir: Path, probes: list[bytes], warm: list[bytes], colle
         with progress() as bar:
             task = bar.add_task("warm-up", total=n_warmup * len(ops))
             for k in range(n_warmup):
-                for op, name in ops:
+                for _op, name in ops:
                     img = warm[k % len(warm)]
                     if name is None:
                         client.detect_faces(Image={"Bytes": img})
@@ -400,7 +399,7 @@ def search_latency(data_dir: Path, probes: list[bytes], warm: list[bytes], colle
                     bar.advance(task)
             wall = {key: [] for key in ops}
             ids = {key: [] for key in ops}
-            cpu = {key: 0.0 for key in ops}
+            cpu = dict.fromkeys(ops, 0.0)
             matches = {name: [] for name in collections}
             top_similarity = {name: [] for name in collections}
             task = bar.add_task(f"probes x {len(ops)} calls", total=len(probes) * len(ops))
@@ -474,7 +473,7 @@ def index_run(server, collection: str, images: list[bytes], threads: int, bar, t
                                        ExternalImageId=f"img-{k}")
                 n = len(r["FaceRecords"])
                 err = None
-            except Exception as error:  # noqa: BLE001 - counted and reported
+            except Exception as error:  # any failure: counted and reported
                 n, err = 0, type(error).__name__
             elapsed = time.perf_counter() - t
             with lock:
@@ -717,7 +716,7 @@ def main() -> int:
     sampler = threading.Thread(target=sample_load, daemon=True)
     sampler.start()
     report: dict = {"benchmark": "benchmarks/service.py",
-                    "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
                     "machine": machine_info(), "args": vars(args)}
 
     labels = faces_dev.read_labels(root)

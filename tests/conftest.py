@@ -87,7 +87,7 @@ def faces_dev_root() -> Path:
 
 @pytest.fixture(scope="session")
 def engine():
-    from faceaudit.engine import default_engine
+    from faceaudit.runtime import default_engine
     return default_engine()
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from support.images import encode
 from faceaudit.engine import LANDMARK_NAMES
 from faceaudit.errors import InvalidImageFormatException, InvalidParameterException
 from faceaudit.rekognition import compare_faces, detect_faces
+from support.images import encode
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,7 @@ def test_at_most_100_faces_largest_first(engine, astronaut_rgb):
     details = detect_faces(engine, encode(canvas, "PNG"))["FaceDetails"]
     assert len(details) == 100
     areas = [d["BoundingBox"]["Width"] * d["BoundingBox"]["Height"] for d in details]
-    assert all(a >= b - 1e-6 for a, b in zip(areas, areas[1:]))  # ratios are rounded to 6 places
+    assert all(a >= b - 1e-6 for a, b in itertools.pairwise(areas))  # ratios are rounded to 6 places
     assert details[0]["BoundingBox"]["Top"] > grid.shape[0] / canvas.shape[0] - 0.02
 
 

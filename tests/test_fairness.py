@@ -200,7 +200,7 @@ def test_user_search_ranks_and_cuts_by_normalized_distance(normalized_collection
     for u in range(12):  # users of 1-5 faces drawn from both populations, some faces left without a user
         user = f"user-{u}"
         store.create_user("c", user)
-        members = [i for i in range(u, len(faces), 12)][: 1 + u % 5]
+        members = list(range(u, len(faces), 12))[: 1 + u % 5]
         store.associate_faces("c", user, [faces[i].face_id for i in members])
         for i in members:
             owners[i] = user

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 from skimage import data as skdata
-from support import bombs
 
 from faceaudit import errors
 from faceaudit import images as images_module
@@ -29,6 +28,7 @@ from faceaudit.images import (
     image_bytes_from_request,
     load_image,
 )
+from support import bombs
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

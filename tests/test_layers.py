@@ -52,8 +52,8 @@ LAYERS: list[tuple[str, set[str]]] = [
 # The lead empties these at merge, as the work named beside each lands.
 KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
     # faceaudit.engine.default_engine forwards to faceaudit.runtime while callers still
-    # import it from the engine: server/app.py, audit/target_rekognition.py, engine/batch.py,
-    # tests/conftest.py and benchmarks/. Switch them to faceaudit.runtime, then delete the shim.
+    # import it from the engine: audit/target_rekognition.py and engine/batch.py. Switch them
+    # to faceaudit.runtime, then delete the shim.
     ("faceaudit.engine", "faceaudit.runtime"): "engine.default_engine shim",
 }
 # Import cycles tolerated for now, as sets of modules (none: keep it so).

@@ -182,7 +182,7 @@ def _read_s3_object(s3: object, bucket_dir: str) -> bytes:
         raise InvalidParameterException("S3Object needs a non-empty Bucket and Name")
     if s3.get("Version") is not None:
         raise InvalidParameterException("S3Object.Version is not supported")
-    separators = {"/", os.sep, os.altsep} - {None}
+    separators = {s for s in ("/", os.sep, os.altsep) if s is not None}  # altsep: None on POSIX
     name_parts = name.replace(os.sep, "/").replace(os.altsep or "/", "/").split("/")
     if (bucket in (".", "..") or any(s in bucket for s in separators) or "\0" in bucket + name
             or os.path.isabs(name) or os.path.splitdrive(name)[0] or ".." in name_parts):
@@ -489,7 +489,7 @@ def _orientation(img: Image.Image) -> int:
         value = exif.get(ExifTags.Base.Orientation, 1)
         if value != 1:
             exif.tobytes()
-    except Exception:  # noqa: BLE001 -- whatever Pillow raises on broken EXIF: as stored
+    except Exception:  # whatever Pillow raises on broken EXIF: as stored
         return 1
     return value if value in _UPRIGHT else 1
 

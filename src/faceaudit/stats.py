@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.stats import binomtest
@@ -113,7 +114,7 @@ def percentile_interval(replicates, confidence: float = 0.95) -> tuple[float, fl
     if values.size == 0:
         return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
-    method = "inverted_cdf" if np.isinf(values).any() else "linear"
+    method: Literal["inverted_cdf", "linear"] = "inverted_cdf" if np.isinf(values).any() else "linear"
     low, high = np.quantile(values, [alpha, 1.0 - alpha], method=method)
     return float(low), float(high)
 

@@ -7,9 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.server import start_server
 
 from faceaudit.datasets import faces_dev
+from support.server import start_server
 
 pytestmark = pytest.mark.slow
 

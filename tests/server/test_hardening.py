@@ -20,6 +20,8 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
+
+from faceaudit.server.protocol import connection_cap
 from support.server import (
     RawResponse,
     RunningServer,
@@ -27,8 +29,6 @@ from support.server import (
     process_rss_bytes,
     start_server,
 )
-
-from faceaudit.server.protocol import connection_cap
 
 MiB = 1024 * 1024
 JSON = "application/x-amz-json-1.1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
@@ -186,7 +186,7 @@ def test_unknown_access_key(app, service):
 
 
 def test_expired_signature(app, service):
-    then = datetime.now(timezone.utc) - timedelta(minutes=20)
+    then = datetime.now(UTC) - timedelta(minutes=20)
     status, code, message = _error(post(app, detect_payload(), when=then))
     assert (status, code) == (400, "InvalidSignatureException")
     assert message.startswith("Signature expired")
@@ -312,7 +312,7 @@ def test_response_types_are_encoded(app, service):
     import numpy as np
     service.answers["CreateCollection"] = {
         "CollectionArn": "arn:x", "StatusCode": np.int64(200),
-        "FaceModelVersion": "faceaudit-1", "Extra": {"When": datetime(2024, 1, 2, tzinfo=timezone.utc),
+        "FaceModelVersion": "faceaudit-1", "Extra": {"When": datetime(2024, 1, 2, tzinfo=UTC),
                                                       "Raw": b"\x01\x02", "Score": np.float32(0.5)},
     }
     status, _, _, parsed, _ = post(app, {"CollectionId": "c"}, "RekognitionService.CreateCollection")

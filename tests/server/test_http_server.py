@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -109,7 +109,7 @@ def test_unsigned_request(faceaudit_server, astronaut_jpeg):
 
 
 def test_signature_from_20_minutes_ago(faceaudit_server):
-    then = datetime.now(timezone.utc) - timedelta(minutes=20)
+    then = datetime.now(UTC) - timedelta(minutes=20)
     answer = faceaudit_server.post({"Image": {"Bytes": "AAAA"}}, when=then)
     assert (answer.status, answer.error_code) == (400, "InvalidSignatureException")
     assert answer.json["message"].startswith("Signature expired: ")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from botocore.parsers import create_parser
@@ -206,7 +206,7 @@ def test_targets():
 
 
 def test_response_round_trips_through_botocore():
-    created = datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=timezone.utc)
+    created = datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=UTC)
     response = {"FaceCount": 3, "FaceModelVersion": "faceaudit-dlib-1", "CollectionARN": "arn:aws:x",
                 "CreationTimestamp": created, "UserCount": None}
     body = P.encode_response(op("DescribeCollection"), response)

@@ -12,6 +12,7 @@ import botocore.exceptions
 import pytest
 from PIL import Image
 from skimage import data as skdata
+
 from support import bombs
 
 # The memory figure the burst test asserts (docs/engine.md, "Image input"): eight

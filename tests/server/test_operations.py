@@ -117,7 +117,7 @@ def test_a_stranger_is_not_found_above_the_threshold(client, gallery, people):
 
 
 def test_search_faces_by_face_id_excludes_the_face_itself(client, gallery):
-    name, (first, *others) = next(iter(gallery.items()))
+    _, (first, *others) = next(iter(gallery.items()))
     response = client.search_faces(CollectionId="people", FaceId=first, MaxFaces=2)
     assert response["SearchedFaceId"] == first
     found = [m["Face"]["FaceId"] for m in response["FaceMatches"]]
@@ -194,7 +194,7 @@ def test_index_faces_options_and_unindexed_reasons(client, astronaut_rgb):
 def test_delete_faces(client, people):
     client.create_collection(CollectionId="deleting")
     try:
-        name = list(people)[0]
+        name = next(iter(people))
         ids = [client.index_faces(CollectionId="deleting", Image={"Bytes": photo}, MaxFaces=1)
                ["FaceRecords"][0]["Face"]["FaceId"] for photo in people[name][:3]]
         missing = "00000000-0000-4000-8000-000000000000"
@@ -253,7 +253,7 @@ def test_users(client, gallery, people):
 
 
 def test_detect_and_compare_over_the_wire(client, people):
-    name = list(people)[0]
+    name = next(iter(people))
     detected = client.detect_faces(Image={"Bytes": people[name][0]}, Attributes=["ALL"])
     assert detected["FaceDetails"] and "Gender" in detected["FaceDetails"][0]
     same = client.compare_faces(SourceImage={"Bytes": people[name][0]}, TargetImage={"Bytes": people[name][1]})

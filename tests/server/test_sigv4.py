@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -142,12 +142,12 @@ class Case:
     @property
     def now(self) -> datetime:
         return datetime.strptime(self.context["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=timezone.utc
+            tzinfo=UTC
         )
 
     def verify(self, request: RawRequest | None = None, credentials=None, **kw):
         r = request or self.request
-        options = dict(service=self.context["service"], now=self.now, normalize_path=self.context["normalize"])
+        options = {"service": self.context["service"], "now": self.now, "normalize_path": self.context["normalize"]}
         options.update(kw)
         return verify_request(
             r.method, r.path, r.query, r.headers, r.body, credentials or self.credentials, **options
@@ -277,7 +277,7 @@ def test_suite_altered_requests_are_rejected(case: Case):
             case.verify(request)
         except InvalidSignatureException:
             continue
-        except Exception as error:  # noqa: BLE001 -- report which mutation
+        except Exception as error:  # any other error: report which mutation
             pytest.fail(f"altered {label}: raised {error!r}, not InvalidSignatureException")
         pytest.fail(f"accepted with altered {label}")
     with pytest.raises(InvalidSignatureException, match="signature we calculated does not match"):
@@ -288,9 +288,9 @@ def test_suite_altered_requests_are_rejected(case: Case):
 def test_suite_clock_skew_and_scope(case: Case):
     # Header auth allows 15 minutes of skew; the suite's presigned URLs last X-Amz-Expires=3600 s.
     lifetime = timedelta(minutes=15) if case.variant == "header" else timedelta(seconds=3600)
-    with pytest.raises(InvalidSignatureException, match="^Signature expired: "):
+    with pytest.raises(InvalidSignatureException, match=r"^Signature expired: "):
         case.verify(now=case.now + lifetime + timedelta(seconds=1))
-    with pytest.raises(InvalidSignatureException, match="^Signature not yet current: "):
+    with pytest.raises(InvalidSignatureException, match=r"^Signature not yet current: "):
         case.verify(now=case.now - timedelta(minutes=15, seconds=1))
     with pytest.raises(InvalidSignatureException, match="scoped to correct service: 'rekognition'"):
         case.verify(service="rekognition")
@@ -374,7 +374,7 @@ def botocore_sign(
     prepared = request.prepare()
     headers = [(k, v.decode() if isinstance(v, bytes) else v) for k, v in prepared.headers.items()]
     headers.append(("Host", ENDPOINT_HOST))  # added by the HTTP client when it sends the request
-    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return Signed("POST", "/", "", headers, prepared.body, when)
 
 
@@ -578,7 +578,7 @@ def botocore_sign_with_header(value: str) -> Signed:
     )
     prepared = request.prepare()
     headers = [(k, v) for k, v in prepared.headers.items()] + [("Host", ENDPOINT_HOST)]
-    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return Signed("POST", "/", "", headers, prepared.body, when)
 
 
@@ -597,7 +597,7 @@ def test_date_header_instead_of_x_amz_date():
     prepared = request.prepare()
     headers = list(prepared.headers.items()) + [("Host", ENDPOINT_HOST)]
     assert not any(k.lower() == "x-amz-date" for k, _ in headers)
-    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     verified = verify_request("POST", "/", "", headers, prepared.body, KEY, now=when)
     assert "date" in verified.signed_headers and verified.date == when
 
@@ -611,11 +611,11 @@ def test_botocore_presigned_url():
         request
     )
     url = urlsplit(request.url)
-    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     headers = [("Host", ENDPOINT_HOST)]
     verified = verify_request("GET", url.path, url.query, headers, b"", KEY, now=when + timedelta(seconds=60))
     assert verified.presigned
-    with pytest.raises(InvalidSignatureException, match="^Signature expired"):
+    with pytest.raises(InvalidSignatureException, match=r"^Signature expired"):
         verify_request("GET", url.path, url.query, headers, b"", KEY, now=when + timedelta(seconds=61))
 
 
@@ -631,7 +631,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     credentials: Credentials
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):  # http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         path, _, query = self.path.partition("?")  # self.path is the raw request target
         try:

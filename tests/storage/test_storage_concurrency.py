@@ -53,7 +53,7 @@ def test_threads_adding_one_face_per_call(tmp_path):
             start.wait()
             for face in faces:
                 store.add_faces("c", [face])
-        except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
+        except BaseException as exc:  # any failure in the thread is reported below
             errors.append(exc)
 
     def searcher(seed):
@@ -66,7 +66,7 @@ def test_threads_adding_one_face_per_call(tmp_path):
                 assert len(got) >= seen  # each search sees a newer snapshot
                 assert all(a[1] <= b[1] for a, b in itertools.pairwise(got))
                 seen = len(got)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     writers = [threading.Thread(target=writer, args=(i,)) for i in range(8)]

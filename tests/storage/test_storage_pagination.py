@@ -108,7 +108,7 @@ def test_filters_paginate(store, rng):
     assert len(mine) == 84 and ids == mine and pages == 3
     wanted = [faces[i].face_id for i in range(1, 250, 2)] + [str(uuid.uuid4())]
     ids, _ = list_all(store, "c", 40, face_ids=wanted)
-    assert ids == [f for f in wanted[:-1]]
+    assert ids == wanted[:-1]
     ids, _ = list_all(store, "c", 10, user_id="u", face_ids=wanted)
     assert ids == [f for f in mine if f in set(wanted)]
 

@@ -111,7 +111,7 @@ def test_user_filter_and_search_users(tmp_path):
         store.create_user("c", name)
         members = [faces[i].face_id for i in range(u, 600, 13)][: 5 + u]
         store.associate_faces("c", name, members)
-        owners.update({m: name for m in members})
+        owners.update(dict.fromkeys(members, name))
     store.create_user("c", "empty")
 
     query = unit_vectors(rng, 1)[0]

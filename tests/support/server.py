@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -97,7 +97,7 @@ class RunningServer:
             if when is None:
                 signer.add_auth(request)
             else:
-                naive_utc = when.astimezone(timezone.utc).replace(tzinfo=None)
+                naive_utc = when.astimezone(UTC).replace(tzinfo=None)
                 with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
                     signer.add_auth(request)
             sent = dict(request.headers.items())
@@ -141,7 +141,7 @@ class RunningServer:
             self._log_handle = None
         return self.process.returncode
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -171,7 +171,7 @@ def start_server(data_dir: Path, *,
         stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env,
         # preexec_fn: the only way to set a child's rlimit without an external tool; tests
         # start servers from one thread.
-        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files))  # noqa: PLW1509
+        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files))
     server = RunningServer(process, "", data_dir, log_path,
                            credentials[0] if credentials else None,
                            credentials[1] if credentials else None, handle)

@@ -45,7 +45,7 @@ class AttributeHead:
             provenance: dict | None = None) -> AttributeHead:
         """Train on ``embeddings`` with ``labels``; ``balance_by`` (one group key per sample,
         e.g. (gender, race)) subsamples every group to the same size first."""
-        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+        from sklearn.linear_model import LogisticRegression
 
         x = np.asarray(embeddings, dtype=np.float64)
         y = np.asarray(labels, dtype=object)

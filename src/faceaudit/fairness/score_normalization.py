@@ -64,7 +64,7 @@ class FairScoreNormalization:
         ``min_pairs`` (default 10 / target_fmr) is the fewest within-cluster
         impostor pairs needed to trust a cluster's threshold.
         """
-        from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+        from sklearn.cluster import KMeans
 
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if len(embeddings) < 2 * n_clusters:

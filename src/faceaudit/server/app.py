@@ -71,6 +71,7 @@ from faceaudit.server.wire import (
     RekognitionProtocol,
     UnknownOperationException,
 )
+from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settings
 
 __all__ = [
     "BODY_IDLE_TIMEOUT",
@@ -95,7 +96,7 @@ MAX_INFLIGHT_BODY_BYTES = 4 * MAX_BODY_BYTES
 BODY_IDLE_TIMEOUT = 10.0  # seconds without a body byte before giving up on a request
 BODY_TOTAL_TIMEOUT = 60.0  # a 16 MB body at >= 280 kB/s
 RETRY_AFTER_SECONDS = 1
-DEFAULT_THREADS = 8
+DEFAULT_THREADS = DEFAULT_SERVE_THREADS
 # What must be signed for the server to act on it (docs/security.md).  The
 # 15-minute presign lifetime equals the clock-skew window of header signatures.
 SIGNING_POLICY = sigv4.SigningPolicy(
@@ -416,28 +417,25 @@ class RekognitionApp:
 
 def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
-              credentials: sigv4.Credentials | None = None) -> RekognitionApp:
-    """The real thing: default engine + EmbeddedStore(data_dir) + RekognitionService."""
-    from faceaudit.engine import default_engine
+              credentials: sigv4.Credentials | None = None,
+              settings: Settings | None = None) -> RekognitionApp:
+    """The real thing: default engine + EmbeddedStore(data_dir) + RekognitionService.
+
+    ``settings`` (default: the environment's) give the key pair when ``credentials`` is
+    None and the service's score normalization."""
     from faceaudit.rekognition.service import RekognitionService
+    from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import load_or_create
     from faceaudit.storage import EmbeddedStore
 
     if credentials is None:
-        credentials = load_or_create(data_dir).credentials
+        credentials = load_or_create(data_dir, settings=settings).credentials
     engine = default_engine()
     store = EmbeddedStore(data_dir)
-    service = RekognitionService(engine, store, bucket_dir=bucket_dir)
+    service = RekognitionService(engine, store, bucket_dir=bucket_dir, settings=settings)
     hooks = [store.close] if hasattr(store, "close") else []
     return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir))
-
-
-# Settings handed to worker processes (uvicorn --workers starts each from an import string).
-ENV_DATA_DIR = "FACEAUDIT_SERVE_DATA_DIR"
-ENV_BUCKET_DIR = "FACEAUDIT_SERVE_BUCKET_DIR"
-ENV_THREADS = "FACEAUDIT_SERVE_THREADS"
-ENV_REGION = "FACEAUDIT_SERVE_REGION"
 
 
 def configure_logging() -> None:
@@ -447,9 +445,13 @@ def configure_logging() -> None:
 
 
 def create_app_from_env() -> RekognitionApp:
-    """App factory for uvicorn worker processes; settings come from FACEAUDIT_SERVE_* variables."""
+    """App factory for uvicorn worker processes (an import string: it takes no arguments).
+
+    ``faceaudit serve --workers`` hands each worker its options as the FACEAUDIT_SERVE_*
+    variables (faceaudit.settings; faceaudit.server.runner sets them)."""
     configure_logging()
-    data_dir = os.environ[ENV_DATA_DIR]
-    return build_app(data_dir, bucket_dir=os.environ.get(ENV_BUCKET_DIR) or None,
-                     threads=int(os.environ.get(ENV_THREADS, DEFAULT_THREADS)),
-                     region=os.environ.get(ENV_REGION) or None)
+    settings = Settings.from_env()
+    if settings.serve_data_dir is None:
+        raise KeyError(f"{SERVE_DATA_DIR_ENV} (set by 'faceaudit serve --workers' for its workers)")
+    return build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
+                     threads=settings.serve_threads, region=settings.serve_region, settings=settings)

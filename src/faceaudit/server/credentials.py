@@ -20,11 +20,12 @@ import secrets
 import stat
 import string
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from faceaudit.server.sigv4 import Credentials
+from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings  # the names: re-exported
 
 __all__ = [
     "ACCESS_KEY_ENV",
@@ -37,8 +38,6 @@ __all__ = [
     "usage_note",
 ]
 
-ACCESS_KEY_ENV = "FACEAUDIT_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "FACEAUDIT_SECRET_ACCESS_KEY"
 CREDENTIALS_FILE = "credentials.json"
 ACCESS_KEY_LENGTH = 20
 SECRET_KEY_LENGTH = 40
@@ -131,11 +130,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_or_create(data_dir: str | os.PathLike, environ: Mapping[str, str] | None = None
-                   ) -> LoadedCredentials:
-    """The server's credentials: environment, else the stored file, else new ones (stored)."""
-    env = os.environ if environ is None else environ
-    access, secret = env.get(ACCESS_KEY_ENV, ""), env.get(SECRET_KEY_ENV, "")
+def load_or_create(data_dir: str | os.PathLike, environ: Mapping[str, str] | None = None, *,
+                   settings: Settings | None = None) -> LoadedCredentials:
+    """The server's credentials: environment, else the stored file, else new ones (stored).
+
+    The environment is ``settings``, else ``Settings.from_env(environ)`` (default: this process's).
+    """
+    if settings is None:
+        settings = Settings.from_env(environ)
+    access, secret = settings.access_key_id or "", settings.secret_access_key or ""
     if access or secret:
         if not (access and secret):
             raise CredentialsError(

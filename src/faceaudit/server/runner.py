@@ -26,16 +26,14 @@ import signal
 import socket
 import sys
 
-from faceaudit.server.app import (
-    DEFAULT_THREADS,
-    ENV_BUCKET_DIR,
-    ENV_DATA_DIR,
-    ENV_REGION,
-    ENV_THREADS,
-    build_app,
-    configure_logging,
-)
+from faceaudit.server.app import DEFAULT_THREADS, build_app, configure_logging
 from faceaudit.server.credentials import load_or_create, usage_note
+from faceaudit.settings import (
+    SERVE_BUCKET_DIR_ENV,
+    SERVE_DATA_DIR_ENV,
+    SERVE_REGION_ENV,
+    SERVE_THREADS_ENV,
+)
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
@@ -155,10 +153,12 @@ def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
                    bucket_dir: str | None, threads: int, region: str | None) -> int:
     from uvicorn.supervisors import Multiprocess
 
-    os.environ[ENV_DATA_DIR] = os.path.abspath(data_dir)
-    os.environ[ENV_BUCKET_DIR] = os.path.abspath(bucket_dir) if bucket_dir else ""
-    os.environ[ENV_THREADS] = str(threads)
-    os.environ[ENV_REGION] = region or ""
+    # Workers start from an import string, so their options travel in the environment, where
+    # create_app_from_env reads them back through Settings ("" = unset).
+    os.environ[SERVE_DATA_DIR_ENV] = os.path.abspath(data_dir)
+    os.environ[SERVE_BUCKET_DIR_ENV] = os.path.abspath(bucket_dir) if bucket_dir else ""
+    os.environ[SERVE_THREADS_ENV] = str(threads)
+    os.environ[SERVE_REGION_ENV] = region or ""
     config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)
 
     class _Supervisor(Multiprocess):

@@ -53,11 +53,11 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
-from faceaudit.errors import (  # noqa: F401  (re-exported for callers of this module)
+from faceaudit.errors import (  # also re-exported for callers of this module
     IncompleteSignatureException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
@@ -305,7 +305,7 @@ class _AuthInfo:
 
 
 def _fmt(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime(AMZ_DATE_FORMAT)
+    return dt.astimezone(UTC).strftime(AMZ_DATE_FORMAT)
 
 
 def _fmt_span(span: timedelta) -> str:
@@ -318,7 +318,7 @@ def _fmt_span(span: timedelta) -> str:
 def _parse_amz_date(value: str) -> datetime:
     if _AMZ_DATE_RE.fullmatch(value):
         try:
-            return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+            return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             pass
     raise IncompleteSignatureException(
@@ -335,8 +335,8 @@ def _parse_http_date(value: str) -> datetime:
             f"Date header must be an RFC 1123 date, e.g. 'Sun, 30 Aug 2015 12:36:00 GMT'. Got '{value}'."
         ) from None
     if dt.tzinfo is None:  # '-0000' (what botocore sends) parses as naive; HTTP dates are UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _header_auth(value: str, index: dict[str, list[str]]) -> _AuthInfo:
@@ -587,9 +587,9 @@ def preverify(
         )
 
     signed_at = _parse_amz_date(auth.amz_date)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     if auth.presigned:
         assert auth.expires is not None
         if policy is not None and auth.expires > policy.max_presign_expires:

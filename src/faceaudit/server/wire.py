@@ -51,11 +51,11 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from botocore.loaders import Loader
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StringShape, StructureShape
 
 from faceaudit.errors import (
     ImageTooLargeException,
@@ -67,9 +67,9 @@ from faceaudit.errors import (
 
 __all__ = [
     "CONTENT_TYPE",
+    "RekognitionProtocol",
     "SerializationException",
     "UnknownOperationException",
-    "RekognitionProtocol",
 ]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -182,13 +182,15 @@ class _Decoder:
             f"Expected {expected}{where}, but got a JSON {_json_type(value)}")
 
     def decode(self, shape: Shape, value: Any, path: str) -> Any:
+        # botocore builds each container and string shape as its subclass (ShapeResolver), which
+        # is what the _decode_structure/list/map/string handlers below are typed with.
         handler = getattr(self, f"_decode_{shape.type_name}", None)
         if handler is None:  # a type this model does not use today: pass it on untouched
             return value
         return handler(shape, value, path)
 
     # containers ----------------------------------------------------------------
-    def _decode_structure(self, shape: Shape, value: Any, path: str) -> Any:
+    def _decode_structure(self, shape: StructureShape, value: Any, path: str) -> Any:
         if getattr(shape, "is_document_type", False):
             return value
         if not isinstance(value, dict):
@@ -210,7 +212,7 @@ class _Decoder:
                 self.violation(_member_path(path, name), None, "Member must not be null")
         return out
 
-    def _decode_list(self, shape: Shape, value: Any, path: str) -> Any:
+    def _decode_list(self, shape: ListShape, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise self.wrong_type(path, value, "a JSON array")
         if not self._check_length(shape, value, len(value), path, "length"):
@@ -218,7 +220,7 @@ class _Decoder:
         return [self.decode(shape.member, item, f"{path}.{i + 1}.member")
                 for i, item in enumerate(value)]
 
-    def _decode_map(self, shape: Shape, value: Any, path: str) -> Any:
+    def _decode_map(self, shape: MapShape, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise self.wrong_type(path, value, "a JSON object (map)")
         if not self._check_length(shape, value, len(value), path, "length"):
@@ -227,7 +229,7 @@ class _Decoder:
                 self.decode(shape.value, item, f"{path}.{key}") for key, item in value.items()}
 
     # scalars -------------------------------------------------------------------
-    def _decode_string(self, shape: Shape, value: Any, path: str) -> Any:
+    def _decode_string(self, shape: StringShape, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise self.wrong_type(path, value, "a string")
         meta = shape.metadata
@@ -289,13 +291,13 @@ class _Decoder:
     def _decode_timestamp(self, shape: Shape, value: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             try:
-                return datetime.fromtimestamp(value, tz=timezone.utc)
+                return datetime.fromtimestamp(value, tz=UTC)
             except (OverflowError, OSError, ValueError):
                 pass
         elif isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
             except ValueError:
                 pass
         raise self.wrong_type(path, value, "a timestamp (epoch seconds)")
@@ -342,9 +344,9 @@ def validation_message(violations: list[str], count: int | None = None) -> str:
 
 def _epoch(value: datetime | date) -> float | int:
     if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     elif value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     seconds = value.timestamp()
     return int(seconds) if seconds.is_integer() else seconds
 
@@ -392,15 +394,16 @@ def _encode(shape: Shape | None, value: Any) -> Any:
     if shape is None:
         return _encode_any(value)
     kind = shape.type_name
-    if kind == "structure" and isinstance(value, Mapping):
+    # botocore builds "structure", "list" and "map" shapes as these subclasses (ShapeResolver)
+    if isinstance(shape, StructureShape) and isinstance(value, Mapping):
         if getattr(shape, "is_document_type", False):
             return _encode_any(value)
         members = shape.members
         return {name: _encode(members.get(name), item)
                 for name, item in value.items() if item is not None}
-    if kind == "list" and isinstance(value, (list, tuple)):
+    if isinstance(shape, ListShape) and isinstance(value, (list, tuple)):
         return [_encode(shape.member, item) for item in value]
-    if kind == "map" and isinstance(value, Mapping):
+    if isinstance(shape, MapShape) and isinstance(value, Mapping):
         return {str(k): _encode(shape.value, v) for k, v in value.items() if v is not None}
     if kind == "timestamp" and isinstance(value, (datetime, date)):
         return _epoch(value)
@@ -428,7 +431,7 @@ class RekognitionProtocol:
 
     @classmethod
     @functools.lru_cache(maxsize=1)
-    def default(cls) -> "RekognitionProtocol":
+    def default(cls) -> RekognitionProtocol:
         """One shared instance (loading the model takes ~50 ms)."""
         return cls()
 

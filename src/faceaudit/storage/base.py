@@ -435,7 +435,7 @@ class FaceStore(abc.ABC):
     def get_user(self, collection_id: str, user_id: str) -> User:
         """The UserID with its status; ResourceNotFoundException if absent."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: a store without resources has nothing to close)
         """Release resources (connections). The store is unusable afterwards."""
 
     def __enter__(self):

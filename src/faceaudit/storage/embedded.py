@@ -891,7 +891,9 @@ class EmbeddedStore(FaceStore):
             coll = self._collection(conn, collection_id)
             rowid = self._user_rowid(conn, coll, user_id)
             existing = [r[0] for r in conn.execute("SELECT vector FROM faces WHERE user = ?", (rowid,))]
-            existing_matrix = (_vectors_from_blobs(existing, coll.vector_dim).astype(np.float64)
+            # Faces exist, so the first one fixed vector_dim; were it missing, 0 makes
+            # _vectors_from_blobs report the store as inconsistent.
+            existing_matrix = (_vectors_from_blobs(existing, coll.vector_dim or 0).astype(np.float64)
                                if existing else None)
             found = self._faces_for_users_op(conn, coll, face_ids)
             to_link = []
