@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ def main() -> None:
     halves = faces_dev.split_halves(labels)
     pairs = faces_dev.pairs_in_half(faces_dev.read_pairs(root), halves, faces_dev.CHECK)
     result: dict[str, Any] = {"benchmark": "engine_comparison",
-              "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
               "engines": {name: evaluate(name, root, labels, halves, pairs) for name in ENGINES}}
     result["seconds"] = time.time() - started
     out = Path(args.out)

@@ -61,7 +61,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -370,7 +370,8 @@ def write_markdown(result: dict, path: Path) -> None:
         "cores hold a load of that many).",
         "",
         f"Single process, per image; median / p95 in ms (this process got {result['serial_phase']['cpu_per_wall']:.0%} "
-        "of a core over that part: CPU s / wall s). Ratio = faceaudit / face_recognition (medians; >1 = faceaudit slower).",
+        "of a core over that part: CPU s / wall s). "
+        "Ratio = faceaudit / face_recognition (medians; >1 = faceaudit slower).",
         "",
         "| stage | faceaudit median | p95 | face_recognition median | p95 | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
 
     both = [r["faces"] > 0 and (not rows_b or rows_b[i]["faces"] > 0) for i, r in enumerate(rows_a)]
     result: dict = {
-        "benchmark": "speed", "n": len(paths), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "speed", "n": len(paths), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "sample": sample, "machine": machine_info(), "warmup_images": len(warm),
         "calibration_shipped": calibration_shipped(),
         "engine": {"model_version": engine.model_version, "engine_source_sha256": engine_sha},

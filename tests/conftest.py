@@ -16,7 +16,6 @@ import pytest
 from faceaudit.datasets import faces_dev
 from support.images import encode
 
-
 # Fixtures that load the face models, in this process or in a server process they start.
 # A test using one (directly or through another fixture) is marked ``models``; `make test-fast`
 # runs the rest. Files that load models some other way say so with ``pytestmark``.

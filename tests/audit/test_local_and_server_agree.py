@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from faceaudit.audit import protocols
-from faceaudit.datasets.readers import load_dataset
 from faceaudit.audit.targets import open_target
+from faceaudit.datasets.readers import load_dataset
 from support.server import start_server
 
 pytestmark = pytest.mark.slow

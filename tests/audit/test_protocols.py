@@ -430,7 +430,7 @@ def test_verification_det_curves():
 
 
 def test_verification_given_pairs_and_no_identities():
-    dataset, target, labels = verification_case()
+    dataset, target, _labels = verification_case()
     paths = [image.path for image in dataset.images]
     given = [AuditPair(paths[3], paths[4], True), AuditPair(paths[0], paths[40], False),
              AuditPair(paths[1], paths[110], False)]  # the last crosses gender
@@ -578,7 +578,7 @@ def test_lineup_every_row_against_independent_counts():
 
 
 def test_lineup_given_gallery_and_probes_and_gallery_size():
-    dataset, target, labels = lineup_case()
+    dataset, target, _labels = lineup_case()
     paths = [image.path for image in dataset.images]
     gallery = [p for p in paths if p.endswith("/0.jpg")][:30]
     probes = [p for p in paths if p.endswith("/1.jpg")]

@@ -30,10 +30,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceaudit.audit.report import (ReportError, build_comparison, compare_reports, load_report,
-                                    validate_report, write_report)
-from faceaudit.audit.report.common import (attribute_order, fmt_interval, fmt_kn, fmt_value,
-                                           group_label, pct)
+from faceaudit.audit.report import (
+    ReportError,
+    build_comparison,
+    compare_reports,
+    load_report,
+    validate_report,
+    write_report,
+)
+from faceaudit.audit.report.common import attribute_order, fmt_interval, fmt_kn, fmt_value, group_label, pct
 from faceaudit.stats import wilson
 
 # ---------------------------------------------------------------- example reports

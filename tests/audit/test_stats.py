@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from faceaudit.stats import (bootstrap_mean, bootstrap_mean_replicates,
-                             bootstrap_proportion_replicates, cluster_bootstrap_replicates,
-                             cluster_rate, compare, pair_bootstrap_replicates, pair_rate,
-                             pairwise_rate, percentile_interval, rng_for, widened_rate, wilson)
+from faceaudit.stats import (
+    bootstrap_mean,
+    bootstrap_mean_replicates,
+    bootstrap_proportion_replicates,
+    cluster_bootstrap_replicates,
+    cluster_rate,
+    compare,
+    pair_bootstrap_replicates,
+    pair_rate,
+    pairwise_rate,
+    percentile_interval,
+    rng_for,
+    widened_rate,
+    wilson,
+)
 
 
 def wilson_ci(k, n):

@@ -228,7 +228,7 @@ def test_local_search_is_a_ranked_lineup(local, subset):
         matches = results[probe]
         assert 1 <= len(matches) <= 5 and all(isinstance(m, Match) for m in matches)
         assert [m.similarity for m in matches] == sorted((m.similarity for m in matches), reverse=True)
-        assert set(m.path for m in matches) <= set(subset.gallery)
+        assert {m.path for m in matches} <= set(subset.gallery)
         hits += subset.identity.get(matches[0].path) == subset.identity[probe]
     assert hits >= 4
 

@@ -42,7 +42,8 @@ def run_audit(protocol: str, data: str, target: str, out: str, *, labels: str | 
         raise ValueError(f"pairs must be 'dataset' or 'generated', got {pairs!r}")
     if pairs == "generated":
         dataset.pairs = None
-    options: dict[str, Any] = {"group_by": tuple(group_by), "thresholds": tuple(thresholds), "seed": seed, "min_cell": min_cell}
+    options: dict[str, Any] = {"group_by": tuple(group_by), "thresholds": tuple(thresholds), "seed": seed,
+                               "min_cell": min_cell}
     if protocol == "verification":
         options["target_fmr"] = target_fmr
     system = open_target(target, cache_dir=cache_dir, workers=workers)

@@ -99,4 +99,5 @@ def normalize_gender(value: str | None) -> str | None:
     try:
         return GENDER_ALIASES[value.strip().lower()]
     except KeyError:
-        raise ValueError(f"unrecognised gender {value.strip()!r} (accepted: {', '.join(sorted(GENDER_ALIASES))})") from None
+        accepted = ", ".join(sorted(GENDER_ALIASES))
+        raise ValueError(f"unrecognised gender {value.strip()!r} (accepted: {accepted})") from None

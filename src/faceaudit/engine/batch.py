@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from faceaudit.engine.base import FaceEngine
 from faceaudit.errors import RekognitionError
 
 
@@ -37,18 +38,21 @@ class FileResult:
         return self.face_count > 0
 
 
-_worker_engine = None
+_worker_engine: FaceEngine | None = None
 
 
-def _start_worker(engine_factory: Callable | None) -> None:
+def _start_worker(engine_factory: Callable[[], FaceEngine] | None) -> None:
     global _worker_engine
-    from faceaudit.engine import default_engine
-    _worker_engine = (engine_factory or default_engine)()
+    if engine_factory is None:
+        from faceaudit.engine import default_engine  # the runtime's, through the engine's forward
+        engine_factory = default_engine
+    _worker_engine = engine_factory()
 
 
 def _analyze_one(path: str) -> FileResult:
     from faceaudit.images import load_image
     engine = _worker_engine
+    assert engine is not None, "_start_worker runs first in every worker"
     try:
         image = load_image(path)
     except RekognitionError as error:
@@ -79,7 +83,7 @@ def analyze_files(paths: Sequence[str], workers: int | None = None, progress: bo
     chunk = max(1, min(16, len(paths) // (workers * 8) or 1))
     if workers == 1:
         _start_worker(engine_factory)
-        results = map(_analyze_one, paths)
+        results: Iterable[FileResult] = map(_analyze_one, paths)
         executor = None
     else:
         # forkserver: forking this (threaded) process can deadlock a worker; callers need a __main__ guard

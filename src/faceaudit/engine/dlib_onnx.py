@@ -259,7 +259,7 @@ def build_onnx(net: DlibResNet, source_sha256: str = "") -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array), n))
         return n
 
-    def node(op: str, inputs: list[str], **attrs: object) -> str:
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
         out = name(op.lower())
         nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out

@@ -82,7 +82,7 @@ class SFaceEngine(FaceEngine):
     def options(self) -> dict:
         return {"engine": "sface", "detect_score_threshold": self.score_threshold}
 
-    def detect(self, image: "LoadedImage", max_faces: int = 100) -> list[DetectedFace]:
+    def detect(self, image: LoadedImage, max_faces: int = 100) -> list[DetectedFace]:
         bgr = cv2.cvtColor(image.pixels, cv2.COLOR_RGB2BGR)  # YuNet was trained on OpenCV's BGR
         scale = min(1.0, DETECT_MAX_SIDE / max(image.width, image.height))
         if scale < 1.0:
@@ -105,7 +105,7 @@ class SFaceEngine(FaceEngine):
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces[:max_faces]
 
-    def embed(self, image: "LoadedImage", faces: list[DetectedFace]) -> np.ndarray:
+    def embed(self, image: LoadedImage, faces: list[DetectedFace]) -> np.ndarray:
         if not faces:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         chips = [align(image.pixels, face.alignment) for face in faces]  # RGB in, RGB chips out
@@ -113,12 +113,12 @@ class SFaceEngine(FaceEngine):
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors.astype(np.float32)
 
-    def analyze(self, image: "LoadedImage", faces: list[DetectedFace]) -> list[FaceAttributes]:
+    def analyze(self, image: LoadedImage, faces: list[DetectedFace]) -> list[FaceAttributes]:
         if not faces:
             return []
         with self._lock:
             shapes = [self._shape_predictor(image.pixels, dlib.rectangle(
-                int(round(face.left)), int(round(face.top)), int(round(face.right)), int(round(face.bottom))))
+                round(face.left), round(face.top), round(face.right), round(face.bottom)))
                 for face in faces]
             gender_p = self._attributes.gender_probabilities(image.pixels, shapes)
             age_p = self._attributes.age_distribution(image.pixels, shapes)

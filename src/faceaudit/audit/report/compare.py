@@ -153,7 +153,7 @@ def _compare_metric(protocol: str, name: str, reports: list[dict], idx: list[int
               sorted(by_keys.items(), key=lambda kv: (len(kv[0]), kv[0]))]
     rows = []
     for ci, c in enumerate(col_keys):
-        for keys, gks in blocks:
+        for _keys, gks in blocks:
             for gk in gks:
                 values = []
                 for i in idx:

@@ -78,5 +78,5 @@ class Target(ABC):
                ) -> dict[str, list[Match]]:
         ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: a target without resources has nothing to release)
         """Release what the target holds (temporary collections, worker processes)."""

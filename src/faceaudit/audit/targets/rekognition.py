@@ -301,7 +301,7 @@ class RekognitionTarget(Target):
         for i in searched:
             cached = self.cache.get(run.search_key(i, partners[i]))
             if cached is not None:
-                responses[i] = {j: similarity for j, similarity in cached["Similarities"]}
+                responses[i] = dict(cached["Similarities"])
         self.cache_hits["SearchFaces"] += len(responses)
 
         def unsearched() -> list[int]:
@@ -330,7 +330,8 @@ class RekognitionTarget(Target):
                                    {"Similarities": sorted(found.items())})
                     responses[i] = found
 
-                jobs = [Job("SearchFaces", {"CollectionId": collection_id, "FaceId": _indexed(statuses[i])["FaceIds"][0],
+                jobs = [Job("SearchFaces", {"CollectionId": collection_id,
+                                            "FaceId": _indexed(statuses[i])["FaceIds"][0],
                                             "FaceMatchThreshold": 0.0, "MaxFaces": SEARCH_MAX_FACES})
                         for i in todo]
                 self._run_jobs(jobs, f"SearchFaces for {len(jobs)} images ({self.name})", done)

@@ -67,7 +67,7 @@ def error_of(exc: BaseException) -> tuple[str, str] | None:
     if isinstance(exc, RekognitionError):
         return exc.code, exc.message
     try:
-        from botocore.exceptions import ClientError, ParamValidationError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError, ParamValidationError
     except ImportError:  # pragma: no cover - botocore is a dependency
         return None
     if isinstance(exc, ClientError):
@@ -123,7 +123,7 @@ class Backend(ABC):
     def run(self, job: Job) -> Outcome:
         return self.submit(job).result()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: a backend without resources has nothing to close)
         pass
 
 
@@ -155,7 +155,7 @@ class ThreadBackend(Backend):
 
 def botocore_call(client: Any) -> Call:
     """``call("IndexFaces", request)`` -> ``client.index_faces(**request)``."""
-    from botocore import xform_name  # type: ignore[import-untyped]
+    from botocore import xform_name
 
     def call(operation: str, request: dict[str, Any]) -> dict[str, Any]:
         return getattr(client, xform_name(operation))(**request)
@@ -170,8 +170,8 @@ def botocore_backend(endpoint_url: str | None, *, region: str, access_key_id: st
     ``endpoint_url`` None means Amazon's own endpoint for ``region``; keys None
     means botocore's default credential chain (environment, profiles, roles).
     """
-    import botocore.config  # type: ignore[import-untyped]
-    import botocore.session  # type: ignore[import-untyped]
+    import botocore.config
+    import botocore.session
 
     threads = max(1, threads or DEFAULT_REMOTE_THREADS)
     # Retries: botocore's "adaptive" mode retries throttling and transient errors with
