@@ -181,14 +181,14 @@ def time_face_recognition(fr, path: str) -> dict:
 def time_embedding_runtimes(engine, paths: list[str], batch: int = 8) -> dict:
     """dlib's compute_face_descriptor vs onnxruntime on the same chips, alternating order per chip."""
     import dlib
-    import face_recognition_models
 
     from faceaudit.engine import dlib_onnx
     from faceaudit.engine.dlib_engine import EMBED_CHIP_PADDING, EMBED_CHIP_SIZE
     from faceaudit.engine.dlib_engine import _onnx_session as session_for
+    from faceaudit.engine.model_files import RESNET_EMBEDDING, dlib_model_file
     from faceaudit.images import load_image
-    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
-    converted = dlib_onnx.converted_model(face_recognition_models.face_recognition_model_location())
+    encoder = dlib.face_recognition_model_v1(dlib_model_file(RESNET_EMBEDDING))
+    converted = dlib_onnx.converted_model(dlib_model_file(RESNET_EMBEDDING))
     session = session_for(str(converted.path), threads=1)
 
     def run_onnx(chips):

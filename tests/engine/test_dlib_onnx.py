@@ -8,18 +8,18 @@ import os
 from pathlib import Path
 
 import dlib
-import face_recognition_models
 import numpy as np
 import pytest
 
 from faceaudit.datasets import faces_dev
 from faceaudit.engine import dlib_onnx
 from faceaudit.engine.dlib_engine import EMBED_CHIP_PADDING, EMBED_CHIP_SIZE, DlibEngine
+from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file
 from faceaudit.images import load_image
 
 pytestmark = pytest.mark.models  # runs the engine (in this process or a `faceaudit` subprocess)
 
-SOURCE = face_recognition_models.face_recognition_model_location()
+SOURCE = dlib_model_file(RESNET_EMBEDDING)
 MAX_ABS_DIFFERENCE = 1e-5
 N_IMAGES = 60  # spread over faces-dev's sources and cells by a fixed stride
 
@@ -151,7 +151,7 @@ def test_parser_rejects_truncated_and_foreign_files():
     with pytest.raises(dlib_onnx.DlibFormatError):
         dlib_onnx.read_dlib_resnet(data[:-100])
     with pytest.raises(dlib_onnx.DlibFormatError):
-        dlib_onnx.read_dlib_resnet(Path(face_recognition_models.pose_predictor_five_point_model_location())
+        dlib_onnx.read_dlib_resnet(Path(dlib_model_file(FIVE_POINT_LANDMARKS))
                                    .read_bytes())
     net = dlib_onnx.read_dlib_resnet(data)
     net.layers[5] = dlib_onnx.Layer("relu")  # another architecture than the converter knows

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import dlib
-import face_recognition_models
 import numpy as np
 import onnxruntime as ort
 
 from faceaudit.engine import dlib_onnx
 from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from, onnx_session
 from faceaudit.engine.base import DetectedFace, EmbeddingClassifier, FaceAttributes, FaceEngine
+from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file
 from faceaudit.similarity import SimilarityScale
 
 if TYPE_CHECKING:
@@ -95,21 +95,20 @@ class DlibEngine(FaceEngine):
         use, cached; falls back to dlib, logged, if that fails) instead of dlib;
         ``embedding_threads``: onnxruntime threads for it (1: processes, not threads, use the cores).
         Score normalization is not the engine's business: see faceaudit.scoring."""
-        models = face_recognition_models
         self._detector = _load_mtcnn(MIN_FACE_PIXELS)
-        self._shape_predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+        self._shape_predictor = dlib.shape_predictor(dlib_model_file(FIVE_POINT_LANDMARKS))
         self._encoder = None
         self._embedder: ort.InferenceSession | None = None
         self._embed_means: tuple[float, float, float] = (0.0, 0.0, 0.0)
         if onnx_embedding:
             try:
-                converted = dlib_onnx.converted_model(models.face_recognition_model_location())
+                converted = dlib_onnx.converted_model(dlib_model_file(RESNET_EMBEDDING))
                 self._embedder = _onnx_session(str(converted.path), threads=embedding_threads)
                 self._embed_means = converted.input_means
             except Exception as error:  # any failure: dlib computes the same descriptors, slower
                 log.warning("dlib ResNet -> ONNX conversion failed, embedding with dlib: %s", error)
         if self._embedder is None:
-            self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+            self._encoder = dlib.face_recognition_model_v1(dlib_model_file(RESNET_EMBEDDING))
         self._attributes = AgeGenderNetworks()
         self._similarity_scale = similarity_scale
         self.gender_head = gender_head

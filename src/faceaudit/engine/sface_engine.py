@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import cv2
 import dlib
-import face_recognition_models
 import numpy as np
 
 from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from
 from faceaudit.engine.base import LANDMARK_NAMES, DetectedFace, FaceAttributes, FaceEngine
+from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, dlib_model_file
 from faceaudit.engine.sface import SFace, align
 from faceaudit.engine.yunet import YuNet
 from faceaudit.similarity import SimilarityScale
@@ -60,8 +60,7 @@ class SFaceEngine(FaceEngine):
         """``threads``: onnxruntime threads per network (1: processes, not threads, use the cores)."""
         self._detector = YuNet(score_threshold=score_threshold, nms_threshold=NMS_THRESHOLD, threads=threads)
         self._recognizer = SFace(threads=threads)
-        self._shape_predictor = dlib.shape_predictor(
-            face_recognition_models.pose_predictor_five_point_model_location())
+        self._shape_predictor = dlib.shape_predictor(dlib_model_file(FIVE_POINT_LANDMARKS))
         self._attributes = AgeGenderNetworks()
         self._similarity_scale = similarity_scale
         self.score_threshold = score_threshold

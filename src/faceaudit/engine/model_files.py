@@ -1,0 +1,27 @@
+"""Where the dlib model files of the face-recognition-models package are, without importing it.
+
+The package's own ``__init__`` imports ``pkg_resources``, which setuptools 82 removed and
+which Python 3.12+ venvs do not have at all; finding the package's folder with
+``importlib.util.find_spec`` never runs that code. We only ever use the two files below
+(never its 68-point landmark model, whose licence excludes commercial use).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+FIVE_POINT_LANDMARKS = "shape_predictor_5_face_landmarks.dat"
+RESNET_EMBEDDING = "dlib_face_recognition_resnet_model_v1.dat"
+PACKAGE = "face_recognition_models"
+
+
+def dlib_model_file(name: str) -> str:
+    """The path of one of face-recognition-models' files (``FIVE_POINT_LANDMARKS``, ``RESNET_EMBEDDING``)."""
+    spec = importlib.util.find_spec(PACKAGE)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{PACKAGE} is not installed (pip install face-recognition-models)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{PACKAGE} has no model file {name} (looked at {path})")
+    return str(path)
