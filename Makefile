@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench clean browser
+.PHONY: install run test test-fast test-other-python lint bench clean browser
 
 install: $(STAMP)
 
@@ -39,6 +39,17 @@ test-fast: install
 	FACEAUDIT_TEST_NO_MODELS=1 $(BIN)/python -m pytest -m "not models and not slow"
 
 # The lint and type gate (configured in pyproject.toml); CI runs it before the tests.
+# The same code on a second Python (CI: 3.13, when the machine has one, on PATH or under pyenv):
+# a fresh venv and the parts most sensitive to the interpreter (images, engine, storage,
+# operations, layering).
+OTHER_PYTHON ?= $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13; do \
+                  "$$p" --version >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+test-other-python:
+	@if [ -z "$(OTHER_PYTHON)" ]; then echo "no Python 3.13 found: second-version tests skipped"; else \
+	  $(MAKE) install PYTHON=$(OTHER_PYTHON) VENV=.venv313 && \
+	  .venv313/bin/python -m pytest -q -p no:cacheprovider tests/test_images.py tests/test_detect_compare.py \
+	    tests/server/test_operations.py tests/storage tests/engine tests/test_layers.py; fi
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy

@@ -18,11 +18,13 @@ FACEAUDIT_SERVE_BUCKET_DIR         the data folder, the S3Object folder, request
 FACEAUDIT_SERVE_THREADS            process and the only region accepted in signatures
 FACEAUDIT_SERVE_REGION             ("" = any)
 FACEAUDIT_TEST_DATA                the faces-dev research photos (tests, benchmarks)
+FACEAUDIT_CACHE_DIR                where converted models and audit answers are cached
+                                   (default $XDG_CACHE_HOME/faceaudit, else ~/.cache/faceaudit)
 =================================  ==========================================================
 
 Read too, with their usual meanings: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN, AWS_DEFAULT_REGION / AWS_REGION (an audit of
-``rekognition://`` targets) and XDG_CACHE_HOME (the audit's answer cache).
+``rekognition://`` targets) and XDG_CACHE_HOME (the caches' default home).
 
 The optional model files are passed to worker processes through the
 environment (``faceaudit serve --workers``, audits), which is why they are
@@ -34,6 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 GENDER_HEAD_ENV = "FACEAUDIT_GENDER_HEAD"
 SCORE_NORMALIZATION_ENV = "FACEAUDIT_SCORE_NORMALIZATION"
@@ -44,6 +47,7 @@ SERVE_BUCKET_DIR_ENV = "FACEAUDIT_SERVE_BUCKET_DIR"
 SERVE_THREADS_ENV = "FACEAUDIT_SERVE_THREADS"
 SERVE_REGION_ENV = "FACEAUDIT_SERVE_REGION"
 TEST_DATA_ENV = "FACEAUDIT_TEST_DATA"
+CACHE_DIR_ENV = "FACEAUDIT_CACHE_DIR"
 AWS_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 AWS_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 AWS_SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"
@@ -77,6 +81,7 @@ class Settings:
     aws_session_token: str | None = None
     aws_region: str = DEFAULT_AWS_REGION
     xdg_cache_home: str | None = None
+    cache_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,7 +112,14 @@ class Settings:
             aws_session_token=_text(env, AWS_SESSION_TOKEN_ENV),
             aws_region=region,
             xdg_cache_home=_text(env, XDG_CACHE_HOME_ENV),
+            cache_dir=_text(env, CACHE_DIR_ENV),
         )
+
+    def cache_root(self) -> Path:
+        """$FACEAUDIT_CACHE_DIR, else $XDG_CACHE_HOME/faceaudit, else ~/.cache/faceaudit."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        return Path(self.xdg_cache_home or Path.home() / ".cache") / "faceaudit"
 
     def model_files(self) -> dict[str, str]:
         """The optional model files in use, by environment variable (what worker processes must inherit)."""

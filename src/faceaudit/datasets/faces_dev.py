@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceaudit.settings import Settings
+
 
 @dataclass(frozen=True)
 class LabelledImage:
@@ -34,7 +36,7 @@ class ImagePair:
 def locate(explicit: str | os.PathLike | None = None) -> Path | None:
     """The faces-dev folder: ``explicit``, $FACEAUDIT_TEST_DATA, or ../shared/data/faces-dev
     beside the repository. None when none of them exists."""
-    candidates = [explicit, os.environ.get("FACEAUDIT_TEST_DATA"),
+    candidates = [explicit, Settings.from_env().test_data,
                   Path(__file__).resolve().parents[4] / "shared" / "data" / "faces-dev",
                   Path.cwd().parent / "shared" / "data" / "faces-dev"]
     for candidate in candidates:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceaudit.settings import CACHE_DIR_ENV, Settings
+
 if TYPE_CHECKING:
     import onnx
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the graph this module builds changes: the cache key includes it.
 CONVERTER_VERSION = "1"
-CACHE_ENV = "FACEAUDIT_CACHE_DIR"
+CACHE_ENV = CACHE_DIR_ENV
 INPUT_NAME, OUTPUT_NAME = "chips", "descriptors"
 CHIP_SIZE = 150
 
@@ -370,11 +372,8 @@ def chips_to_tensor(chips: list[np.ndarray] | np.ndarray, means: tuple[float, fl
 # -- conversion with a cache ---------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """$FACEAUDIT_CACHE_DIR, else $XDG_CACHE_HOME/faceaudit, else ~/.cache/faceaudit."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "faceaudit"
+    """Where converted models are kept: faceaudit.settings.Settings.cache_root()."""
+    return Settings.from_env().cache_root()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -33,17 +33,16 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CACHE_DIR = Path("~/.cache/faceaudit/audit")
+from faceaudit.settings import Settings
+
 DB_FILENAME = "responses.sqlite"
 BUSY_TIMEOUT_S = 60.0
 
 
 def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/faceaudit/audit, else ~/.cache/faceaudit/audit."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg) / "faceaudit" / "audit"
-    return DEFAULT_CACHE_DIR.expanduser()
+    """The "audit" folder of faceaudit's cache (Settings.cache_root(): $FACEAUDIT_CACHE_DIR,
+    else $XDG_CACHE_HOME/faceaudit, else ~/.cache/faceaudit)."""
+    return Settings.from_env().cache_root() / "audit"
 
 
 def cache_key(*parts: Any) -> str:

@@ -10,10 +10,7 @@ from faceaudit.audit.targets.csv_predictions import CsvTarget
 from faceaudit.audit.targets.local import LocalBackend
 from faceaudit.audit.targets.rekognition import RekognitionTarget
 from faceaudit.audit.targets.transport import Backend, botocore_backend
-
-#: Environment variables read for a rekognition://HOST:PORT target (faceaudit's own first).
-CREDENTIAL_ENV = (("FACEAUDIT_ACCESS_KEY_ID", "FACEAUDIT_SECRET_ACCESS_KEY"),
-                  ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+from faceaudit.settings import Settings
 
 
 def open_target(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, workers: int | None = None,
@@ -36,7 +33,8 @@ def open_target(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, w
     if spec.startswith("csv:"):
         return CsvTarget(spec[len("csv:"):])
 
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    settings = Settings.from_env()
+    region = settings.aws_region
     directory = (cache_dir or default_cache_dir()) if cache else None
     backend: Backend
     if spec == "local":
@@ -50,12 +48,13 @@ def open_target(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, w
         if not host or not port.isdigit() or "/" in address:
             raise ValueError(f"expected rekognition://HOST:PORT or rekognition://aws, got {spec!r}")
         keys: tuple[str | None, str | None] = (None, None)
-        for access_env, secret_env in CREDENTIAL_ENV:
-            if os.environ.get(access_env) and os.environ.get(secret_env):
-                keys = (os.environ[access_env], os.environ[secret_env])
+        for access, secret in ((settings.access_key_id, settings.secret_access_key),
+                               (settings.aws_access_key_id, settings.aws_secret_access_key)):
+            if access and secret:
+                keys = (access, secret)
                 break
-        aws_keys = keys[0] is not None and keys[0] == os.environ.get("AWS_ACCESS_KEY_ID")
-        token = os.environ.get("AWS_SESSION_TOKEN") if aws_keys else None
+        aws_keys = keys[0] is not None and keys[0] == settings.aws_access_key_id
+        token = settings.aws_session_token if aws_keys else None
         backend = botocore_backend(f"http://{address}", region=region, access_key_id=keys[0],
                                    secret_access_key=keys[1], session_token=token, threads=workers)
     else:
