@@ -208,7 +208,12 @@ def local_endpoint() -> str:
     import hashlib
 
     from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
+    from faceaudit.settings import DEFAULT_ENGINE, ENGINE_ENV
     parts = ["local"]
+    # Workers build the engine FACEAUDIT_ENGINE names: two engines never share cached answers.
+    engine = os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE
+    if engine != DEFAULT_ENGINE:
+        parts.append(f"engine:{engine}")
     for name, label in ((GENDER_HEAD_ENV, "gender-head"), (SCORE_NORMALIZATION_ENV, "score-normalization")):
         if os.environ.get(name):
             digest = hashlib.sha256(Path(os.environ[name]).read_bytes()).hexdigest()[:12]
