@@ -7,12 +7,14 @@ import pytest
 from faceaudit.engine.dlib_engine import DlibEngine
 from faceaudit.engine.sface_engine import SFaceEngine
 from faceaudit.runtime import (
+    ENGINES,
     default_engine,
     engine_for_model_version,
     engine_named,
     engine_spec,
 )
 from faceaudit.settings import ENGINE_ENV, GENDER_HEAD_ENV, Settings
+from faceaudit.similarity import GroupFalseMatchRates
 
 
 def test_the_registry_describes_each_engine_class_without_loading_it():
@@ -42,3 +44,17 @@ def test_sface_refuses_a_gender_head_trained_on_another_engines_embeddings(tmp_p
     with pytest.raises(ValueError, match="sface engine takes no gender head"):
         engine_named("sface", Settings(engine="sface", gender_head=str(tmp_path / "head.json")))
 
+
+
+def test_each_engine_has_its_own_per_group_table():
+    tables = {name: spec.group_false_match_rates() for name, spec in ENGINES.items()}
+    for name, table in tables.items():
+        assert table is not None and table.model_version == ENGINES[name].model_version
+        assert len(table.thresholds["80"]) == 10  # every gender x race cell
+    assert GroupFalseMatchRates.for_model_version("9.9") is None
+    # The note a threshold gets quotes the table of the scale's own engine.
+    sface_rates = tables["sface"].thresholds["80"]
+    worst = max(sface_rates, key=lambda g: sface_rates[g]["rate"])
+    note = ENGINES["sface"].similarity_scale().threshold_note(80.0)
+    assert f"{sface_rates[worst]['rate']:.2%}" in note and worst in note
+    assert f"{tables['dlib'].thresholds['80']['female Asian']['rate']:.2%}" not in note
