@@ -222,7 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faceaudit.server.runner import serve
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
-                     workers=args.workers, threads=args.threads, region=args.region)
+                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
     except CredentialsError as error:
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2

@@ -416,18 +416,18 @@ class RekognitionApp:
 
 def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
-              credentials: sigv4.Credentials | None = None) -> RekognitionApp:
-    """The real thing: default engine + EmbeddedStore(data_dir) + RekognitionService."""
-    from faceaudit.engine import default_engine
+              credentials: sigv4.Credentials | None = None, engine: str | None = None) -> RekognitionApp:
+    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
+    EmbeddedStore(data_dir) + RekognitionService."""
     from faceaudit.rekognition.service import RekognitionService
+    from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import load_or_create
     from faceaudit.storage import EmbeddedStore
 
     if credentials is None:
         credentials = load_or_create(data_dir).credentials
-    engine = default_engine()
     store = EmbeddedStore(data_dir)
-    service = RekognitionService(engine, store, bucket_dir=bucket_dir)
+    service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir)
     hooks = [store.close] if hasattr(store, "close") else []
     return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir))

@@ -36,6 +36,7 @@ from faceaudit.server.app import (
     configure_logging,
 )
 from faceaudit.server.credentials import load_or_create, usage_note
+from faceaudit.settings import ENGINE_ENV
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
@@ -102,7 +103,9 @@ def _uvicorn_config(app, workers: int):
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
-          workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None) -> int:
+          workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
+          engine: str | None = None) -> int:
+    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib)."""
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
@@ -112,14 +115,14 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     if loaded.source == "generated":
         print(usage_note(loaded, url), file=sys.stderr, flush=True)
     if workers > 1:
-        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region)
+        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers that ends here as a normal exit (status 0), not a death by signal.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     app = None
     try:
         app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
-                        credentials=loaded.credentials)
+                        credentials=loaded.credentials, engine=engine)
         return asyncio.run(_serve_single(app, sock, url))
     except _Stopped:
         return 0
@@ -152,13 +155,15 @@ async def _serve_single(app, sock: socket.socket, url: str) -> int:
 
 
 def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
-                   bucket_dir: str | None, threads: int, region: str | None) -> int:
+                   bucket_dir: str | None, threads: int, region: str | None, engine: str | None) -> int:
     from uvicorn.supervisors import Multiprocess
 
     os.environ[ENV_DATA_DIR] = os.path.abspath(data_dir)
     os.environ[ENV_BUCKET_DIR] = os.path.abspath(bucket_dir) if bucket_dir else ""
     os.environ[ENV_THREADS] = str(threads)
     os.environ[ENV_REGION] = region or ""
+    if engine:  # workers build the engine FACEAUDIT_ENGINE names (faceaudit.runtime.default_engine)
+        os.environ[ENGINE_ENV] = engine
     config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)
 
     class _Supervisor(Multiprocess):
