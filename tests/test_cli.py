@@ -140,3 +140,18 @@ def test_thresholds_and_the_compare_note_use_the_chosen_engines_table(photos):
 def test_an_unknown_engine_is_refused_with_the_known_names(photos):
     result = run("detect", str(photos / "astronaut.jpg"), "--engine", "nope")
     assert result.returncode != 0 and "unknown engine 'nope'" in result.stderr and "dlib, sface" in result.stderr
+
+
+def test_audit_refuses_an_engine_for_a_remote_target(tmp_path):
+    result = run("audit", "verification", "--data", str(tmp_path), "--target", "rekognition://127.0.0.1:9",
+                 "--engine", "sface", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "runs its own" in result.stderr
+
+
+def test_serve_refuses_a_gender_head_for_sface_before_starting(tmp_path):
+    head = tmp_path / "head.json"
+    head.write_text("{}")
+    result = run("serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--engine", "sface",
+                 "--gender-head", str(head))
+    assert result.returncode != 0 and "sface engine takes no gender head" in result.stderr
+    assert "listening" not in result.stderr

@@ -233,6 +233,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from faceaudit.audit.run import run_audit
+    if args.engine and args.target.strip() != "local":
+        # A remote target runs whatever engine it was started with; the report records its model version.
+        print(f"faceaudit audit: --engine chooses the local target's engine; {args.target} runs its own "
+              "(start it with `faceaudit serve --engine NAME`)", file=sys.stderr)
+        return 2
     _apply_engine_options(args)
     from faceaudit.errors import RekognitionError as AuditInputError
     try:
