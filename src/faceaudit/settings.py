@@ -7,6 +7,8 @@ so a test can pass ``Settings.from_env({...})`` and nothing else leaks in.
 faceaudit's own variables (all optional):
 
 =================================  ==========================================================
+FACEAUDIT_ENGINE                   the face engine by name: ``dlib`` (default) or ``sface``
+                                   (``faceaudit engines`` lists them; faceaudit.runtime builds them)
 FACEAUDIT_GENDER_HEAD              an AttributeHead file (``faceaudit train attribute``) that
                                    replaces the shipped gender network
 FACEAUDIT_SCORE_NORMALIZATION      a FairScoreNormalization file (``faceaudit train
@@ -26,7 +28,7 @@ Read too, with their usual meanings: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN, AWS_DEFAULT_REGION / AWS_REGION (an audit of
 ``rekognition://`` targets) and XDG_CACHE_HOME (the caches' default home).
 
-The optional model files are passed to worker processes through the
+The engine name and the optional model files are passed to worker processes through the
 environment (``faceaudit serve --workers``, audits), which is why they are
 variables at all: every process of one server or audit loads the same models.
 """
@@ -38,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+ENGINE_ENV = "FACEAUDIT_ENGINE"
 GENDER_HEAD_ENV = "FACEAUDIT_GENDER_HEAD"
 SCORE_NORMALIZATION_ENV = "FACEAUDIT_SCORE_NORMALIZATION"
 ACCESS_KEY_ENV = "FACEAUDIT_ACCESS_KEY_ID"
@@ -54,6 +57,8 @@ AWS_SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"
 AWS_REGION_ENVS = ("AWS_DEFAULT_REGION", "AWS_REGION")  # first set one wins
 XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
 
+# Which engine runs when none is named. Switching it is decided by a full audit, not here.
+DEFAULT_ENGINE = "dlib"
 DEFAULT_SERVE_THREADS = 8
 DEFAULT_AWS_REGION = "us-east-1"
 
@@ -67,6 +72,7 @@ def _text(environ: Mapping[str, str], name: str) -> str | None:
 class Settings:
     """faceaudit's environment, read once (see the module docstring for each variable)."""
 
+    engine: str = DEFAULT_ENGINE
     gender_head: str | None = None
     score_normalization: str | None = None
     access_key_id: str | None = None
@@ -98,6 +104,7 @@ class Settings:
         region = next((value for value in (_text(env, name) for name in AWS_REGION_ENVS) if value),
                       DEFAULT_AWS_REGION)
         return cls(
+            engine=_text(env, ENGINE_ENV) or DEFAULT_ENGINE,
             gender_head=_text(env, GENDER_HEAD_ENV),
             score_normalization=_text(env, SCORE_NORMALIZATION_ENV),
             access_key_id=_text(env, ACCESS_KEY_ENV),
@@ -125,3 +132,8 @@ class Settings:
         """The optional model files in use, by environment variable (what worker processes must inherit)."""
         files = {GENDER_HEAD_ENV: self.gender_head, SCORE_NORMALIZATION_ENV: self.score_normalization}
         return {name: path for name, path in files.items() if path}
+
+    def engine_environment(self) -> dict[str, str]:
+        """The variables that decide which engine and models a process builds: the engine's
+        name and the model files. Worker processes (server, audit) must be given all of them."""
+        return {ENGINE_ENV: self.engine, **self.model_files()}

@@ -10,6 +10,7 @@ scripts/calibrate_similarity.py.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +19,10 @@ from typing import Any
 import numpy as np
 
 CALIBRATION_FILE = "similarity_calibration.json"
-GROUP_FMR_FILE = "group_false_match_rates.json"  # written by benchmarks/faces_dev_accuracy.py
+# Written by benchmarks/faces_dev_accuracy.py: the default engine's table, and one
+# group_false_match_rates_<engine>.json per other engine; each names its model_version.
+GROUP_FMR_FILE = "group_false_match_rates.json"
+GROUP_FMR_PATTERN = "group_false_match_rates*.json"
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,9 @@ class SimilarityScale:
 
     def threshold_note(self, threshold: float) -> str:
         """One sentence on what a threshold means for false matches, by group (measured, shipped data)."""
-        measured = GroupFalseMatchRates.default()
-        rates = measured.thresholds.get(f"{threshold:g}")
-        if measured.model_version != self.model_version or not rates:
+        measured = GroupFalseMatchRates.for_model_version(self.model_version)
+        rates = None if measured is None else measured.thresholds.get(f"{threshold:g}")
+        if not rates:
             return (f"Similarity {threshold:g} is distance {self.distance(threshold):.3f}; false match rates by "
                     "group are measured for thresholds 80, 95 and 99 (`faceaudit thresholds`).")
         low = min(rates, key=lambda g: rates[g]["rate"])
@@ -82,8 +86,12 @@ class SimilarityScale:
     @classmethod
     def default(cls) -> SimilarityScale:
         """The calibration shipped for the default engine."""
-        text = (resources.files("faceaudit") / "data" / CALIBRATION_FILE).read_text()
-        return cls.from_dict(json.loads(text))
+        return cls.shipped(CALIBRATION_FILE)
+
+    @classmethod
+    def shipped(cls, file_name: str) -> SimilarityScale:
+        """A calibration shipped in faceaudit/data (each engine names its own)."""
+        return cls.from_dict(json.loads((resources.files("faceaudit") / "data" / file_name).read_text()))
 
 
 
@@ -100,5 +108,24 @@ class GroupFalseMatchRates:
 
     @classmethod
     def default(cls) -> GroupFalseMatchRates:
-        data = json.loads((resources.files("faceaudit") / "data" / GROUP_FMR_FILE).read_text())
+        """The default engine's table."""
+        return cls.from_dict(json.loads((resources.files("faceaudit") / "data" / GROUP_FMR_FILE).read_text()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroupFalseMatchRates:
         return cls(data["model_version"], data["thresholds"], data.get("provenance", {}))
+
+    @classmethod
+    def for_model_version(cls, model_version: str) -> GroupFalseMatchRates | None:
+        """The shipped table measured on the engine with this model_version; None if none was.
+
+        Found by the model_version each file records, so a table can never be shown for
+        an engine it was not measured on."""
+        data_dir = resources.files("faceaudit") / "data"
+        names = sorted(entry.name for entry in data_dir.iterdir()
+                       if fnmatch.fnmatch(entry.name, GROUP_FMR_PATTERN))
+        for name in names:
+            data = json.loads((data_dir / name).read_text())
+            if data.get("model_version") == model_version:
+                return cls.from_dict(data)
+        return None

@@ -58,10 +58,25 @@ def collection_for(engine: FaceEngine, store: FaceStore, collection_id: str) -> 
     """The collection, checked to hold vectors this engine can compare with."""
     collection = store.describe_collection(collection_id)
     if collection.face_model_version != engine.model_version:
-        raise InvalidParameterException(
-            f"Collection {collection_id} holds faces of model version {collection.face_model_version}; "
-            f"this server's engine is version {engine.model_version} and cannot compare with them")
+        raise InvalidParameterException(model_mismatch_message(collection, engine))
     return collection
+
+
+def model_mismatch_message(collection: Collection, engine: FaceEngine) -> str:
+    """Which model the collection was created with, which one runs here, and how to serve it."""
+    from faceaudit.runtime import engine_for_model_version
+    wanted, running = engine_for_model_version(collection.face_model_version), \
+        engine_for_model_version(engine.model_version)
+
+    def named(version: str, spec) -> str:
+        return f"model version {version}" + (f" (engine {spec.name})" if spec is not None else "")
+
+    how = (f"serve it with `faceaudit serve --engine {wanted.name}` (FACEAUDIT_ENGINE={wanted.name})"
+           if wanted is not None else "no engine of this faceaudit has that model version")
+    # Vectors of two models live in different spaces: comparing them would give meaningless scores.
+    return (f"Collection {collection.collection_id} was created with {named(collection.face_model_version, wanted)}; "
+            f"this server runs {named(engine.model_version, running)}, whose faces cannot be compared with "
+            f"it: {how}, or index the faces again into a collection created under this engine")
 
 
 # -- collections ---------------------------------------------------------------------

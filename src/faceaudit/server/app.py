@@ -417,9 +417,10 @@ class RekognitionApp:
 
 def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
-              credentials: sigv4.Credentials | None = None,
+              credentials: sigv4.Credentials | None = None, engine: str | None = None,
               settings: Settings | None = None) -> RekognitionApp:
-    """The real thing: default engine + EmbeddedStore(data_dir) + RekognitionService.
+    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
+    EmbeddedStore(data_dir) + RekognitionService.
 
     ``settings`` (default: the environment's) give the key pair when ``credentials`` is
     None and the service's score normalization."""
@@ -430,9 +431,8 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if credentials is None:
         credentials = load_or_create(data_dir, settings=settings).credentials
-    engine = default_engine()
     store = EmbeddedStore(data_dir)
-    service = RekognitionService(engine, store, bucket_dir=bucket_dir, settings=settings)
+    service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     hooks = [store.close] if hasattr(store, "close") else []
     return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir))

@@ -29,6 +29,7 @@ import sys
 from faceaudit.server.app import DEFAULT_THREADS, build_app, configure_logging
 from faceaudit.server.credentials import load_or_create, usage_note
 from faceaudit.settings import (
+    ENGINE_ENV,
     SERVE_BUCKET_DIR_ENV,
     SERVE_DATA_DIR_ENV,
     SERVE_REGION_ENV,
@@ -100,7 +101,9 @@ def _uvicorn_config(app, workers: int):
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
-          workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None) -> int:
+          workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
+          engine: str | None = None) -> int:
+    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib)."""
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
@@ -110,14 +113,14 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     if loaded.source == "generated":
         print(usage_note(loaded, url), file=sys.stderr, flush=True)
     if workers > 1:
-        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region)
+        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers that ends here as a normal exit (status 0), not a death by signal.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     app = None
     try:
         app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
-                        credentials=loaded.credentials)
+                        credentials=loaded.credentials, engine=engine)
         return asyncio.run(_serve_single(app, sock, url))
     except _Stopped:
         return 0
@@ -150,7 +153,7 @@ async def _serve_single(app, sock: socket.socket, url: str) -> int:
 
 
 def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
-                   bucket_dir: str | None, threads: int, region: str | None) -> int:
+                   bucket_dir: str | None, threads: int, region: str | None, engine: str | None) -> int:
     from uvicorn.supervisors import Multiprocess
 
     # Workers start from an import string, so their options travel in the environment, where
@@ -159,6 +162,8 @@ def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
     os.environ[SERVE_BUCKET_DIR_ENV] = os.path.abspath(bucket_dir) if bucket_dir else ""
     os.environ[SERVE_THREADS_ENV] = str(threads)
     os.environ[SERVE_REGION_ENV] = region or ""
+    if engine:  # workers build the engine FACEAUDIT_ENGINE names (faceaudit.runtime.default_engine)
+        os.environ[ENGINE_ENV] = engine
     config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)
 
     class _Supervisor(Multiprocess):

@@ -19,16 +19,18 @@ from typing import Any
 
 from faceaudit.audit.targets.pool import RestartingPool
 from faceaudit.audit.targets.transport import Backend, Job, Outcome, run_job
+from faceaudit.settings import DEFAULT_ENGINE, ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
 
 _worker_service: Any = None
 
 
 def engine_environment() -> dict[str, str | None]:
-    """The environment variables naming the optional models the engine loads (see
-    faceaudit.engine), as this process has them: workers are given these, since a
-    forkserver worker does not see os.environ changes made after its server started."""
-    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
-    return {name: os.environ.get(name) for name in (GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV)}
+    """The variables naming the engine and the optional models it loads (faceaudit.settings),
+    as this process has them now (None: unset): workers are given these, since a forkserver
+    worker does not see os.environ changes made after its server started."""
+    settings = Settings.from_env()
+    return {ENGINE_ENV: settings.engine, GENDER_HEAD_ENV: settings.gender_head,
+            SCORE_NORMALIZATION_ENV: settings.score_normalization}
 
 
 def _local_worker_start(store_dir: str, environment: dict[str, str | None]) -> None:
@@ -53,9 +55,12 @@ def local_endpoint(environment: dict[str, str | None] | None = None) -> str:
     """"local", plus the optional models the workers' engine will load (named by the
     environment, see faceaudit.engine) with a digest of each file: the cache fingerprint
     and the report must tell an engine with a gender head or a normalization from one without."""
-    from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
     environment = engine_environment() if environment is None else environment
     parts = ["local"]
+    # Workers build the engine FACEAUDIT_ENGINE names: two engines never share cached answers.
+    engine = environment.get(ENGINE_ENV) or DEFAULT_ENGINE
+    if engine != DEFAULT_ENGINE:
+        parts.append(f"engine:{engine}")
     for name, label in ((GENDER_HEAD_ENV, "gender-head"), (SCORE_NORMALIZATION_ENV, "score-normalization")):
         value = environment.get(name)
         if value:
