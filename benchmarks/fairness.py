@@ -26,8 +26,8 @@ from faceaudit.audit import protocols
 from faceaudit.audit.report import compare_reports, write_report
 from faceaudit.audit.targets import open_target
 from faceaudit.datasets import AuditDataset, faces_dev, load_dataset
-from faceaudit.engine import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
 from faceaudit.fairness.train import train_attribute_head, train_score_normalization
+from faceaudit.settings import GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV
 
 CALIBRATION = {"half": faces_dev.CALIBRATION}
 

@@ -463,7 +463,7 @@ def test_workers_are_not_forked_from_the_audit_process():
 def test_the_local_backend_hands_its_workers_the_engine_settings_it_was_made_with(tmp_path, monkeypatch):
     # forkserver workers do not see os.environ changes made after their server started
     from faceaudit.audit.targets.local import LocalBackend
-    from faceaudit.engine import GENDER_HEAD_ENV
+    from faceaudit.settings import GENDER_HEAD_ENV
     head = tmp_path / "head.json"
     head.write_text("{}")
     monkeypatch.setenv(GENDER_HEAD_ENV, str(head))

@@ -16,8 +16,8 @@ __all__ = ["GENDER_HEAD_ENV", "LANDMARK_NAMES", "SCORE_NORMALIZATION_ENV", "Dete
 
 def default_engine() -> FaceEngine:
     """Transitional: use faceaudit.runtime.default_engine, which composes the engine with the
-    optional models (the engine itself knows nothing of them). Kept, lazily forwarding, while
-    audit/ and engine/batch.py still import it from here (tests/test_layers.py lists
-    this upward import as a known exception)."""
+    optional models (the engine itself knows nothing of them). Kept, lazily forwarding, for
+    engine/batch.py, whose callers include fairness/train.py (below the runtime); tests/test_layers.py
+    lists this upward import as its one known exception."""
     from faceaudit.runtime import default_engine as composed
     return composed()

@@ -40,8 +40,8 @@ def _local_worker_start(store_dir: str, environment: dict[str, str | None]) -> N
             os.environ[name] = value
         else:
             os.environ.pop(name, None)
-    from faceaudit.engine import default_engine
     from faceaudit.rekognition.service import RekognitionService
+    from faceaudit.runtime import default_engine
     from faceaudit.storage import EmbeddedStore
     # NORMAL: a temporary audit store needs crash consistency, not power-cut durability.
     _worker_service = RekognitionService(default_engine(), EmbeddedStore(store_dir, synchronous="NORMAL"))
