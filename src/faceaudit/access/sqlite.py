@@ -148,6 +148,12 @@ class SQLiteKeyStore:
                 raise KeyStoreError(f"{self.path} has schema version {row[0]}; this faceaudit "
                                     f"understands up to {SCHEMA_VERSION}")
 
+    def __enter__(self) -> SQLiteKeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []

@@ -41,7 +41,8 @@ class KeyRefused(UnrecognizedClientException):
     def __init__(self, key: AccessKey):
         super().__init__(UNRECOGNIZED)
         self.key = key
-        self.reason = f"key {key.revoked_reason}"
+        # The signature is not checked yet, so the log names the key in the reason, not as the signer.
+        self.reason = f"{key.revoked_reason} key {key.name!r} ({key.access_key_id})"
 
 
 class KeyDenied(AccessDeniedException):

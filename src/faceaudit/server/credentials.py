@@ -200,12 +200,13 @@ class StartedKeys:
         return notes
 
 
-def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None) -> StartedKeys:
+def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None,
+              generate: bool = True) -> StartedKeys:
     """Open the key store of ``data_dir`` and take in the single-key start's pair (see above).
 
     The pair comes from the environment (``settings``, default this process's), else
-    credentials.json; one is generated only when the store has never held a key.
-    Raises CredentialsError.
+    credentials.json; with ``generate``, one is generated when the store has never held
+    a key. Raises CredentialsError.
     """
     if settings is None:
         settings = Settings.from_env()
@@ -216,7 +217,7 @@ def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None) 
         raise CredentialsError(str(error)) from None
     try:
         single_key = (settings.access_key_id or settings.secret_access_key
-                      or (directory / CREDENTIALS_FILE).exists() or not store.has_keys())
+                      or (directory / CREDENTIALS_FILE).exists() or (generate and not store.has_keys()))
         if not single_key:
             return StartedKeys(store, None, None, False)
         loaded = load_or_create(directory, settings=settings)
