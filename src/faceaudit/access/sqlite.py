@@ -126,15 +126,28 @@ class SQLiteKeyStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no upgrade can fail midway
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no upgrade can fail midway
+        except sqlite3.Error as error:
+            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
         try:
             yield conn
             conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise KeyStoreUnavailable(f"{self.path} could not be read: {error}") from error
 
     def _initialise(self) -> None:
         with self._write() as conn:
@@ -167,20 +180,15 @@ class SQLiteKeyStore:
     # --- reads
 
     def lookup(self, access_key_id: str) -> IssuedKey | None:
-        try:
-            row = self._conn().execute(
-                f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,)).fetchone()
-        except sqlite3.Error as error:
-            raise KeyStoreUnavailable(f"{self.path} could not be read: {error}") from error
-        return None if row is None else _issued(row)
+        rows = self._rows(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,))
+        return _issued(rows[0]) if rows else None
 
     def keys(self, *, include_revoked: bool = False) -> list[AccessKey]:
         where = "" if include_revoked else "WHERE revoked_ms IS NULL"
-        rows = self._conn().execute(f"SELECT {_COLUMNS} FROM access_keys {where} ORDER BY seq").fetchall()
-        return [_issued(row).key for row in rows]
+        return [_issued(row).key for row in self._rows(f"SELECT {_COLUMNS} FROM access_keys {where} ORDER BY seq")]
 
     def has_keys(self) -> bool:
-        return self._conn().execute("SELECT 1 FROM access_keys LIMIT 1").fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM access_keys LIMIT 1"))
 
     # --- changes
 
