@@ -6,11 +6,13 @@ differ only in where access keys are looked up:
 
 * ``static``: one key pair held in memory, checked as the single-key server did (before);
 * ``store``: faceaudit.server.access.StoreKeys, one indexed SQLite read of
-  ``DATA_DIR/access.db`` per request (after; what makes a revocation take effect at once).
+  ``DATA_DIR/access.db`` per request (after; what makes a revocation take effect at once);
+* ``static2``: a second ``static`` server, so that the difference between two identical
+  servers (the noise floor of this machine) is measured alongside.
 
 Measured through boto3 (one client per server, no retries), in the same run, interleaved:
 rounds of ``--block`` signed ListCollections to each server, the order alternating
-(A-B-B-A), after a warm-up; also requests signed with an unknown access key id (refused
+(A-B-C, C-B-A), after a warm-up; also requests signed with an unknown access key id (refused
 before the body is read; these cost a lookup too now). Then, in process, the lookup alone:
 ``StaticKeys.get`` vs ``StoreKeys.get`` vs ``PRAGMA data_version`` (the floor of any
 per-request cross-process check on SQLite, e.g. a cache validated by a change counter).
@@ -129,15 +131,19 @@ def interleaved(calls: dict[str, object], total: int, block: int) -> dict:
     block_medians: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for round_ in range(max(1, total // block)):
-        for name in names if round_ % 2 == 0 else names[::-1]:  # A-B, B-A, ...
+        for name in names if round_ % 2 == 0 else names[::-1]:  # A-B-C, C-B-A, ...
             got = timed(calls[name], block)
             samples[name] += got
             block_medians[name].append(float(np.median(got)))
-    diffs = np.asarray(block_medians["store"]) - np.asarray(block_medians["static"])
+
+    def difference(name: str) -> dict:
+        diffs = np.asarray(block_medians[name]) - np.asarray(block_medians["static"])
+        return {"median": round(float(np.median(diffs)) * 1e3, 4), "min": round(float(diffs.min()) * 1e3, 4),
+                "max": round(float(diffs.max()) * 1e3, 4), "blocks": int(diffs.size)}
+
     return {"summary_ms": {name: summary(s) for name, s in samples.items()},
-            "block_median_difference_ms": {"median": round(float(np.median(diffs)) * 1e3, 4),
-                                           "min": round(float(diffs.min()) * 1e3, 4),
-                                           "max": round(float(diffs.max()) * 1e3, 4), "blocks": int(diffs.size)}}
+            "block_median_difference_ms": {f"{name} - static": difference(name)
+                                           for name in names if name != "static"}}
 
 
 def lookups_in_process(root: Path, n: int) -> dict:
@@ -171,8 +177,9 @@ def markdown(result: dict) -> str:
     lines = ["# Key lookup per request: in-memory single key (before) vs key store (after)", "",
              f"Run {result['when']} on {result['machine']['cpus']} CPUs ({result['machine']['platform']}), "
              f"load average {result['machine']['load_start']} at start, {result['machine']['load_end']} at end. "
-             "boto3 and both servers share the machine's cores; interleaved blocks of "
-             f"{result['block']} requests (A-B-B-A), after {result['warmup']} warm-up requests each.", ""]
+             "boto3 and the servers share the machine's cores; static2 is a second static server (the noise "
+             "floor: two identical servers); interleaved blocks of "
+             f"{result['block']} requests (A-B-C, C-B-A), after {result['warmup']} warm-up requests each.", ""]
     for title, key in (("Signed ListCollections", "list_collections"),
                        ("Requests with an unknown access key id (refused before the body)", "unknown_key")):
         part = result[key]
@@ -181,9 +188,11 @@ def markdown(result: dict) -> str:
         for name, s in part["summary_ms"].items():
             lines.append(f"| {name} | {s['n']} | {s['median']:.3f} | {s['p10']:.3f} | {s['p25']:.3f} | "
                          f"{s['p75']:.3f} | {s['p90']:.3f} | {s['mean']:.3f} |")
-        d = part["block_median_difference_ms"]
-        lines += ["", f"store - static, per block of {result['block']}: median {d['median']:+.3f} ms "
-                      f"(min {d['min']:+.3f}, max {d['max']:+.3f}; {d['blocks']} blocks).", ""]
+        lines.append("")
+        for label, d in part["block_median_difference_ms"].items():
+            lines.append(f"- {label}, difference of block medians ({result['block']} requests each): median "
+                         f"{d['median']:+.3f} ms (min {d['min']:+.3f}, max {d['max']:+.3f}; {d['blocks']} blocks)")
+        lines.append("")
     lines += ["## The lookup alone, in process (µs per call; 1,000 keys in the store)", "",
               "| lookup | n | median µs | p10 | p90 | mean |", "|---|---|---|---|---|---|"]
     for name, s in result["in_process_us"].items():
@@ -193,7 +202,7 @@ def markdown(result: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=("static", "store"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("static", "store", "static2"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=1000, help="signed requests per server (default 1000)")
     parser.add_argument("--unknown", type=int, default=400, help="unknown-key requests per server (default 400)")
@@ -209,7 +218,7 @@ def main() -> int:
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="faceaudit-keybench-") as tmp:
         root = Path(tmp)
-        servers = {name: start(name, root) for name in ("static", "store")}
+        servers = {name: start(name, root) for name in ("static", "store", "static2")}
         try:
             clients = {name: client(url) for name, (_, url) in servers.items()}
             strangers = {name: client(url, "NOSUCHKEY00000000000") for name, (_, url) in servers.items()}
