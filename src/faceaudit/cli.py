@@ -19,6 +19,7 @@ from faceaudit.errors import RekognitionError
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV
 
 if TYPE_CHECKING:
+    from faceaudit.access import AccessKey, IssuedKey, SQLiteKeyStore
     from faceaudit.engine.base import FaceEngine
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -231,23 +232,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _key_store(args: argparse.Namespace, *, create: bool = False):
+def _key_store(args: argparse.Namespace, *, create: bool = False) -> SQLiteKeyStore:
     """The key store of ``--data-dir``, with a single-key start's credentials.json taken in
     (never the environment: the shell running this command may hold a client's keys)."""
     from faceaudit.server.credentials import CredentialsError, open_keys
     from faceaudit.settings import Settings
+    problem = None
     if not create and not Path(args.data_dir).is_dir():
-        raise SystemExit(f"faceaudit keys: {args.data_dir} is not a data directory")
-    try:
-        return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False).store
-    except CredentialsError as error:
-        raise SystemExit(f"faceaudit keys: {error}") from None
+        problem = f"{args.data_dir} is not a data directory"
+    else:
+        try:
+            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False).store
+        except CredentialsError as error:
+            problem = str(error)
+    print(f"faceaudit keys: {problem}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def _key_json(key: Any, secret: str | None = None) -> dict[str, Any]:
+def _key_json(key: AccessKey, secret: str | None = None) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "Name": key.name, "Role": key.role, "Unit": key.unit, "AccessKeyId": key.access_key_id,
-        "Status": "Active" if key.active else key.revoked_reason.capitalize(),
+        "Status": "Active" if key.active else (key.revoked_reason or "revoked").capitalize(),
         "CreateDate": key.created.isoformat(timespec="seconds"), "Origin": key.origin}
     if key.revoked is not None:
         shown["RevokeDate"] = key.revoked.isoformat(timespec="seconds")
@@ -258,7 +263,7 @@ def _key_json(key: Any, secret: str | None = None) -> dict[str, Any]:
     return shown
 
 
-def _print_new_key(issued: Any, what: str) -> None:
+def _print_new_key(issued: IssuedKey, what: str) -> None:
     print(json.dumps({"AccessKey": _key_json(issued.key, issued.secret_access_key)}, indent=2))
     print(f"faceaudit keys: {what} key {issued.key.name!r} (role {issued.key.role}); its secret is shown "
           "only this once and takes effect at once on every server of this data directory", file=sys.stderr)
