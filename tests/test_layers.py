@@ -15,7 +15,7 @@ The layers, lowest first (a unit may import its own layer and those below):
 3. engine: FaceEngine and its backends; knows nothing of fairness or scoring
 4. models on embeddings: fairness (score normalization, attribute heads) and
    scoring (one Scoring: an engine's scale + optional normalization)
-5. storage: FaceStore, its backends, the vector index
+5. storage: FaceStore, its backends, the vector index; access (keys, roles, the KeyStore)
 6. composition: runtime (the default engine and its Scoring, from settings)
 7. operations: rekognition (Rekognition's operations as plain functions)
 8. applications: server (HTTP) and audit
@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("inputs", {"faceaudit.images", "faceaudit.datasets", "faceaudit.similarity"}),
     ("engine", {"faceaudit.engine"}),
     ("models", {"faceaudit.fairness", "faceaudit.scoring"}),
-    ("storage", {"faceaudit.storage"}),
+    ("storage", {"faceaudit.storage", "faceaudit.access"}),
     ("composition", {"faceaudit.runtime"}),
     ("operations", {"faceaudit.rekognition"}),
     ("applications", {"faceaudit.server", "faceaudit.audit"}),

@@ -19,6 +19,7 @@ from faceaudit.errors import RekognitionError
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV
 
 if TYPE_CHECKING:
+    from faceaudit.access import AccessKey, IssuedKey, SQLiteKeyStore
     from faceaudit.engine.base import FaceEngine
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -223,12 +224,108 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
                      workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
-    except CredentialsError as error:
+    except CredentialsError as error:  # also an unusable key store
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. the port is taken
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
+
+
+def _key_store(args: argparse.Namespace, *, create: bool = False) -> SQLiteKeyStore:
+    """The key store of ``--data-dir``, with a single-key start's credentials.json taken in
+    (never the environment: the shell running this command may hold a client's keys)."""
+    from faceaudit.server.credentials import CredentialsError, open_keys
+    from faceaudit.settings import Settings
+    problem = None
+    if not create and not Path(args.data_dir).is_dir():
+        problem = f"{args.data_dir} is not a data directory"
+    else:
+        try:
+            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False).store
+        except CredentialsError as error:
+            problem = str(error)
+    print(f"faceaudit keys: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _key_json(key: AccessKey, secret: str | None = None) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "Name": key.name, "Role": key.role, "Unit": key.unit, "AccessKeyId": key.access_key_id,
+        "Status": "Active" if key.active else (key.revoked_reason or "revoked").capitalize(),
+        "CreateDate": key.created.isoformat(timespec="seconds"), "Origin": key.origin}
+    if key.revoked is not None:
+        shown["RevokeDate"] = key.revoked.isoformat(timespec="seconds")
+    if key.replaced_by:
+        shown["ReplacedBy"] = key.replaced_by
+    if secret is not None:
+        shown["SecretAccessKey"] = secret
+    return shown
+
+
+def _print_new_key(issued: IssuedKey, what: str) -> None:
+    print(json.dumps({"AccessKey": _key_json(issued.key, issued.secret_access_key)}, indent=2))
+    print(f"faceaudit keys: {what} key {issued.key.name!r} (role {issued.key.role}); its secret is shown "
+          "only this once and takes effect at once on every server of this data directory", file=sys.stderr)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """faceaudit keys create|list|revoke|rotate|roles (docs/access.md)."""
+    from faceaudit.access import KeyStoreError
+    from faceaudit.access.roles import ROLE_DUTIES, ROLES, operations_for, role_table_markdown
+    if args.keys_command == "roles":
+        if args.markdown:
+            print(role_table_markdown(), end="")
+        else:
+            print(json.dumps({role: {"Duties": ROLE_DUTIES[role], "Operations": list(operations_for(role))}
+                              for role in ROLES}, indent=2))
+        return 0
+    store = _key_store(args, create=args.keys_command == "create")
+    try:
+        if args.keys_command == "create":
+            _print_new_key(store.create(args.name, args.role, args.unit), "created")
+        elif args.keys_command == "list":
+            print(json.dumps({"Keys": [_key_json(key) for key in store.keys(include_revoked=args.all)]},
+                             indent=2))
+        elif args.keys_command == "revoke":
+            key = store.revoke(args.key, force=args.force)
+            print(json.dumps({"AccessKey": _key_json(key)}, indent=2))
+            print(f"faceaudit keys: revoked {key.name!r} ({key.access_key_id}); every server of this data "
+                  "directory refuses it from its next request", file=sys.stderr)
+        elif args.keys_command == "rotate":
+            _print_new_key(store.rotate(args.key), "rotated")
+    except KeyStoreError as error:
+        print(f"faceaudit keys: {error}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+def _add_keys_parser(commands) -> None:
+    from faceaudit.access.roles import ROLES
+    keys = commands.add_parser(
+        "keys", help="access keys and their roles: create, list, revoke, rotate (docs/access.md)",
+        description="Manage the access keys of a data directory. Changes take effect at once on every "
+                    "server using it. Whoever can run this can read the data directory: it is that "
+                    "directory's owner who manages keys.")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="a new key; prints its secret once")
+    create.add_argument("--name", required=True, help="who uses it (unique among active keys; shown in logs)")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--unit", help="the team or site it belongs to (optional; shown in logs)")
+    listing = actions.add_parser("list", help="the keys, without secrets")
+    listing.add_argument("--all", action="store_true", help="revoked and rotated keys too")
+    revoke = actions.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key", metavar="NAME|KEYID")
+    revoke.add_argument("--force", action="store_true", help="even the last active admin key")
+    rotate = actions.add_parser("rotate", help="a new access key id and secret; the old pair is refused at once")
+    rotate.add_argument("key", metavar="NAME|KEYID")
+    for action in (create, listing, revoke, rotate):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    roles = actions.add_parser("roles", help="what each role may call")
+    roles.add_argument("--markdown", action="store_true", help="the table of docs/access.md")
+    keys.set_defaults(func=cmd_keys)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -468,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(commands)
     _add_train_parser(commands)
+    _add_keys_parser(commands)
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")
@@ -484,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve Rekognition's API over HTTP for boto3 (endpoint_url=http://HOST:PORT)",
         description="Serve Amazon Rekognition's wire protocol (AWS JSON 1.1, SigV4-signed) so an "
-                    "unmodified boto3 client works with endpoint_url. Credentials: "
+                    "unmodified boto3 client works with endpoint_url. Keys: `faceaudit keys` "
+                    "(DATA_DIR/access.db); the first one, an admin key, is "
                     f"{ACCESS_KEY_ENV} / {SECRET_KEY_ENV}, else generated once "
                     "and stored in DATA_DIR/credentials.json (mode 0600).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -13,8 +13,9 @@ FACEAUDIT_GENDER_HEAD              an AttributeHead file (``faceaudit train attr
                                    replaces the shipped gender network
 FACEAUDIT_SCORE_NORMALIZATION      a FairScoreNormalization file (``faceaudit train
                                    normalization``) applied to every comparison and search
-FACEAUDIT_ACCESS_KEY_ID            the server's access key id (with the secret below); unset:
-FACEAUDIT_SECRET_ACCESS_KEY        keys are generated and stored in DATA_DIR/credentials.json
+FACEAUDIT_ACCESS_KEY_ID            a single-key start's pair (with the secret below), taken in as
+FACEAUDIT_SECRET_ACCESS_KEY        the admin key "initial"; unset: DATA_DIR/credentials.json, generated
+                                   on the first start (other keys: `faceaudit keys`, docs/access.md)
 FACEAUDIT_SERVE_DATA_DIR           set by ``faceaudit serve`` for its worker processes:
 FACEAUDIT_SERVE_BUCKET_DIR         the data folder, the S3Object folder, request threads per
 FACEAUDIT_SERVE_THREADS            process and the only region accepted in signatures

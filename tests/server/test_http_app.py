@@ -18,8 +18,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
+from faceaudit.access import KeyStoreUnavailable, SQLiteKeyStore
 from faceaudit.errors import InvalidImageFormatException, ResourceNotFoundException
 from faceaudit.server import sigv4
+from faceaudit.server.access import StoreKeys
 from faceaudit.server.app import MAX_BODY_BYTES, RekognitionApp
 
 KEY = sigv4.Credentials("AKIDFACEAUDITTEST001", "test-secret-key-for-the-app-tests-00000")
@@ -336,3 +338,60 @@ def test_shutdown_waits_and_runs_hooks(app):
     assert app.closed == [True]
     app.close()  # idempotent
     assert app.closed == [True]
+
+
+# ------------------------------------------------------------------------ keys and roles
+
+
+@pytest.fixture
+def keyed(service, tmp_path):
+    """An app whose keys come from a key store, as `faceaudit serve` builds it."""
+    store = SQLiteKeyStore(tmp_path)
+    application = RekognitionApp(service, StoreKeys(store), threads=2)
+    yield application, store
+    application.close()
+    store.close()
+
+
+def _pair(issued) -> sigv4.Credentials:
+    return sigv4.Credentials(issued.key.access_key_id, issued.secret_access_key)
+
+
+def test_a_role_that_may_not_call_the_operation_never_reaches_the_service(keyed, service):
+    app, store = keyed
+    auditor = _pair(store.create("audrey", "auditor"))
+    status, code, message = _error(post(app, detect_payload(), key=auditor))
+    assert (status, code) == (400, "AccessDeniedException")
+    assert "'audrey' (role auditor)" in message and "rekognition:DetectFaces" in message
+    assert service.calls == []
+    operator = _pair(store.create("otto", "operator"))
+    assert post(app, detect_payload(), key=operator)[0] == 200
+    assert [op for op, _ in service.calls] == ["DetectFaces"]
+
+
+def test_a_revoked_key_is_refused_before_its_body_is_read(keyed, service):
+    app, store = keyed
+    operator = _pair(store.create("otto", "operator"))
+    assert post(app, detect_payload(), key=operator)[0] == 200
+    store.revoke("otto")
+    body = json.dumps(detect_payload()).encode()
+    result = call(app, headers=sign(body, key=operator), body=body)
+    assert _error(result)[:2] == (400, "UnrecognizedClientException")
+    assert result[4] == 0  # not one chunk of the body was read
+    assert len(service.calls) == 1
+
+
+def test_an_unreadable_key_store_fails_closed_without_details(service, caplog):
+    class Broken:
+        def lookup(self, access_key_id):
+            raise KeyStoreUnavailable("/secret/path/access.db could not be read: disk I/O error")
+
+    app = RekognitionApp(service, StoreKeys(Broken()), threads=1)  # type: ignore[arg-type]
+    try:
+        result = post(app, detect_payload())
+    finally:
+        app.close()
+    status, code, message = _error(result)
+    assert (status, code, message) == (500, "InternalServerError", "Internal server error")
+    assert result[4] == 0 and service.calls == []
+    assert "disk I/O error" in caplog.text

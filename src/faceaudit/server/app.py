@@ -9,7 +9,8 @@ health document without authentication.  For every other request, in order:
    (ImageTooLargeException), and a body without one is cut off at that size;
 2. *before the body is read*, the signature information is checked for
    everything that needs no body (sigv4.preverify): present and well formed,
-   a known access key id, a fresh date, and the signing policy
+   an active access key (looked up in the key store on every request, so a
+   revoked key is refused at once by every process), a fresh date, and the signing policy
    (``SIGNING_POLICY``: ``X-Amz-Target``, ``Content-Type`` and every
    ``x-amz-*`` header signed; presigned requests only for read-only
    operations and for at most 15 minutes) -- an unauthenticated request
@@ -20,8 +21,9 @@ health document without authentication.  For every other request, in order:
    (RequestTimeoutException);
 4. the signature itself is verified over the raw path, query, headers and body
    (sigv4.verify_signature) -- nothing else happens to a request that fails;
-5. the operation is looked up from ``X-Amz-Target`` and the body decoded and
-   validated against botocore's model of it (faceaudit.server.wire);
+5. the operation is looked up from ``X-Amz-Target``, the key's role checked
+   against it (faceaudit.access.roles; AccessDeniedException), and the body
+   decoded and validated against botocore's model of it (faceaudit.server.wire);
 6. ``service.call(operation, request)`` runs in a worker thread (engine work is
    CPU-bound and blocking), and its answer or error is encoded back.  A full
    disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
@@ -33,7 +35,10 @@ business: faceaudit.server.protocol.
 
 Every response carries ``x-amzn-RequestId`` (boto3's ``ResponseMetadata.RequestId``)
 and each request is logged as one line on the ``faceaudit.server`` logger,
-``dispatched=yes`` only when it reached the service.
+``dispatched=yes`` only when it reached the service, with the key's name, role
+and unit once its signature is verified and the reason of a refusal
+(:meth:`RekognitionApp.record_request`, which every answered request passes
+through once: the search log of issue 10 hooks in there).
 
 The app does not depend on any web framework; uvicorn serves it
 (faceaudit.server.runner).
@@ -53,10 +58,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from faceaudit.access import AccessKey
 from faceaudit.errors import (
-    AccessDeniedException,
     ImageTooLargeException,
     InternalServerError,
     InvalidParameterException,
@@ -66,6 +72,7 @@ from faceaudit.errors import (
     ThrottlingException,
 )
 from faceaudit.server import sigv4
+from faceaudit.server.access import KeyDenied, StaticKeys, StoreKeys, authorize, key_of
 from faceaudit.server.wire import (
     CONTENT_TYPE,
     RekognitionProtocol,
@@ -82,6 +89,7 @@ __all__ = [
     "SIGNING_POLICY",
     "Outcome",
     "RekognitionApp",
+    "RequestRecord",
     "build_app",
     "create_app_from_env",
 ]
@@ -128,6 +136,25 @@ class Outcome:
     error: str | None = None
     dispatched: bool = False  # True once the request reached service.call
     headers: list[tuple[str, str]] = field(default_factory=list)
+    key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
+    reason: str | None = None  # why a request was refused, for the log (never sent to the client)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered request, as the log line (and later the search log) records it."""
+
+    request_id: str
+    at: datetime  # when it arrived, UTC
+    client: str
+    method: str
+    operation: str | None
+    status: int
+    error: str | None
+    reason: str | None
+    dispatched: bool
+    key: AccessKey | None
+    ms: float
 
 
 class _Disconnected(Exception):
@@ -181,13 +208,16 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
 class RekognitionApp:
     """ASGI app: SigV4-authenticated Rekognition JSON 1.1 in front of ``service.call``.
 
-    ``credentials`` is one key pair or a mapping from access key id to key pair
-    (see sigv4.verify_request); ``region`` restricts the credential scope's
+    ``credentials`` is where access keys are looked up: a
+    faceaudit.server.access.StoreKeys over the key store (what ``faceaudit serve``
+    uses), or one key pair or a mapping from access key id to key pair, each then
+    an admin key; ``region`` restricts the credential scope's
     region (``None``: any).  ``on_shutdown`` callables run at lifespan shutdown
     after in-flight calls finished (e.g. ``store.close``).
     """
 
-    def __init__(self, service: Service, credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials],
+    def __init__(self, service: Service,
+                 credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
                  *, protocol: RekognitionProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
                  on_shutdown: Iterable[Callable[[], Any]] = (),
@@ -197,7 +227,8 @@ class RekognitionApp:
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
                  data_dir: str | os.PathLike | None = None):
         self.service = service
-        self.credentials = credentials
+        self.credentials: StoreKeys | StaticKeys = (
+            StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
         self.protocol = protocol or RekognitionProtocol.default()
         self.region = region
         self.max_body_bytes = max_body_bytes
@@ -222,10 +253,11 @@ class RekognitionApp:
             target = _header(headers, b"x-amz-target") or ""
             name = target.partition(".")[2]
             if not name.startswith(READ_ONLY_PREFIXES):
-                raise AccessDeniedException(
+                raise KeyDenied(
                     f"Presigned requests are limited to read-only operations "
                     f"({', '.join(p + '*' for p in READ_ONLY_PREFIXES)}); "
-                    f"sign '{name[:100] or 'this operation'}' with an Authorization header")
+                    f"sign '{name[:100] or 'this operation'}' with an Authorization header",
+                    key_of(pending), "presigned request for an operation that changes data")
         return pending
 
     def handle(self, method: str, raw_path: str, query_string: str,
@@ -240,6 +272,7 @@ class RekognitionApp:
             if pending is None:
                 pending = self.preauthenticate(method, raw_path, query_string, headers)
             sigv4.verify_signature(pending, method, raw_path, query_string, body)
+            outcome.key = key = key_of(pending)
             path = raw_path.split("?", 1)[0]
             if method != "POST" or path != "/":
                 raise UnknownOperationException(
@@ -250,6 +283,7 @@ class RekognitionApp:
             if supported is not None and operation.name not in supported:
                 raise InvalidParameterException(
                     f"Operation {operation.name} is not supported by faceaudit")
+            authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
             response = self.service.call(operation.name, request)
@@ -277,6 +311,7 @@ class RekognitionApp:
             "Its operator must free space in the server's data directory. Retry later."))
 
     def _fail(self, outcome: Outcome, error: RekognitionError) -> None:
+        outcome.reason = getattr(error, "reason", None) or outcome.reason
         outcome.status, outcome.body = self.protocol.encode_error(error)
         outcome.error = error.code
         outcome.headers.append(("x-amzn-ErrorType", error.code))
@@ -317,6 +352,7 @@ class RekognitionApp:
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
+        arrived = datetime.now(UTC)
         request_id = str(uuid.uuid4())
         method = scope["method"]
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
@@ -357,10 +393,20 @@ class RekognitionApp:
             reservation.release()  # the body (and what was decoded from it) is gone now
         await self._send(send, outcome, close=close)
         client = scope.get("client") or ("-", 0)
-        log.info("%s %s op=%s status=%d error=%s dispatched=%s ms=%.1f request_id=%s",
-                 client[0], method, outcome.operation or "-", outcome.status, outcome.error or "-",
-                 "yes" if outcome.dispatched else "no", (time.perf_counter() - started) * 1000,
-                 request_id)
+        self.record_request(RequestRecord(
+            request_id, arrived, str(client[0]), method, outcome.operation, outcome.status, outcome.error,
+            outcome.reason, outcome.dispatched, outcome.key, (time.perf_counter() - started) * 1000))
+
+    def record_request(self, record: RequestRecord) -> None:
+        """Every answered request passes here exactly once, allowed or refused (health checks
+        aside): today one log line; the search log of issue 10 appends its entry here."""
+        key = record.key
+        log.info("%s %s op=%s status=%d error=%s dispatched=%s ms=%.1f key=%s role=%s unit=%s "
+                 "reason=%s request_id=%s",
+                 record.client, record.method, record.operation or "-", record.status, record.error or "-",
+                 "yes" if record.dispatched else "no", record.ms,
+                 key.name if key else "-", key.role if key else "-", (key.unit or "-") if key else "-",
+                 json.dumps(record.reason) if record.reason else "-", record.request_id)
 
     # -- the body: size limit, in-flight budget, timeouts -------------------------------
     def _declared_length(self, headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -417,24 +463,26 @@ class RekognitionApp:
 
 def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
-              credentials: sigv4.Credentials | None = None, engine: str | None = None,
+              keys: StoreKeys | None = None, engine: str | None = None,
               settings: Settings | None = None) -> RekognitionApp:
     """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
-    EmbeddedStore(data_dir) + RekognitionService.
+    EmbeddedStore(data_dir) + RekognitionService, behind the key store of ``data_dir``.
 
-    ``settings`` (default: the environment's) give the key pair when ``credentials`` is
-    None and the service's score normalization."""
+    ``keys``: the key store, already opened (default: opened here, taking in the
+    single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
+    at shutdown. ``settings`` (default: the environment's) give that pair and the
+    service's score normalization."""
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
-    from faceaudit.server.credentials import load_or_create
+    from faceaudit.server.credentials import open_keys
     from faceaudit.storage import EmbeddedStore
 
-    if credentials is None:
-        credentials = load_or_create(data_dir, settings=settings).credentials
+    if keys is None:
+        keys = StoreKeys(open_keys(data_dir, settings=settings).store)
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    hooks = [store.close] if hasattr(store, "close") else []
-    return RekognitionApp(service, credentials, region=region, threads=threads, on_shutdown=hooks,
+    hooks = [store.close, keys.store.close]
+    return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir))
 
 

@@ -1,11 +1,18 @@
-"""The one key pair a faceaudit server accepts, as MinIO's root user works.
+"""A server's first key: the single-key start, which becomes the admin key "initial".
+
+Keys live in the key store (``DATA_DIR/access.db``, faceaudit.access); ``faceaudit keys``
+adds more. A server start (:func:`open_keys`) takes in, once, the key pair a single-key
+server has always used, as an admin key named "initial":
 
 * ``FACEAUDIT_ACCESS_KEY_ID`` and ``FACEAUDIT_SECRET_ACCESS_KEY`` in the
   environment, when both are set;
-* otherwise ``DATA_DIR/credentials.json``, generated on the first start
-  (created with mode 0600, atomically: no reader ever sees a partial file and
-  two servers starting at once on the same directory end up with the same
-  keys) and reused by every later start.
+* otherwise ``DATA_DIR/credentials.json``, generated on the first start of a data
+  directory that holds no key yet (created with mode 0600, atomically: no reader ever
+  sees a partial file and two servers starting at once on the same directory end up
+  with the same keys) and reused by every later start.
+
+Taking a key in is idempotent by access key id: a revoked or rotated one stays refused
+however often the environment or the file names it again.
 
 Generated keys look like AWS's: a 20-character access key id of upper-case
 letters and digits and a 40-character secret (letters and digits only, so it
@@ -16,14 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
-import string
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceaudit.access import INITIAL_KEY_NAME, AccessKey, KeyStoreError, SQLiteKeyStore, new_key_pair
+from faceaudit.access.roles import ADMIN
 from faceaudit.server.sigv4 import Credentials
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings  # the names: re-exported
 
@@ -33,16 +40,14 @@ __all__ = [
     "SECRET_KEY_ENV",
     "CredentialsError",
     "LoadedCredentials",
+    "StartedKeys",
     "generate",
     "load_or_create",
+    "open_keys",
     "usage_note",
 ]
 
 CREDENTIALS_FILE = "credentials.json"
-ACCESS_KEY_LENGTH = 20
-SECRET_KEY_LENGTH = 40
-_ACCESS_ALPHABET = string.ascii_uppercase + string.digits
-_SECRET_ALPHABET = string.ascii_letters + string.digits
 # An access key id travels inside the SigV4 Credential field, which is split on '/'.
 _MIN_ACCESS_KEY, _MIN_SECRET = 3, 8
 
@@ -59,9 +64,7 @@ class LoadedCredentials:
 
 
 def generate() -> Credentials:
-    access = "".join(secrets.choice(_ACCESS_ALPHABET) for _ in range(ACCESS_KEY_LENGTH))
-    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_KEY_LENGTH))
-    return Credentials(access, secret)
+    return Credentials(*new_key_pair())
 
 
 def _check(access: str, secret: str, where: str) -> Credentials:
@@ -161,7 +164,7 @@ def usage_note(loaded: LoadedCredentials, endpoint_url: str) -> str:
     """What to print once, when keys were generated: the keys and how to use them."""
     creds = loaded.credentials
     return (
-        "faceaudit: generated credentials (stored in "
+        f"faceaudit: generated credentials, the admin key '{INITIAL_KEY_NAME}' (stored in "
         f"{loaded.path}, mode 0600; shown only this once):\n"
         f"    access key id:     {creds.access_key_id}\n"
         f"    secret access key: {creds.secret_access_key}\n"
@@ -169,4 +172,62 @@ def usage_note(loaded: LoadedCredentials, endpoint_url: str) -> str:
         f"    boto3.client('rekognition', endpoint_url='{endpoint_url}', region_name='us-east-1',\n"
         f"                 aws_access_key_id='{creds.access_key_id}',\n"
         "                 aws_secret_access_key='<secret access key above>')\n"
-        f"  or set {ACCESS_KEY_ENV} / {SECRET_KEY_ENV} to choose your own.")
+        f"  or set {ACCESS_KEY_ENV} / {SECRET_KEY_ENV} to choose your own. Keys for other people and\n"
+        "  roles: 'faceaudit keys create --name NAME --role operator --data-dir DIR' (docs/access.md).")
+
+
+@dataclass
+class StartedKeys:
+    """The key store a server opened, and what became of the single-key start's pair."""
+
+    store: SQLiteKeyStore
+    loaded: LoadedCredentials | None  # the pair of a single-key start, when there is one
+    key: AccessKey | None  # that pair's key in the store
+    adopted: bool  # True if this start took it in
+
+    def warnings(self) -> list[str]:
+        """What the person starting the server should know about its keys."""
+        notes = []
+        if self.key is not None and not self.key.active and self.loaded is not None:
+            where = "the environment" if self.loaded.source == "environment" else str(self.loaded.path)
+            notes.append(f"the key pair in {where} ({self.key.access_key_id}, key {self.key.name!r}) "
+                         f"was {self.key.revoked_reason} and is refused ("
+                         + ("unset the variables" if self.loaded.source == "environment" else "delete the file")
+                         + " to silence this)")
+        if not any(key.role == ADMIN for key in self.store.keys()):
+            notes.append("no active admin key: nobody can create or delete collections "
+                         "('faceaudit keys create --role admin' makes one)")
+        return notes
+
+
+def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None,
+              generate: bool = True) -> StartedKeys:
+    """Open the key store of ``data_dir`` and take in the single-key start's pair (see above).
+
+    The pair comes from the environment (``settings``, default this process's), else
+    credentials.json; with ``generate``, one is generated when the store has never held
+    a key. Raises CredentialsError.
+    """
+    if settings is None:
+        settings = Settings.from_env()
+    directory = Path(data_dir)
+    try:
+        store = SQLiteKeyStore(directory)
+    except KeyStoreError as error:
+        raise CredentialsError(str(error)) from None
+    try:
+        single_key = (settings.access_key_id or settings.secret_access_key
+                      or (directory / CREDENTIALS_FILE).exists() or (generate and not store.has_keys()))
+        if not single_key:
+            return StartedKeys(store, None, None, False)
+        loaded = load_or_create(directory, settings=settings)
+        origin = "environment" if loaded.source == "environment" else CREDENTIALS_FILE
+        key, adopted = store.adopt(loaded.credentials.access_key_id, loaded.credentials.secret_access_key,
+                                   origin=origin, name=INITIAL_KEY_NAME, role=ADMIN)
+        return StartedKeys(store, loaded, key, adopted)
+    except KeyStoreError as error:
+        store.close()
+        raise CredentialsError(str(error)) from None
+    except BaseException:
+        store.close()
+        raise

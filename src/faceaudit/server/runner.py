@@ -26,8 +26,9 @@ import signal
 import socket
 import sys
 
+from faceaudit.server.access import StoreKeys
 from faceaudit.server.app import DEFAULT_THREADS, build_app, configure_logging
-from faceaudit.server.credentials import load_or_create, usage_note
+from faceaudit.server.credentials import open_keys, usage_note
 from faceaudit.settings import (
     ENGINE_ENV,
     SERVE_BUCKET_DIR_ENV,
@@ -60,7 +61,10 @@ def _raise_open_file_limit() -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto given explicitly: accepted sockets inherit it, and asyncio turns Nagle off (TCP_NODELAY)
+    # only on sockets whose proto is IPPROTO_TCP. With proto 0 every response's body waited for
+    # the client's delayed ACK of its headers: ~40 ms on each request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
@@ -107,12 +111,20 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    loaded = load_or_create(data_dir)  # before any worker starts, so all share one key pair
-    sock = _bind(host, port)
+    # Before any worker starts: the single-key start's pair is taken in (or generated) once.
+    keys = open_keys(data_dir)
+    try:
+        sock = _bind(host, port)
+    except BaseException:
+        keys.store.close()
+        raise
     url = _url(host, sock.getsockname()[1])
-    if loaded.source == "generated":
-        print(usage_note(loaded, url), file=sys.stderr, flush=True)
+    if keys.loaded is not None and keys.loaded.source == "generated":
+        print(usage_note(keys.loaded, url), file=sys.stderr, flush=True)
+    for warning in keys.warnings():
+        logging.getLogger("faceaudit.server").warning("keys: %s", warning)
     if workers > 1:
+        keys.store.close()  # each worker opens its own
         return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers that ends here as a normal exit (status 0), not a death by signal.
@@ -120,13 +132,15 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     app = None
     try:
         app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
-                        credentials=loaded.credentials, engine=engine)
+                        keys=StoreKeys(keys.store), engine=engine)
         return asyncio.run(_serve_single(app, sock, url))
     except _Stopped:
         return 0
     finally:
         if app is not None:
             app.close()  # no-op when the lifespan shutdown already ran
+        else:
+            keys.store.close()
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -55,6 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 from faceaudit.errors import (  # also re-exported for callers of this module
@@ -66,6 +67,7 @@ from faceaudit.errors import (  # also re-exported for callers of this module
 
 __all__ = [
     "ALGORITHM",
+    "CredentialSource",
     "Credentials",
     "IncompleteSignatureException",
     "InvalidSignatureException",
@@ -122,6 +124,14 @@ class VerifiedRequest:
     date: datetime  # the request's signing time, timezone-aware UTC
     signed_headers: tuple[str, ...]
     presigned: bool = False  # True when authenticated by query parameters
+
+
+class CredentialSource(Protocol):
+    """Where access key ids are looked up: a mapping, or a key store read per request.
+
+    ``get`` may raise a RekognitionError itself (e.g. for a revoked key)."""
+
+    def get(self, access_key_id: str, /) -> Credentials | None: ...
 
 
 HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -457,7 +467,7 @@ def _find_auth(index: dict[str, list[str]], pairs: list[tuple[bytes, bytes]]) ->
 
 
 def _lookup(
-    credentials: Credentials | Mapping[str, Credentials], access_key_id: str
+    credentials: Credentials | CredentialSource, access_key_id: str
 ) -> Credentials | None:
     if isinstance(credentials, Credentials):
         same = hmac.compare_digest(
@@ -536,7 +546,7 @@ def preverify(
     path: str,
     query_string: str,
     headers: HeadersLike,
-    credentials: Credentials | Mapping[str, Credentials],
+    credentials: Credentials | CredentialSource,
     *,
     service: str = "rekognition",
     region: str | None = None,
@@ -704,7 +714,7 @@ def verify_request(
     query_string: str,
     headers: HeadersLike,
     body: bytes,
-    credentials: Credentials | Mapping[str, Credentials],
+    credentials: Credentials | CredentialSource,
     *,
     service: str = "rekognition",
     region: str | None = None,
@@ -718,7 +728,7 @@ def verify_request(
     ``path`` and ``query_string`` must be as on the request line, still
     percent-encoded (not WSGI's decoded ``PATH_INFO``), and ``body`` the exact
     bytes received.  ``credentials`` is one key pair or a mapping from access
-    key id to key pair.  ``region=None`` accepts any region in the credential
+    key id to key pair (any :class:`CredentialSource`).  ``region=None`` accepts any region in the credential
     scope.  A naive ``now`` is taken as UTC.  ``normalize_path=False`` gives
     S3's path rule; Rekognition, like every service but S3, normalises.
     ``X-Amz-Security-Token`` is not checked (faceaudit issues no temporary

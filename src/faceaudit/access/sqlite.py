@@ -1,0 +1,286 @@
+"""SQLiteKeyStore: access keys in ``DATA_DIR/access.db``, beside the faces' database.
+
+The same approach as faceaudit.storage.embedded: WAL mode, ``synchronous=FULL`` (a
+revocation or a new key, once acknowledged, survives a power cut), every change one
+``BEGIN IMMEDIATE`` transaction, one connection per thread, several processes at once.
+A file of its own rather than tables in faceaudit.db: its schema moves with the
+accountability work (keys now, the search log next) and not with the faces', and a
+key lookup shares no lock with face writes.
+
+The file is created with mode 0600 (SQLite gives -wal and -shm the same mode) in a
+0700 directory, and refused when group or others may read it: it holds secrets in
+clear, as SigV4 requires (docs/access.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from faceaudit.access.keys import (
+    INITIAL_KEY_NAME,
+    REVOKED,
+    ROTATED,
+    AccessKey,
+    IssuedKey,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    new_key_pair,
+    validate_new_key,
+)
+from faceaudit.access.roles import ADMIN
+
+DB_FILENAME = "access.db"
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+# A lookup runs on the server's event loop: never wait long for a lock there. Readers
+# in WAL mode do not wait for writers; this only bounds rare recovery after a crash.
+LOOKUP_BUSY_TIMEOUT_S = 1.0
+
+_SCHEMA = [
+    """CREATE TABLE access_keys (
+        access_key_id  TEXT    PRIMARY KEY,
+        secret         TEXT    NOT NULL,
+        name           TEXT    NOT NULL,
+        role           TEXT    NOT NULL,
+        unit           TEXT,
+        origin         TEXT    NOT NULL,
+        created_ms     INTEGER NOT NULL,
+        revoked_ms     INTEGER,             -- NULL while the key is active
+        revoked_reason TEXT,                -- 'revoked' or 'rotated'
+        replaced_by    TEXT,                -- rotation: the key that took its place
+        seq            INTEGER NOT NULL UNIQUE  -- creation order
+    )""",
+    # One active key per name; revoked ones keep theirs, so the log can still name them.
+    "CREATE UNIQUE INDEX access_keys_active_name ON access_keys (name) WHERE revoked_ms IS NULL",
+]
+_COLUMNS = ("access_key_id, secret, name, role, unit, origin, created_ms, revoked_ms, "
+            "revoked_reason, replaced_by")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _issued(row: tuple) -> IssuedKey:
+    created = _time(row[6])
+    assert created is not None
+    key = AccessKey(access_key_id=row[0], name=row[2], role=row[3], unit=row[4], origin=row[5],
+                    created=created, revoked=_time(row[7]), revoked_reason=row[8], replaced_by=row[9])
+    return IssuedKey(key, row[1])
+
+
+class SQLiteKeyStore:
+    """KeyStore (faceaudit.access.keys) on SQLite in ``data_dir/access.db``."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)  # mkdir's mode is filtered by the umask
+        self.path = self.data_dir / DB_FILENAME
+        # Created 0600 by us, before SQLite sees it; an existing file others can read is refused.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyStoreError(
+                f"{self.path} is accessible to other users (mode {mode:04o}); the secrets in it may "
+                f"have leaked. Run 'chmod 600 {self.path}' and rotate every key ('faceaudit keys rotate')")
+        self._busy_timeout = float(busy_timeout)
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._initialise()
+
+    # --- connections and transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # a forked child starts afresh; the parent's stay unused
+            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise KeyStoreUnavailable(f"could not put {self.path} in WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no upgrade can fail midway
+        except sqlite3.Error as error:
+            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise KeyStoreUnavailable(f"{self.path} could not be read: {error}") from error
+
+    def _initialise(self) -> None:
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise KeyStoreError(f"{self.path} has schema version {row[0]}; this faceaudit "
+                                    f"understands up to {SCHEMA_VERSION}")
+
+    def __enter__(self) -> SQLiteKeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    # --- reads
+
+    def lookup(self, access_key_id: str) -> IssuedKey | None:
+        rows = self._rows(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,))
+        return _issued(rows[0]) if rows else None
+
+    def keys(self, *, include_revoked: bool = False) -> list[AccessKey]:
+        where = "" if include_revoked else "WHERE revoked_ms IS NULL"
+        return [_issued(row).key for row in self._rows(f"SELECT {_COLUMNS} FROM access_keys {where} ORDER BY seq")]
+
+    def has_keys(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM access_keys LIMIT 1"))
+
+    # --- changes
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
+                unit: str | None, origin: str) -> IssuedKey:
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
+        try:
+            conn.execute(
+                "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (access_key_id, secret, name, role, unit, origin, _now_ms(), seq))
+        except sqlite3.IntegrityError:
+            taken = conn.execute("SELECT 1 FROM access_keys WHERE access_key_id = ?",
+                                 (access_key_id,)).fetchone()
+            if taken:  # 1 in 36**20: a fresh id that already exists
+                raise KeyStoreError(f"access key id {access_key_id} exists; try again") from None
+            raise KeyStoreError(f"an active key is already named {name!r} (revoke or rotate it, "
+                                "or choose another name)") from None
+        row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
+                           (access_key_id,)).fetchone()
+        return _issued(row)
+
+    def create(self, name: str, role: str, unit: str | None = None) -> IssuedKey:
+        validate_new_key(name, role, unit)
+        access, secret = new_key_pair()
+        with self._write() as conn:
+            return self._insert(conn, access, secret, name, role, unit, "created")
+
+    def adopt(self, access_key_id: str, secret_access_key: str, *, origin: str,
+              name: str = INITIAL_KEY_NAME, role: str = ADMIN) -> tuple[AccessKey, bool]:
+        validate_new_key(name, role, None)
+        with self._write() as conn:  # one transaction: two servers starting at once adopt it once
+            row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
+                               (access_key_id,)).fetchone()
+            if row is not None:
+                known = _issued(row)
+                if known.secret_access_key != secret_access_key:
+                    raise KeyStoreError(
+                        f"access key id {access_key_id} (from {origin}) is stored as key "
+                        f"{known.key.name!r} with another secret; use the stored secret, or "
+                        f"'faceaudit keys rotate {known.key.name}' and use the new pair")
+                return known.key, False
+            taken = {r[0] for r in conn.execute(
+                "SELECT name FROM access_keys WHERE revoked_ms IS NULL AND (name = ? OR name LIKE ?)",
+                (name, name + "-%"))}
+            chosen = name
+            for n in range(2, len(taken) + 3):
+                if chosen not in taken:
+                    break
+                chosen = f"{name}-{n}"
+            return self._insert(conn, access_key_id, secret_access_key, chosen, role, None, origin).key, True
+
+    @staticmethod
+    def _active(conn: sqlite3.Connection, name_or_id: str) -> IssuedKey:
+        """The key by access key id (checked first), else the active key of that name."""
+        row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
+                           (name_or_id,)).fetchone()
+        if row is None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE name = ? AND revoked_ms IS NULL",
+                               (name_or_id,)).fetchone()
+        if row is None:
+            raise KeyStoreError(f"no active key has the name or access key id {name_or_id!r} "
+                                "('faceaudit keys list' shows them)")
+        issued = _issued(row)
+        if not issued.key.active:
+            raise KeyStoreError(f"key {issued.key.name!r} ({issued.key.access_key_id}) was already "
+                                f"{issued.key.revoked_reason}")
+        return issued
+
+    def revoke(self, name_or_id: str, *, force: bool = False) -> AccessKey:
+        with self._write() as conn:
+            key = self._active(conn, name_or_id).key
+            if key.role == ADMIN and not force:
+                admins = conn.execute("SELECT COUNT(*) FROM access_keys WHERE role = ? AND revoked_ms IS NULL",
+                                      (ADMIN,)).fetchone()[0]
+                if admins <= 1:
+                    raise KeyStoreError(
+                        f"{key.name!r} is the last active admin key: without one nobody can create or "
+                        "delete collections. Create another admin key first "
+                        "('faceaudit keys create --role admin'), or pass --force")
+            conn.execute("UPDATE access_keys SET revoked_ms = ?, revoked_reason = ? WHERE access_key_id = ?",
+                         (_now_ms(), REVOKED, key.access_key_id))
+            row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
+                               (key.access_key_id,)).fetchone()
+            return _issued(row).key
+
+    def rotate(self, name_or_id: str) -> IssuedKey:
+        access, secret = new_key_pair()
+        with self._write() as conn:
+            old = self._active(conn, name_or_id).key
+            # Revoked first: the name's unique index admits one active key at a time.
+            conn.execute("UPDATE access_keys SET revoked_ms = ?, revoked_reason = ?, replaced_by = ? "
+                         "WHERE access_key_id = ?", (_now_ms(), ROTATED, access, old.access_key_id))
+            return self._insert(conn, access, secret, old.name, old.role, old.unit, ROTATED)
