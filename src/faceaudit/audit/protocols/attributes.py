@@ -246,9 +246,12 @@ def _mean(metric: str, group: dict, values: np.ndarray, min_cell: int, seed: int
 
 def _summary(report: dict, min_cell: int) -> list[str]:
     rows = report["metrics"]
-    # Gaps the data show come first (the finding): rates by size of difference, then age.
-    def order(gap: dict) -> tuple[bool, float]:
-        return gap["metric"] in AGE_METRICS, -abs(gap["difference"])
+    # Gaps the data show come first (the finding): rates by size of difference, then the age
+    # metrics in a fixed order (their differences are in years or shares: not comparable).
+    def order(gap: dict) -> tuple[int, float]:
+        if gap["metric"] in AGE_METRICS:
+            return 1 + AGE_METRICS.index(gap["metric"]), 0.0
+        return 0, -abs(gap["difference"])
 
     claimed = sorted((gap for gap in report["gaps"] if gap_is_claimed(gap)), key=order)
     sentences = [gap_sentence(gap, PHRASES[gap["metric"]], rows_index(rows, gap["metric"], None))
