@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 from importlib import metadata
 from pathlib import Path
 
@@ -56,8 +57,8 @@ def fit(expected: np.ndarray, true: np.ndarray, bins: int = BINS, coverage: floa
     widths, counts = [], []
     for i in range(bins):
         in_bin = errors[index == i]
-        # "higher": the bin's own faces are covered at least `coverage` of the time, never less.
-        widths.append(round(float(np.quantile(in_bin, coverage, method="higher")), 2))
+        # "higher", rounded up: the bin's own faces are covered at least `coverage` of the time.
+        widths.append(math.ceil(float(np.quantile(in_bin, coverage, method="higher")) * 100) / 100)
         counts.append(int(in_bin.size))
     return edges, widths, counts
 
