@@ -155,7 +155,8 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
         notes.append(f"{age_unpredicted} detected image(s) with an age label got no age "
                      "estimate and are left out of the age error")
     if measure_age:
-        notes.append("age error is measured from the middle of the target's age range")
+        notes.append("age error is measured from the middle of the target's age range, or from "
+                     "its own point estimate where it gave one")
     if any(image.age is not None for image in images) and found:
         if predicted_range == 0:
             notes.append("the target reported no age range for any face: age range coverage "
