@@ -38,8 +38,11 @@ def test_detect_finds_the_one_face_with_rekognition_shape(astronaut_faces):
     assert 0 <= face["Quality"]["Brightness"] <= 100 and 0 <= face["Quality"]["Sharpness"] <= 100
     # She was about 36 when photographed and is a woman.
     assert face["Gender"]["Value"] == "Female" and 50 <= face["Gender"]["Confidence"] <= 100
-    assert face["AgeRange"]["Low"] <= face["AgeRange"]["High"]
-    assert face["AgeRange"]["Low"] <= 45 and face["AgeRange"]["High"] >= 25
+    # AgeRange is a calibrated ~90% interval (docs/engine.md), no longer the network's
+    # zero-to-few-year central 68%: it holds her age, and is neither a point nor the whole of life.
+    low, high = face["AgeRange"]["Low"], face["AgeRange"]["High"]
+    assert low <= 36 <= high
+    assert 10 <= high - low <= 40 and low >= 15 and high <= 60
     # Attributes no model here can produce are absent, never invented.
     for absent in ("Emotions", "Smile", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "EyesOpen",
                    "MouthOpen", "FaceOccluded", "EyeDirection"):

@@ -153,10 +153,12 @@ def attributes_case():
         elif outcome == "error":
             detections[path] = Detection(face_count=0, error="InvalidImageFormatException")
         failed = outcome in ("noface", "error", "missing")
+        measured_age = not (failed or outcome == "noage" or age is None)
         truth.append({"gender": gender, "race": race, "failed": failed,
                       "gender_error": None if gender is None else (failed or outcome == "wrong"),
-                      "age_error": (None if failed or outcome == "noage" or age is None
-                                    else age_error)})
+                      "age_error": age_error if measured_age else None,
+                      # the range is 30 + error +/- 2 around a true age of 30
+                      "age_covered": abs(age_error) <= 2 if measured_age else None})
 
     for outcome in ["noface"] * 2 + ["error", "missing"] + ["wrong"] * 6 + ["ok"] * 30:
         add("female", "Asian", outcome, 10.0)
@@ -178,6 +180,8 @@ def test_attributes_every_row_against_independent_counts():
     detection = rows_of(report, "detection_failure_rate")
     gender = rows_of(report, "gender_error_rate")
     age = rows_of(report, "age_mean_absolute_error")
+    coverage, width = rows_of(report, "age_range_coverage"), rows_of(report, "age_range_mean_width")
+    assert set(coverage) == set(width) == {key(g) for g in groups}
     assert set(detection) == {key(g) for g in groups}
     assert set(gender) == {key(g) for g in groups}
     assert set(age) == {key(g) for g in groups}
@@ -194,12 +198,20 @@ def test_attributes_every_row_against_independent_counts():
         assert row["ci95"][0] <= row["value"] <= row["ci95"][1]
         assert row["small_cell"] is (len(errors) < MIN_CELL)
         assert row["threshold"] is None
+        ranged = [t["age_covered"] for t in members if t["age_covered"] is not None]
+        check_wilson_row(coverage[key(group)], sum(ranged), len(ranged))
+        assert width[key(group)]["n"] == len(ranged) and width[key(group)]["value"] == pytest.approx(4.0)
     # The numbers the docstring promises, spelled out.
     asian_women = key({"gender": "female", "race": "Asian"})
     assert (detection[asian_women]["k"], detection[asian_women]["n"]) == (4, 40)
     assert (gender[asian_women]["k"], gender[asian_women]["n"]) == (10, 40)
     assert age[asian_women]["value"] == 10 and age[asian_women]["ci95"] == [10, 10]
     assert (gender[()]["k"], gender[()]["n"]) == (10 + 2 + 6 + 10, 140)
+    # Only Black women's ranges (off by 2 half the time) ever hold the age: 20 of 40.
+    assert (coverage[asian_women]["k"], coverage[asian_women]["n"]) == (0, 36)
+    black_women = key({"gender": "female", "race": "Black"})
+    assert (coverage[black_women]["k"], coverage[black_women]["n"]) == (20, 40)
+    assert (coverage[()]["k"], coverage[()]["n"]) == (20, 36 + 40 + 48 + 5)
     validate(report)
 
 
@@ -221,7 +233,8 @@ def test_attributes_small_cells_flagged_and_never_in_gaps():
         if row["group"] == black_men:
             assert row["small_cell"] is True
     gaps = {gap["metric"]: gap for gap in report["gaps"]}
-    assert set(gaps) == {"detection_failure_rate", "gender_error_rate", "age_mean_absolute_error"}
+    assert set(gaps) == {"detection_failure_rate", "gender_error_rate", "age_mean_absolute_error",
+                         "age_range_coverage", "age_range_mean_width"}
     for gap in gaps.values():
         assert gap["highest"]["group"] != black_men and gap["lowest"]["group"] != black_men
         assert gap["group_by"] == ["gender", "race"]
@@ -271,6 +284,54 @@ def test_attributes_no_gap_claimed_when_data_cannot_tell():
     report = run_attributes(AuditDataset("s", "/fake", images), silent, min_cell=MIN_CELL)
     assert {r["metric"] for r in report["metrics"]} == {"detection_failure_rate"}
     assert any("no gender" in note for note in report["dataset"]["notes"])
+
+
+def test_age_range_coverage_and_width_from_known_ranges():
+    """Ranges set by hand: the true age on either bound counts as held; a point estimate without
+    a range, a missed face and an image without an age label are left out of both metrics."""
+    images, detections = [], {}
+    plan = {"Asian": (40, 36, 10), "Black": (40, 28, 20)}  # images, ranges holding the age, width
+
+    for race, (n, held, span) in plan.items():
+        for i in range(n):
+            path = f"/fake/{race}{i}.jpg"
+            age = 20 + i
+            images.append(AuditImage(path=path, gender="female", race=race, age=age))
+            if i < held:  # the age on the lower bound, the upper bound, or inside
+                low = [age, age - span, age - span // 2][i % 3]
+            else:  # just past either bound
+                low = age + 1 if i % 2 else age - span - 1
+            detections[path] = Detection(1, gender="female", age_low=low, age_high=low + span)
+    for i, extra in enumerate((Detection(1, gender="female", age_estimate=30.0), Detection(0),
+                               Detection(1, gender="female", age_low=0, age_high=100))):
+        path = f"/fake/extra{i}.jpg"
+        images.append(AuditImage(path=path, gender="female", race="Asian",
+                                 age=None if i == 2 else 30))
+        detections[path] = extra
+    report = run_attributes(AuditDataset("s", "/fake", images), FakeTarget(detections), min_cell=MIN_CELL)
+    coverage, width = rows_of(report, "age_range_coverage"), rows_of(report, "age_range_mean_width")
+    for race, (n, held, span) in plan.items():
+        group = key({"gender": "female", "race": race})
+        check_wilson_row(coverage[group], held, n)
+        assert width[group]["value"] == pytest.approx(span) and width[group]["n"] == n
+        assert "k" not in width[group] and width[group]["ci95"] == [span, span]
+    check_wilson_row(coverage[()], 36 + 28, 80)
+    assert width[()]["value"] == pytest.approx(15.0) and width[()]["n"] == 80
+    assert rows_of(report, "age_mean_absolute_error")[()]["n"] == 81  # the point estimate counts there
+    notes = " ".join(report["dataset"]["notes"])
+    assert "1 detected image(s) with an age label got no age range" in notes
+    text = " ".join(report["summary"])
+    assert "Overall, the age range held the true age for 64 of 80 detected images" in text
+    assert "ranges spanned 15.0 years on average [" in text
+    validate(report)
+
+    # A target that gives point ages only: no coverage rows, and the notes say why.
+    points = {p: Detection(1, gender="female", age_estimate=30.0) for p in detections}
+    report = run_attributes(AuditDataset("s", "/fake", images), FakeTarget(points), min_cell=MIN_CELL)
+    metrics = {r["metric"] for r in report["metrics"]}
+    assert "age_mean_absolute_error" in metrics and not metrics & {"age_range_coverage", "age_range_mean_width"}
+    assert any("no age range for any face" in note for note in report["dataset"]["notes"])
+    validate(report)
 
 
 def test_attributes_deterministic_given_seed():

@@ -367,8 +367,12 @@ def test_csv_target_round_trip_with_a_missing_row(local, subset, tmp_path):
     got = target.detect(faces + [subset.utk[5]])
     for n, path in enumerate(faces[:-1]):
         d = detections[path]
-        low, high = (d.age_low, d.age_high) if n % 2 else (d.age, d.age)
-        assert got[path] == Detection(1, d.gender, d.gender_confidence, low, high)  # no face_count column: 1
+        if n % 2:  # a range
+            assert got[path] == Detection(1, d.gender, d.gender_confidence, d.age_low, d.age_high)  # no face_count: 1
+            assert got[path].has_age_range and got[path].age == d.age
+        else:  # a point estimate is not a range: its error is measured, no coverage
+            assert got[path] == Detection(1, d.gender, d.gender_confidence, age_estimate=d.age)
+            assert not got[path].has_age_range and got[path].age == d.age
     assert got[faces[-1]] == Detection(face_count=0, error="MissingPrediction")
     assert got[subset.utk[5]] == Detection(face_count=0)
     assert target.similarities(pairs) == [scores[p] for p in pairs[:-1]] + [None]

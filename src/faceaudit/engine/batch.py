@@ -31,6 +31,8 @@ class FileResult:
     gender: str | None = None
     gender_confidence: float | None = None
     age: float | None = None
+    age_low: int | None = None  # the AgeRange the engine answers with
+    age_high: int | None = None
     error: str | None = None  # Rekognition error code when the file could not be read
 
     @property
@@ -67,6 +69,7 @@ def _analyze_one(path: str) -> FileResult:
         path=path, face_count=len(faces), box=(face.left, face.top, face.right, face.bottom),
         confidence=face.confidence, embedding=embedding, gender=attributes.gender,
         gender_confidence=attributes.gender_confidence, age=attributes.age,
+        age_low=attributes.age_low, age_high=attributes.age_high,
     )
 
 

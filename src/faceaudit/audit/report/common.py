@@ -40,6 +40,15 @@ METRICS: dict[str, MetricInfo] = {
     "age_mean_absolute_error": MetricInfo(
         "Age error", "On average, how many years the system's age estimate was off.", "lower",
         "the average age error", "years"),
+    "age_range_coverage": MetricInfo(
+        "Age range holds the age", "The share of faces whose true age fell within the age range the "
+        "system gave (its Low to High). A range meant to hold 90% of ages should do so in every "
+        "group; higher is only better at the same width.", "",
+        "the share of age ranges holding the true age"),
+    "age_range_mean_width": MetricInfo(
+        "Age range width", "On average, how many years wide the system's age range was (High minus "
+        "Low). A wider range holds more ages but says less.", "",
+        "the average age range width", "years"),
     "false_match_rate": MetricInfo(
         "False matches", "The share of pairs of photos of two different people that the system "
         "declared to be the same person.", "lower", "the false match rate"),

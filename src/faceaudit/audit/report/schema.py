@@ -17,12 +17,13 @@ from typing import TypeGuard
 SCHEMA_VERSION = 1
 
 PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
-    "attributes": ("detection_failure_rate", "gender_error_rate", "age_mean_absolute_error"),
+    "attributes": ("detection_failure_rate", "gender_error_rate", "age_mean_absolute_error",
+                   "age_range_coverage", "age_range_mean_width"),
     "verification": ("false_match_rate", "false_non_match_rate"),
     "lineup": ("probes_with_false_match_rate", "mated_probes_with_false_match_rate", "rank1_hit_rate",
                "mean_false_matches_per_probe"),
 }
-NON_RATE_METRICS = frozenset({"age_mean_absolute_error", "mean_false_matches_per_probe"})
+NON_RATE_METRICS = frozenset({"age_mean_absolute_error", "age_range_mean_width", "mean_false_matches_per_probe"})
 
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,

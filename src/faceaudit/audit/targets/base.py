@@ -33,9 +33,11 @@ class Detection:
     face_count: int
     gender: str | None = None  # "female" / "male" (lower case, as AuditImage.gender)
     gender_confidence: float | None = None  # 0-100
-    age_low: float | None = None
+    age_low: float | None = None  # the target's age range (Rekognition's AgeRange), inclusive
     age_high: float | None = None
     error: str | None = None  # the target's error code when it refused the image
+    # A point estimate the target gave besides or instead of a range (a CSV's age column).
+    age_estimate: float | None = None
 
     @property
     def found(self) -> bool:
@@ -43,10 +45,16 @@ class Detection:
 
     @property
     def age(self) -> float | None:
-        """Point estimate: the middle of the range."""
+        """Point estimate: the target's own when it gave one, else the middle of the range."""
+        if self.age_estimate is not None:
+            return self.age_estimate
         if self.age_low is None or self.age_high is None:
             return None
         return (self.age_low + self.age_high) / 2.0
+
+    @property
+    def has_age_range(self) -> bool:
+        return self.age_low is not None and self.age_high is not None
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ Detections (attributes protocol) -- one row per image:
     ``path, face_detected, gender, gender_confidence, age``
     ``face_detected``: 1/0, true/false or yes/no (a row with no face needs
     nothing else); ``gender``: female/male (also f/m, woman/man; any case);
-    ``gender_confidence``: 0-100, optional; ``age`` (a point estimate) or
-    ``age_low, age_high`` (a range), optional; optional ``face_count`` (faces
+    ``gender_confidence``: 0-100, optional; ``age`` (a point estimate) and/or
+    ``age_low, age_high`` (a range, both or neither; the age error is measured from
+    ``age`` when given, else the middle of the range; range coverage needs a range),
+    optional; optional ``face_count`` (faces
     found, default 1 when detected) and ``error`` (the system's error code for
     an image it refused).
 
@@ -147,11 +149,14 @@ class CsvTarget(Target):
         age = _number(row.get("age"), "age", where)
         low = _number(row.get("age_low"), "age_low", where)
         high = _number(row.get("age_high"), "age_high", where)
-        if age is not None and low is None and high is None:
-            low = high = age
+        if (low is None) != (high is None):
+            raise ValueError(f"{where}: an age range needs both age_low and age_high")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"{where}: age_low {low} is above age_high {high}")
+        # A point age is not a range: the audit measures its error but no range coverage.
         return Detection(face_count=int(count) if count else 1, gender=_GENDERS.get(gender),
                          gender_confidence=_number(row.get("gender_confidence"), "gender_confidence", where),
-                         age_low=low, age_high=high, error=error)
+                         age_low=low, age_high=high, error=error, age_estimate=age)
 
     def describe(self) -> dict:
         return {"kind": "csv", "name": self.name, "endpoint": None, "model_version": None,

@@ -131,7 +131,9 @@ class RekognitionTarget(Target):
         parts = [self.backend.kind, self.backend.endpoint, self.model_version]
         if self.backend.kind == "local":  # the engine is this very package
             from faceaudit import __version__
-            parts.append(__version__)
+            from faceaudit.engine.age_interval import shipped_age_interval
+            # A recalibrated AgeRange changes DetectFaces answers without a new version.
+            parts += [__version__, shipped_age_interval().digest]
         return cache_key(*parts)
 
     def describe(self) -> dict:
