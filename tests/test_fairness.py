@@ -289,3 +289,57 @@ def test_the_environment_names_the_normalization_every_operation_uses(tmp_path, 
     assert default_scoring(engine, settings) is service.scoring  # one per engine
     plain = default_scoring(engine, Settings.from_env({}))
     assert plain.normalization is None and plain.scale is engine.similarity_scale
+
+
+@pytest.mark.parametrize("trained_on, refused", [("sface", True), ("dlib", False), (None, False)])
+def test_a_normalization_is_refused_by_an_engine_it_was_not_trained_for(engine, tmp_path, trained_on, refused):
+    """Score normalizations record the engine whose embeddings they were fit on; serving one with
+    another engine would shift distances by offsets measured in a different space."""
+    from faceaudit.runtime import default_scoring
+    from faceaudit.settings import Settings
+
+    tight, loose = two_populations(3, n=30)
+    provenance = {} if trained_on is None else {"engine": trained_on}
+    fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0,
+                                     provenance=provenance)
+    path = tmp_path / "fsn.json"
+    fsn.save(path)
+    settings = Settings(score_normalization=str(path))
+    if refused:
+        with pytest.raises(ValueError, match="trained on the sface engine's embeddings; this engine is dlib"):
+            default_scoring(engine, settings)
+    else:
+        assert default_scoring(engine, settings).normalized
+
+
+def test_training_records_the_engine_and_keeps_embeddings_apart_per_engine(monkeypatch):
+    """One process training for two engines (FACEAUDIT_ENGINE changed between) must embed the
+    images again for the second: reusing the first engine's vectors would train on the wrong space.
+    The engine run is replaced by one whose vectors say which engine made them."""
+    from faceaudit.datasets.labelled import AuditDataset, AuditImage
+    from faceaudit.engine.batch import FileResult
+    from faceaudit.fairness import train
+    from faceaudit.settings import Settings
+
+    calls: list[str] = []
+    tight, loose = two_populations(5, n=20)
+    vectors = np.vstack([tight, loose])
+
+    def fake_analyze(paths, **_):
+        engine = Settings.from_env().engine
+        calls.append(engine)
+        shift = 0.0 if engine == "dlib" else 1.0
+        return [FileResult(path=p, face_count=1, embedding=vectors[int(p.rsplit("-", 1)[1])] + shift) for p in paths]
+
+    monkeypatch.setattr(train, "analyze_files", fake_analyze)
+    monkeypatch.setattr(train, "_embedded", {})
+    dataset = AuditDataset("synthetic", "/nowhere", [AuditImage(f"/nowhere/img-{i}") for i in range(len(vectors))])
+    monkeypatch.setenv("FACEAUDIT_ENGINE", "dlib")
+    _, dlib_vectors = train.embeddings_of(dataset.images)
+    dlib_fsn = train.train_score_normalization(dataset, clusters=2, target_fmr=0.05)
+    monkeypatch.setenv("FACEAUDIT_ENGINE", "sface")
+    _, sface_vectors = train.embeddings_of(dataset.images)
+    sface_fsn = train.train_score_normalization(dataset, clusters=2, target_fmr=0.05)
+    assert calls == ["dlib", "sface"]  # once per engine: the second engine did not reuse the first's
+    np.testing.assert_allclose(sface_vectors - dlib_vectors, 1.0)
+    assert (dlib_fsn.provenance["engine"], sface_fsn.provenance["engine"]) == ("dlib", "sface")

@@ -123,6 +123,16 @@ _scorings: weakref.WeakKeyDictionary[FaceEngine, tuple[str | None, Scoring]] = w
 _scorings_lock = threading.Lock()
 
 
+def check_trained_for(engine: FaceEngine, provenance: dict, what: str) -> None:
+    """ValueError when ``provenance`` says it was trained on another engine's embeddings (files
+    trained before engines were recorded say nothing, and pass)."""
+    trained = provenance.get("engine")
+    spec = engine_for_model_version(engine.model_version)
+    if trained and spec is not None and trained != spec.name:
+        raise ValueError(f"{what} was trained on the {trained} engine's embeddings; this engine is "
+                         f"{spec.name}: retrain it with FACEAUDIT_ENGINE={spec.name} (faceaudit train)")
+
+
 def default_scoring(engine: FaceEngine, settings: Settings | None = None) -> Scoring:
     """The engine's Scoring with the score normalization the settings name (default: the
     environment), made once per engine and normalization file and then shared."""
@@ -135,6 +145,7 @@ def default_scoring(engine: FaceEngine, settings: Settings | None = None) -> Sco
     if path:
         from faceaudit.fairness.score_normalization import FairScoreNormalization
         normalization = FairScoreNormalization.load(path)
+        check_trained_for(engine, normalization.provenance, f"the score normalization {path}")
     scoring = Scoring.for_engine(engine, normalization)
     with _scorings_lock:
         _scorings[engine] = (path, scoring)

@@ -16,6 +16,7 @@ from faceaudit.datasets.labelled import AuditDataset, AuditImage
 from faceaudit.engine.batch import analyze_files
 from faceaudit.fairness.attribute_head import AttributeHead
 from faceaudit.fairness.score_normalization import FairScoreNormalization
+from faceaudit.settings import Settings
 
 
 def select(dataset: AuditDataset, where: Mapping[str, str] | None = None) -> list[AuditImage]:
@@ -27,19 +28,27 @@ def select(dataset: AuditDataset, where: Mapping[str, str] | None = None) -> lis
     return images
 
 
-# Largest-face embedding (or None: no face) per image path, kept for the process's life:
-# training a head and a normalization on the same images embeds them once.
-_embedded: dict[str, np.ndarray | None] = {}
+# Largest-face embedding (or None: no face) per (engine, image path), kept for the process's
+# life: training a head and a normalization on the same images embeds them once. The engine is
+# part of the key because one process may train for several (FACEAUDIT_ENGINE changed between).
+_embedded: dict[tuple[str, str], np.ndarray | None] = {}
+
+
+def training_engine() -> str:
+    """The engine whose embeddings training uses: the one FACEAUDIT_ENGINE names (analyze_files'
+    workers build it); recorded in what is trained, so it is never applied to another engine's."""
+    return Settings.from_env().engine
 
 
 def embeddings_of(images: Sequence[AuditImage]) -> tuple[list[AuditImage], np.ndarray]:
     """The images in which a face was found, and the embedding of each one's largest face."""
-    missing = [image.path for image in images if image.path not in _embedded]
+    engine = training_engine()
+    missing = [image.path for image in images if (engine, image.path) not in _embedded]
     if missing:
         for path, result in zip(missing, analyze_files(missing, description="Embedding faces")):
-            _embedded[path] = result.embedding if result.detected else None
-    kept = [image for image in images if _embedded[image.path] is not None]
-    return kept, np.array([_embedded[image.path] for image in kept], dtype=np.float64)
+            _embedded[engine, path] = result.embedding if result.detected else None
+    kept = [image for image in images if _embedded[engine, image.path] is not None]
+    return kept, np.array([_embedded[engine, image.path] for image in kept], dtype=np.float64)
 
 
 def train_attribute_head(dataset: AuditDataset, *, label: str = "gender",
@@ -57,7 +66,7 @@ def train_attribute_head(dataset: AuditDataset, *, label: str = "gender",
     return AttributeHead.fit(vectors, labels, label=label,
                              balance_by=groups, seed=seed,
                              provenance={"dataset": dataset.name, "where": dict(where or {}),
-                                         "balanced_by": list(balance_by)})
+                                         "balanced_by": list(balance_by), "engine": training_engine()})
 
 
 def train_score_normalization(dataset: AuditDataset, *, clusters: int = 10, target_fmr: float = 0.01,
@@ -67,4 +76,5 @@ def train_score_normalization(dataset: AuditDataset, *, clusters: int = 10, targ
     images, vectors = embeddings_of(select(dataset, where))
     identities = [image.identity if image.identity else f"#{i}" for i, image in enumerate(images)]
     return FairScoreNormalization.fit(vectors, identities, n_clusters=clusters, target_fmr=target_fmr, seed=seed,
-                                      provenance={"dataset": dataset.name, "where": dict(where or {})})
+                                      provenance={"dataset": dataset.name, "where": dict(where or {}),
+                                                  "engine": training_engine()})
