@@ -151,6 +151,14 @@ def engine_environment(engine: str, normalization: Path | None) -> Iterator[None
 def run_audit(config: Config, protocol: str, dataset: AuditDataset, normalization: Path | None, out: Path,
               cache: Path, workers: int | None) -> dict:
     run, options = PROTOCOLS[protocol]
+    verification = out.parent / "verification" / "report.json"
+    if protocol == "lineup" and verification.exists():
+        # Also at the similarity where this configuration's 1:1 audit had 0.1% false matches overall:
+        # the one lineup threshold that means the same on both engines' scales (searches are cached
+        # without a threshold, so adding a level costs no new search).
+        t_star = json.loads(verification.read_text())["parameters"].get("threshold_at_target_fmr")
+        if t_star is not None:
+            options = {**options, "thresholds": (*LINEUP_LEVELS, t_star)}
     with engine_environment(config.engine, normalization):
         # A fresh target per configuration: its workers take the engine settings it was opened with.
         target = open_target("local", cache_dir=str(cache / config.name), workers=workers)
@@ -183,12 +191,13 @@ def figure(r: dict | None) -> dict | None:
 
 
 def spread(report: dict, metric: str, threshold: float | None) -> dict | None:
-    """The report's gap over gender x race cells: worst and best cell (with their rows' intervals), ratio."""
-    gap = next((g for g in report["gaps"] if g["metric"] == metric and g.get("threshold") == threshold
-                and list(g["group_by"]) == list(GROUP_BY)), None)
-    if gap is None:
+    """The report's gap over its finest groups (gender x race cells where the data label both; lineup
+    probes are LFW photos, labelled by gender only): worst and best group with their rows' intervals, ratio."""
+    gaps = [g for g in report["gaps"] if g["metric"] == metric and g.get("threshold") == threshold]
+    if not gaps:
         return None
-    return {"threshold": threshold,
+    gap = max(gaps, key=lambda g: len(g["group_by"]))
+    return {"threshold": threshold, "group_by": list(gap["group_by"]),
             "worst": figure(row(report, metric, threshold, gap["highest"]["group"])),
             "best": figure(row(report, metric, threshold, gap["lowest"]["group"])),
             "ratio": gap.get("ratio"), "ratio_ci95": gap.get("ratio_ci95"),
@@ -205,7 +214,8 @@ def verification_summary(report: dict) -> dict:
         out[name] = {"threshold": t,
                      "false_non_match_rate": figure(row(report, "false_non_match_rate", t, {})),
                      "false_match_rate": figure(row(report, "false_match_rate", t, {})),
-                     "false_match_rate_by_cell": spread(report, "false_match_rate", t)}
+                     "false_match_rate_by_cell": spread(report, "false_match_rate", t),
+                     "false_non_match_rate_by_group": spread(report, "false_non_match_rate", t)}
     return out
 
 
@@ -213,8 +223,9 @@ def lineup_summary(report: dict) -> dict:
     params = report["parameters"]
     out: dict[str, Any] = {"gallery_size": params["gallery_size"], "probes": params["probes"],
                            "mated_probes": params["mated_probes"]}
-    for t in LINEUP_LEVELS:
-        out[f"at_{t}"] = {"threshold": t,
+    for t in params["thresholds"]:
+        key = f"at_{t}" if t in LINEUP_LEVELS else "at_verification_fmr_threshold"
+        out[key] = {"threshold": t,
                           "probes_with_false_match_rate": figure(row(report, "probes_with_false_match_rate", t, {})),
                           "rank1_hit_rate": figure(row(report, "rank1_hit_rate", t, {})),
                           "probes_with_false_match_rate_by_cell": spread(report, "probes_with_false_match_rate", t)}
@@ -239,7 +250,7 @@ def pct(f: dict | None, digits: int = 2) -> str:
 
 
 def cell_name(f: dict | None) -> str:
-    return "—" if f is None else " ".join(str(f["group"][k]) for k in GROUP_BY if k in f["group"])
+    return "—" if f is None else " ".join(str(value) for _, value in sorted(f["group"].items()))
 
 
 def ratio_text(s: dict | None) -> str:
@@ -268,7 +279,9 @@ def summary_markdown(summary: dict) -> str:
              "intervals as the reports state them (bootstrap over images or identities, widened to "
              "Wilson's; Wilson for lineup probes and attributes). Thresholds 80/95/99 are each engine's "
              "own similarity scale and are not comparable between engines; the threshold at overall "
-             "FMR 0.1% is.", ""]
+             "FMR 0.1% is. Verification n counts pairs (pairs share images: the intervals are bootstrapped "
+             "over images); lineup n counts probe photos (LFW only, labelled by gender); attributes n "
+             "counts images.", ""]
     rows_by_key: dict[str, list[str]] = {}
 
     def add(key: str, config: str, text: str) -> None:
@@ -284,29 +297,37 @@ def summary_markdown(summary: dict) -> str:
                 add(f"LFW genuine pairs FNMR {title}", config, pct(block["false_non_match_rate"]))
                 add(f"impostor pairs FMR {title}", config, pct(block["false_match_rate"], 3))
                 s = block["false_match_rate_by_cell"]
-                add(f"FMR {title}: worst cell", config,
+                add(f"FMR {title}: worst group", config,
                     "—" if s is None else f"{cell_name(s['worst'])} {pct(s['worst'], 3)}")
-                add(f"FMR {title}: best cell", config,
+                add(f"FMR {title}: best group", config,
                     "—" if s is None else f"{cell_name(s['best'])} {pct(s['best'], 3)}")
                 add(f"FMR {title}: worst/best", config, ratio_text(s))
+                s = block["false_non_match_rate_by_group"]
+                add(f"FNMR {title}: worst group", config,
+                    "—" if s is None else f"{cell_name(s['worst'])} {pct(s['worst'])}")
         if lu:
-            for t in LINEUP_LEVELS:
-                block = lu[f"at_{t}"]
+            for key in [f"at_{t}" for t in LINEUP_LEVELS] + ["at_verification_fmr_threshold"]:
+                block = lu.get(key)
+                if block is None:
+                    continue
+                t = "the 1:1 FMR-0.1% threshold" if key == "at_verification_fmr_threshold" else block["threshold"]
+                if key == "at_verification_fmr_threshold":
+                    add(f"lineup: {t}", config, f"{block['threshold']}")
                 add(f"lineup: non-mated probes with a false match at {t}", config,
                     pct(block["probes_with_false_match_rate"], 1))
                 add(f"lineup: rank-1 hit rate of mated probes at {t}", config, pct(block["rank1_hit_rate"], 1))
                 s = block["probes_with_false_match_rate_by_cell"]
-                add(f"lineup at {t}: worst cell", config,
+                add(f"lineup at {t}: worst group", config,
                     "—" if s is None else f"{cell_name(s['worst'])} {pct(s['worst'], 1)}")
-                add(f"lineup at {t}: best cell", config,
+                add(f"lineup at {t}: best group", config,
                     "—" if s is None else f"{cell_name(s['best'])} {pct(s['best'], 1)}")
                 add(f"lineup at {t}: worst/best", config, ratio_text(s))
         if a:
             add("gender error, everyone", config, pct(a["gender_error_rate"], 1))
             s = a["gender_error_rate_by_cell"]
-            add("gender error: worst cell", config,
+            add("gender error: worst group", config,
                 "—" if s is None else f"{cell_name(s['worst'])} {pct(s['worst'], 1)}")
-            add("gender error: best cell", config,
+            add("gender error: best group", config,
                 "—" if s is None else f"{cell_name(s['best'])} {pct(s['best'], 1)}")
             add("gender error: worst/best", config, ratio_text(s))
             add("no face found, everyone", config, pct(a["detection_failure_rate"], 1))
