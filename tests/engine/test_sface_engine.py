@@ -165,3 +165,23 @@ def test_calibration_file_is_for_this_engine():
     data = json.loads((resources.files("faceaudit") / "data" / "similarity_calibration_sface.json").read_text())
     assert data["model_version"] == MODEL_VERSION and data["provenance"]["engine"] == "sface"
     assert Path(data["provenance"]["script"]).name.startswith("calibrate_similarity.py")
+
+
+def test_batch_workers_build_the_engine_named_at_call_time(tmp_path, monkeypatch, astronaut_jpeg):
+    """analyze_files' forkserver workers keep the environment the forkserver started with; the
+    engine named when analyze_files is called must be the one its workers build."""
+    from faceaudit.engine.batch import analyze_files
+
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"astronaut-{i}.jpg"
+        path.write_bytes(astronaut_jpeg)
+        paths.append(str(path))
+    norms = {}
+    for name in ("dlib", "sface", "dlib"):
+        monkeypatch.setenv("FACEAUDIT_ENGINE", name)
+        results = analyze_files(paths, workers=2, progress=False)
+        norms.setdefault(name, []).append([float(np.linalg.norm(r.embedding)) for r in results])
+    # SFace's vectors are unit length; dlib's are not (about 0.4-0.6 for a face).
+    assert all(abs(n - 1.0) < 1e-4 for run in norms["sface"] for n in run)
+    assert all(abs(n - 1.0) > 0.1 for run in norms["dlib"] for n in run)

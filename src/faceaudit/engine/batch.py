@@ -17,6 +17,7 @@ import numpy as np
 
 from faceaudit.engine.base import FaceEngine
 from faceaudit.errors import RekognitionError
+from faceaudit.settings import ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,16 @@ class FileResult:
 _worker_engine: FaceEngine | None = None
 
 
-def _start_worker(engine_factory: Callable[[], FaceEngine] | None) -> None:
+def _start_worker(engine_factory: Callable[[], FaceEngine] | None,
+                  environment: dict[str, str | None] | None = None) -> None:
     global _worker_engine
+    # A forkserver worker has the environment of when the forkserver started, not of this call:
+    # the variables choosing the engine and its models are handed over explicitly.
+    for name, value in (environment or {}).items():
+        if value:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
     if engine_factory is None:
         from faceaudit.engine import default_engine  # the runtime's, through the engine's forward
         engine_factory = default_engine
@@ -82,6 +91,9 @@ def analyze_files(paths: Sequence[str], workers: int | None = None, progress: bo
     callable returning a FaceEngine) defaults to the default engine.
     """
     paths = [str(p) for p in paths]
+    settings = Settings.from_env()
+    environment: dict[str, str | None] = {ENGINE_ENV: settings.engine, GENDER_HEAD_ENV: settings.gender_head,
+                                          SCORE_NORMALIZATION_ENV: settings.score_normalization}
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     chunk = max(1, min(16, len(paths) // (workers * 8) or 1))
     if workers == 1:
@@ -91,7 +103,7 @@ def analyze_files(paths: Sequence[str], workers: int | None = None, progress: bo
     else:
         # forkserver: forking this (threaded) process can deadlock a worker; callers need a __main__ guard
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                                       initializer=_start_worker, initargs=(engine_factory,))
+                                       initializer=_start_worker, initargs=(engine_factory, environment))
         results = executor.map(_analyze_one, paths, chunksize=chunk)
     try:
         if progress:
