@@ -3,6 +3,7 @@
 import pytest
 
 from faceaudit.settings import (
+    ENGINE_ENV,
     GENDER_HEAD_ENV,
     SCORE_NORMALIZATION_ENV,
     SERVE_THREADS_ENV,
@@ -30,3 +31,16 @@ def test_values_are_read_by_their_documented_names():
 def test_a_bad_number_names_its_variable():
     with pytest.raises(ValueError, match=SERVE_THREADS_ENV):
         Settings.from_env({SERVE_THREADS_ENV: "many"})
+
+
+def test_a_worker_environment_sets_and_clears_what_builds_the_engine(monkeypatch):
+    """What a worker is handed makes it build the caller's engine: set variables set, unset ones
+    cleared even where the worker's own environment (the forkserver's) still has them."""
+    from faceaudit.settings import apply_environment
+
+    handed = Settings.from_env({ENGINE_ENV: "sface"}).worker_environment()
+    assert handed == {ENGINE_ENV: "sface", GENDER_HEAD_ENV: None, SCORE_NORMALIZATION_ENV: None}
+    monkeypatch.setenv(GENDER_HEAD_ENV, "/stale/head.json")
+    monkeypatch.setenv(ENGINE_ENV, "dlib")
+    apply_environment(handed)
+    assert Settings.from_env().engine == "sface" and Settings.from_env().gender_head is None

@@ -138,3 +138,21 @@ class Settings:
         """The variables that decide which engine and models a process builds: the engine's
         name and the model files. Worker processes (server, audit) must be given all of them."""
         return {ENGINE_ENV: self.engine, **self.model_files()}
+
+    def worker_environment(self) -> dict[str, str | None]:
+        """engine_environment with every such variable present, None for unset: what a worker
+        process must set or clear (apply_environment) to build the engine this process would."""
+        return {ENGINE_ENV: self.engine, GENDER_HEAD_ENV: self.gender_head,
+                SCORE_NORMALIZATION_ENV: self.score_normalization}
+
+
+def apply_environment(environment: Mapping[str, str | None]) -> None:
+    """Set each variable, or clear it where the value is None or empty, in this process.
+
+    For worker processes: a forkserver worker has the environment of when the forkserver
+    started, not of the call that needs it, so the caller's worker_environment is handed over."""
+    for name, value in environment.items():
+        if value:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)

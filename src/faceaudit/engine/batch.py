@@ -17,7 +17,7 @@ import numpy as np
 
 from faceaudit.engine.base import FaceEngine
 from faceaudit.errors import RekognitionError
-from faceaudit.settings import ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
+from faceaudit.settings import Settings, apply_environment
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,7 @@ _worker_engine: FaceEngine | None = None
 def _start_worker(engine_factory: Callable[[], FaceEngine] | None,
                   environment: dict[str, str | None] | None = None) -> None:
     global _worker_engine
-    # A forkserver worker has the environment of when the forkserver started, not of this call:
-    # the variables choosing the engine and its models are handed over explicitly.
-    for name, value in (environment or {}).items():
-        if value:
-            os.environ[name] = value
-        else:
-            os.environ.pop(name, None)
+    apply_environment(environment or {})  # the caller's engine and models, not the forkserver's
     if engine_factory is None:
         from faceaudit.engine import default_engine  # the runtime's, through the engine's forward
         engine_factory = default_engine
@@ -91,9 +85,7 @@ def analyze_files(paths: Sequence[str], workers: int | None = None, progress: bo
     callable returning a FaceEngine) defaults to the default engine.
     """
     paths = [str(p) for p in paths]
-    settings = Settings.from_env()
-    environment: dict[str, str | None] = {ENGINE_ENV: settings.engine, GENDER_HEAD_ENV: settings.gender_head,
-                                          SCORE_NORMALIZATION_ENV: settings.score_normalization}
+    environment = Settings.from_env().worker_environment()
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     chunk = max(1, min(16, len(paths) // (workers * 8) or 1))
     if workers == 1:

@@ -19,7 +19,14 @@ from typing import Any
 
 from faceaudit.audit.targets.pool import RestartingPool
 from faceaudit.audit.targets.transport import Backend, Job, Outcome, run_job
-from faceaudit.settings import DEFAULT_ENGINE, ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
+from faceaudit.settings import (
+    DEFAULT_ENGINE,
+    ENGINE_ENV,
+    GENDER_HEAD_ENV,
+    SCORE_NORMALIZATION_ENV,
+    Settings,
+    apply_environment,
+)
 
 _worker_service: Any = None
 
@@ -28,18 +35,12 @@ def engine_environment() -> dict[str, str | None]:
     """The variables naming the engine and the optional models it loads (faceaudit.settings),
     as this process has them now (None: unset): workers are given these, since a forkserver
     worker does not see os.environ changes made after its server started."""
-    settings = Settings.from_env()
-    return {ENGINE_ENV: settings.engine, GENDER_HEAD_ENV: settings.gender_head,
-            SCORE_NORMALIZATION_ENV: settings.score_normalization}
+    return Settings.from_env().worker_environment()
 
 
 def _local_worker_start(store_dir: str, environment: dict[str, str | None]) -> None:
     global _worker_service
-    for name, value in environment.items():
-        if value:
-            os.environ[name] = value
-        else:
-            os.environ.pop(name, None)
+    apply_environment(environment)
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.storage import EmbeddedStore
