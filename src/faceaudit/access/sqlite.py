@@ -36,6 +36,7 @@ from faceaudit.access.keys import (
     validate_new_key,
 )
 from faceaudit.access.roles import ADMIN
+from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "access.db"
 SCHEMA_VERSION = 1
@@ -127,21 +128,10 @@ class SQLiteKeyStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no upgrade can fail midway
-        except sqlite3.Error as error:
+            with immediate_transaction(self._conn()) as conn:
+                yield conn
+        except sqlite3.Error as error:  # rolled back already; callers see the store's own error
             raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         try:

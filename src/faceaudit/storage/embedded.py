@@ -135,6 +135,7 @@ from faceaudit.storage.page_tokens import (
     PageTokens,
     filter_digest,
 )
+from faceaudit.storage.sqlite_transactions import immediate_transaction
 from faceaudit.storage.vector_index import NO_GROUP, ExactIndex, ExactSnapshot
 
 DB_FILENAME = "faceaudit.db"
@@ -464,15 +465,8 @@ class EmbeddedStore(FaceStore):
     @contextmanager
     def _write(self):
         """One short write transaction, taking the write lock up front."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self._conn()) as conn:
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _initialise(self) -> bytes:
         with self._write() as conn:
