@@ -89,9 +89,14 @@ class SimilarityScale:
         return cls.shipped(CALIBRATION_FILE)
 
     @classmethod
-    def shipped(cls, file_name: str) -> SimilarityScale:
-        """A calibration shipped in faceaudit/data (each engine names its own)."""
-        return cls.from_dict(json.loads((resources.files("faceaudit") / "data" / file_name).read_text()))
+    def shipped(cls, file_name: str, model_version: str | None = None) -> SimilarityScale:
+        """A calibration shipped in faceaudit/data (each engine names its own). With
+        ``model_version``, RuntimeError unless the file was calibrated for that model."""
+        scale = cls.from_dict(json.loads((resources.files("faceaudit") / "data" / file_name).read_text()))
+        if model_version is not None and scale.model_version != model_version:
+            raise RuntimeError(f"{file_name} is for model {scale.model_version}, not {model_version}: "
+                               f"rerun scripts/calibrate_similarity.py --engine for it")
+        return scale
 
 
 

@@ -31,7 +31,7 @@ from faceaudit.engine import dlib_onnx
 from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from, onnx_session
 from faceaudit.engine.base import DetectedFace, EmbeddingClassifier, FaceAttributes, FaceEngine
 from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file
-from faceaudit.similarity import SimilarityScale
+from faceaudit.similarity import CALIBRATION_FILE, SimilarityScale
 
 if TYPE_CHECKING:
     from faceaudit.images import LoadedImage
@@ -120,11 +120,7 @@ class DlibEngine(FaceEngine):
     def similarity_scale(self) -> SimilarityScale:
         # Loaded on first use: calibrating the scale needs the engine without one.
         if self._similarity_scale is None:
-            scale = SimilarityScale.default()
-            if scale.model_version != self.model_version:
-                raise RuntimeError(f"the shipped similarity calibration is for model {scale.model_version}, "
-                                   f"not {self.model_version}: rerun scripts/calibrate_similarity.py")
-            self._similarity_scale = scale
+            self._similarity_scale = SimilarityScale.shipped(CALIBRATION_FILE, self.model_version)
         return self._similarity_scale
 
     def options(self) -> dict[str, Any]:

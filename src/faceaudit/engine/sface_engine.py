@@ -17,9 +17,7 @@ documented by its publisher (docs/engines.md).
 
 from __future__ import annotations
 
-import json
 import threading
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import cv2
@@ -71,11 +69,7 @@ class SFaceEngine(FaceEngine):
     def similarity_scale(self) -> SimilarityScale:
         # Loaded on first use: calibrating the scale needs the engine without one.
         if self._similarity_scale is None:
-            scale = load_similarity_scale()
-            if scale.model_version != self.model_version:
-                raise RuntimeError(f"{CALIBRATION_FILE} is for model {scale.model_version}, not "
-                                   f"{self.model_version}: rerun scripts/calibrate_similarity.py --engine sface")
-            self._similarity_scale = scale
+            self._similarity_scale = SimilarityScale.shipped(CALIBRATION_FILE, self.model_version)
         return self._similarity_scale
 
     def options(self) -> dict:
@@ -124,7 +118,3 @@ class SFaceEngine(FaceEngine):
         return attributes_from(gender_p, age_p)
 
 
-def load_similarity_scale() -> SimilarityScale:
-    """The calibration shipped for this engine (faceaudit/data/similarity_calibration_sface.json)."""
-    text = (resources.files("faceaudit") / "data" / CALIBRATION_FILE).read_text()
-    return SimilarityScale.from_dict(json.loads(text))
