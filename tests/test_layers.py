@@ -18,8 +18,10 @@ The layers, lowest first (a unit may import its own layer and those below):
 5. storage: FaceStore, its backends, the vector index; access (keys, roles, the KeyStore)
 6. composition: runtime (the default engine and its Scoring, from settings)
 7. operations: rekognition (Rekognition's operations as plain functions)
-8. applications: server (HTTP) and audit
-9. cli
+8. accountability: policies, the moratorium, review and the search log, between the
+   operations and whoever takes requests
+9. applications: server (HTTP) and audit
+10. cli
 
 Known exceptions are listed by name below, each with who removes it; empty the
 lists as the work they wait for is merged.
@@ -44,6 +46,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("storage", {"faceaudit.storage", "faceaudit.access"}),
     ("composition", {"faceaudit.runtime"}),
     ("operations", {"faceaudit.rekognition"}),
+    ("accountability", {"faceaudit.accountability"}),
     ("applications", {"faceaudit.server", "faceaudit.audit"}),
     ("cli", {"faceaudit.cli"}),
 ]
