@@ -62,6 +62,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
+from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.guard import GuardedService
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -138,6 +140,7 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
     reason: str | None = None  # why a request was refused, for the log (never sent to the client)
+    facts: Facts | None = None  # what the accountability layer gathered (for the search log)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,12 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
+    """Lower-case name -> value of the headers the signature covers (repeats joined by ',')."""
+    return {name.lower(): ",".join(v.strip() for v in pending.index.get(name.lower(), []))
+            for name in pending.signed}
+
+
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -208,6 +217,11 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
 class RekognitionApp:
     """ASGI app: SigV4-authenticated Rekognition JSON 1.1 in front of ``service.call``.
 
+    ``service``: a faceaudit.accountability.guard.GuardedService (what ``faceaudit serve``
+    runs: every request passes the use policies, the moratorium and the budgets, and
+    its facts are kept on the Outcome), or a bare service called as ``service.call(operation,
+    request)`` (tests of the wire layer).
+
     ``credentials`` is where access keys are looked up: a
     faceaudit.server.access.StoreKeys over the key store (what ``faceaudit serve``
     uses), or one key pair or a mapping from access key id to key pair, each then
@@ -216,7 +230,7 @@ class RekognitionApp:
     after in-flight calls finished (e.g. ``store.close``).
     """
 
-    def __init__(self, service: Service,
+    def __init__(self, service: Service | GuardedService,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
                  *, protocol: RekognitionProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
@@ -227,6 +241,7 @@ class RekognitionApp:
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
                  data_dir: str | os.PathLike | None = None):
         self.service = service
+        self.guard = service if isinstance(service, GuardedService) else None
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
         self.protocol = protocol or RekognitionProtocol.default()
@@ -262,10 +277,11 @@ class RekognitionApp:
 
     def handle(self, method: str, raw_path: str, query_string: str,
                headers: list[tuple[bytes, bytes]], body: bytes, request_id: str,
-               pending: sigv4.PendingRequest | None = None) -> Outcome:
+               pending: sigv4.PendingRequest | None = None, arrived: datetime | None = None) -> Outcome:
         """Authenticate, decode, call and encode one request; never raises.
 
-        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent).
+        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent);
+        ``arrived``: when the request arrived (default now).
         """
         outcome = Outcome(200, b"", request_id)
         try:
@@ -286,7 +302,14 @@ class RekognitionApp:
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            response = self.service.call(operation.name, request)
+            if self.guard is not None:
+                caller = Caller(key, request_id, arrived or datetime.now(UTC), _signed_headers(pending))
+                outcome.facts = facts = Facts(operation=operation.name)
+                response = self.guard.call(caller, operation.name, request, facts)
+                outcome.headers.extend(facts.extra_headers)
+            else:
+                assert not isinstance(self.service, GuardedService)
+                response = self.service.call(operation.name, request)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -388,7 +411,7 @@ class RekognitionApp:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
                     self.executor, self.handle, method, raw_path, query_string, headers, body,
-                    request_id, pending)
+                    request_id, pending, arrived)
         finally:
             reservation.release()  # the body (and what was decoded from it) is gone now
         await self._send(send, outcome, close=close)
@@ -466,12 +489,14 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               keys: StoreKeys | None = None, engine: str | None = None,
               settings: Settings | None = None) -> RekognitionApp:
     """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
-    EmbeddedStore(data_dir) + RekognitionService, behind the key store of ``data_dir``.
+    EmbeddedStore(data_dir) + RekognitionService, guarded by the use policies and moratoria of
+    ``data_dir/accountability.db`` (GuardedService), behind the key store of ``data_dir``.
 
     ``keys``: the key store, already opened (default: opened here, taking in the
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
+    from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
@@ -481,8 +506,9 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    hooks = [store.close, keys.store.close]
-    return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
+    guard = GuardedService(service, AccountabilityState(data_dir))
+    hooks = [store.close, keys.store.close, guard.close]
+    return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir))
 
 
