@@ -68,7 +68,8 @@ LOGGED_PARAMETERS = ("FaceMatchThreshold", "UserMatchThreshold", "SimilarityThre
 # Response lists counted in facts.result.
 RESULT_COUNTS = {"FaceMatches": "matches", "UserMatches": "matches", "FaceRecords": "faces",
                  "FaceDetails": "faces", "Faces": "faces", "UnindexedFaces": "unindexed",
-                 "UnmatchedFaces": "unmatched", "DeletedFaces": "deleted", "CollectionIds": "collections",
+                 "UnmatchedFaces": "unmatched", "UnsearchedFaces": "unsearched", "DeletedFaces": "deleted",
+                 "CollectionIds": "collections",
                  "Users": "users", "AssociatedFaces": "associated", "DisassociatedFaces": "disassociated"}
 
 
@@ -231,6 +232,9 @@ class GuardedService:
         facts.collection = collection_id
         facts.policy = self.state.tag(collection_id, POLICY_TAG)
         search = SEARCHES.get(operation)
+        # What was asked for, as it would run (a search without a threshold runs at the default), so a
+        # refused search is logged with it too.
+        facts.parameters = self._parameters(request, search)
         policy = self._policy_of(collection_id, facts.policy) if search or operation == "IndexFaces" else None
         reviewers = self._reviewers(policy)
         if search is not None:
@@ -238,7 +242,7 @@ class GuardedService:
         elif operation == "IndexFaces" and reviewers and self.review_queue is None:
             raise PolicyDenied(self._no_review_message(collection_id, policy, "index faces into it"),
                                "no review queue for a review policy")
-        facts.parameters = self._parameters(request)
+        facts.parameters = self._parameters(request, search)
         tags_version = self.state.tags_version(collection_id) if operation == "DeleteCollection" else 0
 
         response = self.service.call(operation, request)
@@ -288,7 +292,7 @@ class GuardedService:
         if policy is None:
             return request
         request = self._check_rules(caller, search, request, collection_id, policy)
-        facts.parameters = self._parameters(request)
+        facts.parameters = self._parameters(request, search)
         if reviewers and self.review_queue is None:
             raise PolicyDenied(self._no_review_message(collection_id, policy, "search it"),
                                "no review queue for a review policy")
@@ -407,7 +411,10 @@ class GuardedService:
         return found
 
     @staticmethod
-    def _parameters(request: Mapping[str, Any]) -> dict[str, Any]:
+    def _parameters(request: Mapping[str, Any], search: SearchOperation | None = None) -> dict[str, Any]:
+        """The logged parameters as the operation runs them: a search without a threshold runs at the default."""
+        if search is not None and request.get(search.threshold) is None:
+            request = {**request, search.threshold: search.default_threshold}
         return {name: request[name] for name in LOGGED_PARAMETERS if request.get(name) is not None}
 
     @staticmethod
@@ -415,6 +422,8 @@ class GuardedService:
         for name, counted in RESULT_COUNTS.items():
             if isinstance(response.get(name), list):
                 facts.result[counted] = facts.result.get(counted, 0) + len(response[name])
+        if "SearchedFaceBoundingBox" in response or "SearchedFace" in response:
+            facts.result["faces"] = facts.result.get("faces", 0) + 1  # the face searched with
         if operation in SEARCHES or operation == "CompareFaces":
             matches = response.get("FaceMatches") or response.get("UserMatches") or []
             facts.matches = [_match(m) for m in matches]
