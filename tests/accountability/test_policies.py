@@ -54,13 +54,13 @@ def _table(engine: str = "dlib") -> GroupFalseMatchRates:
     return rates
 
 
-@pytest.mark.parametrize("engine", list(ENGINES))
-def test_at_80_the_message_gives_the_floor_and_every_groups_measured_rate(engine):
-    rates = _table(engine)
-    message = below_floor_message("FaceMatchThreshold", 80.0, 99.0, "public-safety", "suspects", rates, engine,
-                                  ENGINES[engine].model_version)
+@pytest.mark.parametrize("engine_name", list(ENGINES))
+def test_at_80_the_message_gives_the_floor_and_every_groups_measured_rate(engine_name):
+    rates = _table(engine_name)
+    message = below_floor_message("FaceMatchThreshold", 80.0, 99.0, "public-safety", "suspects", rates, engine_name,
+                                  ENGINES[engine_name].model_version)
     assert "FaceMatchThreshold 80 is below the floor of 99" in message and "collection suspects" in message
-    assert "not raised for you" in message and f"engine {engine}" in message
+    assert "not raised for you" in message and f"engine {engine_name}" in message
     at_80 = rates.thresholds["80"]
     for group, row in at_80.items():
         low, high = row["ci95"]

@@ -24,8 +24,12 @@ health document without authentication.  For every other request, in order:
 5. the operation is looked up from ``X-Amz-Target``, the key's role checked
    against it (faceaudit.access.roles; AccessDeniedException), and the body
    decoded and validated against botocore's model of it (faceaudit.server.wire);
-6. ``service.call(operation, request)`` runs in a worker thread (engine work is
-   CPU-bound and blocking), and its answer or error is encoded back.  A full
+6. the accountability layer's ``guard.call(caller, operation, request, facts)``
+   (faceaudit.accountability.guard: moratoria, use policies, budgets; the caller is the
+   verified key with the headers its signature covers) -- or, for an app built on a bare
+   service, ``service.call(operation, request)`` -- runs in a worker thread (engine work is
+   CPU-bound and blocking), and its answer or error is encoded back, with the guard's
+   response headers (``x-faceaudit-review-item``).  A full
    disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
    InternalServerError saying the server is out of storage, and logged with
    the data directory.
