@@ -399,7 +399,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
                               "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
             return 0
         wanted = args.policy if args.policy_command == "set" else None
-        previous = set_collection_policy(state, args.collection, wanted, _local_actor())
+        previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store)
         print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
     except RekognitionError as error:
         print(f"faceaudit policy: {error.message}", file=sys.stderr)

@@ -11,7 +11,7 @@ import pytest
 
 from faceaudit.access.keys import AccessKey
 from faceaudit.accountability.context import Caller, Facts
-from faceaudit.accountability.guard import GuardedService, PolicyDenied
+from faceaudit.accountability.guard import GuardedService, PolicyDenied, set_collection_policy
 from faceaudit.accountability.policies import POLICY_TAG
 from faceaudit.accountability.state import AccountabilityState
 from faceaudit.errors import InvalidParameterException, ResourceNotFoundException
@@ -108,3 +108,45 @@ def test_tags_over_the_guard_and_the_record_of_a_policy_change(guard):
 
 def test_the_guard_serves_the_services_operations_and_the_tag_operations(guard):
     assert guard.operations == guard.service.operations | {"TagResource", "UntagResource", "ListTagsForResource"}
+
+
+class ModalStore(EmbeddedStore):
+    """An EmbeddedStore that keeps a search mode per collection, as a store with an approximate
+    index does (FaceStore.search_mode / set_search_mode); new collections are "auto"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.modes: dict[str, str] = {}
+
+    def search_mode(self, collection_id):
+        self.describe_collection(collection_id)
+        return self.modes.get(collection_id, "auto")
+
+    def set_search_mode(self, collection_id, mode):
+        self.describe_collection(collection_id)
+        self.modes[collection_id] = mode
+
+
+def test_public_safety_searches_are_exact_and_setting_the_policy_makes_them_so(tmp_path):
+    store, state = ModalStore(tmp_path), AccountabilityState(tmp_path)
+    guard = GuardedService(RekognitionService(None, store), state)  # type: ignore[arg-type]
+    for collection in ("ps", "mine"):
+        store.create_collection(collection, "1.0")
+    state.set_tags("ps", {POLICY_TAG: "public-safety"})  # written behind the guard's back: mode still auto
+    search = {"CollectionId": "ps", "FaceId": "x", "FaceMatchThreshold": 99}
+    signed = caller(x_faceaudit_purpose="p", x_faceaudit_case="c")
+    with pytest.raises(PolicyDenied, match="searched in mode 'auto'; its use policy public-safety requires exact"):
+        guard.call(signed, "SearchFaces", search, Facts())
+    set_collection_policy(state, "ps", "public-safety", "root", store=store)
+    assert store.modes["ps"] == "exact"
+    with pytest.raises(PolicyDenied, match="no review queue"):  # every rule met now; no queue here
+        guard.call(signed, "SearchFaces", search, Facts())
+    guard.call(caller("root", "admin"), "TagResource",
+               {"ResourceArn": store.describe_collection("mine").arn, "Tags": {POLICY_TAG: "personal"}}, Facts())
+    assert "mine" not in store.modes  # personal keeps the store's default
+    guard.call(caller("root", "admin"), "TagResource",
+               {"ResourceArn": store.describe_collection("mine").arn, "Tags": {POLICY_TAG: "public-safety"}},
+               Facts())
+    assert store.modes["mine"] == "exact"
+    store.close()
+    state.close()

@@ -53,9 +53,13 @@ from faceaudit.errors import (
 )
 from faceaudit.images import image_bytes_from_request
 from faceaudit.rekognition.service import RekognitionService
+from faceaudit.storage import FaceStore
 
-__all__ = ["TAG_OPERATIONS", "GuardedService", "PolicyDenied", "Recorder", "ReviewQueue",
-           "event_record", "key_record", "lift_moratorium", "set_collection_policy", "set_moratorium"]
+SEARCH_EXACT = "exact"  # a collection's search mode (stores with an approximate index keep one)
+
+__all__ = ["TAG_OPERATIONS", "GuardedService", "PolicyDenied", "Recorder", "ReviewQueue", "event_record",
+           "key_record", "lift_moratorium", "require_exact_search", "search_mode", "set_collection_policy",
+           "set_moratorium"]
 
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
 MAX_TAGS = 50  # per collection, as Rekognition allows
@@ -153,16 +157,36 @@ def _record_moratorium(state: AccountabilityState, m: Moratorium, action: str, r
         raise
 
 
+def search_mode(store: FaceStore | None, collection_id: str) -> str:
+    """How the store searches the collection: "exact" for a store that cannot search otherwise."""
+    mode_of = getattr(store, "search_mode", None)  # stores with an approximate index say per collection
+    return SEARCH_EXACT if mode_of is None else str(mode_of(collection_id))
+
+
+def require_exact_search(store: FaceStore | None, collection_id: str, policy: str | None,
+                         policies: Mapping[str, UsePolicy] = POLICIES) -> None:
+    """Put the collection in exact search mode when ``policy`` requires it (a no-op for a store
+    that only searches exactly). Called before the policy tag is written, so a collection under
+    such a policy is never searched approximately."""
+    rules = policies.get(policy) if policy is not None else None
+    set_mode = getattr(store, "set_search_mode", None)
+    if rules is not None and rules.exact_search and set_mode is not None:
+        set_mode(collection_id, SEARCH_EXACT)
+
+
 def set_collection_policy(state: AccountabilityState, collection_id: str, policy: str | None, actor: str, *,
-                          recorder: Recorder | None = None, key: AccessKey | None = None,
-                          request_id: str | None = None, operation: str | None = None) -> str | None:
+                          store: FaceStore | None = None, recorder: Recorder | None = None,
+                          key: AccessKey | None = None, request_id: str | None = None,
+                          operation: str | None = None) -> str | None:
     """Set (or with ``None`` remove) a collection's policy tag; returns the previous policy.
 
-    The caller checks that the collection exists and that the actor may."""
+    The caller checks that the collection exists and that the actor may. ``store``: where the
+    collection's search mode is kept (see :func:`require_exact_search`)."""
     if policy is None:
         before = state.remove_tags(collection_id, [POLICY_TAG])
     else:
-        before = state.set_tags(collection_id, {POLICY_TAG: check_policy_name(policy)}, limit=MAX_TAGS)
+        require_exact_search(store, collection_id, check_policy_name(policy))
+        before = state.set_tags(collection_id, {POLICY_TAG: policy}, limit=MAX_TAGS)
     _record_policy_change(state, collection_id, before, state.tags(collection_id), actor, recorder, key,
                           request_id, operation)
     return before.get(POLICY_TAG)
@@ -341,6 +365,13 @@ class GuardedService:
                     f"{search.max_results} {asked} above the cap {policy.max_results} of {policy.name}")
         if policy.requires_purpose:
             self._check_purpose(caller, collection_id, policy)
+        if policy.exact_search:
+            mode = search_mode(self.service.store, collection_id)
+            if mode != SEARCH_EXACT:
+                raise PolicyDenied(
+                    f"Collection {collection_id} is searched in mode {mode!r}; its use policy {policy.name} "
+                    f"requires exact search (an approximate index's misses need not fall evenly across groups): "
+                    f"set its search mode to exact, or set the policy again, which does", f"search mode {mode}")
         return request
 
     def _below_floor(self, parameter: str, value: float, collection_id: str, policy: UsePolicy) -> str:
@@ -477,6 +508,8 @@ class GuardedService:
             except BaseException:
                 self.state.restore_tags(collection_id, before, if_current=tags)
                 raise
+            # If this fails the collection stays refused to search (see _check_rules) until it is set.
+            require_exact_search(store, collection_id, tags.get(POLICY_TAG), self.policies)
         if POLICY_TAG in tags:
             _record_policy_change(self.state, collection_id, {}, tags, caller.key.name, self.recorder,
                                   caller.key, caller.request_id, "CreateCollection")
@@ -530,6 +563,7 @@ class GuardedService:
             return {"Tags": self.state.tags(collection_id)}
         if operation == "TagResource":
             tags = self._valid_tags(caller, request.get("Tags") or {})
+            require_exact_search(self.service.store, collection_id, tags.get(POLICY_TAG), self.policies)
             try:
                 before = self.state.set_tags(collection_id, tags, limit=MAX_TAGS)
             except StateError as error:
