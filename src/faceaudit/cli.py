@@ -346,6 +346,26 @@ def _local_actor() -> str:
     return getpass.getuser()
 
 
+def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) -> None:
+    """The key or collection a moratorium names exists (RekognitionError or SystemExit otherwise)."""
+    from faceaudit.errors import ResourceNotFoundException
+    if scope == "key":
+        keys = _key_store(args)
+        try:
+            names = {key.name for key in keys.keys(include_revoked=True)}
+        finally:
+            keys.close()
+        if target not in names:
+            raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
+    elif scope == "collection":
+        from faceaudit.storage import EmbeddedStore
+        store = EmbeddedStore(args.data_dir)
+        try:
+            store.describe_collection(target)
+        finally:
+            store.close()
+
+
 def cmd_moratorium(args: argparse.Namespace) -> int:
     """faceaudit moratorium set|lift|list: suspend searches of a policy, a collection or a key."""
     from faceaudit.accountability.guard import lift_moratorium, set_moratorium
@@ -355,6 +375,7 @@ def cmd_moratorium(args: argparse.Namespace) -> int:
         if args.moratorium_command == "set":
             scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
                                                      ("key", args.key)) if t)
+            _check_moratorium_target(args, scope, target)  # a mistyped name would suspend nothing
             m = set_moratorium(state, scope, target, args.reason, _local_actor())
             print(json.dumps({"Moratorium": m.to_json()}, indent=2))
             print(f"faceaudit moratorium: {m.id} in force on {scope} {target}; every server of this data "

@@ -447,3 +447,13 @@ def test_a_real_time_pattern_is_refused(in_process, astronaut_jpeg):
     assert "real-time identification" in message and "Next search possible in" in message
     unsigned = site.client("operator", signed=False)
     assert error_of(unsigned.search_faces, **search)[0] == "AccessDeniedException"
+
+
+def test_a_moratorium_on_a_key_or_collection_that_does_not_exist_is_refused(deployed):
+    data = deployed.server.data_dir
+    refused = cli("moratorium", "set", "--key", "operator-q", "--reason", "typo", "--data-dir", data, expect=2)
+    assert "no key has ever been named 'operator-q'" in refused.stderr
+    refused = cli("moratorium", "set", "--collection", fresh("absent"), "--reason", "typo", "--data-dir", data,
+                  expect=2)
+    assert "does not exist" in refused.stderr
+    assert json.loads(cli("moratorium", "list", "--all", "--data-dir", data).stdout)["Moratoria"] == []

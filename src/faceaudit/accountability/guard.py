@@ -26,6 +26,7 @@ Moratorium switches and policy changes are appended to an optional :class:`Recor
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -421,12 +422,12 @@ class GuardedService:
                 f"collections for {caller.at.astimezone(UTC):%Y-%m-%d} (UTC); it renews at 00:00 UTC. Sustained "
                 f"searching needs independent review, not a larger budget (docs/accountability.md)",
                 f"daily budget of {policy.daily_searches_per_key} {policy.name} searches used")
-        wait = admission.retry_after_s or 0.0
+        wait = math.ceil(admission.retry_after_s or 0.0)
         raise PolicyDenied(
             f"{who} made {admission.in_window} searches of {policy.name} collections in the last "
             f"{policy.realtime_window_s} s (at most {policy.realtime_searches}): searching many frames a "
             f"minute is real-time identification, which this policy refuses. Next search possible in "
-            f"{wait:.0f} s", f"real-time pattern: {admission.in_window} searches in {policy.realtime_window_s} s")
+            f"{wait} s", f"real-time pattern: {admission.in_window} searches in {policy.realtime_window_s} s")
 
     # -- what the request and the answer say, for the log
 
