@@ -150,3 +150,33 @@ def test_public_safety_searches_are_exact_and_setting_the_policy_makes_them_so(t
     assert store.modes["mine"] == "exact"
     store.close()
     state.close()
+
+
+class FailingRecorder:
+    def append(self, record):
+        raise OSError("the search log's disk is full")
+
+
+def test_a_collection_whose_policy_cannot_be_logged_is_not_created(tmp_path):
+    from types import SimpleNamespace
+
+    store, state = EmbeddedStore(tmp_path), AccountabilityState(tmp_path)
+    # CreateCollection reads only the engine's model version
+    service = RekognitionService(SimpleNamespace(model_version="1.0"), store)  # type: ignore[arg-type]
+    admin = caller("root", "admin")
+    failing = GuardedService(service, state, recorder=FailingRecorder())
+    with pytest.raises(OSError):
+        failing.call(admin, "CreateCollection", {"CollectionId": "ps", "Tags": {POLICY_TAG: "public-safety"}}, Facts())
+    with pytest.raises(ResourceNotFoundException):
+        store.describe_collection("ps")
+    assert state.tags("ps") == {}
+    recorder = ListRecorder()
+    facts = Facts()
+    GuardedService(service, state, recorder=recorder).call(
+        admin, "CreateCollection", {"CollectionId": "ps", "Tags": {POLICY_TAG: "public-safety", "t": "1"}}, facts)
+    assert state.tags("ps") == {POLICY_TAG: "public-safety", "t": "1"}
+    assert (facts.collection, facts.policy) == ("ps", "public-safety")
+    (record,) = recorder.records
+    assert (record["operation"], record["collection"], record["details"]["action"]) == ("CreateCollection", "ps", "set")
+    store.close()
+    state.close()

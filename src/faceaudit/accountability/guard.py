@@ -512,8 +512,13 @@ class GuardedService:
             # If this fails the collection stays refused to search (see _check_rules) until it is set.
             require_exact_search(store, collection_id, tags.get(POLICY_TAG), self.policies)
         if POLICY_TAG in tags:
-            _record_policy_change(self.state, collection_id, {}, tags, caller.key.name, self.recorder,
-                                  caller.key, caller.request_id, "CreateCollection")
+            try:
+                _record_policy_change(self.state, collection_id, {}, tags, caller.key.name, self.recorder,
+                                      caller.key, caller.request_id, "CreateCollection")
+            except BaseException:  # its policy was taken back: the collection must not stay without it
+                self.service.call("DeleteCollection", {"CollectionId": collection_id})
+                self.state.forget_collection(collection_id)
+                raise
         return response
 
     def _valid_tags(self, caller: Caller, tags: object) -> dict[str, str]:
