@@ -496,7 +496,7 @@ class ReviewStore:
             "ItemId": item_id, "State": state.upper().replace("-", "_"),
             "RequiredReviewers": item["required"], "DecisionCount": count,
             "Revealed": [{"CandidateId": cid, "CandidateType": kind.upper(), "Similarity": similarity,
-                          "Rank": rank, "YourDecision": verdicts[cid][0]}
+                          "Rank": rank, "YourDecision": verdicts[cid][0].upper()}
                          for cid, kind, similarity, rank in scores],
         }
 

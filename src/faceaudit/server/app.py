@@ -1,7 +1,9 @@
 """The HTTP face of faceaudit: an ASGI app speaking Rekognition's wire protocol.
 
 One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``,
-exactly what boto3 sends to ``endpoint_url``.  ``GET /`` answers a small
+exactly what boto3 sends to ``endpoint_url`` -- or ``FaceAuditService.<Operation>``,
+faceaudit's own operations (blind review), decoded by the same protocol from faceaudit's
+model and answered by a second service object (``faceaudit``) that is told who asks.  ``GET /`` answers a small
 health document without authentication.  For every other request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
@@ -62,6 +64,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
+from faceaudit.accountability.context import Caller
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -75,7 +78,8 @@ from faceaudit.server import sigv4
 from faceaudit.server.access import KeyDenied, StaticKeys, StoreKeys, authorize, key_of
 from faceaudit.server.wire import (
     CONTENT_TYPE,
-    RekognitionProtocol,
+    FACEAUDIT_TARGET_PREFIX,
+    JsonProtocol,
     UnknownOperationException,
 )
 from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settings
@@ -123,6 +127,14 @@ log = logging.getLogger("faceaudit.server")
 
 class Service(Protocol):
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class CallerService(Protocol):
+    """faceaudit's own operations (FaceAuditService.*): each call knows who asks."""
+
+    operations: frozenset[str]
+
+    def call(self, caller: Caller, operation: str, request: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -198,6 +210,13 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _caller(key: AccessKey, pending: sigv4.PendingRequest, request_id: str) -> Caller:
+    """The proven signer, with only the headers its signature covers."""
+    signed = {name.lower() for name in pending.signed}
+    return Caller(key, request_id, datetime.now(UTC),
+                  {name: ",".join(values) for name, values in pending.index.items() if name in signed})
+
+
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -218,18 +237,20 @@ class RekognitionApp:
 
     def __init__(self, service: Service,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
-                 *, protocol: RekognitionProtocol | None = None, region: str | None = None,
+                 *, protocol: JsonProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
                  on_shutdown: Iterable[Callable[[], Any]] = (),
                  max_inflight_body_bytes: int = MAX_INFLIGHT_BODY_BYTES,
                  body_idle_timeout: float = BODY_IDLE_TIMEOUT,
                  body_total_timeout: float = BODY_TOTAL_TIMEOUT,
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None,
+                 faceaudit: CallerService | None = None):
         self.service = service
+        self.faceaudit = faceaudit  # FaceAuditService.* (blind review); None: those operations are refused
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
-        self.protocol = protocol or RekognitionProtocol.default()
+        self.protocol = protocol or JsonProtocol.default()
         self.region = region
         self.max_body_bytes = max_body_bytes
         self.max_inflight_body_bytes = max(max_inflight_body_bytes, max_body_bytes)
@@ -279,14 +300,19 @@ class RekognitionApp:
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
             outcome.operation = operation.name
-            supported = getattr(self.service, "operations", None)
+            own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
+            supported = (self.faceaudit.operations if self.faceaudit else frozenset()) if own else \
+                getattr(self.service, "operations", None)
             if supported is not None and operation.name not in supported:
                 raise InvalidParameterException(
                     f"Operation {operation.name} is not supported by faceaudit")
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            response = self.service.call(operation.name, request)
+            if own and self.faceaudit is not None:
+                response = self.faceaudit.call(_caller(key, pending, request_id), operation.name, request)
+            else:
+                response = self.service.call(operation.name, request)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -472,6 +498,8 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
+    from faceaudit.accountability.faceaudit_service import FaceAuditService
+    from faceaudit.accountability.review import ReviewStore
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
@@ -481,9 +509,11 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    hooks = [store.close, keys.store.close]
+    review = ReviewStore(data_dir)  # the review queue (the guard's ReviewQueue) and FaceAuditService.*
+    review.purge_expired()
+    hooks = [store.close, keys.store.close, review.close]
     return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir))
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review))
 
 
 def configure_logging() -> None:
