@@ -383,6 +383,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     from faceaudit.accountability.context import Caller
     from faceaudit.accountability.review import ReviewStore
+    if args.review_command in ("retention", "purge"):
+        return _review_upkeep(args)
     keys = _key_store(args, command="review")
     try:
         key = _reviewer(keys)
@@ -437,6 +439,30 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_upkeep(args: argparse.Namespace) -> int:
+    """`review retention` / `review purge`: the data directory owner's, like `faceaudit keys`."""
+    from datetime import UTC, datetime
+
+    from faceaudit.accountability.review import ReviewStore
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
+        return 2
+    with ReviewStore(args.data_dir) as review:
+        try:
+            if args.review_command == "retention":
+                if args.days is not None:
+                    review.set_retention(args.collection, None if args.days == 0 else args.days)
+                print(json.dumps({"CollectionId": args.collection,
+                                  "RetentionDays": review.retention_days(args.collection)}))
+            else:
+                print(json.dumps({"PurgedItems": review.purge_expired(datetime.now(UTC)),
+                                  "OrphanBlobsRemoved": review.sweep_orphans()}))
+        except RekognitionError as error:
+            print(f"faceaudit review: {error.message}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def _add_review_parser(commands) -> None:
     review = commands.add_parser(
         "review", help="blind review of searches under a review policy: list, show, decide",
@@ -453,7 +479,12 @@ def _add_review_parser(commands) -> None:
     decide.add_argument("--candidate", nargs=3, action="append", metavar=("N|ID", "DECISION", "REASON"),
                         help="a candidate (its number in `review show`, or its id), confirm, reject or "
                              "inconclusive, and why; once per candidate")
-    for action in (listing, show, decide):
+    retention = actions.add_parser("retention", help="how many days a collection's review items are kept "
+                                                     "(from the search; default 30)")
+    retention.add_argument("collection", metavar="COLLECTION_ID")
+    retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
+    purge = actions.add_parser("purge", help="delete expired review items and their pictures now")
+    for action in (listing, show, decide, retention, purge):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
     review.set_defaults(func=cmd_review)
 

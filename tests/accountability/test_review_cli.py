@@ -6,7 +6,7 @@ import json
 import os
 import stat
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from faceaudit import cli
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.accountability.context import Caller, Facts
 from faceaudit.accountability.review import ReviewStore
+from faceaudit.errors import ResourceNotFoundException
 from support.images import encode
 
 BOX = {"Left": 0.2, "Top": 0.2, "Width": 0.5, "Height": 0.5}
@@ -93,3 +94,21 @@ def test_only_a_reviewer_key_with_its_secret_may_review(data, monkeypatch, capsy
     as_key(monkeypatch, keys["bob"])
     code, _, err = run(capsys, "decide", item, "--candidate", "1", "confirm", "x", "--data-dir", directory)
     assert code == 2 and "InvalidParameterException" in err and "missing" in err  # every candidate, or none
+
+
+def test_retention_and_purge_are_the_directory_owners(data, capsys):
+    directory, item, keys = data
+    officer = keys["officer"].key
+    code, out, _ = run(capsys, "retention", "watch", "--data-dir", directory)
+    assert code == 0 and json.loads(out) == {"CollectionId": "watch", "RetentionDays": 30}
+    code, out, _ = run(capsys, "retention", "watch", "--days", "7", "--data-dir", directory)
+    assert json.loads(out)["RetentionDays"] == 7
+    code, out, _ = run(capsys, "purge", "--data-dir", directory)
+    assert code == 0 and json.loads(out)["PurgedItems"] == 0  # the item is minutes old
+    with ReviewStore(directory) as review:
+        assert review.purge_expired(datetime.now(UTC) + timedelta(days=8)) == 1
+        assert len(review.blobs.blob_ids()) == 3  # the collection's crops remain; the item's 4 pictures went
+        with pytest.raises(ResourceNotFoundException):
+            review.result(officer, item)
+    code, _, err = run(capsys, "retention", "watch", "--days", "-3", "--data-dir", directory)
+    assert code == 2 and "at least 1 day" in err

@@ -324,3 +324,37 @@ def test_an_orphaned_blob_is_swept(store, tmp_path):
     orphan = store.blobs.seal(b"left by a killed process")
     assert store.sweep_orphans() == 1 and not store.blobs.exists(orphan)
     assert len(list(Path(tmp_path / "data" / "sealed").iterdir())) == 3
+
+
+def test_concurrent_reviewers_close_an_item_exactly_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    recorder = ListRecorder()
+    with ReviewStore(tmp_path / "data", recorder) as store:
+        faces = index_faces(store, 2)
+        item = open_item(store, faces, [99.3, 99.8])
+        reviewers = [key(f"r{i}", "reviewer") for i in range(6)]
+        views = {r.name: store.blind_view(r, item) for r in reviewers}  # all looked while it was open
+
+        def decide(reviewer):
+            try:
+                return store.decide(caller(reviewer), item, [
+                    {"CandidateId": c["CandidateId"], "Decision": "confirm", "Reason": "same"}
+                    for c in views[reviewer.name]["Candidates"]])["State"]
+            except ConflictException:
+                return "conflict"
+
+        with ThreadPoolExecutor(6) as pool:
+            states = sorted(pool.map(decide, reviewers))
+        assert states == ["OPEN", "RELEASED", "conflict", "conflict", "conflict", "conflict"]
+        assert len(recorder.records) == 2 and store.result(OPERATOR, item)["DecisionCount"] == 2
+
+
+def test_a_search_without_candidates_opens_closed(store):
+    facts = Facts(operation="SearchFacesByImage")
+    item = store.open_item(caller(OPERATOR), COLLECTION, "public-safety", photo(5), {"FaceMatches": []}, facts)
+    assert facts.review_outcome == "not-confirmed"
+    assert store.pending(ALICE)["ReviewItems"] == []
+    assert store.result(OPERATOR, item) | {"ItemId": None} == {
+        "ItemId": None, "CollectionId": COLLECTION, "State": "NOT_CONFIRMED", "RequiredReviewers": 2,
+        "DecisionCount": 0, "CandidateCount": 0, "ReleasedCandidates": []}

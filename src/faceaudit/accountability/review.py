@@ -18,7 +18,8 @@ The flow (docs/accountability.md, "Blind review"):
    a candidate is released when every required reviewer confirmed it.** A candidate some
    confirmed and others did not is *disputed*: not released, and the item is marked
    ``disputed``. Items end ``released`` (at least one candidate released, no dispute),
-   ``disputed`` or ``not-confirmed`` (nobody confirmed anything);
+   ``disputed`` or ``not-confirmed`` (nobody confirmed anything; also a search with no
+   candidate at all, which opens closed: there is nothing to review);
 4. the searching key fetches the released candidates with their Similarity
    (:meth:`~ReviewStore.result`), each labelled "investigative lead — not an
    identification".
@@ -31,8 +32,9 @@ and the face records (:meth:`~ReviewStore.keep_face_crops`): each face is croppe
 margin and kept as a sealed JPEG (faceaudit.accountability.sealed). An item copies its
 candidates' crops when it opens, so it holds its own evidence; its blobs and its rows are
 purged together -- when it expires (``purge_expired``: the collection's retention, default
-:data:`DEFAULT_RETENTION_DAYS` days from the search, decided or not), when the collection is
-deleted, and (for one candidate's crop) when that face is deleted.
+:data:`DEFAULT_RETENTION_DAYS` days from the search, decided or not; the server purges at start
+and then at most hourly as items open, ``faceaudit review purge`` on demand), when the
+collection is deleted, and (for one candidate's crop) when that face is deleted.
 
 Storage: ``DATA_DIR/review.db`` (SQLite, mode 0600, WAL, ``synchronous=FULL``, every change
 one BEGIN IMMEDIATE transaction) and the sealed blobs beside it. A blob is written before
@@ -103,6 +105,7 @@ CROP_MARGIN = 0.3  # of the box's width/height, on each side: hair, ears and chi
 CROP_MAX_SIDE = 480
 CROP_JPEG_QUALITY = 90
 _PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3)
+PURGE_INTERVAL_S = 3600.0  # a long-running server purges expired items at most this often (on open_item)
 
 _SCHEMA = [
     """CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
@@ -251,6 +254,7 @@ class ReviewStore:
         self._lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._initialise()
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S  # the server purges once at start itself
         secret = self._conn().execute("SELECT value FROM meta WHERE name = 'page_secret'").fetchone()[0]
         self._tokens = PageTokens(bytes(secret))
 
@@ -344,7 +348,7 @@ class ReviewStore:
                     "shuffle_seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (item_id, int(caller.at.timestamp() * 1000), collection_id, policy, facts.operation,
                      caller.purpose, caller.case, caller.request_id, key.access_key_id, key.name, key.unit,
-                     probe_blob, required, OPEN, secrets.token_bytes(16)))
+                     probe_blob, required, OPEN if candidates else NOT_CONFIRMED, secrets.token_bytes(16)))
                 conn.executemany(
                     "INSERT INTO candidates (item_id, candidate_id, kind, similarity, rank, crop_blob) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -355,7 +359,10 @@ class ReviewStore:
                 self.blobs.delete(blob)
             raise
         facts.review_item = item_id
-        facts.review_outcome = OPEN
+        facts.review_outcome = OPEN if candidates else NOT_CONFIRMED  # nothing to review: closed at once
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+            self.purge_expired()
         return item_id
 
     def keep_face_crops(self, collection_id: str, image: bytes, faces: list[dict]) -> None:
