@@ -269,6 +269,9 @@ def test_deleted_faces_and_collections_take_their_pictures_with_them(store, tmp_
     assert len(list(sealed.iterdir())) == 1 + 1 + 1  # faces[1]'s crop, the probe, faces[1]'s copy
     crops = {c["CandidateId"]: c["Crop"] for c in store.blind_view(ALICE, item)["Candidates"]}
     assert crops[faces[0]] is None and crops[faces[1]] is not None
+    with pytest.raises(InvalidParameterException, match="cannot be confirmed"):  # nothing is confirmed unseen
+        decide_all(store, ALICE, item, "confirm")
+    assert decide_all(store, ALICE, item, {faces[0]: "inconclusive", faces[1]: "confirm"})["State"] == "OPEN"
     other = open_item(store, [], [], collection="elsewhere")
     store.forget_collection(COLLECTION)
     assert len(list(sealed.iterdir())) == 1  # only the other collection's probe

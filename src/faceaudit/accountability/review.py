@@ -469,9 +469,15 @@ class ReviewStore:
         decided_ms = _now_ms()
         with self._write() as conn:
             item = self._item_for_reviewer(conn, key, item_id)
-            ids = [row[0] for row in conn.execute(
-                "SELECT candidate_id FROM candidates WHERE item_id = ?", (item_id,))]
-            verdicts = _checked_decisions(given, ids)
+            pictured = dict(conn.execute("SELECT candidate_id, crop_blob IS NOT NULL FROM candidates "
+                                         "WHERE item_id = ?", (item_id,)).fetchall())
+            verdicts = _checked_decisions(given, list(pictured))
+            for cid, (decision, _) in verdicts.items():  # nothing is confirmed unseen
+                if decision == CONFIRM and not (pictured[cid] and item["probe_blob"]):
+                    raise InvalidParameterException(
+                        f"Candidate '{cid}' cannot be confirmed: "
+                        + ("no probe image was kept" if not item["probe_blob"] else "no picture of it was kept")
+                        + "; decide reject or inconclusive")
             conn.execute("INSERT INTO decisions (item_id, reviewer_key_id, reviewer_name, reviewer_unit, "
                          "decided_ms) VALUES (?, ?, ?, ?, ?)",
                          (item_id, key.access_key_id, key.name, key.unit, decided_ms))
