@@ -361,3 +361,13 @@ def test_a_search_without_candidates_opens_closed(store):
     assert store.result(OPERATOR, item) | {"ItemId": None} == {
         "ItemId": None, "CollectionId": COLLECTION, "State": "NOT_CONFIRMED", "RequiredReviewers": 2,
         "DecisionCount": 0, "CandidateCount": 0, "ReleasedCandidates": []}
+
+
+def test_a_face_whose_box_lies_outside_the_picture_gets_no_crop_and_breaks_nothing(store):
+    good, outside = str(uuid.uuid4()), str(uuid.uuid4())
+    store.keep_face_crops(COLLECTION, photo(11), [
+        {"Face": {"FaceId": outside, "BoundingBox": {"Left": 1.5, "Top": 1.5, "Width": 0.2, "Height": 0.2}}},
+        {"Face": {"FaceId": good, "BoundingBox": BOX}}])
+    item = open_item(store, [good, outside], [99.5, 99.4])
+    crops = {c["CandidateId"]: c["Crop"] for c in store.blind_view(ALICE, item)["Candidates"]}
+    assert crops[outside] is None and crops[good][:2] == b"\xff\xd8"

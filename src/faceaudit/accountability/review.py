@@ -72,6 +72,7 @@ from faceaudit.errors import (
     InvalidParameterException,
     ResourceNotFoundException,
 )
+from faceaudit.images import LoadedImage, load_image
 from faceaudit.storage.page_tokens import PageTokens, filter_digest
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
@@ -200,11 +201,9 @@ def _key_record(key: AccessKey) -> dict[str, Any]:
     return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
 
 
-def face_crop_jpeg(image: bytes, box: Mapping[str, Any]) -> bytes:
+def face_crop_jpeg(image: bytes | LoadedImage, box: Mapping[str, Any]) -> bytes:
     """The face in ``box`` (Rekognition's ratios of the upright image) with a margin, as a JPEG."""
     from PIL import Image
-
-    from faceaudit.images import load_image
 
     loaded = load_image(image)
     width, height = loaded.width, loaded.height
@@ -331,15 +330,16 @@ class ReviewStore:
             probe_bytes = self._collection_crop(collection_id, str(response["SearchedFaceId"])) or b""
         new_blobs: list[str] = []
         try:
-            probe_blob = self.blobs.seal(probe_bytes) if probe_bytes else None
+            probe_blob = self.blobs.seal(probe_bytes, sync=False) if probe_bytes else None
             if probe_blob:
                 new_blobs.append(probe_blob)
             crops: dict[str, str | None] = {}
             for candidate_id, kind, _, _ in candidates:
                 crop = self._collection_crop(collection_id, candidate_id) if kind == "face" else None
-                crops[candidate_id] = self.blobs.seal(crop) if crop is not None else None
+                crops[candidate_id] = self.blobs.seal(crop, sync=False) if crop is not None else None
                 if crops[candidate_id]:
                     new_blobs.append(crops[candidate_id] or "")
+            self.blobs.sync()  # every picture durable before the row naming it
             key = caller.key
             with self._write() as conn:
                 conn.execute(
@@ -369,12 +369,18 @@ class ReviewStore:
         """Seal a crop of each indexed face (``faces``: IndexFaces' FaceRecords, or their Face dicts)."""
         sealed: list[tuple[str, str]] = []
         try:
+            loaded = load_image(image) if faces else None  # decoded once for every face
             for record in faces:
                 face = record.get("Face", record)
                 face_id, box = face.get("FaceId"), face.get("BoundingBox")
-                if not face_id or not box:
+                if not face_id or not box or loaded is None:
                     continue
-                sealed.append((str(face_id), self.blobs.seal(face_crop_jpeg(image, box))))
+                try:
+                    crop = face_crop_jpeg(loaded, box)
+                except InvalidParameterException:  # a box outside the picture: that face gets no crop
+                    continue
+                sealed.append((str(face_id), self.blobs.seal(crop, sync=False)))
+            self.blobs.sync()
             with self._write() as conn:
                 replaced = [row[0] for face_id, _ in sealed for row in conn.execute(
                     "SELECT crop_blob FROM face_crops WHERE collection = ? AND face_id = ?",

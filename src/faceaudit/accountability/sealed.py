@@ -129,16 +129,24 @@ class SealedBlobs:
             raise SealedBlobError(f"not a sealed blob id: {blob_id[:40]!r}")
         return self.blob_dir / blob_id
 
-    def seal(self, data: bytes) -> str:
-        """Encrypt and store ``data``; returns its new id (32 hex characters)."""
+    def seal(self, data: bytes, *, sync: bool = True) -> str:
+        """Encrypt and store ``data``; returns its new id (32 hex characters).
+
+        ``sync=False`` leaves the directory entry to a later :meth:`sync` (one for many blobs).
+        """
         blob_id = secrets.token_hex(16)
         path = self._path(blob_id)
         nonce = secrets.token_bytes(_NONCE_BYTES)
         sealed = _MAGIC + nonce + self._aead.encrypt(nonce, bytes(data), blob_id.encode("ascii"))
         temporary = _write_private(path, sealed)
         os.replace(temporary, path)
-        _fsync_dir(self.blob_dir)
+        if sync:
+            self.sync()
         return blob_id
+
+    def sync(self) -> None:
+        """Make the names of the blobs sealed so far durable (fsync of the directory)."""
+        _fsync_dir(self.blob_dir)
 
     def open(self, blob_id: str) -> bytes:
         """The bytes sealed as ``blob_id``; SealedBlobError if missing or altered."""
