@@ -17,7 +17,7 @@ import pytest
 
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, Caller, Facts
-from faceaudit.accountability.review import LEAD_LABEL, ReviewStore
+from faceaudit.accountability.review import LEAD_LABEL, ReviewStore, face_crop_jpeg
 from support.images import encode
 
 BOX = {"Left": 0.2, "Top": 0.2, "Width": 0.5, "Height": 0.5}
@@ -38,16 +38,17 @@ class ReviewServer:
     def open_item(self, searcher, similarities: list[float], collection: str = "watch") -> tuple[str, bytes, dict]:
         """An item as a search under public-safety opens it: (id, probe bytes, FaceId -> crop JPEG)."""
         face_ids = [str(uuid.uuid4()) for _ in similarities]
+        crops = {}
         for i, face_id in enumerate(face_ids):
             image = encode(np.random.default_rng(i).integers(0, 256, (160, 160, 3), dtype=np.uint8))
             self.review.keep_face_crops(collection, image, [{"Face": {"FaceId": face_id, "BoundingBox": BOX}}])
+            crops[face_id] = face_crop_jpeg(image, BOX)
         probe = encode(np.random.default_rng(99).integers(0, 256, (120, 120, 3), dtype=np.uint8))
         response = {"FaceMatches": [{"Similarity": s, "Face": {"FaceId": f}} for f, s in zip(face_ids, similarities)]}
         caller = Caller(searcher, str(uuid.uuid4()), datetime.now(UTC),
                         {PURPOSE_HEADER: "missing person", CASE_HEADER: "MP-7"})
         item = self.review.open_item(caller, collection, "public-safety", probe, response,
                                      Facts(operation="SearchFacesByImage"))
-        crops = {f: self.review._collection_crop(collection, f) for f in face_ids}
         return item, probe, crops
 
 
