@@ -52,7 +52,6 @@ import os
 import secrets
 import sqlite3
 import stat
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -74,6 +73,7 @@ from faceaudit.errors import (
 )
 from faceaudit.images import LoadedImage, load_image
 from faceaudit.storage.page_tokens import PageTokens, filter_digest
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = [
@@ -247,11 +247,9 @@ class ReviewStore:
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise PermissionError(f"{self.path} is accessible to other users (mode {mode:04o}); "
                                   f"run 'chmod 600 {self.path}'")
-        self._busy_timeout = float(busy_timeout)
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._connections = ThreadConnections(
+            self.path, busy_timeout=busy_timeout, unavailable=InternalServerError,
+            pragmas=("foreign_keys = ON", "secure_delete = ON"))  # secure_delete: purged rows leave no bytes behind
         self._initialise()
         self._next_purge = time.monotonic() + PURGE_INTERVAL_S  # the server purges once at start itself
         secret = self._conn().execute("SELECT value FROM meta WHERE name = 'page_secret'").fetchone()[0]
@@ -259,24 +257,7 @@ class ReviewStore:
 
     # -- connections ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # a forked child starts afresh
-            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.close()
-                raise InternalServerError(f"could not put {self.path} in WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA secure_delete = ON")  # a purged row's bytes do not linger in free pages
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -298,14 +279,7 @@ class ReviewStore:
                                           f"understands up to {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()
 
     def __enter__(self) -> ReviewStore:
         return self
