@@ -3,8 +3,9 @@
 One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``,
 exactly what boto3 sends to ``endpoint_url`` -- or ``FaceAuditService.<Operation>``,
 faceaudit's own operations (blind review), decoded by the same protocol from faceaudit's
-model and answered by a second service object (``faceaudit``) that is told who asks.  ``GET /`` answers a small
-health document without authentication.  For every other request, in order:
+model and answered by a second service object (``faceaudit``) that is told who asks.
+``GET /`` answers a small health document without authentication.  For every other
+request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
@@ -301,9 +302,8 @@ class RekognitionApp:
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
             outcome.operation = operation.name
             own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
-            supported = (self.faceaudit.operations if self.faceaudit else frozenset()) if own else \
-                getattr(self.service, "operations", None)
-            if supported is not None and operation.name not in supported:
+            supported = getattr(self.faceaudit if own else self.service, "operations", None)
+            if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
                 raise InvalidParameterException(
                     f"Operation {operation.name} is not supported by faceaudit")
             authorize(key, operation.name)
