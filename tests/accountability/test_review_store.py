@@ -154,7 +154,7 @@ def test_the_searcher_and_non_reviewers_cannot_review(store):
         store.blind_view(same_key, item)
     with pytest.raises(AccessDeniedException):
         store.pending(OPERATOR)
-    assert store.pending(same_key)["ReviewItems"] == []
+    assert store.pending(same_key)["ReviewItems"] == [] and store.pending(own)["ReviewItems"] == []
     with pytest.raises(ResourceNotFoundException):
         store.blind_view(ALICE, str(uuid.uuid4()))
 
@@ -371,3 +371,19 @@ def test_a_face_whose_box_lies_outside_the_picture_gets_no_crop_and_breaks_nothi
     item = open_item(store, [good, outside], [99.5, 99.4])
     crops = {c["CandidateId"]: c["Crop"] for c in store.blind_view(ALICE, item)["Candidates"]}
     assert crops[outside] is None and crops[good][:2] == b"\xff\xd8"
+
+
+def test_the_wire_service_tells_the_log_which_item_and_what_became_of_it(store):
+    from faceaudit.accountability.faceaudit_service import FaceAuditService
+
+    service = FaceAuditService(store)
+    item = open_item(store, index_faces(store, 1), [99.5])
+    view = service.call(caller(ALICE), "GetReviewItem", {"ItemId": item})
+    facts = Facts()
+    answer = service.call(caller(ALICE), "DecideReviewItem", {"ItemId": item, "Decisions": [
+        {"CandidateId": view["Candidates"][0]["CandidateId"], "Decision": "CONFIRM", "Reason": "same"}]}, facts)
+    assert answer["State"] == "OPEN"
+    assert (facts.operation, facts.review_item, facts.review_outcome, facts.collection) == (
+        "DecideReviewItem", item, "open", COLLECTION)
+    with pytest.raises(InvalidParameterException, match="not supported"):
+        service.call(caller(ALICE), "DeleteReviewItem", {"ItemId": item})

@@ -60,8 +60,8 @@ def test_the_models_constraints_are_checked():
         P.decode_request(op("GetReviewItem"), json.dumps({"ItemId": "x" * 36}).encode())
     with pytest.raises(InvalidParameterException, match="Member must not be null"):
         P.decode_request(op("DecideReviewItem"), json.dumps({"ItemId": ITEM}).encode())
-    too_many = [{"CandidateId": "a", "Decision": "REJECT", "Reason": "r"}] * 101
-    with pytest.raises(InvalidParameterException, match="length less than or equal to 100"):
+    too_many = [{"CandidateId": "a", "Decision": "REJECT", "Reason": "r"}] * 4097  # MaxFaces' bound, plus one
+    with pytest.raises(InvalidParameterException, match="length less than or equal to 4096"):
         P.decode_request(op("DecideReviewItem"), json.dumps({"ItemId": ITEM, "Decisions": too_many}).encode())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from faceaudit.accountability.context import Caller
+from faceaudit.accountability.context import Caller, Facts
 from faceaudit.accountability.review import ReviewStore
 from faceaudit.errors import InvalidParameterException
 
@@ -37,11 +37,21 @@ class FaceAuditService:
         }
         assert set(self._calls) == self.operations
 
-    def call(self, caller: Caller, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    def call(self, caller: Caller, operation: str, request: dict[str, Any],
+             facts: Facts | None = None) -> dict[str, Any]:
+        """Run ``operation``; ``facts`` (the search log's record of this request) learn the item and its state."""
         handler = self._calls.get(operation)
         if handler is None:
             raise InvalidParameterException(f"Operation {operation} is not supported by faceaudit")
-        return handler(caller, request)
+        if facts is not None:
+            facts.operation = operation
+            facts.review_item = request.get("ItemId")
+        answer = handler(caller, request)
+        if facts is not None:
+            facts.collection = answer.get("CollectionId", facts.collection)
+            if "State" in answer:
+                facts.review_outcome = str(answer["State"]).lower().replace("_", "-")
+        return answer
 
     def _list_review_items(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
         return self.review.pending(caller.key, max_results=request.get("MaxResults", 50),

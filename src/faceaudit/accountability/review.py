@@ -410,10 +410,10 @@ class ReviewStore:
             "SELECT i.seq, i.item_id, i.created_ms, i.collection, i.policy, i.purpose, i.case_ref, i.required, "
             "(SELECT COUNT(*) FROM candidates c WHERE c.item_id = i.item_id), "
             "(SELECT COUNT(*) FROM decisions d WHERE d.item_id = i.item_id) "
-            "FROM items i WHERE i.state = ? AND i.seq > ? AND i.searcher_key_id != ? AND NOT EXISTS "
-            "(SELECT 1 FROM decisions d WHERE d.item_id = i.item_id AND d.reviewer_key_id = ?) "
+            "FROM items i WHERE i.state = ? AND i.seq > ? AND i.searcher_key_id != ? AND i.searcher_name != ? "
+            "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.item_id = i.item_id AND d.reviewer_key_id = ?) "
             "ORDER BY i.seq LIMIT ?",
-            (OPEN, after, key.access_key_id, key.access_key_id, limit + 1)).fetchall()
+            (OPEN, after, key.access_key_id, key.name, key.access_key_id, limit + 1)).fetchall()
         page = rows[:limit]
         answer: dict[str, Any] = {"ReviewItems": [
             {"ItemId": r[1], "CreatedAt": datetime.fromtimestamp(r[2] / 1000, UTC), "CollectionId": r[3],
@@ -486,7 +486,7 @@ class ReviewStore:
                                   "ORDER BY rank", (item_id,)).fetchall()
             count = conn.execute("SELECT COUNT(*) FROM decisions WHERE item_id = ?", (item_id,)).fetchone()[0]
         return {
-            "ItemId": item_id, "State": state.upper().replace("-", "_"),
+            "ItemId": item_id, "CollectionId": item["collection"], "State": state.upper().replace("-", "_"),
             "RequiredReviewers": item["required"], "DecisionCount": count,
             "Revealed": [{"CandidateId": cid, "CandidateType": kind.upper(), "Similarity": similarity,
                           "Rank": rank, "YourDecision": verdicts[cid][0].upper()}
