@@ -320,6 +320,16 @@ def test_sealed_blobs_refuse_altered_swapped_and_foreign_files(tmp_path):
     os.chmod(blobs.key_path, 0o644)
     with pytest.raises(SealedBlobError, match="other users"):
         SealedBlobs(tmp_path / "d")
+    os.chmod(blobs.key_path, 0o600)
+    saved = blobs.key_path.read_bytes()
+    blobs.key_path.unlink()  # a lost key is not replaced while blobs sealed with it remain
+    with pytest.raises(SealedBlobError, match="restore the key"):
+        SealedBlobs(tmp_path / "d")
+    blobs.key_path.write_bytes(saved)
+    os.chmod(blobs.key_path, 0o600)
+    assert SealedBlobs(tmp_path / "d").open(b) == b"second picture"
+    blobs.destroy_key()  # crypto-shredding: key and blobs go together, and a fresh start works
+    assert SealedBlobs(tmp_path / "d").blob_ids() == []
 
 
 def test_an_orphaned_blob_is_swept(store, tmp_path):

@@ -96,6 +96,10 @@ class SealedBlobs:
     # -- the key ------------------------------------------------------------------
     def _load_or_create_key(self) -> bytes:
         if not self.key_path.exists():
+            if self.blob_ids():  # a lost key must not be silently replaced: those blobs would never open
+                raise SealedBlobError(
+                    f"{self.key_path} is missing but {len(self.blob_ids())} sealed blobs exist in "
+                    f"{self.blob_dir}; restore the key from its backup (or delete the blobs to start afresh)")
             temporary = _write_private(self.key_path, secrets.token_bytes(_KEY_BYTES))
             try:
                 os.link(temporary, self.key_path)  # atomic, and fails if another process was first
