@@ -219,12 +219,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # measured on the engine this server runs.
     print(f"faceaudit: engine {spec.name} (model version {spec.model_version}). "
           f"{spec.similarity_scale().threshold_note(80.0)}", file=sys.stderr)
+    from faceaudit.accountability.sealed import SealedBlobError
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
                      workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
-    except CredentialsError as error:  # also an unusable key store
+    except (CredentialsError, SealedBlobError) as error:  # also an unusable key store or review key
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. the port is taken

@@ -112,3 +112,15 @@ def test_retention_and_purge_are_the_directory_owners(data, capsys):
             review.result(officer, item)
     code, _, err = run(capsys, "retention", "watch", "--days", "-3", "--data-dir", directory)
     assert code == 2 and "at least 1 day" in err
+
+
+def test_a_server_whose_review_key_is_lost_refuses_to_start(data):
+    import subprocess
+
+    from support.server import faceaudit_command
+    directory, _, _ = data
+    (directory / "review.key").unlink()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAUDIT_ACCESS_KEY")}
+    done = subprocess.run([*faceaudit_command(), "serve", "--port", "0", "--data-dir", str(directory)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "review.key is missing" in done.stderr and "restore the key" in done.stderr

@@ -507,10 +507,10 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
-    store = EmbeddedStore(data_dir)
-    service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     review = ReviewStore(data_dir)  # the review queue (the guard's ReviewQueue) and FaceAuditService.*
     review.purge_expired()
+    store = EmbeddedStore(data_dir)
+    service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     hooks = [store.close, keys.store.close, review.close]
     return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review))
