@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import os
 import secrets
 import sqlite3
@@ -105,6 +106,7 @@ MAX_PAGE = 100
 CROP_MARGIN = 0.3  # of the box's width/height, on each side: hair, ears and chin help a reviewer
 CROP_MAX_SIDE = 480
 CROP_JPEG_QUALITY = 90
+log = logging.getLogger("faceaudit.review")
 _PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3)
 PURGE_INTERVAL_S = 3600.0  # a long-running server purges expired items at most this often (on open_item)
 
@@ -336,7 +338,10 @@ class ReviewStore:
         facts.review_outcome = OPEN if candidates else NOT_CONFIRMED  # nothing to review: closed at once
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
-            self.purge_expired()
+            try:
+                self.purge_expired()
+            except Exception:  # the item is stored; a failed purge is retried at the next interval
+                log.exception("purging expired review items in %s failed", self.data_dir)
         return item_id
 
     def keep_face_crops(self, collection_id: str, image: bytes, faces: list[dict]) -> None:
