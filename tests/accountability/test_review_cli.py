@@ -107,7 +107,7 @@ def test_retention_and_purge_are_the_directory_owners(data, capsys):
     assert code == 0 and json.loads(out)["PurgedItems"] == 0  # the item is minutes old
     with ReviewStore(directory) as review:
         assert review.purge_expired(datetime.now(UTC) + timedelta(days=8)) == 1
-        assert len(review.blobs.blob_ids()) == 3  # the collection's crops remain; the item's 4 pictures went
+        assert len(review.blobs.blob_ids()) == 3  # the collection's crops remain; the item's probe went
         with pytest.raises(ResourceNotFoundException):
             review.result(officer, item)
     code, _, err = run(capsys, "retention", "watch", "--days", "-3", "--data-dir", directory)

@@ -29,12 +29,14 @@ Every decision is appended to the search log through the optional ``recorder`` (
 
 Pictures: after IndexFaces into a review-policy collection the guard hands over the image
 and the face records (:meth:`~ReviewStore.keep_face_crops`): each face is cropped with a
-margin and kept as a sealed JPEG (faceaudit.accountability.sealed). An item copies its
-candidates' crops when it opens, so it holds its own evidence; its blobs and its rows are
-purged together -- when it expires (``purge_expired``: the collection's retention, default
+margin and kept as a sealed JPEG (faceaudit.accountability.sealed), for as long as the face
+is in the collection. An item shows those crops (it keeps no copies: a copy per item would
+cost a file and an fsync per candidate on every search, for nothing -- a deleted face's
+picture must go from the items too). An item's probe and its rows are purged together --
+when it expires (``purge_expired``: the collection's retention, default
 :data:`DEFAULT_RETENTION_DAYS` days from the search, decided or not; the server purges at start
 and then at most hourly as items open, ``faceaudit review purge`` on demand), when the
-collection is deleted, and (for one candidate's crop) when that face is deleted.
+collection is deleted; a face's crop goes when the face is deleted.
 
 Storage: ``DATA_DIR/review.db`` (SQLite, mode 0600, WAL, ``synchronous=FULL``, every change
 one BEGIN IMMEDIATE transaction) and the sealed blobs beside it. A blob is written before
@@ -64,7 +66,7 @@ from typing import Any, Protocol
 from faceaudit.access import AccessKey
 from faceaudit.access.roles import REVIEWER
 from faceaudit.accountability.context import Caller, Facts
-from faceaudit.accountability.sealed import SealedBlobError, SealedBlobs
+from faceaudit.accountability.sealed import SealedBlobError, SealedBlobMissing, SealedBlobs
 from faceaudit.errors import (
     AccessDeniedException,
     ConflictException,
@@ -108,6 +110,7 @@ CROP_MAX_SIDE = 480
 CROP_JPEG_QUALITY = 90
 log = logging.getLogger("faceaudit.review")
 _PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3)
+ORPHAN_AGE_S = 3600.0  # an unnamed blob this old is an orphan, not a picture whose row is on its way
 PURGE_INTERVAL_S = 3600.0  # a long-running server purges expired items at most this often (on open_item)
 
 _SCHEMA = [
@@ -137,7 +140,6 @@ _SCHEMA = [
         kind         TEXT    NOT NULL,                -- 'face' or 'user'
         similarity   REAL    NOT NULL,
         rank         INTEGER NOT NULL,                -- 1 = the machine's best
-        crop_blob    TEXT,                            -- the item's own copy of the face crop
         PRIMARY KEY (item_id, candidate_id)
     )""",
     """CREATE TABLE decisions (
@@ -304,18 +306,8 @@ class ReviewStore:
         probe_bytes = bytes(probe or b"")
         if not probe_bytes and response.get("SearchedFaceId"):  # SearchFaces: the stored face is the probe
             probe_bytes = self._collection_crop(collection_id, str(response["SearchedFaceId"])) or b""
-        new_blobs: list[str] = []
+        probe_blob = self.blobs.seal(probe_bytes) if probe_bytes else None  # durable before the row naming it
         try:
-            probe_blob = self.blobs.seal(probe_bytes, sync=False) if probe_bytes else None
-            if probe_blob:
-                new_blobs.append(probe_blob)
-            crops: dict[str, str | None] = {}
-            for candidate_id, kind, _, _ in candidates:
-                crop = self._collection_crop(collection_id, candidate_id) if kind == "face" else None
-                crops[candidate_id] = self.blobs.seal(crop, sync=False) if crop is not None else None
-                if crops[candidate_id]:
-                    new_blobs.append(crops[candidate_id] or "")
-            self.blobs.sync()  # every picture durable before the row naming it
             key = caller.key
             with self._write() as conn:
                 conn.execute(
@@ -326,13 +318,10 @@ class ReviewStore:
                      caller.purpose, caller.case, caller.request_id, key.access_key_id, key.name, key.unit,
                      probe_blob, required, OPEN if candidates else NOT_CONFIRMED, secrets.token_bytes(16)))
                 conn.executemany(
-                    "INSERT INTO candidates (item_id, candidate_id, kind, similarity, rank, crop_blob) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(item_id, cid, kind, similarity, rank, crops[cid])
-                     for cid, kind, similarity, rank in candidates])
+                    "INSERT INTO candidates (item_id, candidate_id, kind, similarity, rank) VALUES (?, ?, ?, ?, ?)",
+                    [(item_id, cid, kind, similarity, rank) for cid, kind, similarity, rank in candidates])
         except BaseException:
-            for blob in new_blobs:
-                self.blobs.delete(blob)
+            self._delete_blobs([probe_blob])
             raise
         facts.review_item = item_id
         facts.review_outcome = OPEN if candidates else NOT_CONFIRMED  # nothing to review: closed at once
@@ -374,7 +363,7 @@ class ReviewStore:
         self._delete_blobs(replaced)
 
     def forget_faces(self, collection_id: str, face_ids: list[str]) -> None:
-        """Deleted faces: their crops go, also the copies open items hold (the candidates stay, without a picture)."""
+        """Deleted faces: their crops go (candidates of open items stay, without a picture)."""
         ids = [str(f) for f in face_ids]
         with self._write() as conn:
             blobs = []
@@ -383,15 +372,8 @@ class ReviewStore:
                 blobs += [r[0] for r in conn.execute(
                     f"SELECT crop_blob FROM face_crops WHERE collection = ? AND face_id IN ({marks})",
                     (collection_id, *chunk))]
-                blobs += [r[0] for r in conn.execute(
-                    f"SELECT c.crop_blob FROM candidates c JOIN items i ON i.item_id = c.item_id "
-                    f"WHERE i.collection = ? AND c.candidate_id IN ({marks}) AND c.crop_blob IS NOT NULL",
-                    (collection_id, *chunk))]
                 conn.execute(f"DELETE FROM face_crops WHERE collection = ? AND face_id IN ({marks})",
                              (collection_id, *chunk))
-                conn.execute(
-                    f"UPDATE candidates SET crop_blob = NULL WHERE candidate_id IN ({marks}) AND item_id IN "
-                    f"(SELECT item_id FROM items WHERE collection = ?)", (*chunk, collection_id))
         self._delete_blobs(blobs)
 
     def forget_collection(self, collection_id: str) -> None:
@@ -440,7 +422,8 @@ class ReviewStore:
             "CreatedAt": datetime.fromtimestamp(item["created_ms"] / 1000, UTC),
             "RequiredReviewers": item["required"],
             "Probe": self._open_blob(item["probe_blob"]),
-            "Candidates": [{"CandidateId": cid, "CandidateType": kind.upper(), "Crop": self._open_blob(blob)}
+            "Candidates": [{"CandidateId": cid, "CandidateType": kind.upper(),
+                            "Crop": self._open_blob(blob, missing_ok=True)}  # a face deleted meanwhile: no crop
                            for cid, kind, blob in candidates],
             "Instructions": ("Compare the probe with each candidate and decide confirm, reject or "
                              "inconclusive, with a reason, for every candidate. Scores are shown only "
@@ -454,8 +437,10 @@ class ReviewStore:
         decided_ms = _now_ms()
         with self._write() as conn:
             item = self._item_for_reviewer(conn, key, item_id)
-            pictured = dict(conn.execute("SELECT candidate_id, crop_blob IS NOT NULL FROM candidates "
-                                         "WHERE item_id = ?", (item_id,)).fetchall())
+            pictured = dict(conn.execute(
+                "SELECT c.candidate_id, f.crop_blob IS NOT NULL FROM candidates c LEFT JOIN face_crops f "
+                "ON f.collection = ? AND f.face_id = c.candidate_id AND c.kind = 'face' WHERE c.item_id = ?",
+                (item["collection"], item_id)).fetchall())
             verdicts = _checked_decisions(given, list(pictured))
             for cid, (decision, _) in verdicts.items():  # nothing is confirmed unseen
                 if decision == CONFIRM and not (pictured[cid] and item["probe_blob"]):
@@ -559,13 +544,17 @@ class ReviewStore:
         self._delete_blobs(blobs)
         return len(expired)
 
-    def sweep_orphans(self) -> int:
-        """Delete sealed blobs no row names (left by a process killed between the two); returns how many."""
+    def sweep_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
+        """Delete sealed blobs no row names (left by a process killed between the two); returns how many.
+
+        Only blobs older than ``older_than_s``: a younger one may be a picture whose row another
+        process is about to commit."""
         conn = self._conn()
         named = {r[0] for r in conn.execute(
             "SELECT probe_blob FROM items WHERE probe_blob IS NOT NULL UNION "
-            "SELECT crop_blob FROM candidates WHERE crop_blob IS NOT NULL UNION SELECT crop_blob FROM face_crops")}
-        orphans = [b for b in self.blobs.blob_ids() if b not in named]
+            "SELECT crop_blob FROM face_crops")}
+        cutoff = time.time() - older_than_s
+        orphans = [b for b in self.blobs.blob_ids() if b not in named and self.blobs.sealed_at(b) <= cutoff]
         self._delete_blobs(orphans)
         return len(orphans)
 
@@ -599,8 +588,10 @@ class ReviewStore:
     def _blind_order(self, conn: sqlite3.Connection, item: dict[str, Any],
                      key: AccessKey) -> list[tuple[str, str, str | None]]:
         """Candidates in an order of their own for each reviewer (stable across views), rank hidden."""
-        rows = conn.execute("SELECT candidate_id, kind, crop_blob FROM candidates WHERE item_id = ?",
-                            (item["item_id"],)).fetchall()
+        rows = conn.execute(
+            "SELECT c.candidate_id, c.kind, f.crop_blob FROM candidates c LEFT JOIN face_crops f "
+            "ON f.collection = ? AND f.face_id = c.candidate_id AND c.kind = 'face' WHERE c.item_id = ?",
+            (item["collection"], item["item_id"])).fetchall()
         seed = bytes(item["shuffle_seed"]) + key.access_key_id.encode()
         return sorted(rows, key=lambda r: hmac.new(seed, r[0].encode(), hashlib.sha256).digest())
 
@@ -636,21 +627,23 @@ class ReviewStore:
         except SealedBlobError:
             return None
 
-    def _open_blob(self, blob_id: str | None) -> bytes | None:
+    def _open_blob(self, blob_id: str | None, *, missing_ok: bool = False) -> bytes | None:
         if blob_id is None:
             return None
         try:
             return self.blobs.open(blob_id)
-        except SealedBlobError as error:  # a missing or altered picture: the operator must know
+        except SealedBlobMissing:
+            if missing_ok:
+                return None
+            raise InternalServerError(f"A review picture is missing ({blob_id})") from None
+        except SealedBlobError as error:  # an altered picture: the operator must know
             raise InternalServerError(f"A review picture could not be read: {error}") from error
 
     @staticmethod
     def _delete_items(conn: sqlite3.Connection, where: str, parameters: tuple) -> list[str]:
         """Delete the items matching ``where`` (rows cascade); returns the blobs they named."""
         blobs = [r[0] for r in conn.execute(
-            f"SELECT probe_blob FROM items WHERE {where} AND probe_blob IS NOT NULL UNION ALL "
-            f"SELECT crop_blob FROM candidates WHERE crop_blob IS NOT NULL AND item_id IN "
-            f"(SELECT item_id FROM items WHERE {where})", parameters + parameters)]
+            f"SELECT probe_blob FROM items WHERE {where} AND probe_blob IS NOT NULL", parameters)]
         conn.execute(f"DELETE FROM items WHERE {where}", parameters)
         return blobs
 

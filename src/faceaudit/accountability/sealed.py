@@ -37,7 +37,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["BLOB_DIRNAME", "KEY_FILENAME", "SealedBlobError", "SealedBlobs"]
+__all__ = ["BLOB_DIRNAME", "KEY_FILENAME", "SealedBlobError", "SealedBlobMissing", "SealedBlobs"]
 
 KEY_FILENAME = "review.key"
 BLOB_DIRNAME = "sealed"
@@ -49,6 +49,10 @@ _BLOB_ID_CHARS = frozenset("0123456789abcdef")
 
 class SealedBlobError(Exception):
     """A blob or the key cannot be used: missing, readable by others, or altered."""
+
+
+class SealedBlobMissing(SealedBlobError):
+    """No blob by that id (never sealed, or deleted)."""
 
 
 def _private_dir(path: Path) -> None:
@@ -158,7 +162,7 @@ class SealedBlobs:
         try:
             sealed = path.read_bytes()
         except FileNotFoundError:
-            raise SealedBlobError(f"sealed blob {blob_id} is missing") from None
+            raise SealedBlobMissing(f"sealed blob {blob_id} is missing") from None
         head = len(_MAGIC) + _NONCE_BYTES
         if len(sealed) < head or not sealed.startswith(_MAGIC):
             raise SealedBlobError(f"sealed blob {blob_id} is not in faceaudit's format")
@@ -166,6 +170,13 @@ class SealedBlobs:
             return self._aead.decrypt(sealed[len(_MAGIC):head], sealed[head:], blob_id.encode("ascii"))
         except InvalidTag:
             raise SealedBlobError(f"sealed blob {blob_id} was altered or sealed with another key") from None
+
+    def sealed_at(self, blob_id: str) -> float:
+        """When the blob was written (its file's mtime, seconds since the epoch); inf if it is gone."""
+        try:
+            return os.stat(self._path(blob_id)).st_mtime
+        except FileNotFoundError:
+            return float("inf")
 
     def exists(self, blob_id: str) -> bool:
         return self._path(blob_id).exists()
