@@ -4,9 +4,9 @@ Two kinds of server:
 
 * `faceaudit serve` processes (support.server), exactly as deployed: the floor, the signed
   purpose, the MaxFaces cap, tags and the policy tag's admin rule, moratoria switched by the
-  `faceaudit moratorium` command while two servers share the data directory. These servers
-  have no review queue yet, so a public-safety search that passes every rule is refused
-  for that (fail closed), which the tests show too.
+  `faceaudit moratorium` command while two servers share the data directory; and the whole
+  road of a public-safety search: no candidates at first, two blind reviews, then the
+  confirmed candidate released to the searcher as an investigative lead.
 * the same app (RekognitionApp over GuardedService over the real engine and store) served
   by uvicorn in this process with a review queue defined here, to show what a search that
   passes looks like: no candidates, a review item header, the candidates handed to review;
@@ -147,11 +147,10 @@ def test_at_99_a_search_needs_a_signed_purpose_and_case(deployed, astronaut_jpeg
     code, message, _ = error_of(signed_operator(deployed, case=None).search_faces_by_image, **search)
     assert code == "AccessDeniedException" and "missing or not covered by the signature: x-faceaudit-case." in message
 
-    # Signed, every rule is met; this server has no review queue, so it refuses, as it must (fail closed).
-    code, message, request_id = error_of(signed_operator(deployed).search_faces_by_image, **search)
-    assert code == "AccessDeniedException" and "requires blind human review" in message
-    assert "no review queue" in message
-    assert 'reason="no review queue for a review policy"' in deployed.server.log_for(request_id)
+    # Signed, every rule is met: accepted, but the candidates go to review, not to the operator.
+    answer = signed_operator(deployed).search_faces_by_image(**search)
+    assert answer["FaceMatches"] == []
+    assert answer["ResponseMetadata"]["HTTPHeaders"].get(REVIEW_ITEM_HEADER)
 
 
 def test_max_faces_above_the_cap_is_refused_saying_so(deployed, astronaut_jpeg):
@@ -162,18 +161,44 @@ def test_max_faces_above_the_cap_is_refused_saying_so(deployed, astronaut_jpeg):
                                 Image={"Bytes": astronaut_jpeg}, FaceMatchThreshold=99, MaxFaces=11)
     assert code == "InvalidParameterException"
     assert "MaxFaces 11 is above the cap of 10 set by the use policy public-safety of collection" in message
-    code, message, _ = error_of(client.search_faces_by_image, CollectionId=collection,
-                                Image={"Bytes": astronaut_jpeg}, FaceMatchThreshold=99, MaxFaces=10)
-    assert "requires blind human review" in message  # 10 passes the cap
+    answer = client.search_faces_by_image(CollectionId=collection, Image={"Bytes": astronaut_jpeg},
+                                          FaceMatchThreshold=99, MaxFaces=10)  # 10 passes the cap
+    assert answer["FaceMatches"] == [] and REVIEW_ITEM_HEADER in answer["ResponseMetadata"]["HTTPHeaders"]
 
 
-def test_no_faces_enter_a_review_collection_on_a_server_without_review(deployed, astronaut_jpeg):
+def test_a_public_safety_match_reaches_the_searcher_only_after_two_blind_reviews(deployed, astronaut_jpeg):
     collection = fresh("ps")
     deployed.admin.create_collection(CollectionId=collection, Tags=PS)
-    code, message, _ = error_of(deployed.operator.index_faces, CollectionId=collection,
-                                Image={"Bytes": astronaut_jpeg})
-    assert code == "AccessDeniedException" and "no review queue" in message
-    assert deployed.admin.describe_collection(CollectionId=collection)["FaceCount"] == 0
+    indexed = deployed.operator.index_faces(CollectionId=collection, Image={"Bytes": astronaut_jpeg},
+                                            ExternalImageId="astronaut")
+    face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    searcher = signed_operator(deployed)
+    answer = searcher.search_faces_by_image(CollectionId=collection, Image={"Bytes": astronaut_jpeg},
+                                            FaceMatchThreshold=99, MaxFaces=5)
+    assert answer["FaceMatches"] == []  # nothing for the operator before review
+    item = answer["ResponseMetadata"]["HTTPHeaders"][REVIEW_ITEM_HEADER]
+
+    operator_review = deployed.server.faceaudit_client(
+        access_key_id=deployed.keys["operator"][0], secret_access_key=deployed.keys["operator"][1])
+    assert operator_review.get_review_result(ItemId=item)["ReleasedCandidates"] == []
+    code, _, _ = error_of(operator_review.get_review_item, ItemId=item)  # operators never review
+    assert code == "AccessDeniedException"
+
+    for name in ("first", "second"):
+        key, secret = create_key(deployed.server.data_dir, f"reviewer-{name}-{uuid.uuid4().hex[:6]}", "reviewer")
+        reviewer = deployed.server.faceaudit_client(access_key_id=key, secret_access_key=secret)
+        view = reviewer.get_review_item(ItemId=item)
+        assert view["Probe"] and len(view["Candidates"]) == 1 and view["Candidates"][0]["Crop"]
+        assert "Similarity" not in view["Candidates"][0] and "Rank" not in view["Candidates"][0]
+        decided = reviewer.decide_review_item(ItemId=item, Decisions=[
+            {"CandidateId": view["Candidates"][0]["CandidateId"], "Decision": "CONFIRM",
+             "Reason": "same scar above the left eyebrow, same ear shape"}])
+        assert decided["Revealed"][0]["Similarity"] >= 99  # the score only after the decision
+
+    result = operator_review.get_review_result(ItemId=item)
+    assert result["State"] == "RELEASED"
+    assert [(c["CandidateId"], c["Label"]) for c in result["ReleasedCandidates"]] == [
+        (face_id, "investigative lead — not an identification")]
 
 
 def test_personal_and_access_control_keep_rekognitions_defaults(deployed, astronaut_jpeg):

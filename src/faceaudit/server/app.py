@@ -1,8 +1,11 @@
 """The HTTP face of faceaudit: an ASGI app speaking Rekognition's wire protocol.
 
 One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``,
-exactly what boto3 sends to ``endpoint_url``.  ``GET /`` answers a small
-health document without authentication.  For every other request, in order:
+exactly what boto3 sends to ``endpoint_url`` -- or ``FaceAuditService.<Operation>``,
+faceaudit's own operations (blind review), decoded by the same protocol from faceaudit's
+model and answered by a second service object (``faceaudit``) that is told who asks.
+``GET /`` answers a small health document without authentication.  For every other
+request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
@@ -81,7 +84,8 @@ from faceaudit.server import sigv4
 from faceaudit.server.access import KeyDenied, StaticKeys, StoreKeys, authorize, key_of
 from faceaudit.server.wire import (
     CONTENT_TYPE,
-    RekognitionProtocol,
+    FACEAUDIT_TARGET_PREFIX,
+    JsonProtocol,
     UnknownOperationException,
 )
 from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settings
@@ -129,6 +133,15 @@ log = logging.getLogger("faceaudit.server")
 
 class Service(Protocol):
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class CallerService(Protocol):
+    """faceaudit's own operations (FaceAuditService.*): each call knows who asks."""
+
+    operations: frozenset[str]
+
+    def call(self, caller: Caller, operation: str, request: dict[str, Any],
+             facts: Facts | None = None) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -236,19 +249,21 @@ class RekognitionApp:
 
     def __init__(self, service: Service | GuardedService,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
-                 *, protocol: RekognitionProtocol | None = None, region: str | None = None,
+                 *, protocol: JsonProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
                  on_shutdown: Iterable[Callable[[], Any]] = (),
                  max_inflight_body_bytes: int = MAX_INFLIGHT_BODY_BYTES,
                  body_idle_timeout: float = BODY_IDLE_TIMEOUT,
                  body_total_timeout: float = BODY_TOTAL_TIMEOUT,
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None,
+                 faceaudit: CallerService | None = None):
         self.service = service
         self.guard = service if isinstance(service, GuardedService) else None
+        self.faceaudit = faceaudit  # FaceAuditService.* (blind review); None: those operations are refused
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
-        self.protocol = protocol or RekognitionProtocol.default()
+        self.protocol = protocol or JsonProtocol.default()
         self.region = region
         self.max_body_bytes = max_body_bytes
         self.max_inflight_body_bytes = max(max_inflight_body_bytes, max_body_bytes)
@@ -299,21 +314,25 @@ class RekognitionApp:
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
             outcome.operation = operation.name
-            supported = getattr(self.service, "operations", None)
-            if supported is not None and operation.name not in supported:
+            own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
+            supported = getattr(self.faceaudit if own else self.service, "operations", None)
+            if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
                 raise InvalidParameterException(
                     f"Operation {operation.name} is not supported by faceaudit")
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            if self.guard is not None:
-                caller = Caller(key, request_id, arrived or datetime.now(UTC), _signed_headers(pending))
-                outcome.facts = facts = Facts(operation=operation.name)
+            caller = Caller(key, request_id, arrived or datetime.now(UTC), _signed_headers(pending))
+            outcome.facts = facts = Facts(operation=operation.name)
+            if own:
+                assert self.faceaudit is not None
+                response = self.faceaudit.call(caller, operation.name, request, facts)
+            elif self.guard is not None:
                 response = self.guard.call(caller, operation.name, request, facts)
-                outcome.headers.extend(facts.extra_headers)
             else:
                 assert not isinstance(self.service, GuardedService)
                 response = self.service.call(operation.name, request)
+            outcome.headers.extend(facts.extra_headers)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -500,6 +519,8 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
+    from faceaudit.accountability.faceaudit_service import FaceAuditService
+    from faceaudit.accountability.review import ReviewStore
     from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
@@ -508,12 +529,14 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
+    review = ReviewStore(data_dir)  # the review queue (the guard's ReviewQueue) and FaceAuditService.*
+    review.purge_expired()
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    guard = GuardedService(service, AccountabilityState(data_dir))
-    hooks = [store.close, keys.store.close, guard.close]
+    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review)
+    hooks = [store.close, keys.store.close, guard.close, review.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir))
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review))
 
 
 def configure_logging() -> None:
