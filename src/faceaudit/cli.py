@@ -328,6 +328,82 @@ def _add_keys_parser(commands) -> None:
     keys.set_defaults(func=cmd_keys)
 
 
+def cmd_log(args: argparse.Namespace) -> int:
+    """faceaudit log verify|checkpoint|export (docs/accountability.md, "The search log").
+
+    Exit codes: 0 verified (or written), 1 the log is not the one that was written, 2 cannot read or write."""
+    from faceaudit.accountability.searchlog import (
+        SearchLog,
+        SearchLogError,
+        read_checkpoint_file,
+        read_data_dir,
+        read_export,
+    )
+    try:
+        if args.log_command == "verify":
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            kept = read_checkpoint_file(args.checkpoint) if args.checkpoint else None
+            result = contents.verify(kept)
+            print(json.dumps(result.as_dict(), indent=2))
+            if result.problem is not None:
+                print(f"faceaudit log: NOT VERIFIED ({contents.source}): {result.problem.message}", file=sys.stderr)
+                return 1
+            against = f", and matches the kept checkpoint at record {kept['statement']['seq']}" if kept else ""
+            print(f"faceaudit log: verified {result.records} records of {contents.source} (head {result.head_seq}, "
+                  f"{result.checkpoints} signed checkpoints checked{against})", file=sys.stderr)
+            if not kept:
+                print("faceaudit log: a truncated or rewritten tail is only detected against a checkpoint kept "
+                      "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
+            return 0
+        if not Path(args.data_dir, "searchlog.db").is_file():
+            raise SearchLogError(f"no search log in {args.data_dir}")
+        log = SearchLog(args.data_dir)
+        try:
+            if args.log_command == "checkpoint":
+                checkpoint = log.checkpoint()
+                _write_new_file(args.out, json.dumps(checkpoint, indent=2) + "\n")
+                print(f"faceaudit log: checkpoint of record {checkpoint['statement']['seq']} written to {args.out}; "
+                      "keep it where the server's operator cannot change it", file=sys.stderr)
+            else:
+                count = log.export(args.out)
+                print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
+                      file=sys.stderr)
+        finally:
+            log.close()
+        return 0
+    except SearchLogError as error:
+        print(f"faceaudit log: {error}", file=sys.stderr)
+        return 2
+
+
+def _write_new_file(path: str, text: str) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _add_log_parser(commands) -> None:
+    log = commands.add_parser(
+        "log", help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
+        description="Check the search log of a data directory (or an export of it), write a signed checkpoint "
+                    "for an overseer to keep, or export everything needed to verify it offline. Exit code "
+                    "0: verified; 1: the log is not the one that was written; 2: cannot read it.")
+    actions = log.add_subparsers(dest="log_command", required=True)
+    verify = actions.add_parser("verify", help="name the first edited, deleted, inserted or reordered record")
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
+    verify.add_argument("--checkpoint", metavar="FILE",
+                        help="a checkpoint kept earlier: also detects a truncated or rewritten tail")
+    checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
+    export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
+    for action in (checkpoint, export):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+        action.add_argument("--out", required=True, metavar="FILE")
+    log.set_defaults(func=cmd_log)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from faceaudit.audit.run import run_audit
     if args.engine and args.target.strip() != "local":
@@ -566,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
+    _add_log_parser(commands)
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")

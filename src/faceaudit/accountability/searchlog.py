@@ -58,24 +58,29 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from faceaudit.access import AccessKey
+from faceaudit.accountability.context import Facts
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = [
     "DB_FILENAME",
     "KEY_FILENAME",
     "KINDS",
-    "LogContents",
     "RECORD_FIELDS",
     "ZERO_HASH",
+    "LogContents",
     "Problem",
     "SearchLog",
     "SearchLogError",
     "Verification",
     "canonical",
+    "describe_request",
+    "describe_response",
     "read_checkpoint_file",
     "read_data_dir",
     "read_export",
     "record_hash",
+    "request_record",
     "utc_time",
     "verify",
 ]
@@ -139,6 +144,81 @@ def _normalized(record: Mapping[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise ValueError(f"search log record is not plain JSON: {error}") from None
     return json.loads(canonical(body))  # a copy: later changes to the caller's dicts change nothing
+
+
+# ------------------------------------------------------------------ records of requests
+
+# Request parameters the log keeps (never an image: its SHA-256 goes in image_sha256).
+LOGGED_PARAMETERS = ("FaceMatchThreshold", "UserMatchThreshold", "SimilarityThreshold", "MaxFaces", "MaxUsers",
+                     "MaxResults", "QualityFilter", "FaceId", "UserId")
+_IMAGE_PARAMETERS = ("Image", "SourceImage", "TargetImage")
+
+
+def describe_request(facts: Facts, request: Mapping[str, Any]) -> None:
+    """Fill what ``facts`` does not hold yet from a decoded request (collection, parameters, image hashes).
+
+    Only empty fields are filled, so whatever the guard recorded first stands.
+    """
+    collection = request.get("CollectionId")
+    if facts.collection is None and isinstance(collection, str):
+        facts.collection = collection
+    for name in LOGGED_PARAMETERS:
+        value = request.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            facts.parameters.setdefault(name, value)
+    if not facts.image_sha256:
+        for name in _IMAGE_PARAMETERS:
+            image = request.get(name)
+            if isinstance(image, Mapping) and isinstance(image.get("Bytes"), bytes | bytearray):
+                facts.image_sha256.append(hashlib.sha256(image["Bytes"]).hexdigest())
+            elif isinstance(image, Mapping) and isinstance(image.get("S3Object"), Mapping):
+                where = image["S3Object"]
+                facts.parameters.setdefault(f"{name}.S3Object", f"{where.get('Bucket')}/{where.get('Name')}")
+
+
+def describe_response(facts: Facts, response: Mapping[str, Any]) -> None:
+    """Fill the result counts and the matches (FaceId or UserId, Similarity) from a response, if empty."""
+    if not facts.result:
+        for name, count in (("FaceMatches", "matches"), ("UserMatches", "matches"), ("FaceRecords", "indexed"),
+                            ("UnindexedFaces", "unindexed"), ("FaceDetails", "faces"), ("Faces", "faces"),
+                            ("Users", "users"), ("DeletedFaces", "deleted"), ("CollectionIds", "collections"),
+                            ("UnmatchedFaces", "unmatched"), ("AssociatedFaces", "associated")):
+            value = response.get(name)
+            if isinstance(value, list):
+                facts.result[count] = facts.result.get(count, 0) + len(value)
+        if "SearchedFaceBoundingBox" in response or "SourceImageFace" in response:
+            facts.result.setdefault("faces", 1)
+    if not facts.matches:
+        for match in response.get("FaceMatches") or []:
+            face = match.get("Face") or {}
+            entry = {"FaceId": face["FaceId"]} if "FaceId" in face else {}
+            facts.matches.append({**entry, "Similarity": match.get("Similarity")})
+        for match in response.get("UserMatches") or []:
+            facts.matches.append({"UserId": (match.get("User") or {}).get("UserId"),
+                                  "Similarity": match.get("Similarity")})
+
+
+def key_fields(key: AccessKey | None) -> dict[str, Any] | None:
+    """How a record names a key: name, access key id, role, unit."""
+    if key is None:
+        return None
+    return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
+
+
+def request_record(*, key: AccessKey | None, request_id: str, at: datetime | None, facts: Facts | None,
+                   operation: str | None, status: int, error: str | None, reason: str | None) -> dict[str, Any]:
+    """The record of one request whose signature was verified, allowed or refused."""
+    facts = facts or Facts(operation=operation)
+    review = None
+    if facts.review_item is not None or facts.review_outcome is not None:
+        review = {"item": facts.review_item, "outcome": facts.review_outcome}
+    return {
+        "kind": "request", "time": utc_time(at), "request_id": request_id, "key": key_fields(key),
+        "operation": facts.operation or operation, "collection": facts.collection, "policy": facts.policy,
+        "parameters": dict(facts.parameters), "purpose": facts.purpose, "case": facts.case,
+        "image_sha256": list(facts.image_sha256), "status": status, "error": error, "reason": reason,
+        "result": dict(facts.result), "matches": list(facts.matches), "review": review,
+    }
 
 
 # ------------------------------------------------------------------ signing key and checkpoints
@@ -277,15 +357,20 @@ def _chain_problem(seen: list[_Seen], wanted: set[int], hashes: dict[int, str]
         if s.seq is not None:
             where.setdefault(s.seq, []).append(position)
     expected, prev, before = 1, ZERO_HASH, ZERO_HASH
+    accepted: list[int] = []  # the position each accepted record was found at, by seq - 1
     for i, s in enumerate(seen):
         if s.intact and s.seq == expected and s.prev == prev:
             if expected in wanted:
                 hashes[expected] = str(s.hash)
+            accepted.append(i)
             expected, prev, before = expected + 1, str(s.hash), prev
             continue
         position = i + 1
         following = seen[i + 1] if i + 1 < len(seen) else None
-        if following is not None and following.intact and following.seq == expected and following.prev == prev:
+        # A genuine record that is only out of place (its seq is unique and later) is reordered, not extra.
+        displaced = s.intact and s.seq is not None and s.seq > expected and len(where.get(s.seq, [])) == 1
+        if following is not None and following.intact and following.seq == expected and following.prev == prev \
+                and not displaced:
             claimed = f" (claiming seq {s.seq})" if s.seq is not None else ""
             return Problem(expected, "inserted", f"a record{claimed} was inserted before record {expected}, "
                                                  f"at position {position}", position), expected - 1, prev
@@ -300,6 +385,13 @@ def _chain_problem(seen: list[_Seen], wanted: set[int], hashes: dict[int, str]
                            f"record {expected - 1} (position {position - 1}) was altered and its hash "
                            f"recomputed: record {expected} chained to a different hash",
                            position - 1), expected - 2, before
+        if s.intact and s.seq is not None and s.seq < expected:
+            # Two records claim one seq: the one the next record chains to is the one written.
+            if following is not None and following.prev == s.hash:
+                first = accepted[s.seq - 1] + 1
+                message = (f"two records claim seq {s.seq} (positions {first} and {position}); the chain goes "
+                           f"on from the second, so the one at position {first} was inserted")
+                return Problem(s.seq, "inserted", message, first), s.seq - 1, str(s.prev)
         later = [p for p in where.get(expected, []) if p > i]
         if later:
             return Problem(expected, "reordered", f"record {expected} is out of order: position {position} "
@@ -335,8 +427,7 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
     for cp in stored:
         candidates.append((cp, own, "the log's checkpoint"))
     if kept is not None:
-        kept_key = _public_key(str(kept.get("public_key")))
-        candidates.append((kept, kept_key, "the kept checkpoint"))
+        candidates.append((kept, _public_key(str(kept.get("public_key"))), "the kept checkpoint"))
     wanted = {int(cp["statement"]["seq"]) for cp, _, _ in candidates
               if isinstance(cp.get("statement"), dict) and isinstance(cp["statement"].get("seq"), int)}
     hashes: dict[int, str] = {}
@@ -349,17 +440,15 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
             _public_raw(_public_key(str(kept.get("public_key")))) != _public_raw(own):
         problems.append(Problem(1, "key", "the log's signing key is not the one that signed the kept checkpoint: "
                                           "the log (or its key) was replaced"))
-    # Checkpoints in seq order: a rewrite is placed after the last checkpoint that still matches.
-    ordered = sorted(candidates, key=lambda c: c[0]["statement"]["seq"]
-                     if isinstance(c[0].get("statement"), dict) else 0)
-    good_up_to = 0
-    for cp, key, label in ordered:
+    checked: list[tuple[int, str, bool, str]] = []  # seq, signed time, matches the chain, label
+    for cp, key, label in candidates:
         statement = cp.get("statement")
         if not isinstance(statement, dict) or not isinstance(statement.get("seq"), int) or key is None \
                 or not _signature_ok(cp, key):
-            problems.append(Problem(int(statement.get("seq", 1)) if isinstance(statement, dict) and
-                                    isinstance(statement.get("seq"), int) else 1,
-                                    "signature", f"{label} is not validly signed"))
+            seq = statement.get("seq") if isinstance(statement, dict) else None
+            problems.append(Problem(seq if isinstance(seq, int) and seq > 0 else 1, "signature",
+                                    f"{label} is not validly signed"
+                                    + ("" if key is not None else " (the log's signing key is missing)")))
             continue
         if log_id is not None and statement.get("log_id") != log_id:
             problems.append(Problem(1, "key", f"{label} belongs to another log ({statement.get('log_id')})"))
@@ -372,12 +461,19 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
             problems.append(Problem(head + 1, "truncated",
                                     f"the log ends at record {head}, but {label} (signed {statement.get('time')}) "
                                     f"covers record {seq}: records {head + 1} to {seq} were removed"))
-        elif hashes.get(seq) != statement.get("hash"):
-            problems.append(Problem(good_up_to + 1, "rewritten",
-                                    f"record {seq} differs from {label} (signed {statement.get('time')}): "
-                                    f"records {good_up_to + 1} to {seq} were rewritten"))
-        else:
-            good_up_to = max(good_up_to, seq)
+            continue
+        checked.append((seq, str(statement.get("time")), seq == 0 or hashes.get(seq) == statement.get("hash"),
+                        label))
+    for seq, signed, matches, label in checked:
+        if matches:
+            continue
+        # The rewrite began after the last checkpoint signed before this one that still matches
+        # (later ones may have been signed by whoever rewrote the log: it holds the key).
+        good = max([s for s, t, ok, _ in checked if ok and s < seq and t <= signed], default=0)
+        problems.append(Problem(good + 1, "rewritten",
+                                f"record {seq} differs from {label} (signed {signed}): the log was rewritten "
+                                f"from a record between {good + 1} and {seq} on (checkpoints signed before "
+                                f"it still vouch for records 1 to {good})"))
     if problems:
         result.problem = min(problems, key=lambda p: p.seq)
     return result

@@ -30,6 +30,13 @@ health document without authentication.  For every other request, in order:
    InternalServerError saying the server is out of storage, and logged with
    the data directory.
 
+7. before the answer is sent, a request whose signature was verified (allowed or
+   refused) is appended to the search log and the append is durable
+   (faceaudit.accountability.searchlog); if it cannot be, the client gets
+   InternalServerError instead of the answer.  A request refused before its
+   signature was verified is only counted, and the counts are written as one
+   record a minute: garbage costs no disk flush.
+
 Slow or silent connections (headers never finished) are the HTTP protocol's
 business: faceaudit.server.protocol.
 
@@ -62,6 +69,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
+from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.searchlog import (
+    SearchLog,
+    describe_request,
+    describe_response,
+    request_record,
+)
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -138,6 +152,7 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
     reason: str | None = None  # why a request was refused, for the log (never sent to the client)
+    facts: Facts | None = None  # what the search log records, once the signature is verified
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,12 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
+    """The headers the signature covers, by lower-case name (several values joined as SigV4 does)."""
+    return {name: ",".join(value.strip() for value in pending.index.get(name, []))
+            for name in pending.signed}
+
+
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -225,7 +246,7 @@ class RekognitionApp:
                  body_idle_timeout: float = BODY_IDLE_TIMEOUT,
                  body_total_timeout: float = BODY_TOTAL_TIMEOUT,
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None, search_log: SearchLog | None = None):
         self.service = service
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
@@ -238,6 +259,7 @@ class RekognitionApp:
         self.body_total_timeout = body_total_timeout
         self.signing_policy = signing_policy
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        self.search_log = search_log
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads),
                                            thread_name_prefix="faceaudit-call")
         self.on_shutdown = list(on_shutdown)
@@ -268,17 +290,20 @@ class RekognitionApp:
         ``pending`` is what :meth:`preauthenticate` returned (checked again when absent).
         """
         outcome = Outcome(200, b"", request_id)
+        arrived = datetime.now(UTC)
         try:
             if pending is None:
                 pending = self.preauthenticate(method, raw_path, query_string, headers)
             sigv4.verify_signature(pending, method, raw_path, query_string, body)
             outcome.key = key = key_of(pending)
+            caller = Caller(key, request_id, arrived, signed_headers=_signed_headers(pending))
+            outcome.facts = facts = Facts(purpose=caller.purpose, case=caller.case)
             path = raw_path.split("?", 1)[0]
             if method != "POST" or path != "/":
                 raise UnknownOperationException(
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
-            outcome.operation = operation.name
+            outcome.operation = facts.operation = operation.name
             supported = getattr(self.service, "operations", None)
             if supported is not None and operation.name not in supported:
                 raise InvalidParameterException(
@@ -286,7 +311,9 @@ class RekognitionApp:
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
+            describe_request(facts, request)
             response = self.service.call(operation.name, request)
+            describe_response(facts, response)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -299,7 +326,49 @@ class RekognitionApp:
             else:  # a bug: answer InternalServerError, keep the traceback in the log
                 log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
                 self._fail(outcome, InternalServerError("Internal server error"))
+        self._write_search_log(outcome, arrived)
         return outcome
+
+    def _write_search_log(self, outcome: Outcome, arrived: datetime) -> None:
+        """One durable record per request whose signature was verified, before it is answered;
+        an unverified refusal is only counted (faceaudit.accountability.searchlog)."""
+        if self.search_log is None:
+            return
+        if outcome.key is None:
+            self._count_refused(outcome)
+            return
+        facts = outcome.facts
+        try:
+            self.search_log.append(request_record(
+                key=outcome.key, request_id=outcome.request_id, at=arrived, facts=facts,
+                operation=outcome.operation, status=outcome.status, error=outcome.error, reason=outcome.reason))
+        except Exception as error:  # never an answer the log does not hold
+            log.error("request_id=%s op=%s: the search log could not be written (%s: %s); answer withheld",
+                      outcome.request_id, outcome.operation, type(error).__name__, error)
+            outcome.headers, outcome.body = [], b""
+            if is_storage_full(error):
+                self._out_of_storage(outcome, error)
+            else:
+                self._fail(outcome, InternalServerError(
+                    "The request could not be recorded in the search log, so its result is withheld. "
+                    "Retry later; the server's operator must check its data directory."))
+            return
+        if facts is not None and outcome.error is None:
+            outcome.headers.extend(facts.extra_headers)
+
+    def _flush_refused(self) -> None:
+        try:
+            if self.search_log is not None:
+                self.search_log.flush_refused()
+        except Exception as error:
+            log.error("the search log's refusal counts could not be written: %s", error)
+
+    def _count_refused(self, outcome: Outcome) -> None:
+        """An unauthenticated refusal: counted in memory, written as one aggregate record now and then."""
+        if self.search_log is None:
+            return
+        if self.search_log.note_refused(outcome.error):
+            self._flush_refused()  # already on a worker thread
 
     def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
         """The operator's problem, said plainly to both sides."""
@@ -382,6 +451,8 @@ class RekognitionApp:
                     outcome.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
                 close = _header(headers, b"content-length") not in ("0", None) or \
                     _header(headers, b"transfer-encoding") is not None
+                if self.search_log is not None and self.search_log.note_refused(outcome.error):
+                    self.executor.submit(self._flush_refused)  # the write stays off the event loop
             except _Disconnected:
                 return
             if outcome is None:
@@ -481,9 +552,10 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    hooks = [store.close, keys.store.close]
+    search_log = SearchLog(data_dir)
+    hooks = [search_log.close, store.close, keys.store.close]
     return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir))
+                          data_dir=os.path.abspath(data_dir), search_log=search_log)
 
 
 def configure_logging() -> None:
