@@ -404,6 +404,52 @@ def _add_log_parser(commands) -> None:
     log.set_defaults(func=cmd_log)
 
 
+def cmd_transparency(args: argparse.Namespace) -> int:
+    """faceaudit transparency: the report computed from a data directory's search log or from an export."""
+    from faceaudit.accountability.searchlog import SearchLogError, read_data_dir, read_export
+    from faceaudit.accountability.transparency import parse_since, transparency_report
+    from faceaudit.audit.report.transparency import write_transparency
+    try:
+        since = parse_since(args.since)
+        until = parse_since(args.until) if args.until else None
+    except ValueError as error:
+        print(f"faceaudit transparency: {error}", file=sys.stderr)
+        return 2
+    try:
+        contents = read_export(args.from_export) if args.from_export else read_data_dir(args.data_dir)
+    except SearchLogError as error:
+        print(f"faceaudit transparency: {error}", file=sys.stderr)
+        return 2
+    report = transparency_report(contents, since, until)
+    paths = write_transparency(report, args.out)
+    verification = report["source"]["verification"]
+    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
+    if not verification["ok"]:
+        print(f"faceaudit transparency: the log did NOT verify ({verification['problem']['message']}); the report "
+              "says so on its first page", file=sys.stderr)
+        return 1
+    print(f"faceaudit transparency: {report['searches']['total']} searches since {report['period']['since']}, "
+          f"from a log that verified ({verification['records']} records)", file=sys.stderr)
+    return 0
+
+
+def _add_transparency_parser(commands) -> None:
+    report = commands.add_parser(
+        "transparency", help="what the service was used for, from its search log (JSON, Markdown, HTML)",
+        description="Searches by collection, policy, purpose, unit, key and threshold; candidates returned; "
+                    "review outcomes; refusals; moratorium periods. The same figures from a live data "
+                    "directory or from an export ('faceaudit log export'). Exit code 1 when the log does "
+                    "not verify (the report is written and says so).")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--from-export", metavar="FILE", help="an export from 'faceaudit log export'")
+    report.add_argument("--since", required=True, metavar="DATE", help="e.g. 2026-12-01 (UTC) or an ISO-8601 time")
+    report.add_argument("--until", metavar="DATE", help="end of the period (default: the end of the log)")
+    report.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for transparency.json, .md and .html")
+    report.set_defaults(func=cmd_transparency)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from faceaudit.audit.run import run_audit
     if args.engine and args.target.strip() != "local":
@@ -643,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_keys_parser(commands)
     _add_log_parser(commands)
+    _add_transparency_parser(commands)
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")

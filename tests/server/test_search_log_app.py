@@ -60,6 +60,7 @@ def test_a_role_denial_is_logged_with_its_reason(keyed):
     (record,) = _records(data_dir)
     assert record["key"]["name"] == "overseer" and record["error"] == "AccessDeniedException"
     assert record["reason"] == "role auditor may not call DetectFaces"
+    assert record["image_sha256"] == [hashlib.sha256(JPEG).hexdigest()]  # what it tried, though never decoded
     assert service.calls == []
 
 

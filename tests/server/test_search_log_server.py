@@ -21,9 +21,11 @@ from support.server import faceaudit_command, start_server
 pytestmark = pytest.mark.models  # the server it starts loads the face models
 
 
-def create_key(data_dir, name: str, role: str) -> tuple[str, str]:
+def create_key(data_dir, name: str, role: str, unit: str | None = None) -> tuple[str, str]:
+    """`faceaudit keys create` as an admin runs it: (access key id, secret)."""
     done = subprocess.run([*faceaudit_command(), "keys", "create", "--data-dir", str(data_dir), "--name", name,
-                           "--role", role], capture_output=True, text=True, timeout=60, check=True)
+                           "--role", role, *(["--unit", unit] if unit else [])],
+                          capture_output=True, text=True, timeout=60, check=True)
     key = json.loads(done.stdout)["AccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
 

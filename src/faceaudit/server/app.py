@@ -54,6 +54,7 @@ The app does not depend on any web framework; uvicorn serves it
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import logging
@@ -213,6 +214,25 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _describe_refused(facts: Facts, body: bytes) -> None:
+    """A request refused before it was decoded (e.g. by role) still names its collection and
+    thresholds in the log: read them from the signed JSON body, best effort, no image decoded."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if not isinstance(request, dict):
+        return
+    for name in ("Image", "SourceImage", "TargetImage"):  # the wire's base64, as the decoder would read it
+        image = request.get(name)
+        if isinstance(image, dict) and isinstance(image.get("Bytes"), str):
+            try:
+                image["Bytes"] = base64.b64decode(image["Bytes"], validate=True)
+            except ValueError:
+                del image["Bytes"]
+    describe_request(facts, request)
+
+
 def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
     """The headers the signature covers, by lower-case name (several values joined as SigV4 does)."""
     return {name: ",".join(value.strip() for value in pending.index.get(name, []))
@@ -326,10 +346,10 @@ class RekognitionApp:
             else:  # a bug: answer InternalServerError, keep the traceback in the log
                 log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
                 self._fail(outcome, InternalServerError("Internal server error"))
-        self._write_search_log(outcome, arrived)
+        self._write_search_log(outcome, arrived, body)
         return outcome
 
-    def _write_search_log(self, outcome: Outcome, arrived: datetime) -> None:
+    def _write_search_log(self, outcome: Outcome, arrived: datetime, body: bytes) -> None:
         """One durable record per request whose signature was verified, before it is answered;
         an unverified refusal is only counted (faceaudit.accountability.searchlog)."""
         if self.search_log is None:
@@ -338,6 +358,8 @@ class RekognitionApp:
             self._count_refused(outcome)
             return
         facts = outcome.facts
+        if facts is not None and not outcome.dispatched and outcome.error is not None:
+            _describe_refused(facts, body)
         try:
             self.search_log.append(request_record(
                 key=outcome.key, request_id=outcome.request_id, at=arrived, facts=facts,
