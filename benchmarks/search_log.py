@@ -13,7 +13,8 @@ interval.
 Then the log's own part, alone, interleaved the same way: ``SearchLog.append`` of the record
 of such a search (with its matches), next to one bare ``write`` + ``fdatasync`` of the same
 number of bytes to a file in the same directory -- the disk flush any durable record costs,
-whatever the format.
+whatever the format. Last, 8 threads appending at once (as 8 request threads do): the log's
+group commit against one append at a time, in alternating rounds.
 
 Writes benchmarks/results/search_log.json.
 
@@ -162,18 +163,68 @@ def measure_appends(appends: int, root: Path) -> dict:
             "difference_append_minus_flush": _median_difference(times["append"], times["write_fdatasync"])}
 
 
+def measure_concurrent(threads: int, per_thread: int, rounds: int, root: Path) -> dict:
+    """8 threads appending at once, as 8 request threads do: group commit (the log as shipped)
+    against one append at a time (an outside lock: one transaction, one flush per record),
+    in alternating rounds."""
+    import threading
+
+    from faceaudit.accountability.searchlog import SearchLog
+
+    log = SearchLog(root / "concurrent")
+    one_at_a_time = threading.Lock()
+    results: dict[str, dict[str, list[float]]] = {
+        mode: {"latency_ms": [], "records_per_s": [], "records_per_transaction": []}
+        for mode in ("group_commit", "one_at_a_time")}
+
+    def worker(mode: str, n: int, latencies: list[float]) -> None:
+        for i in range(per_thread):
+            started = time.perf_counter()
+            if mode == "one_at_a_time":
+                with one_at_a_time:
+                    log.append({"kind": "request", "request_id": f"{mode}-{n}-{i}"})
+            else:
+                log.append({"kind": "request", "request_id": f"{mode}-{n}-{i}"})
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    for r in range(rounds):
+        for mode in (("group_commit", "one_at_a_time") if r % 2 == 0 else ("one_at_a_time", "group_commit")):
+            latencies: list[float] = []
+            before = log.transactions
+            started = time.perf_counter()
+            pool = [threading.Thread(target=worker, args=(mode, n, latencies)) for n in range(threads)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+            elapsed = time.perf_counter() - started
+            results[mode]["latency_ms"] += latencies
+            results[mode]["records_per_s"].append(threads * per_thread / elapsed)
+            results[mode]["records_per_transaction"].append(threads * per_thread / (log.transactions - before))
+    verified = log.verify()
+    log.close()
+    return {"threads": threads, "appends_per_thread": per_thread, "rounds": rounds,
+            **{mode: {"latency_ms": _summary(v["latency_ms"]),
+                      "records_per_s": _summary(v["records_per_s"]),
+                      "records_per_transaction_mean": round(float(np.mean(v["records_per_transaction"])), 2)}
+               for mode, v in results.items()},
+            "log_verified_after": verified.ok, "log_records": verified.records}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=150, help="request pairs (log on, log off)")
     parser.add_argument("--gallery", type=int, default=200, help="faces-dev photos indexed")
     parser.add_argument("--appends", type=int, default=300, help="append / flush pairs")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of 8 threads x 25 appends, per mode")
     args = parser.parse_args()
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="faceaudit-searchlog-bench-", dir=REPO) as tmp:
         root = Path(tmp)
         requests = measure_requests(args.pairs, args.gallery, args.warmup, root)
         appends = measure_appends(args.appends, root)
+        concurrent = measure_concurrent(8, 25, args.rounds, root)
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "what": "SearchFacesByImage through RekognitionApp.handle with the search log on and off, interleaved "
@@ -183,7 +234,7 @@ def main() -> int:
                     "load_end": [round(x, 2) for x in os.getloadavg()],
                     "disk": "the data directory's filesystem (the repository's disk)"},
         "target": "the log adds under 2 ms at p50",
-        "requests": requests, "append": appends,
+        "requests": requests, "append": appends, "concurrent_appends": concurrent,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "search_log.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

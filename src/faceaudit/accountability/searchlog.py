@@ -483,6 +483,16 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
 
 
 @dataclass
+class _Waiting:
+    """One append waiting for its transaction."""
+
+    body: dict[str, Any]
+    stored: dict[str, Any] | None = None
+    error: str | None = None
+    done: bool = False
+
+
+@dataclass
 class _Refused:
     counts: Counter = field(default_factory=Counter)
     since: float | None = None  # time.time() of the first uncounted refusal
@@ -511,7 +521,11 @@ class SearchLog:
         self._signing = _load_or_create_key(self.data_dir / KEY_FILENAME)
         self._public_raw = _public_raw(self._signing.public_key())
         self.key_id = _key_id(self._public_raw)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._batch = threading.Condition()  # the queue of records waiting for the next transaction
+        self._queue: list[_Waiting] = []
+        self._writing = False
+        self.transactions = 0  # append transactions committed by this process (each one flush)
         self._refused_lock = threading.Lock()
         self._refused = _Refused()
         self._closed = False
@@ -567,24 +581,54 @@ class SearchLog:
 
         Raises ValueError for a record that is not one (unknown kind or field, not JSON), and
         SearchLogError when it could not be written: the caller must not answer as if logged.
+
+        Group commit: threads appending while a transaction is being flushed queue up, and the
+        next of them writes the whole queue in one transaction, one flush for all (each still
+        returns only once its own record is on disk).
         """
-        body = _normalized(record)
-        refused: dict[str, Any] | None = None
-        with self._lock:
-            if self._closed:
-                raise SearchLogError("the search log is closed")
+        ticket = _Waiting(_normalized(record))
+        with self._batch:
+            self._queue.append(ticket)
+            while self._writing and not ticket.done:
+                self._batch.wait()
+            batch: list[_Waiting] | None = None
+            if not ticket.done:
+                self._writing = True
+                batch, self._queue = self._queue, []
+        if batch is not None:
             try:
+                self._write_batch(batch)
+            finally:
+                with self._batch:
+                    self._writing = False
+                    self._batch.notify_all()
+        if ticket.stored is None:
+            raise SearchLogError(ticket.error or "the search log could not be written")
+        return ticket.stored
+
+    def _write_batch(self, batch: list[_Waiting]) -> None:
+        refused: dict[str, Any] | None = None
+        try:
+            with self._lock:
+                if self._closed:
+                    raise SearchLogError("the search log is closed")
                 with immediate_transaction(self._conn) as conn:
                     refused = self._take_refused(force=False)
                     if refused is not None:
                         self._insert(conn, refused)
-                    stored = self._insert(conn, body)
-                    self._checkpoint_if_due(conn, stored)
-            except sqlite3.Error as error:
-                if refused is not None:
-                    self._return_refused(refused)
-                raise SearchLogError(f"the search log {self.path} could not be written: {error}") from error
-        return stored
+                    stored = [self._insert(conn, ticket.body) for ticket in batch]
+                    self._checkpoint_if_due(conn, stored[-1])
+                self.transactions += 1
+        except Exception as error:  # nothing of the batch was written: every caller hears why
+            if refused is not None:
+                self._return_refused(refused)
+            problem = str(error) if isinstance(error, SearchLogError) else \
+                f"the search log {self.path} could not be written: {type(error).__name__}: {error}"
+            for ticket in batch:
+                ticket.error, ticket.done = problem, True
+            return
+        for ticket, record in zip(batch, stored):
+            ticket.stored, ticket.done = record, True
 
     def _insert(self, conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]:
         head = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
