@@ -355,21 +355,19 @@ def cmd_log(args: argparse.Namespace) -> int:
                 print("faceaudit log: a truncated or rewritten tail is only detected against a checkpoint kept "
                       "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
             return 0
-        if not Path(args.data_dir, "searchlog.db").is_file():
-            raise SearchLogError(f"no search log in {args.data_dir}")
-        log = SearchLog(args.data_dir)
+        if args.log_command == "export":  # reads only
+            count = read_data_dir(args.data_dir).export(args.out)
+            print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
+                  file=sys.stderr)
+            return 0
+        log = SearchLog(args.data_dir, create=False)  # a checkpoint never creates a log
         try:
-            if args.log_command == "checkpoint":
-                checkpoint = log.checkpoint()
-                _write_new_file(args.out, json.dumps(checkpoint, indent=2) + "\n")
-                print(f"faceaudit log: checkpoint of record {checkpoint['statement']['seq']} written to {args.out}; "
-                      "keep it where the server's operator cannot change it", file=sys.stderr)
-            else:
-                count = log.export(args.out)
-                print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
-                      file=sys.stderr)
+            checkpoint = log.checkpoint()
         finally:
             log.close()
+        _write_new_file(args.out, json.dumps(checkpoint, indent=2) + "\n")
+        print(f"faceaudit log: checkpoint of record {checkpoint['statement']['seq']} written to {args.out}; "
+              "keep it where the server's operator cannot change it", file=sys.stderr)
         return 0
     except SearchLogError as error:
         print(f"faceaudit log: {error}", file=sys.stderr)

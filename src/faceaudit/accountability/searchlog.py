@@ -730,21 +730,9 @@ class SearchLog:
         return verify(texts, checkpoints, public_key=self.public_key, kept=kept, log_id=self.log_id)
 
     def export(self, out: str | os.PathLike) -> int:
-        """Write everything needed to verify offline: a header line (log id, public key, checkpoints),
-        then each record exactly as stored, one per line. Returns the number of records."""
+        """Write everything needed to verify offline (see :meth:`LogContents.export`)."""
         texts, checkpoints = self.snapshot()
-        header = {"format": EXPORT_FORMAT, "version": 1, "log_id": self.log_id, "public_key": self.public_key,
-                  "exported": utc_time(), "records": len(texts), "checkpoints": checkpoints}
-        out = Path(out)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(canonical(header) + "\n")
-            for text in texts:
-                handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-        return len(texts)
+        return LogContents(self.log_id, self.public_key, checkpoints, texts, str(self.data_dir)).export(out)
 
     def close(self) -> None:
         """Write the pending refusal counts and a checkpoint of the head; idempotent."""
@@ -776,6 +764,22 @@ class LogContents:
 
     def verify(self, kept: Mapping[str, Any] | None = None) -> Verification:
         return verify(self.texts, self.checkpoints, public_key=self.public_key, kept=kept, log_id=self.log_id)
+
+    def export(self, out: str | os.PathLike) -> int:
+        """Write a header line (log id, public key, checkpoints), then each record exactly as stored,
+        one per line; returns the number of records. Written whole or not at all (temporary file)."""
+        header = {"format": EXPORT_FORMAT, "version": 1, "log_id": self.log_id, "public_key": self.public_key,
+                  "exported": utc_time(), "records": len(self.texts), "checkpoints": self.checkpoints}
+        target = Path(out)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(canonical(header) + "\n")
+            for text in self.texts:
+                handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        return len(self.texts)
 
     def records(self) -> list[dict[str, Any]]:
         """The records that parse (verify first to know they are the ones written)."""
