@@ -14,6 +14,7 @@ from faceaudit.server import sigv4
 from faceaudit.server.access import StoreKeys
 from faceaudit.server.app import RekognitionApp
 from server.test_http_app import JPEG, FakeService, call, detect_payload, post, sign
+from support.disk import fill_disk
 
 
 @pytest.fixture
@@ -111,3 +112,30 @@ def test_no_answer_leaves_without_its_record(keyed):
     status, _headers, body, parsed, _ = post(app, detect_payload(), key=creds["operator"])
     assert status == 500 and parsed["__type"] == "InternalServerError"
     assert "search log" in parsed["Message"] and b"FaceDetails" not in body
+
+
+def test_a_full_disk_under_the_log_is_answered_as_out_of_storage(small_disk):
+    keys = SQLiteKeyStore(small_disk / "data")
+    operator = keys.create("analyst-1", "operator")
+    log = SearchLog(small_disk / "data")
+    service = FakeService()
+    service.answers["DetectFaces"] = {"FaceDetails": [{"Confidence": 99.0}]}
+    app = RekognitionApp(service, StoreKeys(keys), threads=2, search_log=log, on_shutdown=[keys.close],
+                         data_dir=small_disk / "data")
+    key = sigv4.Credentials(operator.key.access_key_id, operator.secret_access_key)
+    filler = fill_disk(small_disk)
+    try:
+        outcomes = [post(app, detect_payload(JPEG * 2000), key=key) for _ in range(200)]
+        refused = [o for o in outcomes if o[0] != 200]
+        assert refused, "200 records were written to a full disk"
+        status, _, body, parsed, _ = refused[0]
+        assert status == 500 and "out of storage" in parsed["Message"] and b"FaceDetails" not in body
+        filler.unlink()  # space is back: so is the log, and the chain is whole
+        assert post(app, detect_payload(), key=key)[0] == 200
+    finally:
+        app.close()
+        log.close()
+    contents = read_data_dir(small_disk / "data")
+    assert contents.verify().ok
+    answered = sum(1 for o in outcomes if o[0] == 200) + 1
+    assert len([r for r in contents.records() if r["kind"] == "request"]) == answered

@@ -489,6 +489,7 @@ class _Waiting:
     body: dict[str, Any]
     stored: dict[str, Any] | None = None
     error: str | None = None
+    cause: BaseException | None = None
     done: bool = False
 
 
@@ -602,8 +603,8 @@ class SearchLog:
                 with self._batch:
                     self._writing = False
                     self._batch.notify_all()
-        if ticket.stored is None:
-            raise SearchLogError(ticket.error or "the search log could not be written")
+        if ticket.stored is None:  # the cause stays attached: a full disk must read as one
+            raise SearchLogError(ticket.error or "the search log could not be written") from ticket.cause
         return ticket.stored
 
     def _write_batch(self, batch: list[_Waiting]) -> None:
@@ -625,7 +626,7 @@ class SearchLog:
             problem = str(error) if isinstance(error, SearchLogError) else \
                 f"the search log {self.path} could not be written: {type(error).__name__}: {error}"
             for ticket in batch:
-                ticket.error, ticket.done = problem, True
+                ticket.error, ticket.cause, ticket.done = problem, error, True
             return
         for ticket, record in zip(batch, stored):
             ticket.stored, ticket.done = record, True
