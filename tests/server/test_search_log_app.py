@@ -139,3 +139,15 @@ def test_a_full_disk_under_the_log_is_answered_as_out_of_storage(small_disk):
     assert contents.verify().ok
     answered = sum(1 for o in outcomes if o[0] == 200) + 1
     assert len([r for r in contents.records() if r["kind"] == "request"]) == answered
+
+
+def test_a_flood_of_unverified_requests_is_counted_exactly_and_written_in_few_records(keyed):
+    app, _, _, data_dir = keyed
+    app.search_log.refused_interval = 0.05
+    unknown = sigv4.Credentials("AKIDNOBODY0000000000", "y" * 40)
+    for _ in range(60):
+        post(app, detect_payload(), key=unknown)
+    app.close()
+    aggregates = [r for r in _records(data_dir) if r["kind"] == "unauthenticated"]
+    assert sum(r["result"]["refused"] for r in aggregates) == 60  # none lost, none counted twice
+    assert len(aggregates) < 60

@@ -498,6 +498,7 @@ class _Refused:
     counts: Counter = field(default_factory=Counter)
     since: float | None = None  # time.time() of the first uncounted refusal
     last_flush: float = field(default_factory=time.monotonic)
+    flush_asked: bool = False  # note_refused has said "flush now" since the last flush
 
 
 class SearchLog:
@@ -674,7 +675,10 @@ class SearchLog:
             if refused.since is None:
                 refused.since = time.time()
             refused.counts[error or "unknown"] += 1
-            return time.monotonic() - refused.last_flush >= self.refused_interval
+            if refused.flush_asked or time.monotonic() - refused.last_flush < self.refused_interval:
+                return False
+            refused.flush_asked = True  # once: a flood must not queue a flush per request
+            return True
 
     def _take_refused(self, *, force: bool) -> dict[str, Any] | None:
         with self._refused_lock:

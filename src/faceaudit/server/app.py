@@ -474,7 +474,10 @@ class RekognitionApp:
                 close = _header(headers, b"content-length") not in ("0", None) or \
                     _header(headers, b"transfer-encoding") is not None
                 if self.search_log is not None and self.search_log.note_refused(outcome.error):
-                    self.executor.submit(self._flush_refused)  # the write stays off the event loop
+                    try:
+                        self.executor.submit(self._flush_refused)  # the write stays off the event loop
+                    except RuntimeError:  # shutting down: close() writes the counts
+                        pass
             except _Disconnected:
                 return
             if outcome is None:
