@@ -333,8 +333,12 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     Exit codes: 0 verified (or written), 1 the log is not the one that was written, 2 cannot read or write."""
     from faceaudit.accountability.searchlog import (
+        CONSISTENCY_FORMAT,
+        INCLUSION_FORMAT,
         SearchLog,
         SearchLogError,
+        check_consistency,
+        check_inclusion,
         read_checkpoint_file,
         read_data_dir,
         read_export,
@@ -354,6 +358,40 @@ def cmd_log(args: argparse.Namespace) -> int:
             if not kept:
                 print("faceaudit log: a truncated or rewritten tail is only detected against a checkpoint kept "
                       "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
+            return 0
+        if args.log_command == "prove":
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            kept = read_checkpoint_file(args.checkpoint)
+            if args.seq is not None:
+                proof = contents.inclusion(args.seq, kept)
+                what = f"record {args.seq} is in the {proof['tree_size']} records of the checkpoint"
+            else:
+                proof = contents.consistency(read_checkpoint_file(args.from_checkpoint), kept)
+                what = f"the log of {proof['to_size']} records extends the one of {proof['from_size']}"
+            _write_new_file(args.out, json.dumps(proof, indent=2) + "\n")
+            print(f"faceaudit log: proof that {what} written to {args.out}", file=sys.stderr)
+            return 0
+        if args.log_command == "check-proof":
+            try:
+                proof = json.loads(Path(args.proof).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise SearchLogError(f"cannot read proof {args.proof}: {error}") from None
+            kept = read_checkpoint_file(args.checkpoint)
+            if proof.get("format") == INCLUSION_FORMAT:
+                problem = check_inclusion(proof, kept)
+                what = f"record {proof.get('seq')} is in the log the checkpoint covers"
+            elif proof.get("format") == CONSISTENCY_FORMAT:
+                if not args.from_checkpoint:
+                    raise SearchLogError("a consistency proof is checked against two checkpoints: "
+                                         "add --from-checkpoint FILE (the earlier one)")
+                problem = check_consistency(proof, read_checkpoint_file(args.from_checkpoint), kept)
+                what = f"the log of {proof.get('to_size')} records extends the one of {proof.get('from_size')}"
+            else:
+                raise SearchLogError(f"{args.proof} is not a faceaudit search log proof")
+            if problem is not None:
+                print(f"faceaudit log: PROOF REFUSED: {problem}", file=sys.stderr)
+                return 1
+            print(f"faceaudit log: proof checked: {what}", file=sys.stderr)
             return 0
         if args.log_command == "export":  # reads only
             count = read_data_dir(args.data_dir).export(args.out)
@@ -399,6 +437,20 @@ def _add_log_parser(commands) -> None:
     for action in (checkpoint, export):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--out", required=True, metavar="FILE")
+    prove = actions.add_parser(
+        "prove", help="a Merkle proof: one record is in a kept checkpoint's log, or a later log extends an earlier")
+    source = prove.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
+    prove.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
+    which = prove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seq", type=int, help="inclusion: the record to prove")
+    which.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
+    prove.add_argument("--out", required=True, metavar="FILE")
+    check = actions.add_parser("check-proof", help="check a proof against kept checkpoints, without the log")
+    check.add_argument("proof", metavar="PROOF")
+    check.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
+    check.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
     log.set_defaults(func=cmd_log)
 
 

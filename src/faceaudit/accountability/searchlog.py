@@ -10,7 +10,9 @@ inserting or reordering a stored record breaks the chain at that record, and
 
 A chain alone cannot tell a log that lost its tail from a shorter honest one, nor a tail that
 was rewritten with fresh hashes. So every ``checkpoint_every`` records or ``checkpoint_seconds``
-(whichever comes first) the log signs a *checkpoint* -- ``{log_id, seq, hash, time, key_id}`` --
+(whichever comes first) the log signs a *checkpoint* -- ``{log_id, seq, hash, tree_root, time,
+key_id}``, ``tree_root`` being the root of the records' Merkle tree (faceaudit.accountability.merkle:
+inclusion and consistency proofs without the log) --
 with an Ed25519 key kept in the data directory (``searchlog-signing.key``, mode 0600).
 ``faceaudit log checkpoint`` writes the newest one (with the public key) to a file for an
 overseer to keep elsewhere; verifying against it later proves the log still holds that prefix.
@@ -60,6 +62,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from faceaudit.access import AccessKey
 from faceaudit.accountability.context import Facts
+from faceaudit.accountability.merkle import (
+    consistency_proof,
+    frontier_push,
+    frontier_root,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = [
@@ -74,6 +85,8 @@ __all__ = [
     "SearchLogError",
     "Verification",
     "canonical",
+    "check_consistency",
+    "check_inclusion",
     "describe_request",
     "describe_response",
     "read_checkpoint_file",
@@ -90,6 +103,8 @@ KEY_FILENAME = "searchlog-signing.key"
 SCHEMA_VERSION = 1
 EXPORT_FORMAT = "faceaudit-searchlog-export"
 CHECKPOINT_FORMAT = "faceaudit-searchlog-checkpoint"
+INCLUSION_FORMAT = "faceaudit-searchlog-inclusion-proof"
+CONSISTENCY_FORMAT = "faceaudit-searchlog-consistency-proof"
 ZERO_HASH = "0" * 64
 KINDS = ("request", "moratorium", "policy", "review", "retention", "key", "unauthenticated")
 # Every record has every field; what the writer does not supply is stored null / empty.
@@ -351,17 +366,21 @@ def _seen(text: str) -> _Seen:
 
 def _chain_problem(seen: list[_Seen], wanted: set[int], hashes: dict[int, str]
                    ) -> tuple[Problem | None, int, str]:
-    """Walk the records in stored order; the first break, the verified head, and the hashes at ``wanted``."""
+    """Walk the records in stored order; the first break, the verified head, and the hashes and
+    Merkle tree roots at ``wanted`` (``hashes[seq]``, ``hashes[-seq]``)."""
     where: dict[int, list[int]] = {}
     for position, s in enumerate(seen):
         if s.seq is not None:
             where.setdefault(s.seq, []).append(position)
     expected, prev, before = 1, ZERO_HASH, ZERO_HASH
     accepted: list[int] = []  # the position each accepted record was found at, by seq - 1
+    frontier: list[tuple[int, bytes]] = []
     for i, s in enumerate(seen):
         if s.intact and s.seq == expected and s.prev == prev:
+            frontier_push(frontier, leaf_hash(str(s.hash)))
             if expected in wanted:
                 hashes[expected] = str(s.hash)
+                hashes[-expected] = frontier_root(frontier).hex()
             accepted.append(i)
             expected, prev, before = expected + 1, str(s.hash), prev
             continue
@@ -462,8 +481,9 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
                                     f"the log ends at record {head}, but {label} (signed {statement.get('time')}) "
                                     f"covers record {seq}: records {head + 1} to {seq} were removed"))
             continue
-        checked.append((seq, str(statement.get("time")), seq == 0 or hashes.get(seq) == statement.get("hash"),
-                        label))
+        root = statement.get("tree_root")
+        same = seq == 0 or (hashes.get(seq) == statement.get("hash") and (root is None or hashes.get(-seq) == root))
+        checked.append((seq, str(statement.get("time")), same, label))
     for seq, signed, matches, label in checked:
         if matches:
             continue
@@ -551,8 +571,10 @@ class SearchLog:
             if not rows:
                 conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, "
                              "record TEXT NOT NULL)")
+                # frontier: the Merkle tree's perfect subtrees at seq (frontier_push), so the next
+                # checkpoint's tree root needs only the records since.
                 conn.execute("CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                             "checkpoint TEXT NOT NULL)")
+                             "checkpoint TEXT NOT NULL, frontier TEXT NOT NULL)")
                 rows = {"schema_version": str(SCHEMA_VERSION), "log_id": secrets.token_hex(16)}
                 conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows.items())
             elif int(rows.get("schema_version", 0)) > SCHEMA_VERSION:
@@ -571,8 +593,9 @@ class SearchLog:
         return self._signing.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
-    def _sign(self, seq: int, hash_: str) -> dict[str, Any]:
-        statement = {"log_id": self.log_id, "seq": seq, "hash": hash_, "time": utc_time(), "key_id": self.key_id}
+    def _sign(self, seq: int, hash_: str, tree_root: str) -> dict[str, Any]:
+        statement = {"log_id": self.log_id, "seq": seq, "hash": hash_, "tree_root": tree_root, "time": utc_time(),
+                     "key_id": self.key_id}
         signature = self._signing.sign(canonical(statement).encode("utf-8"))
         return {"statement": statement, "signature": base64.b64encode(signature).decode("ascii")}
 
@@ -648,9 +671,15 @@ class SearchLog:
             self._store_checkpoint(conn, head["seq"], head["hash"])
 
     def _store_checkpoint(self, conn: sqlite3.Connection, seq: int, hash_: str) -> dict[str, Any]:
-        checkpoint = self._sign(seq, hash_)
-        conn.execute("INSERT OR REPLACE INTO checkpoints (seq, at, checkpoint) VALUES (?, ?, ?)",
-                     (seq, time.time(), canonical(checkpoint)))
+        last = conn.execute("SELECT seq, frontier FROM checkpoints WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+                            (seq,)).fetchone()
+        frontier = [(size, bytes.fromhex(node)) for size, node in json.loads(last[1])] if last else []
+        for (record_hash_hex,) in conn.execute("SELECT hash FROM records WHERE seq > ? AND seq <= ? ORDER BY seq",
+                                               (last[0] if last else 0, seq)):
+            frontier_push(frontier, leaf_hash(record_hash_hex))
+        checkpoint = self._sign(seq, hash_, frontier_root(frontier).hex())
+        conn.execute("INSERT OR REPLACE INTO checkpoints (seq, at, checkpoint, frontier) VALUES (?, ?, ?, ?)",
+                     (seq, time.time(), canonical(checkpoint), canonical([[n, h.hex()] for n, h in frontier])))
         return checkpoint
 
     def checkpoint(self) -> dict[str, Any]:
@@ -786,6 +815,34 @@ class LogContents:
         os.replace(tmp, target)
         return len(self.texts)
 
+    def _verified_leaves(self, *kept: Mapping[str, Any]) -> list[bytes]:
+        for checkpoint in kept:
+            verification = self.verify(checkpoint)
+            if verification.problem is not None:
+                raise SearchLogError(f"the log does not verify against the checkpoint of record "
+                                     f"{checkpoint['statement']['seq']}: {verification.problem.message}")
+        return [leaf_hash(str(record["hash"])) for record in self.records()]
+
+    def inclusion(self, seq: int, kept: Mapping[str, Any]) -> dict[str, Any]:
+        """Proof that record ``seq`` is in the tree the kept checkpoint signed (record included)."""
+        size = int(kept["statement"]["seq"])
+        if not 1 <= seq <= size:
+            raise SearchLogError(f"record {seq} is not covered by the checkpoint of records 1 to {size}")
+        leaves = self._verified_leaves(kept)[:size]
+        return {"format": INCLUSION_FORMAT, "log_id": self.log_id, "seq": seq, "record": self.records()[seq - 1],
+                "tree_size": size, "tree_root": kept["statement"].get("tree_root"),
+                "proof": [node.hex() for node in inclusion_proof(leaves, seq - 1)]}
+
+    def consistency(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        """Proof that the log of the ``new`` checkpoint extends that of the ``old`` one."""
+        m, n = int(old["statement"]["seq"]), int(new["statement"]["seq"])
+        if not 1 <= m <= n:
+            raise SearchLogError(f"no consistency proof from {m} records to {n}")
+        leaves = self._verified_leaves(old, new)[:n]
+        return {"format": CONSISTENCY_FORMAT, "log_id": self.log_id, "from_size": m, "to_size": n,
+                "from_root": old["statement"].get("tree_root"), "to_root": new["statement"].get("tree_root"),
+                "proof": [node.hex() for node in consistency_proof(leaves, m)]}
+
     def records(self) -> list[dict[str, Any]]:
         """The records that parse (verify first to know they are the ones written)."""
         parsed = []
@@ -856,3 +913,49 @@ def _parsed_checkpoint(text: str) -> dict[str, Any]:
     except ValueError:
         return {"statement": None, "signature": None}
     return checkpoint if isinstance(checkpoint, dict) else {"statement": None, "signature": None}
+
+
+def _signed_root(checkpoint: Mapping[str, Any], what: str) -> tuple[int, bytes]:
+    """(size, tree root) of a kept checkpoint whose signature verifies with its own public key."""
+    if not _signature_ok(checkpoint, _public_key(str(checkpoint.get("public_key")))):
+        raise SearchLogError(f"{what} is not validly signed")
+    statement = checkpoint["statement"]
+    if not isinstance(statement.get("tree_root"), str):
+        raise SearchLogError(f"{what} carries no Merkle tree root")
+    return int(statement["seq"]), bytes.fromhex(statement["tree_root"])
+
+
+def check_inclusion(proof: Mapping[str, Any], kept: Mapping[str, Any]) -> str | None:
+    """None when ``proof`` shows its record is in the log the kept checkpoint covers; else why not."""
+    try:
+        size, root = _signed_root(kept, "the checkpoint")
+        record = proof["record"]
+        nodes = [bytes.fromhex(node) for node in proof["proof"]]
+        seq = int(proof["seq"])
+    except (SearchLogError, KeyError, TypeError, ValueError) as error:
+        return f"not a usable proof: {error}"
+    if not isinstance(record, dict) or record.get("seq") != seq or record_hash(record) != record.get("hash"):
+        return f"the record in the proof is not record {seq} as it was hashed (edited)"
+    if proof.get("tree_size") != size:
+        return f"the proof is for a tree of {proof.get('tree_size')} records, the checkpoint covers {size}"
+    if not verify_inclusion(leaf_hash(str(record["hash"])), seq - 1, size, nodes, root):
+        return f"record {seq} is not in the log the checkpoint covers (the proof does not lead to its tree root)"
+    return None
+
+
+def check_consistency(proof: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """None when ``proof`` shows the ``new`` checkpoint's log extends the ``old`` one's; else why not."""
+    try:
+        m, old_root = _signed_root(old, "the earlier checkpoint")
+        n, new_root = _signed_root(new, "the later checkpoint")
+        nodes = [bytes.fromhex(node) for node in proof["proof"]]
+    except (SearchLogError, KeyError, TypeError, ValueError) as error:
+        return f"not a usable proof: {error}"
+    if old["statement"].get("log_id") != new["statement"].get("log_id"):
+        return "the two checkpoints are of different logs"
+    if (proof.get("from_size"), proof.get("to_size")) != (m, n):
+        return f"the proof is from {proof.get('from_size')} to {proof.get('to_size')} records, not {m} to {n}"
+    if not verify_consistency(m, n, old_root, new_root, nodes):
+        return (f"the log of {n} records does not extend the one of {m}: records up to {m} were changed, "
+                "dropped or reordered since")
+    return None
