@@ -328,6 +328,161 @@ def _add_keys_parser(commands) -> None:
     keys.set_defaults(func=cmd_keys)
 
 
+# ------------------------------------------------------------ accountability: moratoria and use policies
+
+
+def _accountability_state(args: argparse.Namespace, command: str):
+    """The data directory's accountability.db; SystemExit(2) when ``--data-dir`` is no data directory."""
+    from faceaudit.accountability.state import AccountabilityState
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
+    return AccountabilityState(args.data_dir)
+
+
+def _local_actor() -> str:
+    """Who runs this command: changes made here are the local OS user's (docs/accountability.md)."""
+    import getpass
+    return getpass.getuser()
+
+
+def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) -> None:
+    """The key or collection a moratorium names exists (RekognitionError or SystemExit otherwise)."""
+    from faceaudit.errors import ResourceNotFoundException
+    if scope == "key":
+        keys = _key_store(args)
+        try:
+            names = {key.name for key in keys.keys(include_revoked=True)}
+        finally:
+            keys.close()
+        if target not in names:
+            raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
+    elif scope == "collection":
+        from faceaudit.storage import EmbeddedStore
+        store = EmbeddedStore(args.data_dir)
+        try:
+            store.describe_collection(target)
+        finally:
+            store.close()
+
+
+def cmd_moratorium(args: argparse.Namespace) -> int:
+    """faceaudit moratorium set|lift|list: suspend searches of a policy, a collection or a key."""
+    from faceaudit.accountability.guard import lift_moratorium, set_moratorium
+    from faceaudit.accountability.searchlog import SearchLog, SearchLogError
+    from faceaudit.accountability.state import StateError
+    state = _accountability_state(args, "moratorium")
+    # The switch itself is a search log record; a switch that cannot be logged is undone.
+    search_log = SearchLog(args.data_dir) if args.moratorium_command in ("set", "lift") else None
+    try:
+        if args.moratorium_command == "set":
+            scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
+                                                     ("key", args.key)) if t)
+            _check_moratorium_target(args, scope, target)  # a mistyped name would suspend nothing
+            m = set_moratorium(state, scope, target, args.reason, _local_actor(), recorder=search_log)
+            print(json.dumps({"Moratorium": m.to_json()}, indent=2))
+            print(f"faceaudit moratorium: {m.id} in force on {scope} {target}; every server of this data "
+                  "directory refuses such searches from its next request", file=sys.stderr)
+        elif args.moratorium_command == "lift":
+            m = lift_moratorium(state, args.id, _local_actor(), recorder=search_log)
+            print(json.dumps({"Moratorium": m.to_json()}, indent=2))
+        else:
+            print(json.dumps({"Moratoria": [m.to_json() for m in state.moratoria(active_only=not args.all)]},
+                             indent=2))
+    except (StateError, RekognitionError, SearchLogError) as error:
+        print(f"faceaudit moratorium: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    finally:
+        state.close()
+        if search_log is not None:
+            search_log.close()
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    """faceaudit policy set|clear|show: a collection's use policy (its faceaudit:policy tag)."""
+    from faceaudit.accountability.guard import set_collection_policy
+    from faceaudit.accountability.policies import POLICIES, POLICY_TAG
+    from faceaudit.storage import EmbeddedStore
+    if args.policy_command == "show" and args.collection is None and args.data_dir is None:
+        print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()]}, indent=2))
+        return 0
+    if args.data_dir is None:
+        print("faceaudit policy: --data-dir is required", file=sys.stderr)
+        return 2
+    from faceaudit.accountability.searchlog import SearchLog, SearchLogError
+    state = _accountability_state(args, "policy")
+    store = None
+    search_log: SearchLog | None = None
+    try:
+        if args.policy_command == "show" and args.collection is None:
+            print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
+                              "Collections": state.tagged(POLICY_TAG)}, indent=2))
+            return 0
+        store = EmbeddedStore(args.data_dir)
+        store.describe_collection(args.collection)  # ResourceNotFoundException if absent
+        if args.policy_command == "show":
+            name = state.tag(args.collection, POLICY_TAG)
+            print(json.dumps({"CollectionId": args.collection, "Policy": name,
+                              "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
+            return 0
+        wanted = args.policy if args.policy_command == "set" else None
+        search_log = SearchLog(args.data_dir)  # the change is a search log record, or is undone
+        previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store,
+                                         recorder=search_log)
+        print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
+    except RekognitionError as error:
+        print(f"faceaudit policy: {error.message}", file=sys.stderr)
+        return 2
+    except SearchLogError as error:
+        print(f"faceaudit policy: {error}", file=sys.stderr)
+        return 2
+    finally:
+        state.close()
+        if store is not None:
+            store.close()
+        if search_log is not None:
+            search_log.close()
+    return 0
+
+
+def _add_accountability_parsers(commands) -> None:
+    from faceaudit.accountability.policies import POLICIES
+    moratorium = commands.add_parser(
+        "moratorium", help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
+        description="A moratorium refuses every search it covers (AccessDeniedException saying which, since "
+                    "when and why) on every server of the data directory, from their next request.")
+    actions = moratorium.add_subparsers(dest="moratorium_command", required=True)
+    setting = actions.add_parser("set", help="suspend searches")
+    target = setting.add_mutually_exclusive_group(required=True)
+    target.add_argument("--policy", choices=list(POLICIES), help="every collection under this use policy")
+    target.add_argument("--collection", help="one collection")
+    target.add_argument("--key", help="one key, by name")
+    setting.add_argument("--reason", required=True, help="why (shown to refused searchers and logged)")
+    lifting = actions.add_parser("lift", help="end a moratorium")
+    lifting.add_argument("id", type=int)
+    listing = actions.add_parser("list", help="moratoria in force (--all: lifted ones too)")
+    listing.add_argument("--all", action="store_true")
+    for action in (setting, lifting, listing):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    moratorium.set_defaults(func=cmd_moratorium)
+
+    policy = commands.add_parser(
+        "policy", help="a collection's use policy: set, clear, show (docs/accountability.md)")
+    actions = policy.add_subparsers(dest="policy_command", required=True)
+    setting = actions.add_parser("set", help="put a collection under a use policy")
+    setting.add_argument("collection")
+    setting.add_argument("policy", choices=list(POLICIES))
+    clearing = actions.add_parser("clear", help="remove a collection's use policy")
+    clearing.add_argument("collection")
+    showing = actions.add_parser("show", help="a collection's policy and rules; without one, every policy")
+    showing.add_argument("collection", nargs="?")
+    for action in (setting, clearing):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
+    policy.set_defaults(func=cmd_policy)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     """faceaudit log verify|checkpoint|export (docs/accountability.md, "The search log").
 
@@ -738,6 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
+    _add_accountability_parsers(commands)
     _add_log_parser(commands)
     _add_transparency_parser(commands)
 

@@ -44,6 +44,7 @@ def create_key(data_dir: Path, name: str, role: str, *extra: str) -> tuple[str, 
 def request_for(operation: str, collection: str) -> dict:
     """A small valid request for each operation the service runs (every row of the table)."""
     fresh = uuid.uuid4().hex[:12]
+    arn = f"arn:aws:rekognition:us-east-1:000000000000:collection/{collection}"  # allowed calls may not find it
     requests = {
         "DetectFaces": {"Image": IMAGE},
         "CompareFaces": {"SourceImage": IMAGE, "TargetImage": IMAGE},
@@ -63,6 +64,9 @@ def request_for(operation: str, collection: str) -> dict:
         "DisassociateFaces": {"CollectionId": collection, "UserId": "someone", "FaceIds": [FACE_ID]},
         "SearchUsers": {"CollectionId": collection, "UserId": "someone"},
         "SearchUsersByImage": {"CollectionId": collection, "Image": IMAGE},
+        "TagResource": {"ResourceArn": arn, "Tags": {"team": "blue"}},
+        "UntagResource": {"ResourceArn": arn, "TagKeys": ["team"]},
+        "ListTagsForResource": {"ResourceArn": arn},
     }
     assert set(requests) == set(OPERATION_ROLES), "a request for every operation of the role table"
     return requests[operation]

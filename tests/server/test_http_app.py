@@ -395,3 +395,30 @@ def test_an_unreadable_key_store_fails_closed_without_details(service, caplog):
     assert (status, code, message) == (500, "InternalServerError", "Internal server error")
     assert result[4] == 0 and service.calls == []
     assert "disk I/O error" in caplog.text
+
+
+# ----------------------------------------------------------------------- the accountability guard
+
+
+def test_the_guard_gets_only_the_signed_headers_and_its_facts_stay_on_the_outcome(tmp_path):
+    from faceaudit.accountability.guard import GuardedService
+    from faceaudit.accountability.state import AccountabilityState
+    from faceaudit.rekognition.service import RekognitionService
+    from faceaudit.storage import EmbeddedStore
+
+    store, state = EmbeddedStore(tmp_path), AccountabilityState(tmp_path)
+    store.create_collection("c", "1.0")
+    application = RekognitionApp(GuardedService(RekognitionService(None, store), state),  # type: ignore[arg-type]
+                                 KEY, threads=1, on_shutdown=[store.close, state.close])
+    body = json.dumps({"ResourceArn": store.describe_collection("c").arn}).encode()
+    headers = sign(body, "RekognitionService.ListTagsForResource", extra={"X-Faceaudit-Purpose": "a signed purpose"})
+    headers.append(("X-Faceaudit-Case", "added after signing"))  # not covered by the signature
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    try:
+        outcome = application.handle("POST", "/", "", raw, body, "request-1")
+    finally:
+        application.close()
+    assert outcome.status == 200 and json.loads(outcome.body) == {"Tags": {}}
+    facts = outcome.facts
+    assert facts is not None and (facts.operation, facts.collection) == ("ListTagsForResource", "c")
+    assert (facts.purpose, facts.case) == ("a signed purpose", None)

@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from faceaudit.accountability.searchlog import SearchLog
-from faceaudit.accountability.transparency import DEFAULT_THRESHOLD, NO_POLICY, NO_UNIT, NONE_STATED
+from faceaudit.accountability.transparency import NO_POLICY, NO_UNIT, NONE_STATED
 from faceaudit.cli import main
 from server.test_search_log_server import create_key
 from support.images import encode
@@ -157,8 +157,8 @@ def test_the_report_of_a_scripted_session_equals_the_scripts_own_counts(tmp_path
     def reported(name):
         return {row.pop("value"): row for row in (dict(r) for r in report["searches"][name])}
 
-    threshold = lambda d: (f"{d['params']['FaceMatchThreshold']:g}"  # noqa: E731
-                           if "FaceMatchThreshold" in d["params"] else DEFAULT_THRESHOLD)
+    # The guard logs the threshold as applied: Rekognition's default 80 when none was sent.
+    threshold = lambda d: f"{d['params'].get('FaceMatchThreshold', 80):g}"  # noqa: E731
     assert reported("by_collection") == breakdown(lambda d: d["params"]["CollectionId"])
     assert reported("by_threshold") == breakdown(threshold)
     assert reported("by_purpose") == breakdown(lambda d: d["purpose"] or NONE_STATED)

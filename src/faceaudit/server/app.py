@@ -24,12 +24,15 @@ health document without authentication.  For every other request, in order:
 5. the operation is looked up from ``X-Amz-Target``, the key's role checked
    against it (faceaudit.access.roles; AccessDeniedException), and the body
    decoded and validated against botocore's model of it (faceaudit.server.wire);
-6. ``service.call(operation, request)`` runs in a worker thread (engine work is
-   CPU-bound and blocking), and its answer or error is encoded back.  A full
+6. the accountability layer's ``guard.call(caller, operation, request, facts)``
+   (faceaudit.accountability.guard: moratoria, use policies, budgets; the caller is the
+   verified key with the headers its signature covers) -- or, for an app built on a bare
+   service, ``service.call(operation, request)`` -- runs in a worker thread (engine work is
+   CPU-bound and blocking), and its answer or error is encoded back, with the guard's
+   response headers (``x-faceaudit-review-item``).  A full
    disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
    InternalServerError saying the server is out of storage, and logged with
-   the data directory.
-
+   the data directory;
 7. before the answer is sent, a request whose signature was verified (allowed or
    refused) is appended to the search log and the append is durable
    (faceaudit.accountability.searchlog); if it cannot be, the client gets
@@ -71,6 +74,7 @@ from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
 from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.guard import GuardedService
 from faceaudit.accountability.searchlog import (
     SearchLog,
     describe_request,
@@ -153,7 +157,7 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
     reason: str | None = None  # why a request was refused, for the log (never sent to the client)
-    facts: Facts | None = None  # what the search log records, once the signature is verified
+    facts: Facts | None = None  # what the accountability layer gathered for the search log (signature verified)
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,8 @@ def _describe_refused(facts: Facts, body: bytes) -> None:
 
 
 def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
-    """The headers the signature covers, by lower-case name (several values joined as SigV4 does)."""
-    return {name: ",".join(value.strip() for value in pending.index.get(name, []))
+    """Lower-case name -> value of the headers the signature covers (repeats joined by ',')."""
+    return {name.lower(): ",".join(v.strip() for v in pending.index.get(name.lower(), []))
             for name in pending.signed}
 
 
@@ -249,6 +253,11 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
 class RekognitionApp:
     """ASGI app: SigV4-authenticated Rekognition JSON 1.1 in front of ``service.call``.
 
+    ``service``: a faceaudit.accountability.guard.GuardedService (what ``faceaudit serve``
+    runs: every request passes the use policies, the moratorium and the budgets, and
+    its facts are kept on the Outcome), or a bare service called as ``service.call(operation,
+    request)`` (tests of the wire layer).
+
     ``credentials`` is where access keys are looked up: a
     faceaudit.server.access.StoreKeys over the key store (what ``faceaudit serve``
     uses), or one key pair or a mapping from access key id to key pair, each then
@@ -257,7 +266,7 @@ class RekognitionApp:
     after in-flight calls finished (e.g. ``store.close``).
     """
 
-    def __init__(self, service: Service,
+    def __init__(self, service: Service | GuardedService,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
                  *, protocol: RekognitionProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
@@ -268,6 +277,7 @@ class RekognitionApp:
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
                  data_dir: str | os.PathLike | None = None, search_log: SearchLog | None = None):
         self.service = service
+        self.guard = service if isinstance(service, GuardedService) else None
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
         self.protocol = protocol or RekognitionProtocol.default()
@@ -304,13 +314,14 @@ class RekognitionApp:
 
     def handle(self, method: str, raw_path: str, query_string: str,
                headers: list[tuple[bytes, bytes]], body: bytes, request_id: str,
-               pending: sigv4.PendingRequest | None = None) -> Outcome:
+               pending: sigv4.PendingRequest | None = None, arrived: datetime | None = None) -> Outcome:
         """Authenticate, decode, call and encode one request; never raises.
 
-        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent).
+        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent);
+        ``arrived``: when the request arrived (default now).
         """
         outcome = Outcome(200, b"", request_id)
-        arrived = datetime.now(UTC)
+        arrived = arrived or datetime.now(UTC)
         try:
             if pending is None:
                 pending = self.preauthenticate(method, raw_path, query_string, headers)
@@ -331,9 +342,14 @@ class RekognitionApp:
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            describe_request(facts, request)
-            response = self.service.call(operation.name, request)
-            describe_response(facts, response)
+            if self.guard is not None:  # the guard fills the facts
+                response = self.guard.call(caller, operation.name, request, facts)
+                outcome.headers.extend(facts.extra_headers)
+            else:  # a bare service (in-process tests, benchmarks): the log describes the request itself
+                assert not isinstance(self.service, GuardedService)
+                describe_request(facts, request)
+                response = self.service.call(operation.name, request)
+                describe_response(facts, response)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -375,8 +391,6 @@ class RekognitionApp:
                     "The request could not be recorded in the search log, so its result is withheld. "
                     "Retry later; the server's operator must check its data directory."))
             return
-        if facts is not None and outcome.error is None:
-            outcome.headers.extend(facts.extra_headers)
 
     def _flush_refused(self) -> None:
         try:
@@ -484,7 +498,7 @@ class RekognitionApp:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
                     self.executor, self.handle, method, raw_path, query_string, headers, body,
-                    request_id, pending)
+                    request_id, pending, arrived)
         finally:
             reservation.release()  # the body (and what was decoded from it) is gone now
         await self._send(send, outcome, close=close)
@@ -562,12 +576,14 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               keys: StoreKeys | None = None, engine: str | None = None,
               settings: Settings | None = None) -> RekognitionApp:
     """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
-    EmbeddedStore(data_dir) + RekognitionService, behind the key store of ``data_dir``.
+    EmbeddedStore(data_dir) + RekognitionService, guarded by the use policies and moratoria of
+    ``data_dir/accountability.db`` (GuardedService), behind the key store of ``data_dir``.
 
     ``keys``: the key store, already opened (default: opened here, taking in the
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
+    from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
@@ -578,8 +594,10 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     search_log = SearchLog(data_dir)
-    hooks = [search_log.close, store.close, keys.store.close]
-    return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
+    # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
+    guard = GuardedService(service, AccountabilityState(data_dir), recorder=search_log)
+    hooks = [store.close, keys.store.close, guard.close, search_log.close]
+    return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir), search_log=search_log)
 
 
