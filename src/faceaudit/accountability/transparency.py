@@ -100,7 +100,7 @@ def _moratorium_periods(records: Iterable[Mapping[str, Any]], since: str, until:
         if details.get("action") == "set":
             open_[ident] = {"scope": scope, "target": target, "reason": details.get("reason"),
                             "set": record.get("time"), "lifted": None,
-                            "by": (record.get("key") or {}).get("name")}
+                            "by": details.get("by") or (record.get("key") or {}).get("name")}
         elif details.get("action") == "lift":
             period = open_.pop(ident, None) or open_.pop(("scope", scope, target), None)
             if period is None:  # lifted without a set in the log (set before it began)
