@@ -8,6 +8,7 @@ Rekognition's names: {"Error": {"Code": "InvalidImageFormatException", ...}}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -370,28 +371,33 @@ def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) 
 def cmd_moratorium(args: argparse.Namespace) -> int:
     """faceaudit moratorium set|lift|list: suspend searches of a policy, a collection or a key."""
     from faceaudit.accountability.guard import lift_moratorium, set_moratorium
+    from faceaudit.accountability.searchlog import SearchLog, SearchLogError
     from faceaudit.accountability.state import StateError
     state = _accountability_state(args, "moratorium")
+    # The switch itself is a search log record; a switch that cannot be logged is undone.
+    search_log = SearchLog(args.data_dir) if args.moratorium_command in ("set", "lift") else None
     try:
         if args.moratorium_command == "set":
             scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
                                                      ("key", args.key)) if t)
             _check_moratorium_target(args, scope, target)  # a mistyped name would suspend nothing
-            m = set_moratorium(state, scope, target, args.reason, _local_actor())
+            m = set_moratorium(state, scope, target, args.reason, _local_actor(), recorder=search_log)
             print(json.dumps({"Moratorium": m.to_json()}, indent=2))
             print(f"faceaudit moratorium: {m.id} in force on {scope} {target}; every server of this data "
                   "directory refuses such searches from its next request", file=sys.stderr)
         elif args.moratorium_command == "lift":
-            m = lift_moratorium(state, args.id, _local_actor())
+            m = lift_moratorium(state, args.id, _local_actor(), recorder=search_log)
             print(json.dumps({"Moratorium": m.to_json()}, indent=2))
         else:
             print(json.dumps({"Moratoria": [m.to_json() for m in state.moratoria(active_only=not args.all)]},
                              indent=2))
-    except (StateError, RekognitionError) as error:
+    except (StateError, RekognitionError, SearchLogError) as error:
         print(f"faceaudit moratorium: {getattr(error, 'message', error)}", file=sys.stderr)
         return 2
     finally:
         state.close()
+        if search_log is not None:
+            search_log.close()
     return 0
 
 
@@ -406,8 +412,10 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         print("faceaudit policy: --data-dir is required", file=sys.stderr)
         return 2
+    from faceaudit.accountability.searchlog import SearchLog, SearchLogError
     state = _accountability_state(args, "policy")
     store = None
+    search_log: SearchLog | None = None
     try:
         if args.policy_command == "show" and args.collection is None:
             print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
@@ -421,15 +429,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
                               "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
             return 0
         wanted = args.policy if args.policy_command == "set" else None
-        previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store)
+        search_log = SearchLog(args.data_dir)  # the change is a search log record, or is undone
+        previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store,
+                                         recorder=search_log)
         print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
     except RekognitionError as error:
         print(f"faceaudit policy: {error.message}", file=sys.stderr)
+        return 2
+    except SearchLogError as error:
+        print(f"faceaudit policy: {error}", file=sys.stderr)
         return 2
     finally:
         state.close()
         if store is not None:
             store.close()
+        if search_log is not None:
+            search_log.close()
     return 0
 
 
@@ -468,6 +483,19 @@ def _add_accountability_parsers(commands) -> None:
         action.add_argument("--data-dir", required=True, help="the server's data directory")
     showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
     policy.set_defaults(func=cmd_policy)
+
+
+@contextlib.contextmanager
+def _search_log(data_dir: str):
+    """The data directory's search log, for commands whose changes are log records (decisions, purges)."""
+    from faceaudit.accountability.searchlog import SearchLog
+    log = SearchLog(data_dir)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
 class _ReviewRefused(Exception):
     """Who runs `faceaudit review` could not be identified as a reviewer."""
 
@@ -528,8 +556,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     keys = _key_store(args, command="review")
     try:
         key = _reviewer(keys)
-        # The search log is this store's recorder once it is part of the data directory.
-        with ReviewStore(args.data_dir) as review:
+        with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
             if args.review_command == "list":
                 items: list[dict[str, Any]] = []
                 token = None
@@ -587,7 +614,7 @@ def _review_upkeep(args: argparse.Namespace) -> int:
     if not Path(args.data_dir).is_dir():
         print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
         return 2
-    with ReviewStore(args.data_dir) as review:
+    with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
         try:
             if args.review_command == "retention":
                 if args.days is not None:
@@ -627,6 +654,178 @@ def _add_review_parser(commands) -> None:
     for action in (listing, show, decide, retention, purge):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
     review.set_defaults(func=cmd_review)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """faceaudit log verify|checkpoint|export (docs/accountability.md, "The search log").
+
+    Exit codes: 0 verified (or written), 1 the log is not the one that was written, 2 cannot read or write."""
+    from faceaudit.accountability.searchlog import (
+        CONSISTENCY_FORMAT,
+        INCLUSION_FORMAT,
+        SearchLog,
+        SearchLogError,
+        check_consistency,
+        check_inclusion,
+        read_checkpoint_file,
+        read_data_dir,
+        read_export,
+    )
+    try:
+        if args.log_command == "verify":
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            kept = read_checkpoint_file(args.checkpoint) if args.checkpoint else None
+            result = contents.verify(kept)
+            print(json.dumps(result.as_dict(), indent=2))
+            if result.problem is not None:
+                print(f"faceaudit log: NOT VERIFIED ({contents.source}): {result.problem.message}", file=sys.stderr)
+                return 1
+            against = f", and matches the kept checkpoint at record {kept['statement']['seq']}" if kept else ""
+            print(f"faceaudit log: verified {result.records} records of {contents.source} (head {result.head_seq}, "
+                  f"{result.checkpoints} signed checkpoints checked{against})", file=sys.stderr)
+            if not kept:
+                print("faceaudit log: a truncated or rewritten tail is only detected against a checkpoint kept "
+                      "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
+            return 0
+        if args.log_command == "prove":
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            kept = read_checkpoint_file(args.checkpoint)
+            if args.seq is not None:
+                proof = contents.inclusion(args.seq, kept)
+                what = f"record {args.seq} is in the {proof['tree_size']} records of the checkpoint"
+            else:
+                proof = contents.consistency(read_checkpoint_file(args.from_checkpoint), kept)
+                what = f"the log of {proof['to_size']} records extends the one of {proof['from_size']}"
+            _write_new_file(args.out, json.dumps(proof, indent=2) + "\n")
+            print(f"faceaudit log: proof that {what} written to {args.out}", file=sys.stderr)
+            return 0
+        if args.log_command == "check-proof":
+            try:
+                proof = json.loads(Path(args.proof).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise SearchLogError(f"cannot read proof {args.proof}: {error}") from None
+            kept = read_checkpoint_file(args.checkpoint)
+            if proof.get("format") == INCLUSION_FORMAT:
+                problem = check_inclusion(proof, kept)
+                what = f"record {proof.get('seq')} is in the log the checkpoint covers"
+            elif proof.get("format") == CONSISTENCY_FORMAT:
+                if not args.from_checkpoint:
+                    raise SearchLogError("a consistency proof is checked against two checkpoints: "
+                                         "add --from-checkpoint FILE (the earlier one)")
+                problem = check_consistency(proof, read_checkpoint_file(args.from_checkpoint), kept)
+                what = f"the log of {proof.get('to_size')} records extends the one of {proof.get('from_size')}"
+            else:
+                raise SearchLogError(f"{args.proof} is not a faceaudit search log proof")
+            if problem is not None:
+                print(f"faceaudit log: PROOF REFUSED: {problem}", file=sys.stderr)
+                return 1
+            print(f"faceaudit log: proof checked: {what}", file=sys.stderr)
+            return 0
+        if args.log_command == "export":  # reads only
+            count = read_data_dir(args.data_dir).export(args.out)
+            print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
+                  file=sys.stderr)
+            return 0
+        log = SearchLog(args.data_dir, create=False)  # a checkpoint never creates a log
+        try:
+            checkpoint = log.checkpoint()
+        finally:
+            log.close()
+        _write_new_file(args.out, json.dumps(checkpoint, indent=2) + "\n")
+        print(f"faceaudit log: checkpoint of record {checkpoint['statement']['seq']} written to {args.out}; "
+              "keep it where the server's operator cannot change it", file=sys.stderr)
+        return 0
+    except SearchLogError as error:
+        print(f"faceaudit log: {error}", file=sys.stderr)
+        return 2
+
+
+def _write_new_file(path: str, text: str) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _add_log_parser(commands) -> None:
+    log = commands.add_parser(
+        "log", help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
+        description="Check the search log of a data directory (or an export of it), write a signed checkpoint "
+                    "for an overseer to keep, or export everything needed to verify it offline. Exit code "
+                    "0: verified; 1: the log is not the one that was written; 2: cannot read it.")
+    actions = log.add_subparsers(dest="log_command", required=True)
+    verify = actions.add_parser("verify", help="name the first edited, deleted, inserted or reordered record")
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
+    verify.add_argument("--checkpoint", metavar="FILE",
+                        help="a checkpoint kept earlier: also detects a truncated or rewritten tail")
+    checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
+    export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
+    for action in (checkpoint, export):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+        action.add_argument("--out", required=True, metavar="FILE")
+    prove = actions.add_parser(
+        "prove", help="a Merkle proof: one record is in a kept checkpoint's log, or a later log extends an earlier")
+    source = prove.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
+    prove.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
+    which = prove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seq", type=int, help="inclusion: the record to prove")
+    which.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
+    prove.add_argument("--out", required=True, metavar="FILE")
+    check = actions.add_parser("check-proof", help="check a proof against kept checkpoints, without the log")
+    check.add_argument("proof", metavar="PROOF")
+    check.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
+    check.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
+    log.set_defaults(func=cmd_log)
+
+
+def cmd_transparency(args: argparse.Namespace) -> int:
+    """faceaudit transparency: the report computed from a data directory's search log or from an export."""
+    from faceaudit.accountability.searchlog import SearchLogError, read_data_dir, read_export
+    from faceaudit.accountability.transparency import parse_since, transparency_report
+    from faceaudit.audit.report.transparency import write_transparency
+    try:
+        since = parse_since(args.since)
+        until = parse_since(args.until) if args.until else None
+    except ValueError as error:
+        print(f"faceaudit transparency: {error}", file=sys.stderr)
+        return 2
+    try:
+        contents = read_export(args.from_export) if args.from_export else read_data_dir(args.data_dir)
+    except SearchLogError as error:
+        print(f"faceaudit transparency: {error}", file=sys.stderr)
+        return 2
+    report = transparency_report(contents, since, until)
+    paths = write_transparency(report, args.out)
+    verification = report["source"]["verification"]
+    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
+    if not verification["ok"]:
+        print(f"faceaudit transparency: the log did NOT verify ({verification['problem']['message']}); the report "
+              "says so on its first page", file=sys.stderr)
+        return 1
+    print(f"faceaudit transparency: {report['searches']['total']} searches since {report['period']['since']}, "
+          f"from a log that verified ({verification['records']} records)", file=sys.stderr)
+    return 0
+
+
+def _add_transparency_parser(commands) -> None:
+    report = commands.add_parser(
+        "transparency", help="what the service was used for, from its search log (JSON, Markdown, HTML)",
+        description="Searches by collection, policy, purpose, unit, key and threshold; candidates returned; "
+                    "review outcomes; refusals; moratorium periods. The same figures from a live data "
+                    "directory or from an export ('faceaudit log export'). Exit code 1 when the log does "
+                    "not verify (the report is written and says so).")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="the server's data directory")
+    source.add_argument("--from-export", metavar="FILE", help="an export from 'faceaudit log export'")
+    report.add_argument("--since", required=True, metavar="DATE", help="e.g. 2026-12-01 (UTC) or an ISO-8601 time")
+    report.add_argument("--until", metavar="DATE", help="end of the period (default: the end of the log)")
+    report.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for transparency.json, .md and .html")
+    report.set_defaults(func=cmd_transparency)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -869,6 +1068,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
     _add_review_parser(commands)
+    _add_log_parser(commands)
+    _add_transparency_parser(commands)
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")

@@ -21,6 +21,8 @@ The server is shared by the whole session: give collections unique names.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from support.server import RunningServer, start_server
@@ -51,3 +53,16 @@ def start_faceaudit_server():
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (needs root: mount), for tests of a full disk (support.disk.fill_disk)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

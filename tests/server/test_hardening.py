@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 
 from faceaudit.server.protocol import connection_cap
+from support.disk import fill_disk
 from support.server import (
     RawResponse,
     RunningServer,
@@ -399,37 +399,12 @@ def test_presigned_requests_are_read_only_short_lived_and_fix_their_operation(se
 # ---------------------------------------------------------- finding 7: a full disk, for real
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs as the data dir (needs root: mount)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_disk_is_reported_as_out_of_storage(small_disk, tmp_path):
     data_dir = small_disk / "data"
     with start_server(data_dir) as running:
         client = running.client()
         client.create_collection(CollectionId="before-full")
-        filler = _fill(small_disk)
+        filler = fill_disk(small_disk)
         error = None
         for i in range(200):  # SQLite may still have free pages for the first few writes
             try:

@@ -35,7 +35,13 @@ request, in order:
    response headers (``x-faceaudit-review-item``).  A full
    disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
    InternalServerError saying the server is out of storage, and logged with
-   the data directory.
+   the data directory;
+7. before the answer is sent, a request whose signature was verified (allowed or
+   refused) is appended to the search log and the append is durable
+   (faceaudit.accountability.searchlog); if it cannot be, the client gets
+   InternalServerError instead of the answer.  A request refused before its
+   signature was verified is only counted, and the counts are written as one
+   record a minute: garbage costs no disk flush.
 
 Slow or silent connections (headers never finished) are the HTTP protocol's
 business: faceaudit.server.protocol.
@@ -54,6 +60,7 @@ The app does not depend on any web framework; uvicorn serves it
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import logging
@@ -71,6 +78,12 @@ from typing import Any, Protocol
 from faceaudit.access import AccessKey
 from faceaudit.accountability.context import Caller, Facts
 from faceaudit.accountability.guard import GuardedService
+from faceaudit.accountability.searchlog import (
+    SearchLog,
+    describe_request,
+    describe_response,
+    request_record,
+)
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -157,7 +170,7 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
     reason: str | None = None  # why a request was refused, for the log (never sent to the client)
-    facts: Facts | None = None  # what the accountability layer gathered (for the search log)
+    facts: Facts | None = None  # what the accountability layer gathered for the search log (signature verified)
 
 
 @dataclass(frozen=True)
@@ -218,6 +231,25 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _describe_refused(facts: Facts, body: bytes) -> None:
+    """A request refused before it was decoded (e.g. by role) still names its collection and
+    thresholds in the log: read them from the signed JSON body, best effort, no image decoded."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if not isinstance(request, dict):
+        return
+    for name in ("Image", "SourceImage", "TargetImage"):  # the wire's base64, as the decoder would read it
+        image = request.get(name)
+        if isinstance(image, dict) and isinstance(image.get("Bytes"), str):
+            try:
+                image["Bytes"] = base64.b64decode(image["Bytes"], validate=True)
+            except ValueError:
+                del image["Bytes"]
+    describe_request(facts, request)
+
+
 def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
     """Lower-case name -> value of the headers the signature covers (repeats joined by ',')."""
     return {name.lower(): ",".join(v.strip() for v in pending.index.get(name.lower(), []))
@@ -257,7 +289,7 @@ class RekognitionApp:
                  body_total_timeout: float = BODY_TOTAL_TIMEOUT,
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
                  data_dir: str | os.PathLike | None = None,
-                 faceaudit: CallerService | None = None):
+                 faceaudit: CallerService | None = None, search_log: SearchLog | None = None):
         self.service = service
         self.guard = service if isinstance(service, GuardedService) else None
         self.faceaudit = faceaudit  # FaceAuditService.* (blind review); None: those operations are refused
@@ -272,6 +304,7 @@ class RekognitionApp:
         self.body_total_timeout = body_total_timeout
         self.signing_policy = signing_policy
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        self.search_log = search_log
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads),
                                            thread_name_prefix="faceaudit-call")
         self.on_shutdown = list(on_shutdown)
@@ -303,17 +336,20 @@ class RekognitionApp:
         ``arrived``: when the request arrived (default now).
         """
         outcome = Outcome(200, b"", request_id)
+        arrived = arrived or datetime.now(UTC)
         try:
             if pending is None:
                 pending = self.preauthenticate(method, raw_path, query_string, headers)
             sigv4.verify_signature(pending, method, raw_path, query_string, body)
             outcome.key = key = key_of(pending)
+            caller = Caller(key, request_id, arrived, signed_headers=_signed_headers(pending))
+            outcome.facts = facts = Facts(purpose=caller.purpose, case=caller.case)
             path = raw_path.split("?", 1)[0]
             if method != "POST" or path != "/":
                 raise UnknownOperationException(
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
-            outcome.operation = operation.name
+            outcome.operation = facts.operation = operation.name
             own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
             supported = getattr(self.faceaudit if own else self.service, "operations", None)
             if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
@@ -322,16 +358,16 @@ class RekognitionApp:
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            caller = Caller(key, request_id, arrived or datetime.now(UTC), _signed_headers(pending))
-            outcome.facts = facts = Facts(operation=operation.name)
             if own:
                 assert self.faceaudit is not None
                 response = self.faceaudit.call(caller, operation.name, request, facts)
-            elif self.guard is not None:
+            elif self.guard is not None:  # the guard fills the facts
                 response = self.guard.call(caller, operation.name, request, facts)
-            else:
+            else:  # a bare service (in-process tests, benchmarks): the log describes the request itself
                 assert not isinstance(self.service, GuardedService)
+                describe_request(facts, request)
                 response = self.service.call(operation.name, request)
+                describe_response(facts, response)
             outcome.headers.extend(facts.extra_headers)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
@@ -345,7 +381,49 @@ class RekognitionApp:
             else:  # a bug: answer InternalServerError, keep the traceback in the log
                 log.exception("request_id=%s op=%s failed", request_id, outcome.operation)
                 self._fail(outcome, InternalServerError("Internal server error"))
+        self._write_search_log(outcome, arrived, body)
         return outcome
+
+    def _write_search_log(self, outcome: Outcome, arrived: datetime, body: bytes) -> None:
+        """One durable record per request whose signature was verified, before it is answered;
+        an unverified refusal is only counted (faceaudit.accountability.searchlog)."""
+        if self.search_log is None:
+            return
+        if outcome.key is None:
+            self._count_refused(outcome)
+            return
+        facts = outcome.facts
+        if facts is not None and not outcome.dispatched and outcome.error is not None:
+            _describe_refused(facts, body)
+        try:
+            self.search_log.append(request_record(
+                key=outcome.key, request_id=outcome.request_id, at=arrived, facts=facts,
+                operation=outcome.operation, status=outcome.status, error=outcome.error, reason=outcome.reason))
+        except Exception as error:  # never an answer the log does not hold
+            log.error("request_id=%s op=%s: the search log could not be written (%s: %s); answer withheld",
+                      outcome.request_id, outcome.operation, type(error).__name__, error)
+            outcome.headers, outcome.body = [], b""
+            if is_storage_full(error):
+                self._out_of_storage(outcome, error)
+            else:
+                self._fail(outcome, InternalServerError(
+                    "The request could not be recorded in the search log, so its result is withheld. "
+                    "Retry later; the server's operator must check its data directory."))
+            return
+
+    def _flush_refused(self) -> None:
+        try:
+            if self.search_log is not None:
+                self.search_log.flush_refused()
+        except Exception as error:
+            log.error("the search log's refusal counts could not be written: %s", error)
+
+    def _count_refused(self, outcome: Outcome) -> None:
+        """An unauthenticated refusal: counted in memory, written as one aggregate record now and then."""
+        if self.search_log is None:
+            return
+        if self.search_log.note_refused(outcome.error):
+            self._flush_refused()  # already on a worker thread
 
     def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
         """The operator's problem, said plainly to both sides."""
@@ -428,6 +506,11 @@ class RekognitionApp:
                     outcome.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
                 close = _header(headers, b"content-length") not in ("0", None) or \
                     _header(headers, b"transfer-encoding") is not None
+                if self.search_log is not None and self.search_log.note_refused(outcome.error):
+                    try:
+                        self.executor.submit(self._flush_refused)  # the write stays off the event loop
+                    except RuntimeError:  # shutting down: close() writes the counts
+                        pass
             except _Disconnected:
                 return
             if outcome is None:
@@ -529,14 +612,17 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings).store)
-    review = ReviewStore(data_dir)  # the review queue (the guard's ReviewQueue) and FaceAuditService.*
-    review.purge_expired()
     store = EmbeddedStore(data_dir)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review)
-    hooks = [store.close, keys.store.close, guard.close, review.close]
+    search_log = SearchLog(data_dir)
+    review = ReviewStore(data_dir, recorder=search_log)  # the guard's ReviewQueue and FaceAuditService.*
+    review.purge_expired()
+    # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
+    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review, recorder=search_log)
+    hooks = [store.close, keys.store.close, guard.close, review.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review))
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review),
+                          search_log=search_log)
 
 
 def configure_logging() -> None:

@@ -281,6 +281,43 @@ def det_plot(*, curves: list[tuple[str, dict, list[dict]]], marked_thresholds: l
         return _to_svg(fig, fig_id, title, desc)
 
 
+def bar_plot(*, rows: list[tuple[str, list[int]]], series: list[str], xlabel: str, title: str, desc: str,
+             fig_id: str) -> Svg:
+    """Horizontal stacked bars of counts, one row per label (top first), one segment per series.
+
+    Segments differ in hatching as well as colour, so print and colour-blind readers can tell them apart.
+    """
+    hatches = ["", "//", "..", "xx"]
+    labels = [label for label, _ in rows]
+    width = min(12.4, 3.2 + 0.07 * max([len(label) for label in labels] + [8]))
+    height = 1.2 + 0.32 * max(len(rows), 1) + (0.3 if len(series) > 1 else 0)
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        ax = fig.add_subplot()
+        y = list(range(len(rows)))[::-1]
+        left = [0] * len(rows)
+        for si, name in enumerate(series):
+            values = [counts[si] for _, counts in rows]
+            ax.barh(y, values, left=left, color=PALETTE[si % len(PALETTE)], hatch=hatches[si % len(hatches)],
+                    edgecolor="white", lw=0.6, label=name, height=0.62)
+            left = [a + b for a, b in zip(left, values)]
+        for yi, total in zip(y, left):
+            ax.text(total, yi, f" {total}", va="center", ha="left", color=INK, fontsize=9)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels)
+        ax.set_xlim(0, max(left + [1]) * 1.12)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        ax.set_xlabel(xlabel)
+        ax.tick_params(axis="y", length=0)
+        ax.grid(axis="x", color="#dddddd", lw=0.8)
+        ax.set_axisbelow(True)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        if len(series) > 1:
+            fig.legend(loc="outside upper center", ncols=len(series))
+        return _to_svg(fig, fig_id, title, desc)
+
+
 _ID = re.compile(r'(\sid=")([^"]+)(")')
 _URL = re.compile(r"url\(#([^)]+)\)")
 _HREF = re.compile(r'((?:xlink:)?href=")#([^"]+)(")')
@@ -317,4 +354,4 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-__all__ = ["MARKERS", "PALETTE", "Block", "Point", "Series", "Svg", "det_plot", "dot_plot"]
+__all__ = ["MARKERS", "PALETTE", "Block", "Point", "Series", "Svg", "bar_plot", "det_plot", "dot_plot"]
