@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faceaudit.audit.targets import Detection, Match, open_target
@@ -91,6 +92,10 @@ class Counting(Backend):
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+    @property
+    def engine_endpoint(self) -> str:
+        return self.inner.engine_endpoint
 
     def submit(self, job) -> Future:
         self.counts[job.operation] += 1
@@ -309,20 +314,56 @@ def test_a_resumed_run_indexes_again_when_its_collection_is_gone(server, subset,
     assert _audit_collections(server) == []
 
 
+def test_changing_only_the_score_normalization_reuses_detections_and_indexed_faces(
+        local, subset, local_cache, engine, tmp_path, monkeypatch):
+    from faceaudit.fairness.score_normalization import FairScoreNormalization
+    from faceaudit.images import load_image
+    from faceaudit.runtime import engine_for_model_version
+    _, first = local
+    vectors = []
+    for path in subset.lfw + subset.utk:
+        image = load_image(path)
+        vectors.append(engine.embed(image, engine.detect(image)[:1])[0])
+    normalization = FairScoreNormalization.fit(np.stack(vectors), n_clusters=2, target_fmr=0.05, seed=0,
+                                               provenance={"engine": engine_for_model_version(
+                                                   engine.model_version).name})
+    normalization.save(tmp_path / "fsn.json")
+    monkeypatch.setenv("FACEAUDIT_SCORE_NORMALIZATION", str(tmp_path / "fsn.json"))
+
+    reused = open_target("local", cache_dir=local_cache, workers=2, progress=False)
+    reused.backend = counting = Counting(reused.backend)
+    fresh = open_target("local", cache=False, workers=2, progress=False)
+    try:
+        assert reused.backend.engine_endpoint != reused.backend.endpoint  # the file is in one name only
+        detections = reused.detect(subset.images)
+        scores = reused.similarities(subset.pairs)
+        assert fresh.similarities(subset.pairs) == scores  # reusing changes no answer
+    finally:
+        reused.close()
+        fresh.close()
+    assert detections == first["detect"]
+    assert counting.counts["DetectFaces"] == 0 and counting.counts["IndexFaces"] == 0
+    assert counting.counts["SearchFaces"] > 0  # similarities do depend on the normalization
+    assert scores != first["similarities"]
+
+
 def test_temporary_collections_are_deleted(local, remote, server, local_cache):
+    """On a remote target every audit collection is deleted; the local engine's own store in the
+    cache folder keeps its runs' collections (the cached embeddings, see _keeps_collections)."""
     from faceaudit.storage import EmbeddedStore
     local_target, _ = local
     remote_target, _ = remote
     assert _audit_collections(server) == []
-    store = EmbeddedStore(local_cache / "local-store")
-    try:
-        collections, _ = store.list_collections_detailed()
-        assert [c.collection_id for c in collections] == []
-    finally:
-        store.close()
     remote_target.close()
     local_target.close()
     assert _audit_collections(server) == []
+    store = EmbeddedStore(local_cache / "local-store")
+    try:
+        collections, _ = store.list_collections_detailed()
+        assert len(collections) >= 2  # one per distinct run (the pairs, the lineup gallery, ...)
+        assert all(c.collection_id.startswith(COLLECTION_PREFIX) for c in collections)
+    finally:
+        store.close()
 
 
 # --- CSV -------------------------------------------------------------------------------------
