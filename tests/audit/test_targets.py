@@ -25,7 +25,7 @@ import pytest
 from faceaudit.audit.targets import Detection, Match, open_target
 from faceaudit.audit.targets.pool import RestartingPool
 from faceaudit.audit.targets.rekognition import RekognitionTarget
-from faceaudit.audit.targets.transport import Backend, TargetError
+from faceaudit.audit.targets.transport import Backend, Job, TargetError
 from faceaudit.datasets import faces_dev
 
 COLLECTION_PREFIX = "faceaudit-audit-"
@@ -520,3 +520,45 @@ def test_the_local_backend_hands_its_workers_the_engine_settings_it_was_made_wit
         assert LocalBackend(1, tmp_path / "store2").endpoint == "local"
     finally:
         backend.close()
+
+
+def test_answers_already_read_are_released_before_the_last_one_arrives():
+    """A call's finished answers are not all held until its last one: each SearchFaces answer
+    lists up to 4096 faces, and holding them all made a 3,000-image audit peak near 10 GB."""
+    import gc
+    import weakref
+
+    class Response(dict):  # a dict that can be watched with a weakref
+        pass
+
+    jobs = [Job("SearchFaces", {"n": n}) for n in range(50)]
+    alive: list[weakref.ref] = []
+    last: Future = Future()
+
+    class Instant(Backend):
+        kind, endpoint, workers = "rekognition", "test", 1
+
+        def submit(self, job) -> Future:
+            if job.request["n"] == len(jobs) - 1:
+                return last  # finished by done() below, once every other answer was read
+            response = Response(FaceMatches=[{"Similarity": 1.0}] * 4096)
+            alive.append(weakref.ref(response))
+            future: Future = Future()
+            future.set_result(("ok", response))
+            return future
+
+    target = RekognitionTarget(Instant(), progress=False)
+    read: list[int] = []
+    held_at_the_end: list[int] = []
+
+    def done(i, outcome) -> None:
+        read.append(i)
+        if len(read) == len(jobs) - 1:
+            outcome = None
+            gc.collect()
+            held_at_the_end.append(sum(ref() is not None for ref in alive))
+            last.set_result(("ok", Response()))
+
+    target._run_jobs(jobs, "test", done)
+    assert sorted(read) == list(range(len(jobs)))
+    assert held_at_the_end[0] <= 2  # the answer being read (and the loop's last), not all 49

@@ -171,7 +171,10 @@ class RekognitionTarget(Target):
                 futures[self.backend.submit(job)] = i
             with progress_bar(self.progress, description, len(jobs)) as advance:
                 for future in as_completed(futures):
-                    done(futures[future], future.result())
+                    # Forget each future once read: a finished one holds its whole response
+                    # (a SearchFaces answer lists up to 4096 faces), and keeping them all held
+                    # pairs x faces of them at once -- about 10 GB for 3,000 images.
+                    done(futures.pop(future), future.result())
                     advance()
         except BaseException:
             for future in futures:
