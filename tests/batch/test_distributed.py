@@ -21,6 +21,7 @@ from faceaudit.batch import extract_images, index_images, list_sources
 from faceaudit.batch.extraction import local_engine_fingerprint, vector_key
 from faceaudit.batch.ledger import Ledger
 from faceaudit.engine.distributed import FaceCluster
+from faceaudit.images import load_image
 from faceaudit.rekognition.faces import detect_faces
 from faceaudit.rekognition.service import RekognitionService
 from faceaudit.storage import EmbeddedStore
@@ -34,16 +35,23 @@ def image_folder(tmp_path_factory, faces_dev_root, astronaut_jpeg):
     from PIL import Image
     folder = tmp_path_factory.mktemp("images")
     (folder / "astronaut.jpg").write_bytes(astronaut_jpeg)
-    lfw = sorted((faces_dev_root / "images" / "lfw").glob("*/*.jpg"))[:8]
-    utk = sorted((faces_dev_root / "images" / "utkface").glob("*.jpg"))[:4]
+    lfw = sorted((faces_dev_root / "images" / "lfw").glob("*/*.jpg"))[:4]
+    utk = sorted((faces_dev_root / "images" / "utkface").glob("*.jpg"))[:2]
     for path in lfw + utk:
         (folder / path.parent.name).mkdir(exist_ok=True)
         (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
-    pair = np.hstack([np.asarray(Image.open(lfw[0]).convert("RGB")), np.asarray(Image.open(lfw[5]).convert("RGB"))])
+    pair = np.hstack([np.asarray(Image.open(lfw[0]).convert("RGB")), np.asarray(Image.open(lfw[3]).convert("RGB"))])
     (folder / "two_faces.jpg").write_bytes(encode(pair, quality=95))
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "empty.png").write_bytes(b"")
     return folder
+
+
+@pytest.fixture(scope="module")
+def reference(engine, image_folder, tmp_path_factory):
+    """The single-process answers: (faces by ExternalImageId, failures by path, face count)."""
+    store, failures = single_process_index(engine, tmp_path_factory.mktemp("reference"), list_sources(image_folder))
+    return faces_by_image(store), failures, store.describe_collection("c").face_count
 
 
 @pytest.fixture(scope="module")
@@ -90,26 +98,25 @@ def assert_same_faces(got, want):
             np.testing.assert_allclose(a.vector, b.vector, atol=1e-5)
 
 
-def test_bulk_indexing_on_the_cluster_equals_single_requests_and_resumes(engine, cluster, image_folder, tmp_path):
+def test_bulk_indexing_on_the_cluster_equals_single_requests_and_resumes(reference, cluster, image_folder, tmp_path):
     sources = list_sources(image_folder)
-    reference, failures = single_process_index(engine, tmp_path / "reference", sources)
-    want = faces_by_image(reference)
+    want, failures, face_count = reference
     assert sum(len(v) for v in want.values()) >= len(sources) - 2  # every real photo has a face
     assert max(len(v) for v in want.values()) == 2  # the two-face image
 
     data_dir = tmp_path / "batch"
     store, ledger = EmbeddedStore(data_dir), Ledger(data_dir, "index:c")
-    first = index_images(store, "c", sources, cluster, ledger, progress=False, stop_after=5)
-    assert first.processed == 5 and first.stopped
+    first = index_images(store, "c", sources, cluster, ledger, progress=False, stop_after=4)
+    assert first.processed == 4 and first.stopped
     rest = index_images(store, "c", sources, cluster, ledger, progress=False)
-    assert rest.already_done == 5 and rest.processed == len(sources) - 5 and not rest.stopped
+    assert rest.already_done == 4 and rest.processed == len(sources) - 4 and not rest.stopped
     # Failed images: reported with Rekognition's error code, never fatal, the same as one request each.
     reported = {path: code for path, code, _ in first.failed + rest.failed}
     assert reported == failures and len(failures) == 2
     assert_same_faces(faces_by_image(store), want)
     again = index_images(store, "c", sources, cluster, ledger, progress=False)
     assert again.processed == 0 and again.already_done == len(sources)
-    assert store.describe_collection("c").face_count == reference.describe_collection("c").face_count
+    assert store.describe_collection("c").face_count == face_count
 
 
 class CrashAfterStoreWrite(Ledger):
@@ -124,7 +131,7 @@ class CrashAfterStoreWrite(Ledger):
         super().record(rows)
 
 
-def test_a_kill_between_the_store_and_the_ledger_indexes_nothing_twice(engine, cluster, image_folder, tmp_path):
+def test_a_kill_between_the_store_and_the_ledger_indexes_nothing_twice(reference, cluster, image_folder, tmp_path):
     sources = [s for s in list_sources(image_folder) if "corrupt" not in s.path and "empty" not in s.path]
     data_dir = tmp_path / "batch"
     store = EmbeddedStore(data_dir)
@@ -135,17 +142,16 @@ def test_a_kill_between_the_store_and_the_ledger_indexes_nothing_twice(engine, c
     assert len(ledger.rows("pending")) == len(sources)
     resumed = index_images(store, "c", sources, cluster, ledger, progress=False)
     assert resumed.recovered == len(sources) and resumed.processed == 0
-    reference, _ = single_process_index(engine, tmp_path / "reference", sources)
-    assert_same_faces(faces_by_image(store), faces_by_image(reference))
+    assert_same_faces(faces_by_image(store), reference[0])
 
 
 def test_batch_extraction_fills_the_audit_cache_the_local_target_reads(engine, cluster, image_folder, tmp_path):
     sources = list_sources(image_folder)
     cache = ResponseCache(tmp_path / "cache")
-    first = extract_images(cache, sources, cluster, progress=False, stop_after=4)
-    assert first.processed == 4 and first.stopped
+    first = extract_images(cache, sources, cluster, progress=False, stop_after=3)
+    assert first.processed == 3 and first.stopped
     rest = extract_images(cache, sources, cluster, progress=False)
-    assert rest.already_done == 4 and rest.processed == len(sources) - 4
+    assert rest.already_done == 3 and rest.processed == len(sources) - 3
     assert {(p.split("/")[-1], c) for p, c, _ in rest.failed} == {
         ("corrupt.jpg", "InvalidImageFormatException"), ("empty.png", "InvalidImageFormatException")}
 
@@ -159,13 +165,10 @@ def test_batch_extraction_fills_the_audit_cache_the_local_target_reads(engine, c
         # Exactly the single-process DetectFaces response (after the cache's JSON round trip).
         assert entry == json.loads(json.dumps(detect_faces(engine, data, ["ALL"])))
         vector = cache.get(vector_key(fingerprint, hashlib.sha256(data).hexdigest()))
-        loaded_faces = engine.detect(__import__("faceaudit.images", fromlist=["load_image"]).load_image(data))
-        if loaded_faces:
-            from faceaudit.images import load_image
-            image = load_image(data)
-            np.testing.assert_allclose(vector["Vector"], engine.embed(image, loaded_faces[:1])[0], atol=1e-5)
-        else:
-            assert vector == {"Faces": 0}
+        image = load_image(data)
+        faces = engine.detect(image)
+        assert vector["Faces"] == len(faces) > 0
+        np.testing.assert_allclose(vector["Vector"], engine.embed(image, faces[:1])[0], atol=1e-5)
 
     # The local target answers DetectFaces for these images from the cache alone.
     cache.close()
