@@ -546,6 +546,8 @@ def _report_batch(summary, what: str) -> int:
     """The batch summary on stdout as JSON; failed images (file and Rekognition error code) on stderr."""
     for path, code, message in summary.failed:
         print(f"failed: {path}: {code}: {message}", file=sys.stderr)
+    for path, code, message in summary.failed_before:
+        print(f"failed in an earlier run: {path}: {code}: {message}", file=sys.stderr)
     print(json.dumps(summary.as_dict(), indent=2))
     print(f"{what}: {summary.processed} images this run, {summary.already_done} done before, "
           f"{len(summary.failed)} failed, {summary.total} in all", file=sys.stderr)

@@ -116,6 +116,7 @@ def test_bulk_indexing_on_the_cluster_equals_single_requests_and_resumes(referen
     assert_same_faces(faces_by_image(store), want)
     again = index_images(store, "c", sources, cluster, ledger, progress=False)
     assert again.processed == 0 and again.already_done == len(sources)
+    assert {path: code for path, code, _ in again.failed_before} == failures  # still reported
     assert store.describe_collection("c").face_count == face_count
 
 

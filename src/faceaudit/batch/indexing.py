@@ -41,12 +41,15 @@ class BatchSummary:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (file, error code, message)
     recovered: int = 0  # pending images found in the store after a kill
     stopped: bool = False
+    failed_before: list[tuple[str, str, str]] = field(default_factory=list)  # refused in an earlier run
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "total": self.total, "already_done": self.already_done,
                 "processed": self.processed, "faces": self.faces, "recovered": self.recovered,
                 "stopped": self.stopped,
-                "failed": [{"file": f, "error": code, "message": message} for f, code, message in self.failed]}
+                "failed": [{"file": f, "error": code, "message": message} for f, code, message in self.failed],
+                "failed_before": [{"file": f, "error": code, "message": message}
+                                  for f, code, message in self.failed_before]}
 
 
 class _DeferredWrites:
@@ -112,6 +115,9 @@ def index_images(store: FaceStore, collection_id: str, sources: Sequence[Source]
     finished = ledger.finished([s.path for s in sources])
     todo = [s for s in sources if s.path not in finished]
     summary.already_done = len(sources) - len(todo)
+    wanted = set(by_path)
+    summary.failed_before = [(r.source, r.error or "", r.message or "") for r in ledger.rows("failed")
+                             if r.source in wanted]
     if stop_after is not None:
         todo = todo[:stop_after]
         summary.stopped = len(todo) < len(sources) - summary.already_done

@@ -86,12 +86,12 @@ def compute_faces(items: Sequence[tuple[str, bytes]], environment: dict[str, str
         sha = hashlib.sha256(data).hexdigest()
         try:
             image = load_image(data)
-        except RekognitionError as error:
+            faces = engine.detect(image, max_faces=MAX_FACES)
+            vectors = engine.embed(image, faces) if embeddings else None
+            analyzed = tuple(engine.analyze(image, faces)) if attributes and faces else (() if attributes else None)
+        except RekognitionError as error:  # the image's own fault (format, size): an answer about it
             results.append(ImageFaces(key, sha, engine.model_version, error=error.code, message=error.message))
             continue
-        faces = engine.detect(image, max_faces=MAX_FACES)
-        vectors = engine.embed(image, faces) if embeddings else None
-        analyzed = tuple(engine.analyze(image, faces)) if attributes and faces else (() if attributes else None)
         # A backend's private alignment data need not travel (embed and analyze have run).
         plain = tuple(dataclasses.replace(face, alignment=None) for face in faces)
         results.append(ImageFaces(key, sha, engine.model_version, plain, vectors, analyzed))
