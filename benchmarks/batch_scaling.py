@@ -71,13 +71,16 @@ def main() -> int:
             print(json.dumps(runs[-1]), flush=True)
     one = statistics.median(r["seconds"] for r in runs if r["workers"] == 1)
     two = statistics.median(r["seconds"] for r in runs if r["workers"] == 2)
+    # Each round's 1-worker time over its 2-worker time: paired, so a load change between rounds cancels.
+    paired = [round(runs[i]["seconds"] / runs[i + 1]["seconds"], 2) for i in range(0, len(runs), 2)]
     load = os.getloadavg()
     result = {"images": len(sources), "rounds": args.rounds, "runs": runs,
               "median_seconds": {"1": one, "2": two}, "speedup_2_over_1": round(one / two, 2),
+              "speedup_per_round": paired, "speedup_median_of_rounds": statistics.median(paired),
               "cores": os.cpu_count(), "load_average_after": [round(x, 1) for x in load],
               "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(f"{len(sources)} images: 1 worker {one:.1f} s, 2 workers {two:.1f} s (median of {args.rounds}): "
-          f"{result['speedup_2_over_1']}x; load average {load[0]:.1f} on {os.cpu_count()} cores")
+          f"{result['speedup_2_over_1']}x; per round {paired}; load average {load[0]:.1f} on {os.cpu_count()} cores")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     return 0
