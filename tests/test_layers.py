@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("composition", {"faceaudit.runtime"}),
     ("operations", {"faceaudit.rekognition"}),
     ("accountability", {"faceaudit.accountability"}),
-    ("applications", {"faceaudit.server", "faceaudit.audit"}),
+    ("applications", {"faceaudit.server", "faceaudit.audit", "faceaudit.batch"}),
     ("cli", {"faceaudit.cli"}),
 ]
 

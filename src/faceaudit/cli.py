@@ -1042,6 +1042,98 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_batch(summary, what: str) -> int:
+    """The batch summary on stdout as JSON; failed images (file and Rekognition error code) on stderr."""
+    for path, code, message in summary.failed:
+        print(f"failed: {path}: {code}: {message}", file=sys.stderr)
+    for path, code, message in summary.failed_before:
+        print(f"failed in an earlier run: {path}: {code}: {message}", file=sys.stderr)
+    print(json.dumps(summary.as_dict(), indent=2))
+    print(f"{what}: {summary.processed} images this run, {summary.already_done} done before, "
+          f"{len(summary.failed)} failed, {summary.total} in all", file=sys.stderr)
+    return 0  # failed images are reported, not fatal
+
+
+def cmd_index_folder(args: argparse.Namespace) -> int:
+    from faceaudit.batch import index_images, list_sources
+    from faceaudit.batch.ledger import Ledger
+    from faceaudit.engine.distributed import FaceCluster
+    from faceaudit.storage import EmbeddedStore
+
+    _apply_engine_options(args)
+    try:
+        sources = list_sources(args.source)
+    except RekognitionError as error:
+        print(f"faceaudit index-folder: {error.message}", file=sys.stderr)
+        return 2
+    store = EmbeddedStore(args.data_dir)
+    ledger = Ledger(args.data_dir, f"index:{args.collection}")
+    try:
+        with FaceCluster(args.cluster, args.workers) as cluster:
+            summary = index_images(store, args.collection, sources, cluster, ledger, max_faces=args.max_faces,
+                                   quality_filter=args.quality_filter, progress=True)
+    except RekognitionError as error:  # e.g. the collection holds another model's faces
+        print(f"faceaudit index-folder: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+        store.close()
+    return _report_batch(summary, f"index-folder {args.collection}")
+
+
+def cmd_batch_extract(args: argparse.Namespace) -> int:
+    from faceaudit.audit.targets.cache import ResponseCache, default_cache_dir
+    from faceaudit.batch import extract_images, list_sources
+    from faceaudit.engine.distributed import FaceCluster
+
+    _apply_engine_options(args)
+    try:
+        sources = list_sources(args.source)
+    except RekognitionError as error:
+        print(f"faceaudit batch extract: {error.message}", file=sys.stderr)
+        return 2
+    cache = ResponseCache(args.cache or default_cache_dir())
+    try:
+        with FaceCluster(args.cluster, args.workers) as cluster:
+            summary = extract_images(cache, sources, cluster, progress=True)
+    finally:
+        cache.close()
+    return _report_batch(summary, "batch extract")
+
+
+def _add_batch_parsers(commands) -> None:
+    def cluster_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cluster", metavar="ADDRESS",
+                       help="a Dask scheduler (tcp://HOST:8786); default: a local cluster on this machine")
+        p.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per core)")
+        _add_engine_options(p)
+
+    index = commands.add_parser(
+        "index-folder", help="IndexFaces for every image of a folder or CSV listing, on a Dask cluster; resumable",
+        description="Index a folder (recursively) or a CSV listing (column path, optional external_image_id) "
+                    "into a collection of DATA_DIR's store, creating it if absent. A rerun skips what is done "
+                    "(ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, never fatal.")
+    index.add_argument("collection")
+    index.add_argument("source", help="a folder of images or a CSV listing")
+    index.add_argument("--data-dir", required=True, help="the store (as `faceaudit serve --data-dir`)")
+    index.add_argument("--max-faces", type=int, help="IndexFaces MaxFaces (default: every face)")
+    index.add_argument("--quality-filter", choices=["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"],
+                       help="IndexFaces QualityFilter (default AUTO)")
+    cluster_options(index)
+    index.set_defaults(func=cmd_index_folder)
+
+    batch = commands.add_parser("batch", help="batch work on a Dask cluster")
+    actions = batch.add_subparsers(dest="action", required=True)
+    extract = actions.add_parser(
+        "extract", help="the audit's extraction (detections, attributes, embeddings) into its cache; resumable",
+        description="DetectFaces (Attributes ALL) and the largest face's embedding for every image, written to "
+                    "the audit's cache, so that `faceaudit audit ... --target local --cache DIR` reuses them.")
+    extract.add_argument("source", help="a folder of images or a CSV listing")
+    extract.add_argument("--cache", help="the audit's cache folder (default ~/.cache/faceaudit/audit)")
+    cluster_options(extract)
+    extract.set_defaults(func=cmd_batch_extract)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1064,6 +1156,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
 
     _add_audit_parser(commands)
+    _add_batch_parsers(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)

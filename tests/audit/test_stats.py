@@ -189,3 +189,33 @@ def test_existing_wilson_unchanged():
     rate = wilson(9, 200)
     low, high = wilson_ci(9, 200)
     assert (rate.low, rate.high) == (low, high) and rate.method == "wilson"
+
+
+def test_per_image_weights_give_the_intervals_of_materialized_resamples_within_monte_carlo_error():
+    """The audit's pair bootstrap weighs each pair by its images' draw counts instead of building
+    each resample's list of pairs; on pairs sharing images (with per-image effects, so pairs are
+    dependent) its interval ends agree with the materialized resamples' within Monte Carlo error."""
+    rng = np.random.default_rng(3)
+    images, pairs, resamples = 60, 400, 2000
+    a, b = rng.integers(0, images, pairs), rng.integers(0, images, pairs)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    lean = rng.normal(size=images)  # some images match more often: pairs sharing them are dependent
+    hits = rng.random(len(a)) < 1 / (1 + np.exp(2.0 - lean[a] - lean[b]))
+
+    materialized = np.empty(resamples)
+    draw = np.random.default_rng(1)
+    for r in range(resamples):
+        counts = np.bincount(draw.integers(0, images, images), minlength=images)
+        resampled = np.repeat(hits, counts[a] * counts[b])  # the resample's pairs, written out
+        materialized[r] = resampled.mean() if resampled.size else np.nan
+    weighted = pair_bootstrap_replicates(a, b, hits, resamples, np.random.default_rng(2))
+
+    want = np.array(percentile_interval(materialized))
+    got = np.array(percentile_interval(weighted))
+    # Monte Carlo standard error of each interval end, from resampling the replicates themselves.
+    again = np.random.default_rng(4)
+    ends = np.array([percentile_interval(again.choice(materialized, resamples)) for _ in range(200)])
+    standard_error = ends.std(axis=0)
+    assert np.all(np.abs(got - want) < 4 * np.sqrt(2) * standard_error), (got, want, standard_error)
+    assert np.nanmean(weighted) == pytest.approx(np.nanmean(materialized), abs=0.01)

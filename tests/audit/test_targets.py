@@ -19,12 +19,13 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faceaudit.audit.targets import Detection, Match, open_target
 from faceaudit.audit.targets.pool import RestartingPool
 from faceaudit.audit.targets.rekognition import RekognitionTarget
-from faceaudit.audit.targets.transport import Backend, TargetError
+from faceaudit.audit.targets.transport import Backend, Job, TargetError
 from faceaudit.datasets import faces_dev
 
 COLLECTION_PREFIX = "faceaudit-audit-"
@@ -91,6 +92,10 @@ class Counting(Backend):
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+    @property
+    def engine_endpoint(self) -> str:
+        return self.inner.engine_endpoint
 
     def submit(self, job) -> Future:
         self.counts[job.operation] += 1
@@ -309,20 +314,56 @@ def test_a_resumed_run_indexes_again_when_its_collection_is_gone(server, subset,
     assert _audit_collections(server) == []
 
 
+def test_changing_only_the_score_normalization_reuses_detections_and_indexed_faces(
+        local, subset, local_cache, engine, tmp_path, monkeypatch):
+    from faceaudit.fairness.score_normalization import FairScoreNormalization
+    from faceaudit.images import load_image
+    from faceaudit.runtime import engine_for_model_version
+    _, first = local
+    vectors = []
+    for path in subset.lfw + subset.utk:
+        image = load_image(path)
+        vectors.append(engine.embed(image, engine.detect(image)[:1])[0])
+    normalization = FairScoreNormalization.fit(np.stack(vectors), n_clusters=2, target_fmr=0.05, seed=0,
+                                               provenance={"engine": engine_for_model_version(
+                                                   engine.model_version).name})
+    normalization.save(tmp_path / "fsn.json")
+    monkeypatch.setenv("FACEAUDIT_SCORE_NORMALIZATION", str(tmp_path / "fsn.json"))
+
+    reused = open_target("local", cache_dir=local_cache, workers=2, progress=False)
+    reused.backend = counting = Counting(reused.backend)
+    fresh = open_target("local", cache=False, workers=2, progress=False)
+    try:
+        assert reused.backend.engine_endpoint != reused.backend.endpoint  # the file is in one name only
+        detections = reused.detect(subset.images)
+        scores = reused.similarities(subset.pairs)
+        assert fresh.similarities(subset.pairs) == scores  # reusing changes no answer
+    finally:
+        reused.close()
+        fresh.close()
+    assert detections == first["detect"]
+    assert counting.counts["DetectFaces"] == 0 and counting.counts["IndexFaces"] == 0
+    assert counting.counts["SearchFaces"] > 0  # similarities do depend on the normalization
+    assert scores != first["similarities"]
+
+
 def test_temporary_collections_are_deleted(local, remote, server, local_cache):
+    """On a remote target every audit collection is deleted; the local engine's own store in the
+    cache folder keeps its runs' collections (the cached embeddings, see _keeps_collections)."""
     from faceaudit.storage import EmbeddedStore
     local_target, _ = local
     remote_target, _ = remote
     assert _audit_collections(server) == []
-    store = EmbeddedStore(local_cache / "local-store")
-    try:
-        collections, _ = store.list_collections_detailed()
-        assert [c.collection_id for c in collections] == []
-    finally:
-        store.close()
     remote_target.close()
     local_target.close()
     assert _audit_collections(server) == []
+    store = EmbeddedStore(local_cache / "local-store")
+    try:
+        collections, _ = store.list_collections_detailed()
+        assert len(collections) >= 2  # one per distinct run (the pairs, the lineup gallery, ...)
+        assert all(c.collection_id.startswith(COLLECTION_PREFIX) for c in collections)
+    finally:
+        store.close()
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -479,3 +520,44 @@ def test_the_local_backend_hands_its_workers_the_engine_settings_it_was_made_wit
         assert LocalBackend(1, tmp_path / "store2").endpoint == "local"
     finally:
         backend.close()
+
+
+def test_answers_already_read_are_released_before_the_last_one_arrives():
+    """A call's finished answers are not all held until its last one: each SearchFaces answer
+    lists up to 4096 faces, and holding them all made a 3,000-image audit peak near 10 GB."""
+    import gc
+    import weakref
+
+    class Response(dict):  # a dict that can be watched with a weakref
+        pass
+
+    jobs = [Job("SearchFaces", {"n": n}) for n in range(50)]
+    alive: list[weakref.ref] = []
+    last: Future = Future()
+
+    class Instant(Backend):
+        kind, endpoint, workers = "rekognition", "test", 1
+
+        def submit(self, job) -> Future:
+            if job.request["n"] == len(jobs) - 1:
+                return last  # finished by done() below, once every other answer was read
+            response = Response(FaceMatches=[{"Similarity": 1.0}] * 4096)
+            alive.append(weakref.ref(response))
+            future: Future = Future()
+            future.set_result(("ok", response))
+            return future
+
+    target = RekognitionTarget(Instant(), progress=False)
+    read: list[int] = []
+    held_at_the_end: list[int] = []
+
+    def done(i, outcome) -> None:
+        read.append(i)
+        if len(read) == len(jobs) - 1:
+            gc.collect()
+            held_at_the_end.append(sum(ref() is not None for ref in alive))
+            last.set_result(("ok", Response()))
+
+    target._run_jobs(jobs, "test", done)
+    assert sorted(read) == list(range(len(jobs)))
+    assert held_at_the_end[0] <= 2  # the answer being read (and the loop's last), not all 49

@@ -52,10 +52,13 @@ def _local_worker_job(job: Job) -> Outcome:
     return run_job(_worker_service.call, job)
 
 
-def local_endpoint(environment: dict[str, str | None] | None = None) -> str:
+def local_endpoint(environment: dict[str, str | None] | None = None, *, scoring: bool = True) -> str:
     """"local", plus the optional models the workers' engine will load (named by the
     environment, see faceaudit.engine) with a digest of each file: the cache fingerprint
-    and the report must tell an engine with a gender head or a normalization from one without."""
+    and the report must tell an engine with a gender head or a normalization from one without.
+
+    ``scoring=False`` leaves out what only changes similarities (the score normalization):
+    detections and embeddings cached under that name stay valid when only it changes."""
     environment = engine_environment() if environment is None else environment
     parts = ["local"]
     # Workers build the engine FACEAUDIT_ENGINE names: two engines never share cached answers.
@@ -64,6 +67,8 @@ def local_endpoint(environment: dict[str, str | None] | None = None) -> str:
         parts.append(f"engine:{engine}")
     for name, label in ((GENDER_HEAD_ENV, "gender-head"), (SCORE_NORMALIZATION_ENV, "score-normalization")):
         value = environment.get(name)
+        if name == SCORE_NORMALIZATION_ENV and not scoring:
+            continue
         if value:
             digest = hashlib.sha256(Path(value).read_bytes()).hexdigest()[:12]
             parts.append(f"{label}:{digest}")
@@ -86,6 +91,7 @@ class LocalBackend(Backend):
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.environment = engine_environment()  # read once: the endpoint and the workers agree
         self.endpoint = local_endpoint(self.environment)
+        self._engine_endpoint = local_endpoint(self.environment, scoring=False)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="faceaudit-audit-store-")
@@ -94,6 +100,10 @@ class LocalBackend(Backend):
         self.persistent_store = self._tmp is None
         self._pool: RestartingPool | None = None
         self._lock = threading.Lock()
+
+    @property
+    def engine_endpoint(self) -> str:
+        return self._engine_endpoint
 
     def _executor(self) -> RestartingPool:
         with self._lock:

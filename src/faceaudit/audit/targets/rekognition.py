@@ -66,15 +66,17 @@ from concurrent.futures import Future, as_completed
 from typing import Any, Self
 
 from faceaudit.audit.targets.base import Detection, Match, Target
-from faceaudit.audit.targets.cache import ResponseCache, cache_key, file_sha256
+from faceaudit.audit.targets.cache import ResponseCache, file_sha256
 from faceaudit.audit.targets.progress import progress_bar
 from faceaudit.audit.targets.runs import (
     DETECT_REQUEST,
     INDEX_REQUEST,
     SEARCH_MAX_FACES,
     Run,
+    detect_key,
     detection_from_response,
     search_matches,
+    target_fingerprint,
 )
 from faceaudit.audit.targets.transport import (
     IMAGE_ERRORS,
@@ -127,14 +129,15 @@ class RekognitionTarget(Target):
 
     @property
     def fingerprint(self) -> str:
-        """What cached answers are valid for: the endpoint and its model version."""
-        parts = [self.backend.kind, self.backend.endpoint, self.model_version]
-        if self.backend.kind == "local":  # the engine is this very package
-            from faceaudit import __version__
-            from faceaudit.engine.age_interval import shipped_age_interval
-            # A recalibrated AgeRange changes DetectFaces answers without a new version.
-            parts += [__version__, shipped_age_interval().digest]
-        return cache_key(*parts)
+        """What cached search answers are valid for: the endpoint (with its scoring options) and
+        its model version."""
+        return target_fingerprint(self.backend.kind, self.backend.endpoint, self.model_version)
+
+    @property
+    def engine_fingerprint(self) -> str:
+        """What cached detections and indexed faces are valid for: the same less the scoring
+        options (a local score normalization), so that changing only those reuses them."""
+        return target_fingerprint(self.backend.kind, self.backend.engine_endpoint, self.model_version)
 
     def describe(self) -> dict:
         return {
@@ -168,7 +171,10 @@ class RekognitionTarget(Target):
                 futures[self.backend.submit(job)] = i
             with progress_bar(self.progress, description, len(jobs)) as advance:
                 for future in as_completed(futures):
-                    done(futures[future], future.result())
+                    # Forget each future once read: a finished one holds its whole response
+                    # (a SearchFaces answer lists up to 4096 faces), and keeping them all held
+                    # pairs x faces of them at once -- about 10 GB for 3,000 images.
+                    done(futures.pop(future), future.result())
                     advance()
         except BaseException:
             for future in futures:
@@ -188,7 +194,7 @@ class RekognitionTarget(Target):
     # -- detect -----------------------------------------------------------------------
     def detect(self, paths: Sequence[str]) -> dict[str, Detection]:
         paths = list(dict.fromkeys(str(p) for p in paths))
-        fingerprint = self.fingerprint
+        fingerprint = self.engine_fingerprint
         results: dict[str, Detection] = {}
         pending: list[tuple[str, str]] = []
         for path in paths:
@@ -197,7 +203,7 @@ class RekognitionTarget(Target):
             except OSError:
                 results[path] = Detection(face_count=0, error=UNREADABLE)
                 continue
-            key = cache_key(fingerprint, "DetectFaces", sha, DETECT_REQUEST)
+            key = detect_key(fingerprint, sha)
             cached = self.cache.get(key)
             if cached is not None:
                 self.cache_hits["DetectFaces"] += 1
@@ -243,10 +249,21 @@ class RekognitionTarget(Target):
         self._collections.add(collection_id)
         return collection_id, generation
 
+    @property
+    def _keeps_collections(self) -> bool:
+        """The local engine's own store, on disk beside the cache: its collections hold the
+        embeddings of every image indexed, kept so that a later audit changing only a scoring
+        option (score normalization) searches them again instead of indexing every image anew."""
+        return (self.cache.persistent and self.backend.kind == "local"
+                and bool(getattr(self.backend, "persistent_store", False)))
+
     def _finish(self, run: Run) -> None:
-        """Delete the run's collection (if one is recorded) and forget it."""
+        """Delete the run's collection (if one is recorded) and forget it; the local engine's
+        persistent store keeps it (see _keeps_collections)."""
         recorded = self.cache.get(run.collection_key())
-        if recorded is not None:
+        if recorded is not None and self._keeps_collections:
+            self._parked.add(recorded["CollectionId"])
+        elif recorded is not None:
             self._delete_collection(recorded["CollectionId"])
             self.cache.delete(run.collection_key())
 
@@ -291,7 +308,8 @@ class RekognitionTarget(Target):
     # -- similarities -------------------------------------------------------------------
     def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
         pairs = [(str(a), str(b)) for a, b in pairs]
-        run = Run(self.fingerprint, "similarities", [p for pair in pairs for p in pair])
+        run = Run(self.engine_fingerprint, "similarities", [p for pair in pairs for p in pair],
+                  scoring=self.fingerprint)
         # Each path_a is searched; of its answer only the similarities to its partners are kept.
         partners: dict[int, list[int]] = {}
         for a, b in pairs:
@@ -361,7 +379,7 @@ class RekognitionTarget(Target):
                ) -> dict[str, list[Match]]:
         if not 1 <= max_results <= SEARCH_MAX_FACES:
             raise ValueError(f"max_results must be between 1 and {SEARCH_MAX_FACES}")
-        run = Run(self.fingerprint, "search", [str(p) for p in gallery])
+        run = Run(self.engine_fingerprint, "search", [str(p) for p in gallery], scoring=self.fingerprint)
         probes = list(dict.fromkeys(str(p) for p in probes))
         answers: dict[str, dict] = {}
         pending: list[tuple[str, str]] = []
@@ -371,7 +389,7 @@ class RekognitionTarget(Target):
             except OSError:
                 answers[probe] = {"Error": {"Code": UNREADABLE}}
                 continue
-            key = cache_key(run.key, "SearchFacesByImage", sha, max_results)
+            key = run.probe_key(sha, max_results)
             cached = self.cache.get(key)
             if cached is not None:
                 self.cache_hits["SearchFacesByImage"] += 1

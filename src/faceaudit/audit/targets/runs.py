@@ -21,6 +21,23 @@ INDEX_REQUEST = {"MaxFaces": 1, "QualityFilter": "NONE"}
 RUN_VERSION = "faceaudit-run-v1"
 
 
+def target_fingerprint(kind: str, endpoint: str, model_version: str) -> str:
+    """What cached answers are valid for: the endpoint and its model version (and, for the local
+    engine, this package's version and its shipped AgeRange calibration, which change answers
+    without a new model version)."""
+    parts = [kind, endpoint, model_version]
+    if kind == "local":
+        from faceaudit import __version__
+        from faceaudit.engine.age_interval import shipped_age_interval
+        parts += [__version__, shipped_age_interval().digest]
+    return cache_key(*parts)
+
+
+def detect_key(engine_fingerprint: str, sha256: str) -> str:
+    """The cache key of one image's DetectFaces (Attributes ALL) response."""
+    return cache_key(engine_fingerprint, "DetectFaces", sha256, DETECT_REQUEST)
+
+
 def detection_from_response(value: dict[str, Any]) -> Detection:
     """Detection of the largest face (by BoundingBox area) of a DetectFaces response."""
     if "Error" in value:
@@ -53,9 +70,14 @@ def search_matches(response: dict[str, Any]) -> list[list[Any]]:
 
 
 class Run:
-    """The distinct images one similarities() or search() call indexes, named by content."""
+    """The distinct images one similarities() or search() call indexes, named by content.
 
-    def __init__(self, fingerprint: str, kind: str, paths: Sequence[str]):
+    ``fingerprint`` names the engine that indexes them (no scoring options: the faces
+    indexed stay valid when only those change); ``scoring`` names what the search
+    answers also depend on (default: the same)."""
+
+    def __init__(self, fingerprint: str, kind: str, paths: Sequence[str], scoring: str | None = None):
+        self.scoring = fingerprint if scoring is None else scoring
         self.paths = list(dict.fromkeys(paths))
         self.position = {p: i for i, p in enumerate(self.paths)}
         self.shas: list[str | None] = []
@@ -83,4 +105,7 @@ class Run:
         return cache_key(self.key, "IndexFaces", i)
 
     def search_key(self, i: int, partners: Sequence[int]) -> str:
-        return cache_key(self.key, "SearchFaces", i, SEARCH_MAX_FACES, list(partners))
+        return cache_key(self.key, self.scoring, "SearchFaces", i, SEARCH_MAX_FACES, list(partners))
+
+    def probe_key(self, sha256: str, max_results: int) -> str:
+        return cache_key(self.key, self.scoring, "SearchFacesByImage", sha256, max_results)

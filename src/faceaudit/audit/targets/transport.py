@@ -116,6 +116,12 @@ class Backend(ABC):
     endpoint: str  # what the fingerprint and the report name
     workers: int
 
+    @property
+    def engine_endpoint(self) -> str:
+        """The endpoint less what changes only similarities (a local score normalization):
+        what cached detections and indexed faces depend on. A remote endpoint is one thing."""
+        return self.endpoint
+
     @abstractmethod
     def submit(self, job: Job) -> Future[Outcome]:
         ...
