@@ -55,13 +55,14 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from faceaudit.access import AccessKey
+from faceaudit.access import AccessKey, KeyStore
+from faceaudit.accountability.context import Caller, Facts
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -83,6 +84,7 @@ from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settin
 __all__ = [
     "BODY_IDLE_TIMEOUT",
     "BODY_TOTAL_TIMEOUT",
+    "CONSOLE_PATH",
     "DEFAULT_THREADS",
     "MAX_BODY_BYTES",
     "MAX_INFLIGHT_BODY_BYTES",
@@ -90,6 +92,7 @@ __all__ = [
     "Outcome",
     "RekognitionApp",
     "RequestRecord",
+    "attach_console",
     "build_app",
     "create_app_from_env",
 ]
@@ -116,6 +119,8 @@ SIGNING_POLICY = sigv4.SigningPolicy(
 # Presigned URLs travel in logs and browser histories: only operations that change
 # nothing may be presigned.  A prefix list, so an operation added later is refused.
 READ_ONLY_PREFIXES = ("Describe", "List", "Search", "Detect", "Compare", "Get")
+# Where `faceaudit serve` mounts the web console (faceaudit.console).
+CONSOLE_PATH = "/console"
 # What a full disk or quota looks like from SQLite and from the OS.
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 log = logging.getLogger("faceaudit.server")
@@ -216,6 +221,9 @@ class RekognitionApp:
     after in-flight calls finished (e.g. ``store.close``).
     """
 
+    # The web console's ASGI app, served under CONSOLE_PATH when set (attach_console).
+    console: Callable[[dict, Callable, Callable], Awaitable[None]] | None = None
+
     def __init__(self, service: Service,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
                  *, protocol: RekognitionProtocol | None = None, region: str | None = None,
@@ -301,6 +309,23 @@ class RekognitionApp:
                 self._fail(outcome, InternalServerError("Internal server error"))
         return outcome
 
+    def call(self, caller: Caller, operation: str, request: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
+        """One operation for a caller already authenticated some other way than SigV4 (the console).
+
+        ``request`` is the JSON object an API client sends (blobs base64-encoded), so it is
+        validated by the same model as a signed request. The steps after the signature are
+        :meth:`handle`'s: the operation must exist and be supported, the key's role may call
+        it, then the service. Raises RekognitionError; ``facts`` is filled for the search log.
+        """
+        model = self.protocol.operation(f"{self.protocol.target_prefix}.{operation}")
+        supported = getattr(self.service, "operations", None)
+        if supported is not None and model.name not in supported:
+            raise InvalidParameterException(f"Operation {model.name} is not supported by faceaudit")
+        facts.operation = model.name
+        authorize(caller.key, model.name)
+        decoded = self.protocol.decode_request(model, json.dumps(request).encode("utf-8"))
+        return self.service.call(model.name, decoded)
+
     def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
         """The operator's problem, said plainly to both sides."""
         where = self.data_dir or "the data directory"
@@ -359,6 +384,10 @@ class RekognitionApp:
         raw_path = (scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
         query_string = scope.get("query_string", b"").decode("latin-1")
 
+        if self.console is not None and (scope["path"] == CONSOLE_PATH
+                                         or scope["path"].startswith(CONSOLE_PATH + "/")):
+            await self.console(scope, receive, send)  # the web console (faceaudit.console): its own rules
+            return
         if method in ("GET", "HEAD") and raw_path == "/" and not query_string:
             body = json.dumps({"service": "faceaudit", "status": "ok"}).encode()
             await self._send(send, Outcome(200, body, request_id), content_type="application/json",
@@ -486,6 +515,19 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
                           data_dir=os.path.abspath(data_dir))
 
 
+def attach_console(app: RekognitionApp, key_store: KeyStore, data_dir: str | os.PathLike,
+                   reports_dir: str | os.PathLike | None = None) -> RekognitionApp:
+    """Serve the web console at CONSOLE_PATH of ``app``: signed in with the key store's keys,
+    calling operations through ``app.call`` (the API's own path), listing the audit reports
+    under ``reports_dir``. Its sessions live in ``data_dir``; they are closed with the app."""
+    from faceaudit.console import Console
+
+    console = Console(app.call, key_store, data_dir, reports_dir=reports_dir, mount=CONSOLE_PATH)
+    app.console = console
+    app.on_shutdown.append(console.close)
+    return app
+
+
 def configure_logging() -> None:
     """One line per request (and server events) on stderr, for ``faceaudit serve`` and its workers."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -501,5 +543,8 @@ def create_app_from_env() -> RekognitionApp:
     settings = Settings.from_env()
     if settings.serve_data_dir is None:
         raise KeyError(f"{SERVE_DATA_DIR_ENV} (set by 'faceaudit serve --workers' for its workers)")
-    return build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
-                     threads=settings.serve_threads, region=settings.serve_region, settings=settings)
+    app = build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
+                    threads=settings.serve_threads, region=settings.serve_region, settings=settings)
+    if isinstance(app.credentials, StoreKeys):
+        attach_console(app, app.credentials.store, settings.serve_data_dir, settings.serve_reports_dir)
+    return app
