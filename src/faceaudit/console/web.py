@@ -6,7 +6,7 @@ Python 3.13), and the same parser reads urlencoded forms. Uploaded files are kep
 only (MAX_MEMORY_FILE_SIZE is the body limit), so a probe image never touches the disk.
 
 Every response carries the security headers (:func:`security_headers`): a Content Security
-Policy without inline scripts, no framing, no sniffing, no referrer, and ``no-store`` on
+Policy without inline scripts, no framing, no sniffing, no referrer to other sites, and ``no-store`` on
 every page (they show faces, matches and who is signed in).
 """
 
@@ -86,6 +86,9 @@ class Request:
         form = Form()
         if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             raise FormError(f"expected a form, got Content-Type {content_type[:80]!r}")
+        if not self.body:
+            self._form = form
+            return form
         count = 0
 
         def on_field(item) -> None:
@@ -157,7 +160,8 @@ def security_headers(response: Response, https: bool) -> list[tuple[str, str]]:
         ("content-security-policy", _CSP.format(inline=" 'unsafe-inline'" if response.inline_styles else "")),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        # Not no-referrer: with it Chromium sends "Origin: null" on this site's own form posts.
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
         ("permissions-policy", "camera=(), microphone=(), geolocation=()"),
