@@ -66,9 +66,9 @@ class ReportFolder:
         return load_report(listed.path)
 
     def compare(self, first: str, second: str) -> dict[str, Any]:
-        """Two reports side by side (faceaudit.audit.report.build_comparison)."""
+        """Two reports side by side (faceaudit.audit.report.build_comparison), labelled by their names."""
         reports = [self.open(first), self.open(second)]
-        return build_comparison(reports, sources=[first, second])
+        return build_comparison(reports, labels=[first, second], sources=[first, second])
 
 
 def _summary(name: str, path: Path) -> ListedReport:
