@@ -2,7 +2,9 @@
 
 One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``,
 exactly what boto3 sends to ``endpoint_url``.  ``GET /`` answers a small
-health document without authentication.  For every other request, in order:
+health document without authentication, and paths under ``/console`` go to the web
+console when one is attached (:func:`attach_console`; faceaudit.console), which
+reaches the operations through :meth:`RekognitionApp.call`.  For every other request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
