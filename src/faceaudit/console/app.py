@@ -340,7 +340,11 @@ def sign_in(console: Console, ctx: Context) -> Response:
         return sign_in_form(console, ctx, 403, error="The sign-in form expired or came from elsewhere; "
                                                      "it has been reloaded: sign in again.")
     access_key_id, secret = form.get("access_key_id").strip(), form.get("secret")
-    issued = console.keys.lookup(access_key_id) if 0 < len(access_key_id) <= 128 else None
+    try:
+        issued = console.keys.lookup(access_key_id) if 0 < len(access_key_id) <= 128 else None
+    except KeyStoreUnavailable as error:  # fail closed, and say it is not the person's fault
+        log.error("console: the key store could not be read: %s", error)
+        return sign_in_form(console, ctx, 503, error="The key store cannot be read; try again shortly.")
     # Compared in constant time, and against a dummy when the id is unknown, so the answer's
     # timing says nothing about which ids exist.
     expected = issued.secret_access_key if issued is not None else "x" * 40
