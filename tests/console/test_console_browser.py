@@ -238,6 +238,10 @@ def test_a_form_without_its_csrf_token_is_refused(console_server, keys, open_pag
     made = page.request.post(base + "/console/collections", max_redirects=0,
                              form={"collection_id": "csrf-right", "csrf": csrf_of(page)})
     assert made.status == 303  # the same request with its token is accepted
+    invalid = page.request.post(base + "/console/collections",
+                                form={"collection_id": "no spaces!", "csrf": csrf_of(page)})
+    assert invalid.status == 400  # validated by Rekognition's model, as a signed request would be
+    assert "collectionId" in invalid.text() and "failed to satisfy constraint" in invalid.text()
     collections = console_server.client().list_collections()["CollectionIds"]
     assert "csrf-right" in collections and "csrf-missing" not in collections and "csrf-wrong" not in collections
 
