@@ -34,7 +34,7 @@ from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from faceaudit.access import ADMIN, AUDITOR, OPERATOR, AccessKey, KeyStore, KeyStoreUnavailable, roles_for
+from faceaudit.access import ADMIN, AUDITOR, OPERATOR, AccessKey, KeyStore, KeyStoreUnavailable, allows, roles_for
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, REVIEW_ITEM_HEADER, Caller, Facts
 from faceaudit.audit.report import ReportError
 from faceaudit.audit.report.compare import comparison_context
@@ -49,6 +49,7 @@ from faceaudit.errors import RekognitionError
 log = logging.getLogger("faceaudit.console")
 
 LABEL = "investigative lead — not an identification"
+POLICY_TAG = "faceaudit:policy"  # the tag of CreateCollection / TagResource naming a use policy
 SMALL_BODY = 64 * 1024  # forms without files
 # Rekognition takes images of up to 5 MB as bytes; the multipart form around one adds little.
 UPLOAD_BODY = 6 * 1024 * 1024
@@ -398,8 +399,23 @@ def _collections(console: Console, ctx: Context) -> list[dict[str, Any]]:
         except RekognitionError as error:
             rows.append({"id": collection_id, "error": _error_text(error)})
             continue
-        rows.append(_collection_row(collection_id, described, None))
+        rows.append(_collection_row(collection_id, described, _policy_of(console, ctx, described)))
     return rows
+
+
+def _policy_of(console: Console, ctx: Context, described: dict[str, Any]) -> str | None:
+    """The collection's use policy, from its ``faceaudit:policy`` tag (ListTagsForResource), when this
+    server answers tags and the key's role may read them; otherwise None (no policy known)."""
+    assert ctx.key is not None
+    arn = described.get("CollectionARN")
+    if not arn or not allows(ctx.key.role, "ListTagsForResource"):
+        return None  # asked only when allowed: the console adds no denials to the search log
+    try:
+        tags, _ = console.run(ctx, "ListTagsForResource", {"ResourceArn": arn})
+    except RekognitionError:  # a server without tag support
+        return None
+    policy = (tags.get("Tags") or {}).get(POLICY_TAG)
+    return str(policy) if policy else None
 
 
 def _collection_row(collection_id: str, described: dict[str, Any], policy: str | None) -> dict[str, Any]:
@@ -428,7 +444,7 @@ def create_collection(console: Console, ctx: Context) -> Response:
     request: dict[str, Any] = {"CollectionId": collection_id}
     policy = form.get("policy").strip()
     if policy:  # Rekognition's own Tags parameter carries the use policy (docs/accountability.md)
-        request["Tags"] = {"faceaudit:policy": policy}
+        request["Tags"] = {POLICY_TAG: policy}
     try:
         console.run(ctx, "CreateCollection", request)
     except RekognitionError as error:
@@ -448,7 +464,7 @@ def collection_page(console: Console, ctx: Context, *, status: int = 200, notice
     except RekognitionError as failure:
         return console.page(ctx, "error.html.j2", _status(failure), page_title="Collection",
                             current="collections", message=_error_text(failure))
-    row = _collection_row(collection_id, described, None)
+    row = _collection_row(collection_id, described, _policy_of(console, ctx, described))
     faces: list[dict[str, Any]] = []
     try:
         listed, _ = console.run(ctx, "ListFaces", {"CollectionId": collection_id, "MaxResults": LIST_FACES_SHOWN})
@@ -527,14 +543,17 @@ def search(console: Console, ctx: Context) -> Response:
     if image is None:
         return search_page(console, ctx, status=400, error="Choose an image to search with.", values=values)
     try:
-        threshold = _float_field(form, "threshold", collection_threshold(None), 0, 100)
+        described, _ = console.run(ctx, "DescribeCollection", {"CollectionId": collection_id})
+    except RekognitionError as error:
+        return search_page(console, ctx, status=_status(error), error=_error_text(error), values=values)
+    try:  # empty: where the collection's searches start (its policy's floor, else 80)
+        threshold = _float_field(form, "threshold", collection_threshold(_policy_of(console, ctx, described)), 0, 100)
         max_faces = int(_float_field(form, "max_faces", 10, 1, 4096))
     except ValueError as error:
         return search_page(console, ctx, status=400, error=str(error), values=values)
     request = {"CollectionId": collection_id, "Image": {"Bytes": base64.b64encode(image).decode("ascii")},
                "FaceMatchThreshold": threshold, "MaxFaces": max_faces}
     try:
-        described, _ = console.run(ctx, "DescribeCollection", {"CollectionId": collection_id})
         answer, facts = console.run(ctx, "SearchFacesByImage", request,
                                     purpose=values["purpose"], case=values["case"])
     except RekognitionError as error:
