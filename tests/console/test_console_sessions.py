@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
@@ -112,7 +113,9 @@ class Browserless:
         async def send(message):
             sent_back.append(message)
 
-        asyncio.run(self.console(scope, receive, send))
+        # A thread of its own: Playwright's sync API (the browser tests) keeps an event loop on this one.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            thread.submit(asyncio.run, self.console(scope, receive, send)).result()
         start = sent_back[0]
         headers_back = [(k.decode(), v.decode()) for k, v in start["headers"]]
         for name, value in headers_back:
@@ -243,7 +246,27 @@ def test_signed_out_requests_go_to_sign_in_without_reading_the_body(console):
     client = Browserless(console)
     status, headers, _ = client.request("POST", "/console/search", {"x": "y" * 10})
     assert status == 303 and _header(headers, "location") == ["/console/sign-in"]
+    assert _header(headers, "connection") == ["close"]  # the unread body must not be read as a request
     status, headers, _ = client.request("GET", "/console/collections", headers={"cookie": "faceaudit_console=made-up"})
     assert status == 303 and _header(headers, "location") == ["/console/sign-in?notice=expired"]
     assert client.request("GET", "/console/nowhere")[0] == 404
     assert client.request("DELETE", "/console/")[0] == 405
+
+
+def test_docs_show_exactly_who_each_page_is_for():
+    """docs/console.md's table of pages and roles is PAGE_ROLES, cell by cell."""
+    from pathlib import Path
+
+    from faceaudit.access import ROLES
+    from faceaudit.console import PAGE_ROLES
+
+    rows = {"start": "home", "collections": "collections", "create a collection": "create-collection",
+            "one collection, its faces": "collection", "index a face": "index", "search by image": "search",
+            "audit reports, one report, a comparison": "reports"}
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text(encoding="utf-8")
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in rows and len(cells) == 2 + len(ROLES):
+            table[rows[cells[0]]] = tuple(role for role, cell in zip(ROLES, cells[2:]) if cell == "yes")
+    assert table == {page: tuple(r for r in ROLES if r in roles) for page, roles in PAGE_ROLES.items()}

@@ -163,6 +163,8 @@ class Console:
         except Exception:
             log.exception("console %s %s failed", request.method, path)
             response = Response.text(500, "Internal error; the server's log has the details.")
+        if request.method == "POST" and not request.body_read:
+            response.headers.append(("connection", "close"))  # its unread body must not become the next request
         await self._send(send, request, response)
         key = ctx.key
         log.info("console %s %s %s status=%d key=%s role=%s ms=%.1f", request.client, request.method, path,
@@ -229,6 +231,7 @@ class Console:
                 raise _Refused(Response.text(413, f"The form is larger than {limit // 1024} KiB."))
             chunks.append(chunk)
             if not message.get("more_body", False):
+                request.body_read = True
                 return b"".join(chunks)
 
     async def _send(self, send: Callable[[dict], Awaitable[None]], request: Request, response: Response) -> None:

@@ -59,6 +59,7 @@ class Request:
     client: str
     https: bool
     body: bytes = b""
+    body_read: bool = False
     _form: Form | None = field(default=None, repr=False)
 
     @classmethod
