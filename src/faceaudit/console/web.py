@@ -65,8 +65,11 @@ class Request:
     @classmethod
     def from_scope(cls, scope: dict[str, Any], path: str) -> Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1"),
-                                               max_num_fields=50).items()}
+        try:
+            query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                                                   max_num_fields=50).items()}
+        except ValueError:  # more fields than any page takes: none of them is read
+            query = {}
         cookies: dict[str, str] = {}
         if "cookie" in headers:
             jar: SimpleCookie = SimpleCookie()
