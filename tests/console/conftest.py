@@ -3,7 +3,7 @@
 * ``console_server``: the server (module scope) with two audit reports in its reports folder,
   made by the audit CLI from exported predictions (the csv target: no models needed for those);
 * ``keys``: role -> (access key id, secret), made with ``faceaudit keys create``;
-* ``browser``: Debian's chromium driven by Playwright (launched once per test session; Playwright
+* ``browser``: Debian's chromium driven by Playwright (launched once, for the browser module; Playwright
   downloads no browser here); ``open_page`` gives a fresh context (cookie jar) per use;
 * ``axe``: axe-core's axe.min.js from the npm registry, installed by ``make install`` into
   ``$VENV/npm`` (missing: skipped outside CI, a failure under CI=true).
@@ -109,7 +109,10 @@ def keys(console_server) -> dict[str, tuple[str, str]]:
     return made
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API runs, an event loop runs on the main thread,
+# and every later test that calls asyncio.run() would fail. All browser tests are in one module,
+# so this is still one browser per test run.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         _missing("chromium not installed (apt-get install -y chromium)")
