@@ -256,3 +256,38 @@ def test_a_revoked_key_is_signed_out_at_its_next_page(console_server, run_faceau
     run_faceaudit("keys", "revoke", "console-leaver", "--data-dir", str(console_server.data_dir))
     page.goto(base + "/console/collections")
     assert page.url == base + "/console/sign-in?notice=revoked"
+
+
+def test_a_public_safety_collection_needs_a_purpose_and_holds_candidates_for_review(
+        console_server, keys, open_page, axe, screenshots, astronaut_jpeg, tmp_path):
+    base = console_server.endpoint_url
+    page = open_page()
+    sign_in(page, base, keys["admin"])
+    go(page, "Collections")
+    page.get_by_label("Collection id").fill("console-guarded")
+    page.get_by_label("Use policy").select_option("public-safety")
+    page.get_by_role("button", name="Create collection").click()
+    page.wait_for_url(base + "/console/collections/console-guarded")
+    facts = page.locator("dl.facts").inner_text()
+    assert "public-safety" in facts and "99" in facts  # the policy read back from the tag, and its floor
+    probe = tmp_path / "astronaut.jpg"
+    probe.write_bytes(astronaut_jpeg)
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_role("button", name="Index face").click()
+    assert "Indexed 1 face." in page.locator(".notice").inner_text()
+
+    page.get_by_role("link", name="Search this collection by image").click()
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#search-error")
+    assert "purpose" in page.locator("#search-error").inner_text().lower()  # refused by the server's guard
+
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_label("Purpose").fill("console test")
+    page.get_by_label("Case reference").fill("T-2")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#results-h")
+    assert "at threshold 99" in page.locator("#results-h").inner_text()  # the policy's floor, by default
+    assert page.locator("li.candidate").count() == 0  # held for blind review, not shown
+    assert "review item" in page.locator(".notice").inner_text()
+    look(page, axe, screenshots, "search-under-review")

@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote
 
 from faceaudit.access import ADMIN, AUDITOR, OPERATOR, AccessKey, KeyStore, KeyStoreUnavailable, allows, roles_for
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, REVIEW_ITEM_HEADER, Caller, Facts
+from faceaudit.accountability.policies import POLICIES, POLICY_TAG
 from faceaudit.audit.report import ReportError
 from faceaudit.audit.report.compare import comparison_context
 from faceaudit.audit.report.html import report_context
@@ -49,7 +50,6 @@ from faceaudit.errors import RekognitionError
 log = logging.getLogger("faceaudit.console")
 
 LABEL = "investigative lead — not an identification"
-POLICY_TAG = "faceaudit:policy"  # the tag of CreateCollection / TagResource naming a use policy
 SMALL_BODY = 64 * 1024  # forms without files
 # Rekognition takes images of up to 5 MB as bytes; the multipart form around one adds little.
 UPLOAD_BODY = 6 * 1024 * 1024
@@ -438,7 +438,7 @@ def collections_page(console: Console, ctx: Context, *, status: int = 200, notic
     assert ctx.key is not None
     return console.page(ctx, "collections.html.j2", status, page_title="Collections", current="collections",
                         collections=rows, notice=notice, error=error, collection_url=_collection_url(console),
-                        can_create=ctx.key.role in PAGE_ROLES["create-collection"])
+                        can_create=ctx.key.role in PAGE_ROLES["create-collection"], policies=list(POLICIES))
 
 
 def create_collection(console: Console, ctx: Context) -> Response:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from faceaudit.accountability.policies import POLICIES
 from faceaudit.similarity import GroupFalseMatchRates
 
 # Rekognition's default FaceMatchThreshold: what a search without a threshold uses.
 DEFAULT_THRESHOLD = 80.0
-# The threshold floor of each use policy (docs/accountability.md). The policies themselves
-# arrive with faceaudit.accountability.policies; until the console reads the floor from there,
-# the one policy with a floor is named here.
-POLICY_FLOORS = {"public-safety": 99.0}
 
 
 @dataclass(frozen=True)
@@ -73,8 +70,9 @@ class ThresholdMeaning:
 
 
 def collection_threshold(policy: str | None) -> float:
-    """The threshold a collection's searches start from: its policy's floor, else Rekognition's default."""
-    return POLICY_FLOORS.get(policy or "", DEFAULT_THRESHOLD)
+    """The threshold a collection's searches start from: its use policy's floor, else Rekognition's default."""
+    found = POLICIES.get(policy or "")
+    return found.threshold_floor if found is not None and found.threshold_floor is not None else DEFAULT_THRESHOLD
 
 
 def threshold_meaning(model_version: str | None, threshold: float) -> ThresholdMeaning | None:
