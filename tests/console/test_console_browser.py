@@ -290,4 +290,5 @@ def test_a_public_safety_collection_needs_a_purpose_and_holds_candidates_for_rev
     assert "at threshold 99" in page.locator("#results-h").inner_text()  # the policy's floor, by default
     assert page.locator("li.candidate").count() == 0  # held for blind review, not shown
     assert "review item" in page.locator(".notice").inner_text()
+    assert "held with the review item" in page.locator(".results").inner_text()
     look(page, axe, screenshots, "search-under-review")
