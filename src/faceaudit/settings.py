@@ -20,6 +20,7 @@ FACEAUDIT_SERVE_DATA_DIR           set by ``faceaudit serve`` for its worker pro
 FACEAUDIT_SERVE_BUCKET_DIR         the data folder, the S3Object folder, request threads per
 FACEAUDIT_SERVE_THREADS            process and the only region accepted in signatures
 FACEAUDIT_SERVE_REGION             ("" = any)
+FACEAUDIT_SERVE_REPORTS_DIR        and the audit reports the web console lists (``--reports``)
 FACEAUDIT_TEST_DATA                the faces-dev research photos (tests, benchmarks)
 FACEAUDIT_CACHE_DIR                where converted models and audit answers are cached
                                    (default $XDG_CACHE_HOME/faceaudit, else ~/.cache/faceaudit)
@@ -50,6 +51,7 @@ SERVE_DATA_DIR_ENV = "FACEAUDIT_SERVE_DATA_DIR"
 SERVE_BUCKET_DIR_ENV = "FACEAUDIT_SERVE_BUCKET_DIR"
 SERVE_THREADS_ENV = "FACEAUDIT_SERVE_THREADS"
 SERVE_REGION_ENV = "FACEAUDIT_SERVE_REGION"
+SERVE_REPORTS_DIR_ENV = "FACEAUDIT_SERVE_REPORTS_DIR"
 TEST_DATA_ENV = "FACEAUDIT_TEST_DATA"
 CACHE_DIR_ENV = "FACEAUDIT_CACHE_DIR"
 AWS_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
@@ -82,6 +84,7 @@ class Settings:
     serve_bucket_dir: str | None = None
     serve_threads: int = DEFAULT_SERVE_THREADS
     serve_region: str | None = None
+    serve_reports_dir: str | None = None
     test_data: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
@@ -114,6 +117,7 @@ class Settings:
             serve_bucket_dir=_text(env, SERVE_BUCKET_DIR_ENV),
             serve_threads=threads,
             serve_region=_text(env, SERVE_REGION_ENV),
+            serve_reports_dir=_text(env, SERVE_REPORTS_DIR_ENV),
             test_data=_text(env, TEST_DATA_ENV),
             aws_access_key_id=_text(env, AWS_ACCESS_KEY_ENV),
             aws_secret_access_key=_text(env, AWS_SECRET_KEY_ENV),

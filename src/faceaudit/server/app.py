@@ -4,8 +4,10 @@ One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation
 exactly what boto3 sends to ``endpoint_url`` -- or ``FaceAuditService.<Operation>``,
 faceaudit's own operations (blind review), decoded by the same protocol from faceaudit's
 model and answered by a second service object (``faceaudit``) that is told who asks.
-``GET /`` answers a small health document without authentication.  For every other
-request, in order:
+``GET /`` answers a small health document without authentication, and paths under
+``/console`` go to the web console when one is attached (:func:`attach_console`;
+faceaudit.console), which reaches the operations through :meth:`RekognitionApp.call`.
+For every other request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
@@ -69,13 +71,15 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from faceaudit.access import AccessKey
+from botocore.model import OperationModel
+
+from faceaudit.access import AccessKey, KeyStore
 from faceaudit.accountability.context import Caller, Facts
 from faceaudit.accountability.guard import GuardedService
 from faceaudit.accountability.searchlog import (
@@ -106,6 +110,7 @@ from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settin
 __all__ = [
     "BODY_IDLE_TIMEOUT",
     "BODY_TOTAL_TIMEOUT",
+    "CONSOLE_PATH",
     "DEFAULT_THREADS",
     "MAX_BODY_BYTES",
     "MAX_INFLIGHT_BODY_BYTES",
@@ -113,6 +118,7 @@ __all__ = [
     "Outcome",
     "RekognitionApp",
     "RequestRecord",
+    "attach_console",
     "build_app",
     "create_app_from_env",
 ]
@@ -139,6 +145,8 @@ SIGNING_POLICY = sigv4.SigningPolicy(
 # Presigned URLs travel in logs and browser histories: only operations that change
 # nothing may be presigned.  A prefix list, so an operation added later is refused.
 READ_ONLY_PREFIXES = ("Describe", "List", "Search", "Detect", "Compare", "Get")
+# Where `faceaudit serve` mounts the web console (faceaudit.console).
+CONSOLE_PATH = "/console"
 # What a full disk or quota looks like from SQLite and from the OS.
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 log = logging.getLogger("faceaudit.server")
@@ -279,6 +287,9 @@ class RekognitionApp:
     after in-flight calls finished (e.g. ``store.close``).
     """
 
+    # The web console's ASGI app, served under CONSOLE_PATH when set (attach_console).
+    console: Callable[[dict, Callable, Callable], Awaitable[None]] | None = None
+
     def __init__(self, service: Service | GuardedService,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
                  *, protocol: JsonProtocol | None = None, region: str | None = None,
@@ -350,24 +361,11 @@ class RekognitionApp:
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
             outcome.operation = facts.operation = operation.name
-            own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
-            supported = getattr(self.faceaudit if own else self.service, "operations", None)
-            if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
-                raise InvalidParameterException(
-                    f"Operation {operation.name} is not supported by faceaudit")
+            own = self._admit(operation)
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            if own:
-                assert self.faceaudit is not None
-                response = self.faceaudit.call(caller, operation.name, request, facts)
-            elif self.guard is not None:  # the guard fills the facts
-                response = self.guard.call(caller, operation.name, request, facts)
-            else:  # a bare service (in-process tests, benchmarks): the log describes the request itself
-                assert not isinstance(self.service, GuardedService)
-                describe_request(facts, request)
-                response = self.service.call(operation.name, request)
-                describe_response(facts, response)
+            response = self._dispatch(own, caller, operation.name, request, facts)
             outcome.headers.extend(facts.extra_headers)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
@@ -424,6 +422,62 @@ class RekognitionApp:
             return
         if self.search_log.note_refused(outcome.error):
             self._flush_refused()  # already on a worker thread
+
+    def call(self, caller: Caller, operation: str, request: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
+        """One operation for a caller already authenticated some other way than SigV4 (the console).
+
+        ``request`` is the JSON object an API client sends (blobs base64-encoded), so it is
+        validated by the same model as a signed request. The steps after the signature are
+        :meth:`handle`'s: the operation must exist and be supported, the key's role may call
+        it, then the service. Raises RekognitionError; ``facts`` is filled for the search log.
+        """
+        body = json.dumps(request).encode("utf-8")
+        outcome = Outcome(200, b"", caller.request_id, key=caller.key, facts=facts)
+        facts.purpose = facts.purpose or caller.purpose
+        facts.case = facts.case or caller.case
+        try:
+            target = operation if "." in operation else f"{self.protocol.target_prefix}.{operation}"
+            model = self.protocol.operation(target)  # "FaceAuditService.X" names one of faceaudit's own
+            outcome.operation = facts.operation = model.name
+            own = self._admit(model)
+            authorize(caller.key, model.name)
+            decoded = self.protocol.decode_request(model, body)
+            outcome.dispatched = True
+            response = self._dispatch(own, caller, model.name, decoded, facts)
+        except RekognitionError as error:  # refused: logged like a signed request's refusal, then raised
+            self._fail(outcome, error)
+            self._write_search_log(outcome, caller.at, body)
+            raise
+        self._write_search_log(outcome, caller.at, body)
+        if outcome.error is not None:  # the log could not hold it: no answer
+            raise InternalServerError("The request could not be recorded in the search log, so its result "
+                                      "is withheld. Retry later.")
+        return response
+
+    def _admit(self, operation: OperationModel) -> bool:
+        """True for faceaudit's own operations (its model), False for Rekognition's;
+        InvalidParameterException for one no service here answers."""
+        own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX
+        supported = getattr(self.faceaudit if own else self.service, "operations", None)
+        if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
+            raise InvalidParameterException(f"Operation {operation.name} is not supported by faceaudit")
+        return own
+
+    def _dispatch(self, own: bool, caller: Caller, operation: str, request: dict[str, Any],
+                  facts: Facts) -> dict[str, Any]:
+        """The operation through the accountability layer (the guard, or faceaudit's own service),
+        for signed requests (:meth:`handle`) and the console (:meth:`call`) alike."""
+        if own:
+            assert self.faceaudit is not None
+            return self.faceaudit.call(caller, operation, request, facts)
+        if self.guard is not None:
+            return self.guard.call(caller, operation, request, facts)
+        # a bare service (in-process tests, benchmarks): the log describes the request itself
+        assert not isinstance(self.service, GuardedService)
+        describe_request(facts, request)
+        response = self.service.call(operation, request)
+        describe_response(facts, response)
+        return response
 
     def _out_of_storage(self, outcome: Outcome, error: BaseException) -> None:
         """The operator's problem, said plainly to both sides."""
@@ -483,6 +537,10 @@ class RekognitionApp:
         raw_path = (scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
         query_string = scope.get("query_string", b"").decode("latin-1")
 
+        if self.console is not None and (scope["path"] == CONSOLE_PATH
+                                         or scope["path"].startswith(CONSOLE_PATH + "/")):
+            await self.console(scope, receive, send)  # the web console (faceaudit.console): its own rules
+            return
         if method in ("GET", "HEAD") and raw_path == "/" and not query_string:
             body = json.dumps({"service": "faceaudit", "status": "ok"}).encode()
             await self._send(send, Outcome(200, body, request_id), content_type="application/json",
@@ -625,6 +683,19 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
                           search_log=search_log)
 
 
+def attach_console(app: RekognitionApp, key_store: KeyStore, data_dir: str | os.PathLike,
+                   reports_dir: str | os.PathLike | None = None) -> RekognitionApp:
+    """Serve the web console at CONSOLE_PATH of ``app``: signed in with the key store's keys,
+    calling operations through ``app.call`` (the API's own path), listing the audit reports
+    under ``reports_dir``. Its sessions live in ``data_dir``; they are closed with the app."""
+    from faceaudit.console import Console
+
+    console = Console(app.call, key_store, data_dir, reports_dir=reports_dir, mount=CONSOLE_PATH)
+    app.console = console
+    app.on_shutdown.append(console.close)
+    return app
+
+
 def configure_logging() -> None:
     """One line per request (and server events) on stderr, for ``faceaudit serve`` and its workers."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -640,5 +711,8 @@ def create_app_from_env() -> RekognitionApp:
     settings = Settings.from_env()
     if settings.serve_data_dir is None:
         raise KeyError(f"{SERVE_DATA_DIR_ENV} (set by 'faceaudit serve --workers' for its workers)")
-    return build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
-                     threads=settings.serve_threads, region=settings.serve_region, settings=settings)
+    app = build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
+                    threads=settings.serve_threads, region=settings.serve_region, settings=settings)
+    if isinstance(app.credentials, StoreKeys):
+        attach_console(app, app.credentials.store, settings.serve_data_dir, settings.serve_reports_dir)
+    return app

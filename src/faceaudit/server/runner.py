@@ -27,13 +27,14 @@ import socket
 import sys
 
 from faceaudit.server.access import StoreKeys
-from faceaudit.server.app import DEFAULT_THREADS, build_app, configure_logging
+from faceaudit.server.app import DEFAULT_THREADS, attach_console, build_app, configure_logging
 from faceaudit.server.credentials import open_keys, usage_note
 from faceaudit.settings import (
     ENGINE_ENV,
     SERVE_BUCKET_DIR_ENV,
     SERVE_DATA_DIR_ENV,
     SERVE_REGION_ENV,
+    SERVE_REPORTS_DIR_ENV,
     SERVE_THREADS_ENV,
 )
 
@@ -106,8 +107,9 @@ def _uvicorn_config(app, workers: int):
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
-          engine: str | None = None) -> int:
-    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib)."""
+          engine: str | None = None, reports_dir: str | None = None) -> int:
+    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib).
+    ``reports_dir``: the audit reports the web console at /console lists."""
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
@@ -125,7 +127,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
         logging.getLogger("faceaudit.server").warning("keys: %s", warning)
     if workers > 1:
         keys.store.close()  # each worker opens its own
-        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine)
+        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine, reports_dir)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers that ends here as a normal exit (status 0), not a death by signal.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -133,6 +135,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     try:
         app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
                         keys=StoreKeys(keys.store), engine=engine)
+        attach_console(app, keys.store, data_dir, reports_dir)
         return asyncio.run(_serve_single(app, sock, url))
     except _Stopped:
         return 0
@@ -167,7 +170,8 @@ async def _serve_single(app, sock: socket.socket, url: str) -> int:
 
 
 def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
-                   bucket_dir: str | None, threads: int, region: str | None, engine: str | None) -> int:
+                   bucket_dir: str | None, threads: int, region: str | None, engine: str | None,
+                   reports_dir: str | None = None) -> int:
     from uvicorn.supervisors import Multiprocess
 
     # Workers start from an import string, so their options travel in the environment, where
@@ -176,6 +180,7 @@ def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
     os.environ[SERVE_BUCKET_DIR_ENV] = os.path.abspath(bucket_dir) if bucket_dir else ""
     os.environ[SERVE_THREADS_ENV] = str(threads)
     os.environ[SERVE_REGION_ENV] = region or ""
+    os.environ[SERVE_REPORTS_DIR_ENV] = os.path.abspath(reports_dir) if reports_dir else ""
     if engine:  # workers build the engine FACEAUDIT_ENGINE names (faceaudit.runtime.default_engine)
         os.environ[ENGINE_ENV] = engine
     config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)

@@ -261,6 +261,11 @@ def _plot(m: dict, fig_id: str) -> plots.Svg:
 
 
 def render_comparison_html(comp: dict[str, Any]) -> str:
+    return render("comparison.html.j2", **comparison_context(comp))
+
+
+def comparison_context(comp: dict[str, Any]) -> dict[str, Any]:
+    """What comparison.html.j2 prints for a comparison (the web console renders it in its own frame)."""
     figs = Figures("cmp")
     reports = [{"label": r["label"], "protocol": r["protocol"], "system": r["target"].get("name"),
                 "dataset": r["dataset"],
@@ -282,10 +287,10 @@ def render_comparison_html(comp: dict[str, Any]) -> str:
                      for row in m["rows"]]})
     not_compared = [{"label": metric_info(n["metric"]).label, "protocol": n["protocol"], "metric": n["metric"],
                      "report": n["report"]} for n in comp["not_compared"]]
-    return render("comparison.html.j2", version="",
-                  page_title="faceaudit comparison: " + ", ".join(r["label"] for r in comp["reports"]),
-                  reports=reports, notes=comp["notes"], metrics=metrics, not_compared=not_compared,
-                  comparison_version=COMPARISON_VERSION, created=comp["created"])
+    return {"version": "",
+            "page_title": "faceaudit comparison: " + ", ".join(r["label"] for r in comp["reports"]),
+            "reports": reports, "notes": comp["notes"], "metrics": metrics, "not_compared": not_compared,
+            "comparison_version": COMPARISON_VERSION, "created": comp["created"]}
 
 
 def render_comparison_markdown(comp: dict) -> str:
@@ -337,4 +342,4 @@ def compare_reports(paths: list, out_dir, labels: list[str] | None = None) -> di
     return paths_out
 
 
-__all__ = ["COMPARISON_VERSION", "build_comparison", "compare_reports"]
+__all__ = ["COMPARISON_VERSION", "build_comparison", "compare_reports", "comparison_context"]

@@ -198,13 +198,17 @@ def rerun_facts(report: dict[str, Any]) -> dict[str, list[tuple[str, str, bool]]
 
 def render_html(report: dict[str, Any], markdown_name: str = "report.md") -> str:
     """The whole page for a validated report."""
+    return render("report.html.j2", **report_context(report, markdown_name))
+
+
+def report_context(report: dict[str, Any], markdown_name: str = "report.md") -> dict[str, Any]:
+    """What report.html.j2 prints for a validated report (the web console renders it in its own frame)."""
     figs = Figures()
     ds, target = report["dataset"], report["target"]
     rows = gap_rows(report)
     sentences = summary_sentences(report)
     extra = [str(target[k]) for k in ("kind", "model_version") if target.get(k) and target[k] != target["name"]]
-    return render(
-        "report.html.j2",
+    return dict(
         version=report["faceaudit_version"], schema_version=SCHEMA_VERSION,
         page_title=f"{title(report)} — {target['name']} on {ds['name']}", title=title(report),
         protocol=report["protocol"], target_name=target["name"], target_extra=", ".join(extra),
@@ -219,4 +223,4 @@ def render_html(report: dict[str, Any], markdown_name: str = "report.md") -> str
         **rerun_facts(report))
 
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "report_context"]

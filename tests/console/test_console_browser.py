@@ -1,0 +1,294 @@
+"""The web console as people use it: real headless Chromium against a real ``faceaudit serve``.
+
+Each page is checked with axe-core (no serious or critical violation), must work under its
+Content Security Policy (no violation logged), and is saved as a screenshot in
+build/console-screenshots/. Keyboard use is driven with real key presses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from faceaudit.console import LABEL
+
+pytestmark = pytest.mark.models  # the server process loads the face models
+
+AXE_IMPACTS_REFUSED = ("serious", "critical")
+
+
+def check_accessibility(page, axe: str) -> None:
+    page.evaluate(axe)  # through the DevTools protocol: the page's CSP refuses injected scripts, rightly
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    bad = [f"{v['id']} ({v['impact']}): {v['help']} -- {[n['target'] for n in v['nodes']][:5]}"
+           for v in result["violations"] if v["impact"] in AXE_IMPACTS_REFUSED]
+    assert not bad, "axe-core found:\n" + "\n".join(bad)
+    assert not page.csp_violations, page.csp_violations
+
+
+def look(page, axe: str, screenshots: Path, name: str) -> None:
+    check_accessibility(page, axe)
+    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, base: str, key: tuple[str, str]) -> None:
+    page.goto(base + "/console/sign-in")
+    page.get_by_label("Access key id").fill(key[0])
+    page.get_by_label("Secret access key").fill(key[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base + "/console/")
+
+
+def go(page, link: str) -> None:
+    """Follow a link of the console's navigation bar."""
+    page.get_by_role("navigation", name="Console").get_by_role("link", name=link, exact=True).click()
+
+
+def csrf_of(page) -> str:
+    return page.locator('input[name="csrf"]').first.get_attribute("value")
+
+
+def test_an_admin_signs_in_by_keyboard_indexes_a_face_searches_by_image_and_signs_out(
+        console_server, keys, open_page, axe, screenshots, astronaut_jpeg, tmp_path):
+    base = console_server.endpoint_url
+    page = open_page()
+    page.goto(base + "/console/collections")
+    assert page.url == base + "/console/sign-in"  # not signed in yet
+    look(page, axe, screenshots, "sign-in")
+
+    # Keyboard only: Tab from the top reaches the skip link, the two fields and the button in order.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")  # the brand link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "access_key_id"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused field shows no focus outline"
+    page.keyboard.type(keys["admin"][0])
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "secret"
+    page.keyboard.type(keys["admin"][1])
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/console/")
+    assert "Signed in as initial (admin)" in page.locator(".who").inner_text()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "faceaudit_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # plain http here
+    look(page, axe, screenshots, "home")
+
+    # Create a collection with the form, then index the astronaut into it.
+    go(page, "Collections")
+    page.get_by_label("Collection id").fill("console-crew")
+    page.get_by_role("button", name="Create collection").click()
+    page.wait_for_url(base + "/console/collections/console-crew")
+    probe = tmp_path / "astronaut.jpg"
+    probe.write_bytes(astronaut_jpeg)
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_label("External image id (optional)").fill("eileen-collins")
+    page.get_by_role("button", name="Index face").click()
+    assert "Indexed 1 face." in page.locator(".notice").inner_text()
+    assert "eileen-collins" in page.locator("table").last.inner_text()
+    described = console_server.client().describe_collection(CollectionId="console-crew")
+    assert described["FaceCount"] == 1  # through the API: the console stored what it said
+    rates = page.locator("table.rates tbody tr")
+    assert rates.count() == 10  # every gender x race group of the shipped table, at threshold 80
+    look(page, axe, screenshots, "collection")
+
+    go(page, "Collections")
+    row = page.locator("tbody tr", has_text="console-crew")
+    assert row.locator("td").nth(0).inner_text() == "1"  # faces
+    assert "up to" in row.inner_text()  # the worst group's false match rate at its threshold
+    look(page, axe, screenshots, "collections")
+
+    # Search by image: the candidate, its similarity, the label, the per-group rates at the threshold.
+    go(page, "Search")
+    page.get_by_label("Collection").select_option("console-crew")
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_label("Threshold (similarity 0–100)").fill("95")
+    page.get_by_label("Purpose").fill("console test")
+    page.get_by_label("Case reference").fill("T-1")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#results-h")
+    candidate = page.locator("li.candidate")
+    assert candidate.count() == 1
+    assert LABEL in candidate.inner_text()
+    assert float(candidate.locator(".similarity").inner_text()) > 99
+    assert "eileen-collins" in candidate.inner_text()
+    table = page.locator("table.rates")
+    assert "Measured at 95." in table.locator("caption").inner_text()
+    assert table.locator("tbody tr").count() == 10
+    assert page.locator("img[alt='The image searched with']").count() == 1
+    look(page, axe, screenshots, "search")
+    with page.expect_response(base + "/console/search?collection=console-crew") as answer:
+        page.goto(base + "/console/search?collection=console-crew")
+    assert answer.value.headers["cache-control"] == "no-store"
+    assert answer.value.headers["x-frame-options"] == "DENY"
+
+    # Sign out: back to sign-in, and the pages are closed to this browser again.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(base + "/console/sign-in?notice=signed-out")
+    assert "You are signed out." in page.locator(".notice").inner_text()
+    page.goto(base + "/console/collections")
+    assert page.url == base + "/console/sign-in"
+
+
+def test_an_auditor_reads_and_compares_audit_reports_but_cannot_search_or_index(
+        console_server, keys, open_page, axe, screenshots, astronaut_jpeg):
+    base = console_server.endpoint_url
+    admin = console_server.client()
+    admin.create_collection(CollectionId="console-audited")
+    page = open_page()
+    sign_in(page, base, keys["auditor"])
+    nav = page.get_by_role("navigation", name="Console").inner_text()
+    assert "Audit reports" in nav and "Search" not in nav and "Collections" not in nav
+
+    go(page, "Audit reports")
+    assert page.locator("tbody tr").count() == 2
+    look(page, axe, screenshots, "reports")
+    page.get_by_role("link", name="system-a").click()
+    page.wait_for_url(base + "/console/reports/system-a/")
+    assert page.locator("h1").first.inner_text() != ""
+    assert page.locator("main svg").count() >= 1  # the report's plots, inside the console's frame
+    assert "Signed in as console-auditor (auditor)" in page.locator(".who").inner_text()
+    look(page, axe, screenshots, "report")
+    markdown = page.request.get(base + "/console/reports/system-a/report.md")
+    assert markdown.status == 200 and markdown.text().startswith("#")
+
+    go(page, "Audit reports")
+    page.get_by_label("First report").select_option("system-a")
+    page.get_by_label("Second report").select_option("system-b")
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url("**/console/reports/compare?a=system-a&b=system-b")
+    assert "2 audit reports side by side" in page.locator("h1").first.inner_text()
+    body = page.locator("main").inner_text()
+    assert "system-a" in body and "system-b" in body
+    look(page, axe, screenshots, "compare")
+
+    # Search and index are refused: the pages, and their form posts even with a valid CSRF token.
+    for path in ("/console/search", "/console/collections", "/console/collections/console-audited"):
+        response = page.goto(base + path)
+        assert response.status == 403, path
+        assert "has the role auditor" in page.locator(".error").inner_text()
+    page.goto(base + "/console/")
+    token = csrf_of(page)
+    image = {"name": "probe.jpg", "mimeType": "image/jpeg", "buffer": astronaut_jpeg}
+    searched = page.request.post(base + "/console/search", multipart={
+        "csrf": token, "collection": "console-audited", "image": image})
+    indexed = page.request.post(base + "/console/collections/console-audited/faces", multipart={
+        "csrf": token, "image": image})
+    assert searched.status == 403 and indexed.status == 403
+    assert admin.describe_collection(CollectionId="console-audited")["FaceCount"] == 0
+
+
+def test_other_roles_get_403_and_an_operator_cannot_create_collections(console_server, keys, open_page):
+    base = console_server.endpoint_url
+    page = open_page()
+    sign_in(page, base, keys["reviewer"])
+    for path in ("/console/collections", "/console/search", "/console/reports"):
+        assert page.goto(base + path).status == 403, path
+
+    page = open_page()
+    sign_in(page, base, keys["operator"])
+    assert page.goto(base + "/console/collections").status == 200
+    assert page.get_by_role("button", name="Create collection").count() == 0
+    forged = page.request.post(base + "/console/collections",
+                               form={"csrf": csrf_of(page), "collection_id": "by-an-operator"})
+    assert forged.status == 403
+    assert "by-an-operator" not in console_server.client().list_collections()["CollectionIds"]
+
+
+def _session_row(console_server, page):
+    session_id = next(c["value"] for c in page.context.cookies() if c["name"] == "faceaudit_console")
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def test_an_expired_session_goes_back_to_sign_in(console_server, keys, open_page, axe, screenshots):
+    base = console_server.endpoint_url
+    for column, age_minutes in (("last_seen_ms", 31), ("created_ms", 8 * 60 + 1)):
+        page = open_page()
+        sign_in(page, base, keys["operator"])
+        assert page.goto(base + "/console/collections").status == 200
+        # Time passes: the session's last use (or its sign-in) is set back in the server's session file.
+        digest = _session_row(console_server, page)
+        with sqlite3.connect(console_server.data_dir / "console.db") as db:
+            moved = db.execute(f"UPDATE sessions SET {column} = ? WHERE id_sha256 = ?",
+                               (int((time.time() - age_minutes * 60) * 1000), digest)).rowcount
+        assert moved == 1
+        page.goto(base + "/console/collections")
+        assert page.url == base + "/console/sign-in?notice=expired", column
+        assert "Your session ended" in page.locator(".notice").inner_text()
+        assert page.goto(base + "/console/").url.startswith(base + "/console/sign-in")  # and it stays ended
+    look(page, axe, screenshots, "expired")
+
+
+def test_a_form_without_its_csrf_token_is_refused(console_server, keys, open_page):
+    base = console_server.endpoint_url
+    page = open_page()
+    sign_in(page, base, keys["admin"])
+    page.goto(base + "/console/collections")
+    missing = page.request.post(base + "/console/collections", form={"collection_id": "csrf-missing"})
+    wrong = page.request.post(base + "/console/collections",
+                              form={"collection_id": "csrf-wrong", "csrf": csrf_of(page)[:-2] + "xx"})
+    assert missing.status == 403 and wrong.status == 403
+    assert "CSRF token is missing or wrong" in missing.text()
+    made = page.request.post(base + "/console/collections", max_redirects=0,
+                             form={"collection_id": "csrf-right", "csrf": csrf_of(page)})
+    assert made.status == 303  # the same request with its token is accepted
+    invalid = page.request.post(base + "/console/collections",
+                                form={"collection_id": "no spaces!", "csrf": csrf_of(page)})
+    assert invalid.status == 400  # validated by Rekognition's model, as a signed request would be
+    assert "collectionId" in invalid.text() and "failed to satisfy constraint" in invalid.text()
+    collections = console_server.client().list_collections()["CollectionIds"]
+    assert "csrf-right" in collections and "csrf-missing" not in collections and "csrf-wrong" not in collections
+
+
+def test_a_revoked_key_is_signed_out_at_its_next_page(console_server, run_faceaudit, open_page):
+    base = console_server.endpoint_url
+    shown = json.loads(run_faceaudit("keys", "create", "--name", "console-leaver", "--role", "operator",
+                                     "--data-dir", str(console_server.data_dir)))["AccessKey"]
+    page = open_page()
+    sign_in(page, base, (shown["AccessKeyId"], shown["SecretAccessKey"]))
+    assert page.goto(base + "/console/collections").status == 200
+    run_faceaudit("keys", "revoke", "console-leaver", "--data-dir", str(console_server.data_dir))
+    page.goto(base + "/console/collections")
+    assert page.url == base + "/console/sign-in?notice=revoked"
+
+
+def test_a_public_safety_collection_needs_a_purpose_and_holds_candidates_for_review(
+        console_server, keys, open_page, axe, screenshots, astronaut_jpeg, tmp_path):
+    base = console_server.endpoint_url
+    page = open_page()
+    sign_in(page, base, keys["admin"])
+    go(page, "Collections")
+    page.get_by_label("Collection id").fill("console-guarded")
+    page.get_by_label("Use policy").select_option("public-safety")
+    page.get_by_role("button", name="Create collection").click()
+    page.wait_for_url(base + "/console/collections/console-guarded")
+    facts = page.locator("dl.facts").inner_text()
+    assert "public-safety" in facts and "99" in facts  # the policy read back from the tag, and its floor
+    probe = tmp_path / "astronaut.jpg"
+    probe.write_bytes(astronaut_jpeg)
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_role("button", name="Index face").click()
+    assert "Indexed 1 face." in page.locator(".notice").inner_text()
+
+    page.get_by_role("link", name="Search this collection by image").click()
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#search-error")
+    assert "purpose" in page.locator("#search-error").inner_text().lower()  # refused by the server's guard
+
+    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    page.get_by_label("Purpose").fill("console test")
+    page.get_by_label("Case reference").fill("T-2")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#results-h")
+    assert "at threshold 99" in page.locator("#results-h").inner_text()  # the policy's floor, by default
+    assert page.locator("li.candidate").count() == 0  # held for blind review, not shown
+    assert "review item" in page.locator(".notice").inner_text()
+    assert "held with the review item" in page.locator(".results").inner_text()
+    look(page, axe, screenshots, "search-under-review")
