@@ -85,6 +85,32 @@ def faces_dev_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL with pgvector (pgserver wheel), one per test session: its libpq URL.
+
+    Started only when a test asks for it; tests give themselves a schema each
+    (support.postgres.fresh_schema) rather than a server each."""
+    import shutil
+    import tempfile
+
+    try:
+        from support.postgres import check_pgvector, start_postgres
+        import pgserver  # noqa: F401
+    except ImportError as error:
+        _data_missing("pgserver (PostgreSQL for the tests)", f"pip install pgserver: {error}")
+    # Not under pytest's tmp folder: pgserver runs PostgreSQL as its own user when started
+    # as root, and that user cannot enter /tmp/pytest-of-root (mode 0700).
+    directory = Path(tempfile.mkdtemp(prefix="faceaudit-pg-"))
+    server, url = start_postgres(directory)
+    try:
+        check_pgvector(url)
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def engine():
     from faceaudit.runtime import default_engine
     return default_engine()

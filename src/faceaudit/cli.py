@@ -221,9 +221,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"{spec.similarity_scale().threshold_note(80.0)}", file=sys.stderr)
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
+    from faceaudit.settings import Settings
+    from faceaudit.storage import EMBEDDED, is_postgres_url
+    database = args.database or Settings.from_env().database
+    if database and database != EMBEDDED and not is_postgres_url(database):
+        print(f"faceaudit serve: --database {database!r}: 'embedded' or a postgresql://USER:PASSWORD@HOST/NAME URL",
+              file=sys.stderr)
+        return 2
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
-                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name)
+                     workers=args.workers, threads=args.threads, region=args.region, engine=spec.name,
+                     database=database)
     except CredentialsError as error:  # also an unusable key store
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
@@ -595,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=8,
                        help="request threads per process (default 8; face work runs one at a time)")
     serve.add_argument("--region", help="accept only this region in signatures (default: any)")
+    serve.add_argument("--database", metavar="URL",
+                       help="where collections and faces are kept: 'embedded' (SQLite in --data-dir, the "
+                            "default) or postgresql://USER:PASSWORD@HOST:PORT/NAME (PostgreSQL with pgvector; "
+                            "several servers may share it; docs/scale.md). Default: FACEAUDIT_DATABASE")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

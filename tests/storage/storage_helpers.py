@@ -37,6 +37,14 @@ def make_face(vector, *, face_id: str | None = None, external_image_id: str | No
     )
 
 
+def table_rows(store, table: str) -> int:
+    """How many rows a table of the store's database holds, whichever the backend."""
+    if isinstance(store, EmbeddedStore):
+        return store._conn().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    with store._read() as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
 def make_faces(rng: np.random.Generator, n: int, dim: int = DIM) -> list[StoredFace]:
     return [make_face(v) for v in unit_vectors(rng, n, dim)]
 

@@ -36,10 +36,10 @@ from faceaudit.access.keys import (
     validate_new_key,
 )
 from faceaudit.access.roles import ADMIN
+from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "access.db"
-SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 # A lookup runs on the server's event loop: never wait long for a lock there. Readers
 # in WAL mode do not wait for writers; this only bounds rare recovery after a crash.
@@ -62,6 +62,9 @@ _SCHEMA = [
     # One active key per name; revoked ones keep theirs, so the log can still name them.
     "CREATE UNIQUE INDEX access_keys_active_name ON access_keys (name) WHERE revoked_ms IS NULL",
 ]
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 _COLUMNS = ("access_key_id, secret, name, role, unit, origin, created_ms, revoked_ms, "
             "revoked_reason, replaced_by")
 
@@ -141,15 +144,7 @@ class SQLiteKeyStore:
 
     def _initialise(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise KeyStoreError(f"{self.path} has schema version {row[0]}; this faceaudit "
-                                    f"understands up to {SCHEMA_VERSION}")
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=KeyStoreError)
 
     def __enter__(self) -> SQLiteKeyStore:
         return self
