@@ -13,43 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from faceaudit.storage import EmbeddedStore, PostgresStore
-
-BACKENDS = ("embedded", "postgres")
-_EMBEDDED_ONLY = ("synchronous", "busy_timeout")
-_POSTGRES_ONLY = ("hnsw", "approximate_above", "pool_size")
+from storage_helpers import BACKENDS, store_opener
 
 
-@pytest.fixture(params=BACKENDS)
+# Module scope: a module's tests run on one backend, then on the other, so module-scoped
+# fixtures (test_storage_search's ``big``) follow the same parameter.
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request) -> str:
     return request.param
-
-
-def store_opener(backend: str, request, make_dir):
-    """(open, close_all) for ``backend``; ``make_dir(name)`` gives the embedded store's folder."""
-    from support.postgres import drop_schema, fresh_schema
-
-    opened: list = []
-    schemas: dict[str, str] = {}
-    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
-
-    def open_store(name: str = "data", **options):
-        if backend == "embedded":
-            store = EmbeddedStore(make_dir(name), **{k: v for k, v in options.items() if k not in _POSTGRES_ONLY})
-        else:
-            schema = schemas.setdefault(name, fresh_schema())
-            store = PostgresStore(url, schema=schema,
-                                  **{k: v for k, v in options.items() if k not in _EMBEDDED_ONLY})
-        opened.append(store)
-        return store
-
-    def close_all():
-        for store in opened:
-            store.close()
-        for schema in schemas.values():
-            drop_schema(url, schema)
-
-    return open_store, close_all
 
 
 @pytest.fixture

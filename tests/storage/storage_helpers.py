@@ -10,9 +10,39 @@ import uuid
 
 import numpy as np
 
-from faceaudit.storage import EmbeddedStore, StoredFace
+from faceaudit.storage import EmbeddedStore, PostgresStore, StoredFace
 
 DIM = 128
+BACKENDS = ("embedded", "postgres")
+_EMBEDDED_ONLY = ("synchronous", "busy_timeout")
+_POSTGRES_ONLY = ("hnsw", "approximate_above", "pool_size")
+
+
+def store_opener(backend: str, request, make_dir):
+    """(open, close_all) for ``backend``; ``make_dir(name)`` gives the embedded store's folder."""
+    from support.postgres import drop_schema, fresh_schema
+
+    opened: list = []
+    schemas: dict[str, str] = {}
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+
+    def open_store(name: str = "data", **options):
+        if backend == "embedded":
+            store = EmbeddedStore(make_dir(name), **{k: v for k, v in options.items() if k not in _POSTGRES_ONLY})
+        else:
+            schema = schemas.setdefault(name, fresh_schema())
+            store = PostgresStore(url, schema=schema,
+                                  **{k: v for k, v in options.items() if k not in _EMBEDDED_ONLY})
+        opened.append(store)
+        return store
+
+    def close_all():
+        for store in opened:
+            store.close()
+        for schema in schemas.values():
+            drop_schema(url, schema)
+
+    return open_store, close_all
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
