@@ -1,4 +1,9 @@
-"""Threads, processes and SIGKILL: nothing lost, nothing half-written, index in step."""
+"""Threads, processes and SIGKILL: nothing lost, nothing half-written, index in step.
+
+On both backends (``open_store``, tests/storage/conftest.py): for PostgreSQL the
+processes are servers sharing one database, and SIGKILL kills a client mid-transaction.
+The SQLite file checks (integrity_check, the in-memory index's buffers) are the embedded
+store's alone."""
 
 from __future__ import annotations
 
@@ -40,8 +45,8 @@ def assert_every_face_finds_itself(store, collection_id):
     return faces
 
 
-def test_threads_adding_one_face_per_call(tmp_path):
-    store = EmbeddedStore(tmp_path)  # default settings: synchronous=FULL
+def test_threads_adding_one_face_per_call(open_store):
+    store = open_store()  # default settings: synchronous=FULL; PostgreSQL with its HNSW index
     store.create_collection("c", "m")
     errors: list[BaseException] = []
     done = threading.Event()
@@ -86,12 +91,12 @@ def test_threads_adding_one_face_per_call(tmp_path):
     store.close()
 
 
-def test_processes_adding_concurrently(tmp_path):
-    """4 processes open a not-yet-existing data_dir at once and add 50 faces each."""
-    data_dir = tmp_path / "data"
+def test_processes_adding_concurrently(open_store):
+    """4 processes open a not-yet-existing data_dir (schema) at once and add 50 faces each."""
+    spec = open_store.spec()
     ctx = multiprocessing.get_context("spawn")
     go = ctx.Event()
-    procs = [ctx.Process(target=process_adder, args=(str(data_dir), "c", seed, 50, go))
+    procs = [ctx.Process(target=process_adder, args=(spec, "c", seed, 50, go))
              for seed in range(4)]
     for p in procs:
         p.start()
@@ -100,7 +105,7 @@ def test_processes_adding_concurrently(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    store = EmbeddedStore(data_dir)
+    store = open_store()
     assert store.describe_collection("c").face_count == 200
     faces = assert_every_face_finds_itself(store, "c")
     assert len({f.face_id for f in faces}) == 200
@@ -113,21 +118,23 @@ def test_processes_adding_concurrently(tmp_path):
     store.close()
 
 
-def test_other_process_commits_seen_on_next_search(tmp_path):
+def test_other_process_commits_seen_on_next_search(open_store):
     rng = np.random.default_rng(8)
-    a = EmbeddedStore(tmp_path)
+    a = open_store()
+    embedded = isinstance(a, EmbeddedStore)  # the in-memory index's buffers are its own
     a.create_collection("c", "m")
     faces = make_faces(rng, 100)
     a.add_faces("c", faces)
     a.create_user("c", "u")
     assert a.index_stats("c")["faces"] == 100
-    index = a._indexes["c"]
-    buffer_before = index.index._vectors
+    if embedded:
+        index = a._indexes["c"]
+        buffer_before = index.index._vectors
     ctx = multiprocessing.get_context("spawn")
 
     def run_b(vectors, ids, delete_ids, user, associate):
         p = ctx.Process(target=process_mutator,
-                        args=(str(tmp_path), "c", vectors, ids, delete_ids, user, associate))
+                        args=(open_store.spec(), "c", vectors, ids, delete_ids, user, associate))
         p.start()
         p.join(60)
         assert p.exitcode == 0
@@ -140,7 +147,8 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
         [(hit, distance)] = a.search("c", vector, 1)
         assert (hit.face_id, distance) == (face_id, 0.0)
     assert a.index_stats("c")["faces"] == 105
-    assert index.index._vectors is buffer_before
+    if embedded:
+        assert index.index._vectors is buffer_before
 
     # B adds, deletes and associates: A drops the deleted rows and sees the link
     more_vectors = unit_vectors(rng, 3)
