@@ -94,8 +94,9 @@ def postgres_url():
     import tempfile
 
     try:
-        from support.postgres import check_pgvector, start_postgres
         import pgserver  # noqa: F401
+
+        from support.postgres import check_pgvector, start_postgres
     except ImportError as error:
         _data_missing("pgserver (PostgreSQL for the tests)", f"pip install pgserver: {error}")
     # Not under pytest's tmp folder: pgserver runs PostgreSQL as its own user when started

@@ -12,7 +12,6 @@ EmbeddedStore directly and say so.
 from __future__ import annotations
 
 import pytest
-
 from storage_helpers import BACKENDS, store_opener
 
 

@@ -8,6 +8,7 @@ store's alone."""
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import os
 import random
@@ -20,12 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from storage_helpers import make_faces, process_adder, process_mutator, unit_vectors
+from storage_helpers import make_faces, process_adder, process_mutator, table_rows, unit_vectors
 
 from faceaudit.storage import EmbeddedStore
 from faceaudit.storage.embedded import DB_FILENAME
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+HERE = str(Path(__file__).resolve().parent)  # storage_helpers, for the child
 
 
 def all_faces(store, collection_id):
@@ -168,14 +170,14 @@ def test_other_process_commits_seen_on_next_search(open_store):
 
 
 CRASH_CHILD = r"""
-import sys, uuid
+import json, sys, uuid
 import numpy as np
 from faceaudit.errors import ResourceAlreadyExistsException
-from faceaudit.storage import (EmbeddedStore, StoredFace, ConflictException,
-                               ServiceQuotaExceededException)
+from faceaudit.storage import StoredFace, ConflictException, ServiceQuotaExceededException
+from storage_helpers import open_spec
 
-data_dir, seed = sys.argv[1], int(sys.argv[2])
-store = EmbeddedStore(data_dir)
+spec, seed = json.loads(sys.argv[1]), int(sys.argv[2])
+store = open_spec(spec)
 try:
     store.create_collection("crash", "m")
 except ResourceAlreadyExistsException:
@@ -212,14 +214,15 @@ while True:
 """
 
 
-def check_database(data_dir: Path, observer: EmbeddedStore):
-    conn = sqlite3.connect(data_dir / DB_FILENAME)
-    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    rows = conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
-    users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-    conn.close()
-    reopened = EmbeddedStore(data_dir)
+def check_database(open_store, observer):
+    reopened = open_store()
+    if isinstance(reopened, EmbeddedStore):  # the file itself (PostgreSQL checks its own pages)
+        conn = sqlite3.connect(Path(open_store.spec()[1]) / DB_FILENAME)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        conn.close()
+    rows = table_rows(reopened, "faces")
+    users = table_rows(reopened, "users")
     collection = reopened.describe_collection("crash")
     assert collection.face_count == rows
     assert collection.user_count == users
@@ -235,20 +238,20 @@ def check_database(data_dir: Path, observer: EmbeddedStore):
     return rows
 
 
-def test_sigkill_at_a_random_moment_leaves_a_consistent_store(tmp_path):
-    data_dir = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def test_sigkill_at_a_random_moment_leaves_a_consistent_store(open_store):
+    spec = json.dumps(open_store.spec())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH", "")])}
     observer = None
     rounds = random.Random()
     previous = 0
     for round_ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(data_dir), str(round_)],
+        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, spec, str(round_)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         try:
             line = child.stdout.readline()
             assert line.strip() == "ready", child.stderr.read()
             if observer is None:
-                observer = EmbeddedStore(data_dir)
+                observer = open_store()
                 observer.search("crash", np.ones(128), 1)  # index loaded while the child writes
             time.sleep(rounds.uniform(0.05, 0.6))
         finally:
@@ -257,7 +260,7 @@ def test_sigkill_at_a_random_moment_leaves_a_consistent_store(tmp_path):
             child.stdout.close()
             child.stderr.close()
         assert child.returncode == -signal.SIGKILL
-        rows = check_database(data_dir, observer)
+        rows = check_database(open_store, observer)
         assert rows > previous  # the child did commit work in this round
         previous = rows
     observer.close()

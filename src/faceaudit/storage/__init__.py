@@ -45,10 +45,10 @@ def open_store(database: str | None, data_dir: str | os.PathLike, *, pool_size: 
 
 
 __all__ = [
+    "EMBEDDED",
     "AssociationResult",
     "Collection",
     "ConflictException",
-    "EMBEDDED",
     "EmbeddedStore",
     "FaceStore",
     "InvalidPaginationTokenException",

@@ -331,8 +331,15 @@ class PostgresStore(FaceStore):
         if self._schema is not None:
             # the schema first; public after it, where CREATE EXTENSION put pgvector's type
             kwargs["options"] = f"-c search_path={self._schema},public"
-            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._connect_timeout)) as conn:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+        try:  # one connection first: its error says why (the pool's would only say it timed out)
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+                                 ) as conn, conn.transaction():
+                if self._schema is not None:
+                    # IF NOT EXISTS is not safe against a concurrent CREATE: starting servers queue
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+        except psycopg.OperationalError as error:
+            raise InternalServerError(f"could not connect to the database: {error}") from None
         pool = ConnectionPool(self._dsn, min_size=1, max_size=self._pool_size, kwargs=kwargs,
                               timeout=self._connect_timeout, open=False, name="faceaudit-store")
         pool.open(wait=True, timeout=self._connect_timeout)
@@ -534,7 +541,9 @@ class PostgresStore(FaceStore):
             sql += " ORDER BY f.seq LIMIT %s"
             params.append(limit + 1)
             rows = conn.execute(sql, params).fetchall()
-        token = self._tokens.issue(KIND_FACES, coll.id, rows[limit - 1][0], digest) if len(rows) > limit else None
+        token = None
+        if len(rows) > limit:
+            token = self._tokens.issue(KIND_FACES, coll.id, rows[limit - 1][0], digest)
         return [_face_from_row(r) for r in rows[:limit]], token
 
     def get_faces(self, collection_id, face_ids):
@@ -622,6 +631,10 @@ class PostgresStore(FaceStore):
             dim = int(coll.vector_dim)
             ef = min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 4 * k))
             conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            # the HNSW scan is the only plan that needs no sort: make the planner take it even
+            # where its (often stale) row estimates make a scan of the collection look cheaper
+            conn.execute("SET LOCAL enable_sort = off")
+            conn.execute("SET LOCAL enable_seqscan = off")
             if self.pgvector_version >= (0, 8):  # iterative scans (0.8): filters don't starve the search
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             # the collection id inline: the planner must see it to choose the partial index
@@ -629,7 +642,8 @@ class PostgresStore(FaceStore):
                       f"FROM faces AS f WHERE f.collection = {int(coll.id)}{filters} "
                       f"ORDER BY f.embedding::vector({dim}) <-> %(q)s::vector({dim}) LIMIT {min(ef, 2 * k)}")
         else:
-            scored = f"SELECT f.seq, f.embedding <-> %(q)s::vector AS d FROM faces AS f WHERE f.collection = %(c)s{filters}"
+            scored = ("SELECT f.seq, f.embedding <-> %(q)s::vector AS d FROM faces AS f "
+                      f"WHERE f.collection = %(c)s{filters}")
         return conn.execute(
             f"WITH scored AS MATERIALIZED ({scored}), "
             "kth AS (SELECT d FROM scored ORDER BY d LIMIT 1 OFFSET %(offset)s) "
