@@ -20,7 +20,7 @@ from support.images import encode
 # A test using one (directly or through another fixture) is marked ``models``; `make test-fast`
 # runs the rest. Files that load models some other way say so with ``pytestmark``.
 MODEL_FIXTURES = frozenset({"engine", "faces_dev_results", "faceaudit_server", "rekognition",
-                            "start_faceaudit_server"})
+                            "start_faceaudit_server", "postgres_faceaudit_server"})
 # Set by `make test-fast`: building an engine in-process then fails the test, so a test that
 # needs models but is not marked cannot slip into the fast lane unnoticed.
 NO_MODELS_ENV = "FACEAUDIT_TEST_NO_MODELS"

@@ -48,6 +48,22 @@ def fresh_schema() -> str:
     return "t_" + uuid.uuid4().hex[:16]
 
 
+def create_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def url_with_schema(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` first (libpq's ``options``), as a server's
+    --database: the schema must exist (create_schema)."""
+    from urllib.parse import quote
+
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-c search_path={schema},public')}"
+
+
 def drop_schema(url: str, schema: str) -> None:
     import psycopg
 
