@@ -91,14 +91,16 @@ def postgres_url():
     Started only when a test asks for it; tests give themselves a schema each
     (support.postgres.fresh_schema) rather than a server each."""
     import shutil
+    import sys
     import tempfile
 
+    from support.postgres import check_pgvector, start_postgres
     try:
         import pgserver  # noqa: F401
-
-        from support.postgres import check_pgvector, start_postgres
     except ImportError as error:
-        _data_missing("pgserver (PostgreSQL for the tests)", f"pip install pgserver: {error}")
+        if sys.version_info >= (3, 13):  # pgserver has no wheel for it; the main Python runs these
+            pytest.skip("pgserver (PostgreSQL for the tests) ships no wheel for Python 3.13")
+        _data_missing("pgserver (PostgreSQL for the tests)", f"pip install pgserver==0.1.4: {error}")
     # Not under pytest's tmp folder: pgserver runs PostgreSQL as its own user when started
     # as root, and that user cannot enter /tmp/pytest-of-root (mode 0700).
     directory = Path(tempfile.mkdtemp(prefix="faceaudit-pg-"))
