@@ -250,7 +250,9 @@ def _key_store(args: argparse.Namespace, *, create: bool = False) -> SQLiteKeySt
         problem = f"{args.data_dir} is not a data directory"
     else:
         try:
-            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False).store
+            database = args.database or Settings.from_env().database
+            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False,
+                             database=database).store
         except CredentialsError as error:
             problem = str(error)
     print(f"faceaudit keys: {problem}", file=sys.stderr)
@@ -331,6 +333,9 @@ def _add_keys_parser(commands) -> None:
     rotate.add_argument("key", metavar="NAME|KEYID")
     for action in (create, listing, revoke, rotate):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+        action.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://...: the keys are "
+                                 "there (default: FACEAUDIT_DATABASE)")
     roles = actions.add_parser("roles", help="what each role may call")
     roles.add_argument("--markdown", action="store_true", help="the table of docs/access.md")
     keys.set_defaults(func=cmd_keys)

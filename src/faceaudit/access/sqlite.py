@@ -88,6 +88,9 @@ def _issued(row: tuple) -> IssuedKey:
 class SQLiteKeyStore:
     """KeyStore (faceaudit.access.keys) on SQLite in ``data_dir/access.db``."""
 
+    # What a duplicate key id or active name raises; PostgresKeyStore extends it.
+    _integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
     def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
         self.data_dir = Path(data_dir)
         if not self.data_dir.exists():
@@ -177,8 +180,8 @@ class SQLiteKeyStore:
 
     # --- changes
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
+    @classmethod
+    def _insert(cls, conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
                 unit: str | None, origin: str) -> IssuedKey:
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
         try:
@@ -186,7 +189,7 @@ class SQLiteKeyStore:
                 "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (access_key_id, secret, name, role, unit, origin, _now_ms(), seq))
-        except sqlite3.IntegrityError:
+        except cls._integrity_errors:
             taken = conn.execute("SELECT 1 FROM access_keys WHERE access_key_id = ?",
                                  (access_key_id,)).fetchone()
             if taken:  # 1 in 36**20: a fresh id that already exists

@@ -480,7 +480,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     from faceaudit.storage import open_store
 
     if keys is None:
-        keys = StoreKeys(open_keys(data_dir, settings=settings).store)
+        keys = StoreKeys(open_keys(data_dir, settings=settings, database=database).store)
     store = open_store(database, data_dir, pool_size=threads)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     hooks = [store.close, keys.store.close]

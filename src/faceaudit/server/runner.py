@@ -115,7 +115,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     # Before any worker starts: the single-key start's pair is taken in (or generated) once.
-    keys = open_keys(data_dir)
+    keys = open_keys(data_dir, database=database)
     try:
         sock = _bind(host, port)
     except BaseException:

@@ -1,6 +1,8 @@
 """One schema-migration runner for every database faceaudit keeps (SQLite and PostgreSQL).
 
-A database records the version of its schema in a one-row table ``schema_version``.
+A database records the version of its schema in a one-row table ``schema_version`` (or
+another name, when two components keep their tables in one database: the PostgreSQL key
+store's is ``access_schema_version``, beside the faces' ``schema_version``).
 A store lists its migrations as ``{version: steps}``: version 1 creates the schema,
 each later version changes it, and each step is an SQL statement or a function of the
 open connection (for steps that need parameters or data, such as a random secret).
@@ -23,8 +25,11 @@ which is all the runner needs; it sends no parameters, so placeholder styles nev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 class _Cursor(Protocol):
@@ -50,18 +55,20 @@ def latest_version(migrations: Migrations) -> int:
     return versions[-1] if versions else 0
 
 
-def current_version(conn: Connection) -> int:
-    """The version recorded in ``schema_version`` (0 for a database without one).
+def current_version(conn: Connection, table: str = "schema_version") -> int:
+    """The version recorded in ``table`` (0 for a database without one).
 
     The table is created when missing, so call this inside the write transaction that
     migrates."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    if not _TABLE_NAME.fullmatch(table):
+        raise ValueError(f"version table {table!r}: lower-case letters, digits and _")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+    row = conn.execute(f"SELECT version FROM {table}").fetchone()
     return 0 if row is None else int(row[0])
 
 
 def migrate(conn: Connection, migrations: Migrations, *, describe: str,
-            error: Callable[[str], Exception]) -> int:
+            error: Callable[[str], Exception], table: str = "schema_version") -> int:
     """Bring the database on ``conn`` up to the latest version; returns that version.
 
     Call it inside a write transaction the caller commits. ``describe`` names the
@@ -69,7 +76,7 @@ def migrate(conn: Connection, migrations: Migrations, *, describe: str,
     newer than the code.
     """
     latest = latest_version(migrations)
-    version = current_version(conn)
+    version = current_version(conn, table)
     if version > latest:
         raise error(f"{describe} has schema version {version}; this faceaudit understands up to "
                     f"{latest}. Upgrade faceaudit (or point it at another database)")
@@ -82,7 +89,7 @@ def migrate(conn: Connection, migrations: Migrations, *, describe: str,
             else:
                 conn.execute(step)
     if version == 0:
-        conn.execute(f"INSERT INTO schema_version (version) VALUES ({int(latest)})")
+        conn.execute(f"INSERT INTO {table} (version) VALUES ({int(latest)})")
     else:
-        conn.execute(f"UPDATE schema_version SET version = {int(latest)}")
+        conn.execute(f"UPDATE {table} SET version = {int(latest)}")
     return latest
