@@ -1,30 +1,37 @@
 """Two ``faceaudit serve`` processes on one PostgreSQL: each sees the other's writes on its next
-request, and concurrent IndexFaces and DeleteFaces through both lose no acknowledged write."""
+request, concurrent IndexFaces and DeleteFaces through both lose no acknowledged write, and
+the keys are in that database too (a key made or revoked once holds on both)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from botocore.exceptions import ClientError
 
 from support.images import encode
-from support.server import start_server
+from support.server import faceaudit_command, start_server
 
 INDEXERS_PER_SERVER = 2
 INDEXED_PER_THREAD = 5
 
 
-@pytest.fixture
-def two_servers(tmp_path, postgres_database):
-    """Servers A and B: separate data folders (keys, credentials), one --database."""
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory, postgres_database):
+    """Servers A and B: separate data folders (credentials.json), one --database (faces and
+    keys), shared by this module's tests (which use distinct collections)."""
     database = postgres_database()
-    a = start_server(tmp_path / "a", extra_args=("--database", database))
+    folder = tmp_path_factory.mktemp("two-servers")
+    a = start_server(folder / "a", extra_args=("--database", database))
     try:
-        b = start_server(tmp_path / "b", extra_args=("--database", database))
+        b = start_server(folder / "b", extra_args=("--database", database))
     except BaseException:
         a.stop()
         raise
+    a.database = b.database = database  # type: ignore[attr-defined]
     yield a, b
     a.stop()
     b.stop()
@@ -117,3 +124,20 @@ def test_concurrent_index_and_delete_through_both_servers_lose_nothing(two_serve
         assert everything_found(client, "busy", probe) == kept
         assert listed(client, "busy") == kept
         assert client.describe_collection(CollectionId="busy")["FaceCount"] == len(kept)
+
+
+def keys_command(server, *arguments) -> subprocess.CompletedProcess:
+    return subprocess.run([*faceaudit_command(), "keys", *arguments, "--data-dir", str(server.data_dir),
+                           "--database", server.database], capture_output=True, text=True, timeout=120,
+                          check=True)
+
+
+def test_a_key_made_and_revoked_beside_one_server_holds_on_the_other(two_servers):
+    a, b = two_servers
+    made = json.loads(keys_command(a, "create", "--name", "ops", "--role", "operator").stdout)["AccessKey"]
+    pair = {"access_key_id": made["AccessKeyId"], "secret_access_key": made["SecretAccessKey"]}
+    assert "CollectionIds" in b.client(**pair).list_collections()
+    keys_command(a, "revoke", "ops")
+    with pytest.raises(ClientError) as refused:
+        b.client(**pair).list_collections()
+    assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
