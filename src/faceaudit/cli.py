@@ -219,6 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # measured on the engine this server runs.
     print(f"faceaudit: engine {spec.name} (model version {spec.model_version}). "
           f"{spec.similarity_scale().threshold_note(80.0)}", file=sys.stderr)
+    from faceaudit.accountability.sealed import SealedBlobError
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
     from faceaudit.settings import Settings
@@ -232,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
                      workers=args.workers, threads=args.threads, region=args.region, engine=spec.name,
                      database=database)
-    except CredentialsError as error:  # also an unusable key store
+    except (CredentialsError, SealedBlobError) as error:  # also an unusable key store or review key
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. the port is taken
@@ -240,7 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _key_store(args: argparse.Namespace, *, create: bool = False) -> SQLiteKeyStore:
+def _key_store(args: argparse.Namespace, *, create: bool = False, command: str = "keys") -> SQLiteKeyStore:
     """The key store of ``--data-dir``, with a single-key start's credentials.json taken in
     (never the environment: the shell running this command may hold a client's keys)."""
     from faceaudit.server.credentials import CredentialsError, open_keys
@@ -250,12 +251,13 @@ def _key_store(args: argparse.Namespace, *, create: bool = False) -> SQLiteKeySt
         problem = f"{args.data_dir} is not a data directory"
     else:
         try:
-            database = args.database or Settings.from_env().database
+            # `keys` has --database; `review` and `moratorium` follow FACEAUDIT_DATABASE
+            database = getattr(args, "database", None) or Settings.from_env().database
             return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False,
                              database=database).store
         except CredentialsError as error:
             problem = str(error)
-    print(f"faceaudit keys: {problem}", file=sys.stderr)
+    print(f"faceaudit {command}: {problem}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -339,6 +341,306 @@ def _add_keys_parser(commands) -> None:
     roles = actions.add_parser("roles", help="what each role may call")
     roles.add_argument("--markdown", action="store_true", help="the table of docs/access.md")
     keys.set_defaults(func=cmd_keys)
+
+
+# ------------------------------------------------------------ accountability: moratoria and use policies
+
+
+def _accountability_state(args: argparse.Namespace, command: str):
+    """The data directory's accountability.db; SystemExit(2) when ``--data-dir`` is no data directory."""
+    from faceaudit.accountability.state import AccountabilityState
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
+    return AccountabilityState(args.data_dir)
+
+
+def _local_actor() -> str:
+    """Who runs this command: changes made here are the local OS user's (docs/accountability.md)."""
+    import getpass
+    return getpass.getuser()
+
+
+def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) -> None:
+    """The key or collection a moratorium names exists (RekognitionError or SystemExit otherwise)."""
+    from faceaudit.errors import ResourceNotFoundException
+    if scope == "key":
+        keys = _key_store(args)
+        try:
+            names = {key.name for key in keys.keys(include_revoked=True)}
+        finally:
+            keys.close()
+        if target not in names:
+            raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
+    elif scope == "collection":
+        from faceaudit.storage import EmbeddedStore
+        store = EmbeddedStore(args.data_dir)
+        try:
+            store.describe_collection(target)
+        finally:
+            store.close()
+
+
+def cmd_moratorium(args: argparse.Namespace) -> int:
+    """faceaudit moratorium set|lift|list: suspend searches of a policy, a collection or a key."""
+    from faceaudit.accountability.guard import lift_moratorium, set_moratorium
+    from faceaudit.accountability.state import StateError
+    state = _accountability_state(args, "moratorium")
+    try:
+        if args.moratorium_command == "set":
+            scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
+                                                     ("key", args.key)) if t)
+            _check_moratorium_target(args, scope, target)  # a mistyped name would suspend nothing
+            m = set_moratorium(state, scope, target, args.reason, _local_actor())
+            print(json.dumps({"Moratorium": m.to_json()}, indent=2))
+            print(f"faceaudit moratorium: {m.id} in force on {scope} {target}; every server of this data "
+                  "directory refuses such searches from its next request", file=sys.stderr)
+        elif args.moratorium_command == "lift":
+            m = lift_moratorium(state, args.id, _local_actor())
+            print(json.dumps({"Moratorium": m.to_json()}, indent=2))
+        else:
+            print(json.dumps({"Moratoria": [m.to_json() for m in state.moratoria(active_only=not args.all)]},
+                             indent=2))
+    except (StateError, RekognitionError) as error:
+        print(f"faceaudit moratorium: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    finally:
+        state.close()
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    """faceaudit policy set|clear|show: a collection's use policy (its faceaudit:policy tag)."""
+    from faceaudit.accountability.guard import set_collection_policy
+    from faceaudit.accountability.policies import POLICIES, POLICY_TAG
+    from faceaudit.storage import EmbeddedStore
+    if args.policy_command == "show" and args.collection is None and args.data_dir is None:
+        print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()]}, indent=2))
+        return 0
+    if args.data_dir is None:
+        print("faceaudit policy: --data-dir is required", file=sys.stderr)
+        return 2
+    state = _accountability_state(args, "policy")
+    store = None
+    try:
+        if args.policy_command == "show" and args.collection is None:
+            print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
+                              "Collections": state.tagged(POLICY_TAG)}, indent=2))
+            return 0
+        store = EmbeddedStore(args.data_dir)
+        store.describe_collection(args.collection)  # ResourceNotFoundException if absent
+        if args.policy_command == "show":
+            name = state.tag(args.collection, POLICY_TAG)
+            print(json.dumps({"CollectionId": args.collection, "Policy": name,
+                              "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
+            return 0
+        wanted = args.policy if args.policy_command == "set" else None
+        previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store)
+        print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
+    except RekognitionError as error:
+        print(f"faceaudit policy: {error.message}", file=sys.stderr)
+        return 2
+    finally:
+        state.close()
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _add_accountability_parsers(commands) -> None:
+    from faceaudit.accountability.policies import POLICIES
+    moratorium = commands.add_parser(
+        "moratorium", help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
+        description="A moratorium refuses every search it covers (AccessDeniedException saying which, since "
+                    "when and why) on every server of the data directory, from their next request.")
+    actions = moratorium.add_subparsers(dest="moratorium_command", required=True)
+    setting = actions.add_parser("set", help="suspend searches")
+    target = setting.add_mutually_exclusive_group(required=True)
+    target.add_argument("--policy", choices=list(POLICIES), help="every collection under this use policy")
+    target.add_argument("--collection", help="one collection")
+    target.add_argument("--key", help="one key, by name")
+    setting.add_argument("--reason", required=True, help="why (shown to refused searchers and logged)")
+    lifting = actions.add_parser("lift", help="end a moratorium")
+    lifting.add_argument("id", type=int)
+    listing = actions.add_parser("list", help="moratoria in force (--all: lifted ones too)")
+    listing.add_argument("--all", action="store_true")
+    for action in (setting, lifting, listing):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    moratorium.set_defaults(func=cmd_moratorium)
+
+    policy = commands.add_parser(
+        "policy", help="a collection's use policy: set, clear, show (docs/accountability.md)")
+    actions = policy.add_subparsers(dest="policy_command", required=True)
+    setting = actions.add_parser("set", help="put a collection under a use policy")
+    setting.add_argument("collection")
+    setting.add_argument("policy", choices=list(POLICIES))
+    clearing = actions.add_parser("clear", help="remove a collection's use policy")
+    clearing.add_argument("collection")
+    showing = actions.add_parser("show", help="a collection's policy and rules; without one, every policy")
+    showing.add_argument("collection", nargs="?")
+    for action in (setting, clearing):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
+    policy.set_defaults(func=cmd_policy)
+class _ReviewRefused(Exception):
+    """Who runs `faceaudit review` could not be identified as a reviewer."""
+
+
+def _reviewer(store: SQLiteKeyStore) -> AccessKey:
+    """The reviewer's key: the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY pair, checked against the key store."""
+    import hmac
+
+    from faceaudit.access.roles import REVIEWER
+    from faceaudit.settings import AWS_ACCESS_KEY_ENV, AWS_SECRET_KEY_ENV, Settings
+    settings = Settings.from_env()
+    if not settings.aws_access_key_id or not settings.aws_secret_access_key:
+        raise _ReviewRefused(f"identify yourself with your reviewer key: set {AWS_ACCESS_KEY_ENV} and "
+                             f"{AWS_SECRET_KEY_ENV}")
+    issued = store.lookup(settings.aws_access_key_id)
+    if issued is None or not hmac.compare_digest(issued.secret_access_key.encode(),
+                                                 settings.aws_secret_access_key.encode()):
+        raise _ReviewRefused(f"{AWS_ACCESS_KEY_ENV} / {AWS_SECRET_KEY_ENV} are not a key of this data directory")
+    if not issued.key.active:
+        raise _ReviewRefused(f"key {issued.key.name!r} was {issued.key.revoked_reason}")
+    if issued.key.role != REVIEWER:
+        raise _ReviewRefused(f"key {issued.key.name!r} has role {issued.key.role}; only reviewer keys review")
+    return issued.key
+
+
+def _picture_suffix(data: bytes) -> str:
+    return ".png" if data.startswith(b"\x89PNG") else ".webp" if data[8:12] == b"WEBP" else ".jpg"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Pictures of people: readable by their owner only (0600)."""
+    import os
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _candidate_ref(ref: str, order: list[str]) -> str:
+    """A candidate as `review show` numbered it (1, 2, ...) or by its id."""
+    if ref.isdigit() and 1 <= int(ref) <= len(order):
+        return order[int(ref) - 1]
+    return ref
+
+
+def _review_json(answer: dict[str, Any]) -> str:
+    return json.dumps(answer, indent=2, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """faceaudit review list|show|decide: blind review on this machine (docs/accountability.md)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from faceaudit.accountability.context import Caller
+    from faceaudit.accountability.review import ReviewStore
+    if args.review_command in ("retention", "purge"):
+        return _review_upkeep(args)
+    keys = _key_store(args, command="review")
+    try:
+        key = _reviewer(keys)
+        # The search log is this store's recorder once it is part of the data directory.
+        with ReviewStore(args.data_dir) as review:
+            if args.review_command == "list":
+                items: list[dict[str, Any]] = []
+                token = None
+                while True:
+                    page = review.pending(key, max_results=100, next_token=token)
+                    items += page["ReviewItems"]
+                    token = page.get("NextToken")
+                    if not token:
+                        break
+                print(_review_json({"ReviewItems": items}))
+            elif args.review_command == "show":
+                view = review.blind_view(key, args.item)
+                out = Path(args.out or f"review-{args.item}")
+                out.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shown: dict[str, Any] = {k: v for k, v in view.items() if k not in ("Probe", "Candidates")}
+                if view["Probe"] is not None:
+                    probe = out / ("probe" + _picture_suffix(view["Probe"]))
+                    _write_private(probe, view["Probe"])
+                    shown["Probe"] = str(probe)
+                shown["Candidates"] = []
+                for number, candidate in enumerate(view["Candidates"], 1):
+                    entry = {"Number": number, "CandidateId": candidate["CandidateId"],
+                             "CandidateType": candidate["CandidateType"], "Crop": None}
+                    if candidate["Crop"] is not None:
+                        crop = out / f"candidate-{number}.jpg"
+                        _write_private(crop, candidate["Crop"])
+                        entry["Crop"] = str(crop)
+                    shown["Candidates"].append(entry)
+                print(_review_json(shown))
+                print(f"faceaudit review: the probe and {len(view['Candidates'])} candidates are in {out}, in an "
+                      "order of your own, without scores. Decide each: faceaudit review decide "
+                      f"{args.item} --candidate N confirm|reject|inconclusive REASON ...", file=sys.stderr)
+            else:
+                order = [c["CandidateId"] for c in review.blind_view(key, args.item)["Candidates"]]
+                decisions = [{"CandidateId": _candidate_ref(ref, order), "Decision": decision, "Reason": reason}
+                             for ref, decision, reason in args.candidate or []]
+                caller = Caller(key, f"cli-{uuid.uuid4()}", datetime.now(UTC))
+                print(_review_json(review.decide(caller, args.item, decisions)))
+    except _ReviewRefused as error:
+        print(f"faceaudit review: {error}", file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit review: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    finally:
+        keys.close()
+    return 0
+
+
+def _review_upkeep(args: argparse.Namespace) -> int:
+    """`review retention` / `review purge`: the data directory owner's, like `faceaudit keys`."""
+    from datetime import UTC, datetime
+
+    from faceaudit.accountability.review import ReviewStore
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
+        return 2
+    with ReviewStore(args.data_dir) as review:
+        try:
+            if args.review_command == "retention":
+                if args.days is not None:
+                    review.set_retention(args.collection, None if args.days == 0 else args.days)
+                print(json.dumps({"CollectionId": args.collection,
+                                  "RetentionDays": review.retention_days(args.collection)}))
+            else:
+                print(json.dumps({"PurgedItems": review.purge_expired(datetime.now(UTC)),
+                                  "OrphanBlobsRemoved": review.sweep_orphans()}))
+        except RekognitionError as error:
+            print(f"faceaudit review: {error.message}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _add_review_parser(commands) -> None:
+    review = commands.add_parser(
+        "review", help="blind review of searches under a review policy: list, show, decide",
+        description="Review the candidates of searches made under a review policy, without their scores "
+                    "(docs/accountability.md, Blind review). You are identified by your reviewer key: "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    actions = review.add_subparsers(dest="review_command", required=True)
+    listing = actions.add_parser("list", help="items waiting for your decision")
+    show = actions.add_parser("show", help="write an item's probe and candidate crops to a folder (no scores)")
+    show.add_argument("item", metavar="ITEM_ID")
+    show.add_argument("--out", help="folder for the pictures (default: ./review-ITEM_ID)")
+    decide = actions.add_parser("decide", help="record your decision on every candidate; then see the scores")
+    decide.add_argument("item", metavar="ITEM_ID")
+    decide.add_argument("--candidate", nargs=3, action="append", metavar=("N|ID", "DECISION", "REASON"),
+                        help="a candidate (its number in `review show`, or its id), confirm, reject or "
+                             "inconclusive, and why; once per candidate")
+    retention = actions.add_parser("retention", help="how many days a collection's review items are kept "
+                                                     "(from the search; default 30)")
+    retention.add_argument("collection", metavar="COLLECTION_ID")
+    retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
+    purge = actions.add_parser("purge", help="delete expired review items and their pictures now")
+    for action in (listing, show, decide, retention, purge):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    review.set_defaults(func=cmd_review)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -579,6 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
+    _add_accountability_parsers(commands)
+    _add_review_parser(commands)
 
     thresholds = commands.add_parser("thresholds", help="false match rates by group at thresholds 80, 95, 99")
     thresholds.add_argument("--json", action="store_true")

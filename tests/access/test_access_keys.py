@@ -27,6 +27,8 @@ from faceaudit.access import (
 )
 from faceaudit.access.roles import allows, operations_for, role_table_markdown
 from faceaudit.access.sqlite import DB_FILENAME
+from faceaudit.accountability.faceaudit_service import FaceAuditService
+from faceaudit.accountability.guard import TAG_OPERATIONS
 from faceaudit.rekognition.service import RekognitionService
 from faceaudit.server.credentials import CREDENTIALS_FILE, CredentialsError, generate, open_keys
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings
@@ -62,14 +64,17 @@ def mode(path) -> int:
 
 def test_the_table_covers_exactly_the_operations_the_service_runs():
     served = RekognitionService(engine=None).operations  # type: ignore[arg-type]  # no engine needed to list them
-    assert set(OPERATION_ROLES) == set(served)
+    # The server serves the service's operations, the tag operations the guard answers itself
+    # and faceaudit's own (FaceAuditService.*).
+    assert set(OPERATION_ROLES) == set(served) | TAG_OPERATIONS | FaceAuditService.operations
 
 
-def test_admin_may_do_everything_an_operator_may_and_the_others_nothing_yet():
+def test_admin_may_do_everything_an_operator_may_reviewers_only_review_auditors_nothing_yet():
     assert set(operations_for(OPERATOR)) < set(operations_for(ADMIN))
     assert set(operations_for(ADMIN)) - set(operations_for(OPERATOR)) == {
         "CreateCollection", "DeleteCollection", "DeleteFaces", "DeleteUser"}
-    assert operations_for(REVIEWER) == operations_for(AUDITOR) == ()
+    assert operations_for(REVIEWER) == ("ListReviewItems", "GetReviewItem", "DecideReviewItem")
+    assert operations_for(AUDITOR) == ("ListTagsForResource",)  # which policy a collection is under
     assert not allows("root", "DetectFaces") and not allows(ADMIN, "DetectLabels")  # unknown: refused
 
 

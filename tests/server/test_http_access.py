@@ -44,6 +44,7 @@ def create_key(data_dir: Path, name: str, role: str, *extra: str) -> tuple[str, 
 def request_for(operation: str, collection: str) -> dict:
     """A small valid request for each operation the service runs (every row of the table)."""
     fresh = uuid.uuid4().hex[:12]
+    arn = f"arn:aws:rekognition:us-east-1:000000000000:collection/{collection}"  # allowed calls may not find it
     requests = {
         "DetectFaces": {"Image": IMAGE},
         "CompareFaces": {"SourceImage": IMAGE, "TargetImage": IMAGE},
@@ -63,19 +64,43 @@ def request_for(operation: str, collection: str) -> dict:
         "DisassociateFaces": {"CollectionId": collection, "UserId": "someone", "FaceIds": [FACE_ID]},
         "SearchUsers": {"CollectionId": collection, "UserId": "someone"},
         "SearchUsersByImage": {"CollectionId": collection, "Image": IMAGE},
+        "TagResource": {"ResourceArn": arn, "Tags": {"team": "blue"}},
+        "UntagResource": {"ResourceArn": arn, "TagKeys": ["team"]},
+        "ListTagsForResource": {"ResourceArn": arn},
+        # faceaudit's own operations: an item that does not exist is refused after the role check
+        "ListReviewItems": {},
+        "GetReviewItem": {"ItemId": str(uuid.uuid4())},
+        "DecideReviewItem": {"ItemId": str(uuid.uuid4()), "Decisions": []},
+        "GetReviewResult": {"ItemId": str(uuid.uuid4())},
     }
     assert set(requests) == set(OPERATION_ROLES), "a request for every operation of the role table"
     return requests[operation]
 
 
+FACEAUDIT_OPERATIONS = frozenset({"ListReviewItems", "GetReviewItem", "DecideReviewItem", "GetReviewResult"})
+
+
 def call(client, operation: str, request: dict) -> tuple[str | None, str, str]:
-    """(error code or None, message, request id) of one boto3 call."""
+    """(error code or None, message, request id) of one boto3 call (``client``: a RoleClients for a role)."""
+    if isinstance(client, RoleClients):
+        client = client.faceaudit if operation in FACEAUDIT_OPERATIONS else client.rekognition
     try:
         answer = getattr(client, xform_name(operation))(**request)
     except botocore.exceptions.ClientError as error:
         return (error.response["Error"]["Code"], error.response["Error"]["Message"],
                 error.response["ResponseMetadata"]["RequestId"])
     return None, "", answer["ResponseMetadata"]["RequestId"]
+
+
+class RoleClients:
+    """One key's boto3 clients: Rekognition's operations and faceaudit's own."""
+
+    def __init__(self, server: RunningServer, **keys):
+        self.rekognition = server.client(**keys)
+        self.faceaudit = server.faceaudit_client(**keys)
+
+    def __getattr__(self, name):  # a Rekognition client's methods and attributes
+        return getattr(self.rekognition, name)
 
 
 class RoleServer:
@@ -87,10 +112,10 @@ class RoleServer:
 def role_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("roles") / "data"
     with start_server(data) as server:  # its environment pair: the admin key "initial"
-        clients = {"initial": server.client()}
+        clients = {"initial": RoleClients(server)}
         for role in ROLES:  # keys made while the server runs: no restart, no reload
             key, secret = create_key(data, f"{role}-1", role, "--unit", "unit-7")
-            clients[role] = server.client(access_key_id=key, secret_access_key=secret)
+            clients[role] = RoleClients(server, access_key_id=key, secret_access_key=secret)
         collection = f"roles-{uuid.uuid4().hex[:8]}"
         clients[ROLES[0]].create_collection(CollectionId=collection)
         yield RoleServer(server, clients, collection)

@@ -395,3 +395,75 @@ def test_an_unreadable_key_store_fails_closed_without_details(service, caplog):
     assert (status, code, message) == (500, "InternalServerError", "Internal server error")
     assert result[4] == 0 and service.calls == []
     assert "disk I/O error" in caplog.text
+
+
+# ----------------------------------------------------------------------- the accountability guard
+
+
+def test_the_guard_gets_only_the_signed_headers_and_its_facts_stay_on_the_outcome(tmp_path):
+    from faceaudit.accountability.guard import GuardedService
+    from faceaudit.accountability.state import AccountabilityState
+    from faceaudit.rekognition.service import RekognitionService
+    from faceaudit.storage import EmbeddedStore
+
+    store, state = EmbeddedStore(tmp_path), AccountabilityState(tmp_path)
+    store.create_collection("c", "1.0")
+    application = RekognitionApp(GuardedService(RekognitionService(None, store), state),  # type: ignore[arg-type]
+                                 KEY, threads=1, on_shutdown=[store.close, state.close])
+    body = json.dumps({"ResourceArn": store.describe_collection("c").arn}).encode()
+    headers = sign(body, "RekognitionService.ListTagsForResource", extra={"X-Faceaudit-Purpose": "a signed purpose"})
+    headers.append(("X-Faceaudit-Case", "added after signing"))  # not covered by the signature
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    try:
+        outcome = application.handle("POST", "/", "", raw, body, "request-1")
+    finally:
+        application.close()
+    assert outcome.status == 200 and json.loads(outcome.body) == {"Tags": {}}
+    facts = outcome.facts
+    assert facts is not None and (facts.operation, facts.collection) == ("ListTagsForResource", "c")
+    assert (facts.purpose, facts.case) == ("a signed purpose", None)
+# ----------------------------------------------------------------- faceaudit's own operations
+
+
+class FakeReview:
+    """A CallerService recording who asked."""
+
+    operations = frozenset({"ListReviewItems"})
+
+    def __init__(self):
+        self.calls: list[tuple[object, str, dict]] = []
+
+    def call(self, caller, operation, request, facts=None):
+        self.calls.append((caller, operation, request))
+        return {"ReviewItems": []}
+
+
+def test_faceaudit_operations_reach_the_second_service_with_the_signed_headers_only(service, tmp_path):
+    review = FakeReview()
+    keys = SQLiteKeyStore(tmp_path / "data")
+    issued = keys.create("rev", "reviewer")
+    reviewer = sigv4.Credentials(issued.key.access_key_id, issued.secret_access_key)
+    application = RekognitionApp(service, StoreKeys(keys), threads=2, faceaudit=review, on_shutdown=[keys.close])
+    try:
+        body = json.dumps({"MaxResults": 5}).encode()
+        headers = sign(body, "FaceAuditService.ListReviewItems", key=reviewer,
+                       extra={"X-Faceaudit-Purpose": "missing person"})
+        status, _, _, parsed, _ = call(application, headers=[*headers, ("x-faceaudit-case", "unsigned")],
+                                       body=body)
+        assert (status, parsed) == (200, {"ReviewItems": []})
+        ((caller, operation, request),) = review.calls
+        assert (operation, request, caller.key.name) == ("ListReviewItems", {"MaxResults": 5}, "rev")
+        assert caller.purpose == "missing person" and caller.case is None  # an unsigned header counts for nothing
+        assert service.calls == []
+        status, code, _ = _error(post(application, {"ItemId": "0" * 36}, "FaceAuditService.GetReviewResult",
+                                      key=reviewer))
+        assert (status, code) == (400, "InvalidParameterException")  # in the model, not in this service
+    finally:
+        application.close()
+
+
+def test_without_a_review_service_faceaudit_operations_are_refused(app, service):
+    status, code, message = _error(post(app, {}, "FaceAuditService.ListReviewItems"))
+    assert (status, code, message) == (400, "InvalidParameterException",
+                                       "Operation ListReviewItems is not supported by faceaudit")
+    assert service.calls == []

@@ -116,6 +116,22 @@ def test_approximate_search_uses_the_index_and_ranks_what_it_finds_exactly(postg
     approximate.close()
 
 
+def test_a_collection_set_to_exact_is_never_searched_approximately(postgres_url, schema):
+    rng = np.random.default_rng(4)
+    approximate = PostgresStore(postgres_url, schema=schema, approximate_above=10)
+    other_server = PostgresStore(postgres_url, schema=schema, approximate_above=10)
+    approximate.create_collection("c", "m")
+    approximate.add_faces("c", make_faces(rng, 20))
+    assert other_server.search_mode("c") == "approximate"
+    approximate.set_search_mode("c", "exact")  # as the guard does for a public-safety collection
+    assert other_server.search_mode("c") == "exact"
+    assert PostgresStore(postgres_url, schema=schema).search_mode("c") == "exact"
+    approximate.set_search_mode("c", "auto")
+    assert other_server.search_mode("c") == "approximate"
+    approximate.close()
+    other_server.close()
+
+
 def test_an_unreachable_database_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match=r"could not connect to the database"):
         PostgresStore(f"postgresql://nobody@/nothing?host={tmp_path}", connect_timeout=2)

@@ -71,6 +71,19 @@ class RunningServer:
             aws_secret_access_key=secret_access_key or self.secret_access_key,
             config=botocore.config.Config(**config))
 
+    def faceaudit_client(self, *, access_key_id: str | None = None, secret_access_key: str | None = None,
+                         region_name: str = "us-east-1", **config):
+        """A boto3 client for faceaudit's own operations (FaceAuditService.*) on this server."""
+        import botocore.config
+
+        import faceaudit
+        config.setdefault("retries", {"max_attempts": 1})
+        return faceaudit.client(
+            self.endpoint_url, region_name=region_name,
+            aws_access_key_id=access_key_id or self.access_key_id,
+            aws_secret_access_key=secret_access_key or self.secret_access_key,
+            config=botocore.config.Config(**config))
+
     def post(self, body: bytes | dict, target: str | None = "RekognitionService.DetectFaces", *,
              sign: bool = True, access_key_id: str | None = None, secret_access_key: str | None = None,
              when: datetime | None = None, headers: dict | None = None) -> RawResponse:

@@ -21,18 +21,24 @@ ROLE_DUTIES: dict[str, str] = {
     ADMIN: "keys, policies and collections (create, delete, delete faces and users); "
            "everything an operator may do",
     OPERATOR: "index, search, compare and detect; users and their faces; read collections",
-    REVIEWER: "decide review items (the review queue comes with blind review; nothing yet)",
-    AUDITOR: "read the search log, reports and transparency figures, nothing else "
-             "(they come with the search log; nothing yet)",
+    REVIEWER: "list, view (blind) and decide review items; never their own searches; nothing of "
+              "Rekognition's",
+    AUDITOR: "read the search log, reports and transparency figures, and which policy a collection "
+             "is under (ListTagsForResource), nothing else",
 }
 
 _OPERATORS = frozenset({ADMIN, OPERATOR})
 _ADMINS = frozenset({ADMIN})
+_READERS = frozenset({ADMIN, OPERATOR, AUDITOR})
+_REVIEWERS = frozenset({REVIEWER})
 
 # Operation -> the roles that may call it. Deleting stored people (collections, faces,
 # users) is the admin's, who answers for what a collection holds; operators add to
-# collections and search them. Reviewers and auditors call none of Rekognition's
-# operations: what they do arrives with the review queue and the search log.
+# collections and search them. Reviewers call none of Rekognition's operations, auditors
+# only ListTagsForResource (which policy a collection is under). Deciding review items
+# (faceaudit's own FaceAuditService operations) is the
+# reviewers' alone: the keys that search never also judge the searches. GetReviewResult is
+# for those who search, and the review store lets only the searching key read its item.
 OPERATION_ROLES: dict[str, frozenset[str]] = {
     "DetectFaces": _OPERATORS,
     "CompareFaces": _OPERATORS,
@@ -52,6 +58,16 @@ OPERATION_ROLES: dict[str, frozenset[str]] = {
     "DisassociateFaces": _OPERATORS,
     "SearchUsers": _OPERATORS,
     "SearchUsersByImage": _OPERATORS,
+    # Collection tags. The faceaudit:policy tag among them is the admin's alone (checked by
+    # faceaudit.accountability.guard); auditors read which policy a collection is under.
+    "TagResource": _OPERATORS,
+    "UntagResource": _OPERATORS,
+    "ListTagsForResource": _READERS,
+    # faceaudit's own operations (FaceAuditService.*: blind review, docs/accountability.md)
+    "ListReviewItems": _REVIEWERS,
+    "GetReviewItem": _REVIEWERS,
+    "DecideReviewItem": _REVIEWERS,
+    "GetReviewResult": _OPERATORS,
 }
 
 

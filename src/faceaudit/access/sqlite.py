@@ -2,7 +2,8 @@
 
 The same approach as faceaudit.storage.embedded: WAL mode, ``synchronous=FULL`` (a
 revocation or a new key, once acknowledged, survives a power cut), every change one
-``BEGIN IMMEDIATE`` transaction, one connection per thread, several processes at once.
+``BEGIN IMMEDIATE`` transaction, one connection per thread (storage.sqlite_connections,
+shared with the review store), several processes at once.
 A file of its own rather than tables in faceaudit.db: its schema moves with the
 accountability work (keys now, the search log next) and not with the faces', and a
 key lookup shares no lock with face writes.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +37,7 @@ from faceaudit.access.keys import (
 )
 from faceaudit.access.roles import ADMIN
 from faceaudit.storage.migrations import Step, latest_version, migrate
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "access.db"
@@ -104,32 +105,14 @@ class SQLiteKeyStore:
             raise KeyStoreError(
                 f"{self.path} is accessible to other users (mode {mode:04o}); the secrets in it may "
                 f"have leaked. Run 'chmod 600 {self.path}' and rotate every key ('faceaudit keys rotate')")
-        self._busy_timeout = float(busy_timeout)
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._connections = ThreadConnections(self.path, busy_timeout=busy_timeout,
+                                               unavailable=KeyStoreUnavailable)
         self._initialise()
 
     # --- connections and transactions
 
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # a forked child starts afresh; the parent's stay unused
-            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.close()
-                raise KeyStoreUnavailable(f"could not put {self.path} in WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -156,14 +139,7 @@ class SQLiteKeyStore:
         self.close()
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()
 
     # --- reads
 

@@ -1,8 +1,11 @@
 """The HTTP face of faceaudit: an ASGI app speaking Rekognition's wire protocol.
 
 One route matters: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``,
-exactly what boto3 sends to ``endpoint_url``.  ``GET /`` answers a small
-health document without authentication.  For every other request, in order:
+exactly what boto3 sends to ``endpoint_url`` -- or ``FaceAuditService.<Operation>``,
+faceaudit's own operations (blind review), decoded by the same protocol from faceaudit's
+model and answered by a second service object (``faceaudit``) that is told who asks.
+``GET /`` answers a small health document without authentication.  For every other
+request, in order:
 
 1. a body larger than any Rekognition request can be (``max_body_bytes``) is
    refused from its ``Content-Length`` before it is read
@@ -24,8 +27,12 @@ health document without authentication.  For every other request, in order:
 5. the operation is looked up from ``X-Amz-Target``, the key's role checked
    against it (faceaudit.access.roles; AccessDeniedException), and the body
    decoded and validated against botocore's model of it (faceaudit.server.wire);
-6. ``service.call(operation, request)`` runs in a worker thread (engine work is
-   CPU-bound and blocking), and its answer or error is encoded back.  A full
+6. the accountability layer's ``guard.call(caller, operation, request, facts)``
+   (faceaudit.accountability.guard: moratoria, use policies, budgets; the caller is the
+   verified key with the headers its signature covers) -- or, for an app built on a bare
+   service, ``service.call(operation, request)`` -- runs in a worker thread (engine work is
+   CPU-bound and blocking), and its answer or error is encoded back, with the guard's
+   response headers (``x-faceaudit-review-item``).  A full
    disk (SQLite's "database or disk is full", ENOSPC, EDQUOT) is answered as
    InternalServerError saying the server is out of storage, and logged with
    the data directory.
@@ -62,6 +69,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
+from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.guard import GuardedService
 from faceaudit.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -75,7 +84,8 @@ from faceaudit.server import sigv4
 from faceaudit.server.access import KeyDenied, StaticKeys, StoreKeys, authorize, key_of
 from faceaudit.server.wire import (
     CONTENT_TYPE,
-    RekognitionProtocol,
+    FACEAUDIT_TARGET_PREFIX,
+    JsonProtocol,
     UnknownOperationException,
 )
 from faceaudit.settings import DEFAULT_SERVE_THREADS, SERVE_DATA_DIR_ENV, Settings
@@ -125,6 +135,15 @@ class Service(Protocol):
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class CallerService(Protocol):
+    """faceaudit's own operations (FaceAuditService.*): each call knows who asks."""
+
+    operations: frozenset[str]
+
+    def call(self, caller: Caller, operation: str, request: dict[str, Any],
+             facts: Facts | None = None) -> dict[str, Any]: ...
+
+
 @dataclass
 class Outcome:
     """What became of one request (also what the access log line shows)."""
@@ -138,6 +157,7 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     key: AccessKey | None = None  # set once the signature is verified: only a proven signer is named
     reason: str | None = None  # why a request was refused, for the log (never sent to the client)
+    facts: Facts | None = None  # what the accountability layer gathered (for the search log)
 
 
 @dataclass(frozen=True)
@@ -198,6 +218,12 @@ def is_storage_full(error: BaseException) -> bool:
     return False
 
 
+def _signed_headers(pending: sigv4.PendingRequest) -> dict[str, str]:
+    """Lower-case name -> value of the headers the signature covers (repeats joined by ',')."""
+    return {name.lower(): ",".join(v.strip() for v in pending.index.get(name.lower(), []))
+            for name in pending.signed}
+
+
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -208,6 +234,11 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
 class RekognitionApp:
     """ASGI app: SigV4-authenticated Rekognition JSON 1.1 in front of ``service.call``.
 
+    ``service``: a faceaudit.accountability.guard.GuardedService (what ``faceaudit serve``
+    runs: every request passes the use policies, the moratorium and the budgets, and
+    its facts are kept on the Outcome), or a bare service called as ``service.call(operation,
+    request)`` (tests of the wire layer).
+
     ``credentials`` is where access keys are looked up: a
     faceaudit.server.access.StoreKeys over the key store (what ``faceaudit serve``
     uses), or one key pair or a mapping from access key id to key pair, each then
@@ -216,20 +247,23 @@ class RekognitionApp:
     after in-flight calls finished (e.g. ``store.close``).
     """
 
-    def __init__(self, service: Service,
+    def __init__(self, service: Service | GuardedService,
                  credentials: sigv4.Credentials | Mapping[str, sigv4.Credentials] | StoreKeys | StaticKeys,
-                 *, protocol: RekognitionProtocol | None = None, region: str | None = None,
+                 *, protocol: JsonProtocol | None = None, region: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, threads: int = DEFAULT_THREADS,
                  on_shutdown: Iterable[Callable[[], Any]] = (),
                  max_inflight_body_bytes: int = MAX_INFLIGHT_BODY_BYTES,
                  body_idle_timeout: float = BODY_IDLE_TIMEOUT,
                  body_total_timeout: float = BODY_TOTAL_TIMEOUT,
                  signing_policy: sigv4.SigningPolicy | None = SIGNING_POLICY,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None,
+                 faceaudit: CallerService | None = None):
         self.service = service
+        self.guard = service if isinstance(service, GuardedService) else None
+        self.faceaudit = faceaudit  # FaceAuditService.* (blind review); None: those operations are refused
         self.credentials: StoreKeys | StaticKeys = (
             StaticKeys(credentials) if isinstance(credentials, sigv4.Credentials | Mapping) else credentials)
-        self.protocol = protocol or RekognitionProtocol.default()
+        self.protocol = protocol or JsonProtocol.default()
         self.region = region
         self.max_body_bytes = max_body_bytes
         self.max_inflight_body_bytes = max(max_inflight_body_bytes, max_body_bytes)
@@ -262,10 +296,11 @@ class RekognitionApp:
 
     def handle(self, method: str, raw_path: str, query_string: str,
                headers: list[tuple[bytes, bytes]], body: bytes, request_id: str,
-               pending: sigv4.PendingRequest | None = None) -> Outcome:
+               pending: sigv4.PendingRequest | None = None, arrived: datetime | None = None) -> Outcome:
         """Authenticate, decode, call and encode one request; never raises.
 
-        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent).
+        ``pending`` is what :meth:`preauthenticate` returned (checked again when absent);
+        ``arrived``: when the request arrived (default now).
         """
         outcome = Outcome(200, b"", request_id)
         try:
@@ -279,14 +314,25 @@ class RekognitionApp:
                     f"Rekognition operations are 'POST /' requests, not '{method} {path[:100]}'")
             operation = self.protocol.operation(_header(headers, b"x-amz-target"))
             outcome.operation = operation.name
-            supported = getattr(self.service, "operations", None)
-            if supported is not None and operation.name not in supported:
+            own = self.protocol.target_prefix_of(operation) == FACEAUDIT_TARGET_PREFIX  # faceaudit's model
+            supported = getattr(self.faceaudit if own else self.service, "operations", None)
+            if (own and self.faceaudit is None) or (supported is not None and operation.name not in supported):
                 raise InvalidParameterException(
                     f"Operation {operation.name} is not supported by faceaudit")
             authorize(key, operation.name)
             request = self.protocol.decode_request(operation, body)
             outcome.dispatched = True
-            response = self.service.call(operation.name, request)
+            caller = Caller(key, request_id, arrived or datetime.now(UTC), _signed_headers(pending))
+            outcome.facts = facts = Facts(operation=operation.name)
+            if own:
+                assert self.faceaudit is not None
+                response = self.faceaudit.call(caller, operation.name, request, facts)
+            elif self.guard is not None:
+                response = self.guard.call(caller, operation.name, request, facts)
+            else:
+                assert not isinstance(self.service, GuardedService)
+                response = self.service.call(operation.name, request)
+            outcome.headers.extend(facts.extra_headers)
             outcome.body = self.protocol.encode_response(operation, response)
         except RekognitionError as error:
             if isinstance(error, InternalServerError) and is_storage_full(error):
@@ -388,7 +434,7 @@ class RekognitionApp:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
                     self.executor, self.handle, method, raw_path, query_string, headers, body,
-                    request_id, pending)
+                    request_id, pending, arrived)
         finally:
             reservation.release()  # the body (and what was decoded from it) is gone now
         await self._send(send, outcome, close=close)
@@ -467,13 +513,17 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               settings: Settings | None = None, database: str | None = None) -> RekognitionApp:
     """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
     the store ``database`` names (faceaudit.storage.open_store: None is EmbeddedStore(data_dir),
-    a postgresql:// URL PostgresStore with one connection per request thread) +
-    RekognitionService, behind the key store of ``data_dir``.
+    a postgresql:// URL PostgresStore with one connection per request thread) + RekognitionService,
+    guarded by the use policies and moratoria of ``data_dir/accountability.db`` (GuardedService),
+    behind the key store of ``data_dir`` (in the database when it is PostgreSQL).
 
     ``keys``: the key store, already opened (default: opened here, taking in the
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
+    from faceaudit.accountability.faceaudit_service import FaceAuditService
+    from faceaudit.accountability.review import ReviewStore
+    from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
@@ -481,11 +531,14 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings, database=database).store)
+    review = ReviewStore(data_dir)  # the review queue (the guard's ReviewQueue) and FaceAuditService.*
+    review.purge_expired()
     store = open_store(database, data_dir, pool_size=threads)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    hooks = [store.close, keys.store.close]
-    return RekognitionApp(service, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir))
+    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review)
+    hooks = [store.close, keys.store.close, guard.close, review.close]
+    return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review))
 
 
 def configure_logging() -> None:

@@ -1,15 +1,22 @@
-"""Rekognition's wire protocol (AWS JSON 1.1), driven by botocore's own service model.
+"""AWS JSON 1.1 on the wire, driven by botocore service models: Rekognition's and faceaudit's own.
 
-A Rekognition request is ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``
-and a JSON body; the answer is JSON, or an error as ``{"__type": <code>, ...}``
-with a 4xx/5xx status.  Everything this module knows about the operations --
-their names, member names, types and constraints -- comes from the
-machine-readable model that ships inside botocore (the same file boto3 uses to
-build its client), so an operation the service adds later needs no change here.
+A request is ``POST /`` with ``X-Amz-Target: <TargetPrefix>.<Operation>`` and a JSON
+body; the answer is JSON, or an error as ``{"__type": <code>, ...}`` with a 4xx/5xx
+status.  Everything this module knows about the operations -- their names, member
+names, types and constraints -- comes from machine-readable service models:
 
-:class:`RekognitionProtocol` turns
+* Rekognition's (``RekognitionService.*``), the one that ships inside botocore (the same
+  file boto3 uses to build its client), so an operation the service adds later needs no
+  change here;
+* faceaudit's own (``FaceAuditService.*``: blind review), ``models/faceaudit/2026-12-01/
+  service-2.json`` beside this module, in the same format. Clients load it the same way:
+  ``faceaudit.client_model_path()`` is the folder to put on botocore's data path
+  (docs/accountability.md, "Blind review").
 
-* a request body into the Python dict ``RekognitionService.call`` takes (blobs
+One :class:`JsonProtocol` serves both: the target's prefix picks the model, and the
+same decoder, validator and encoder run for either.  It turns
+
+* a request body into the Python dict the service takes (blobs
   base64-decoded to ``bytes``, timestamps to aware ``datetime``), validating it
   against the operation's input shape on the way: the checks a Rekognition
   endpoint makes and botocore's client-side validation does not (maxima,
@@ -52,6 +59,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from botocore.loaders import Loader
@@ -67,12 +75,21 @@ from faceaudit.errors import (
 
 __all__ = [
     "CONTENT_TYPE",
+    "FACEAUDIT_TARGET_PREFIX",
+    "MODELS_DIR",
+    "REKOGNITION_TARGET_PREFIX",
+    "JsonProtocol",
     "RekognitionProtocol",
     "SerializationException",
     "UnknownOperationException",
+    "faceaudit_service_model",
 ]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
+REKOGNITION_TARGET_PREFIX = "RekognitionService"
+FACEAUDIT_TARGET_PREFIX = "FaceAuditService"
+# botocore's data layout (<service>/<api version>/service-2.json), so a client's loader can read it too.
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 # Blob shapes whose maximum is an *image* size limit: exceeding it is
 # ImageTooLargeException (Rekognition's answer), not a validation error.
 IMAGE_BLOB_SHAPES = frozenset({"ImageBlob"})
@@ -417,23 +434,49 @@ def _encode(shape: Shape | None, value: Any) -> Any:
 # --------------------------------------------------------------------------- protocol
 
 
-class RekognitionProtocol:
-    """Rekognition's JSON 1.1 protocol, from botocore's model of the service."""
+def faceaudit_service_model() -> ServiceModel:
+    """faceaudit's own operations (FaceAuditService.*), loaded as botocore loads any model."""
+    loader = Loader(extra_search_paths=[str(MODELS_DIR)], include_default_search_paths=False)
+    return ServiceModel(loader.load_service_model("faceaudit", "service-2"), service_name="faceaudit")
 
-    def __init__(self, service_model: ServiceModel | None = None):
-        if service_model is None:
-            raw = Loader().load_service_model("rekognition", "service-2")
-            service_model = ServiceModel(raw, service_name="rekognition")
-        self.model = service_model
-        self.target_prefix: str = service_model.metadata["targetPrefix"]  # "RekognitionService"
-        self.operation_names = frozenset(service_model.operation_names)
-        self._modeled_errors = frozenset(s.name for s in service_model.error_shapes)
+
+def rekognition_service_model() -> ServiceModel:
+    """Rekognition's model, as it ships inside botocore."""
+    return ServiceModel(Loader().load_service_model("rekognition", "service-2"), service_name="rekognition")
+
+
+class JsonProtocol:
+    """AWS JSON 1.1 for one or more service models, told apart by their ``targetPrefix``.
+
+    The first model is the primary one (``model``, ``target_prefix``, ``operation_names``:
+    Rekognition's in the server); the target's prefix picks the model of each request.
+    """
+
+    def __init__(self, *service_models: ServiceModel):
+        if not service_models:
+            service_models = (rekognition_service_model(),)
+        self.models: dict[str, ServiceModel] = {}
+        for service_model in service_models:
+            prefix = service_model.metadata["targetPrefix"]
+            if prefix in self.models:
+                raise ValueError(f"two service models share the target prefix {prefix!r}")
+            self.models[prefix] = service_model
+        self.model = service_models[0]
+        self.target_prefix: str = self.model.metadata["targetPrefix"]  # "RekognitionService"
+        self.operation_names = frozenset(self.model.operation_names)
+        self._operations = {prefix: frozenset(m.operation_names) for prefix, m in self.models.items()}
+        self._modeled_errors = frozenset(s.name for m in self.models.values() for s in m.error_shapes)
 
     @classmethod
     @functools.lru_cache(maxsize=1)
-    def default(cls) -> RekognitionProtocol:
-        """One shared instance (loading the model takes ~50 ms)."""
-        return cls()
+    def default(cls) -> JsonProtocol:
+        """One shared instance for Rekognition's operations and faceaudit's (loading takes ~50 ms)."""
+        return cls(rekognition_service_model(), faceaudit_service_model())
+
+    @staticmethod
+    def target_prefix_of(operation: OperationModel) -> str:
+        """Which service an operation belongs to: its model's ``targetPrefix``."""
+        return str(operation.service_model.metadata["targetPrefix"])
 
     # -- requests ---------------------------------------------------------------------
     def operation(self, target: str | None) -> OperationModel:
@@ -443,13 +486,13 @@ class RekognitionProtocol:
                 "Missing X-Amz-Target header; expected "
                 f"'{self.target_prefix}.<Operation>', e.g. '{self.target_prefix}.DetectFaces'")
         prefix, dot, name = target.partition(".")
-        if not dot or prefix != self.target_prefix or name not in self.operation_names:
+        if not dot or name not in self._operations.get(prefix, ()):
             shown = target if len(target) <= 120 else target[:120] + "..."
             raise UnknownOperationException(f"Unknown operation '{shown}'")
-        return self.model.operation_model(name)
+        return self.models[prefix].operation_model(name)
 
     def decode_request(self, operation: OperationModel, body: bytes) -> dict[str, Any]:
-        """The body as the dict ``RekognitionService.call`` takes, validated against the input shape."""
+        """The body as the dict the service takes, validated against the operation's input shape."""
         try:
             text = body.decode("utf-8") if body else "{}"
             value = json.loads(text) if text.strip() else {}
@@ -481,7 +524,7 @@ class RekognitionProtocol:
         """(HTTP status, JSON body) for an error.
 
         botocore reads the code from ``__type`` and the message from ``message``
-        or ``Message``.  Rekognition's own (modeled) errors are written as
+        or ``Message``.  The models' own errors are written as
         Rekognition writes them, ``{"__type", "Code", "Message"}``; the
         protocol's and authentication errors as AWS's front end writes them,
         ``{"__type", "message"}``.
@@ -493,3 +536,7 @@ class RekognitionProtocol:
         else:
             body = {"__type": code, "message": message}
         return error.http_status, json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+# The name from before the protocol served faceaudit's own model as well.
+RekognitionProtocol = JsonProtocol

@@ -170,7 +170,8 @@ _SCHEMA: list[Step] = [
         created_ms         BIGINT  NOT NULL,
         face_count         INTEGER NOT NULL DEFAULT 0 CHECK (face_count >= 0),
         user_count         INTEGER NOT NULL DEFAULT 0 CHECK (user_count >= 0),
-        vector_dim         INTEGER              -- fixed by the first face added
+        vector_dim         INTEGER,             -- fixed by the first face added
+        exact_only         BOOLEAN NOT NULL DEFAULT false  -- set_search_mode("exact"): never approximate
     )""",
     """CREATE TABLE users (
         id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -211,7 +212,7 @@ _FACE_COLUMNS = (
     "vector_send(f.embedding), f.user_ref")
 _FACE_FROM = "faces AS f LEFT JOIN users AS u ON u.id = f.user_ref"
 _COLLECTION_COLUMNS = ("id, collection_id, arn, face_model_version, created_ms, face_count, "
-                       "user_count, vector_dim")
+                       "user_count, vector_dim, exact_only")
 
 
 class _CollRow(NamedTuple):
@@ -223,6 +224,7 @@ class _CollRow(NamedTuple):
     face_count: int
     user_count: int
     vector_dim: int | None
+    exact_only: bool
 
     def to_collection(self) -> Collection:
         return Collection(
@@ -600,6 +602,28 @@ class PostgresStore(FaceStore):
             count = conn.execute("SELECT count(*) FROM faces WHERE collection = %s", (coll.id,)).fetchone()[0]
         return {"faces": int(count), "dim": coll.vector_dim or 0}
 
+    def _approximate(self, coll: _CollRow) -> bool:
+        return (self._approximate_above is not None and not coll.exact_only
+                and coll.face_count > self._approximate_above
+                and coll.vector_dim is not None and coll.vector_dim <= HNSW_MAX_DIM)
+
+    def search_mode(self, collection_id: str) -> str:
+        """"exact" or "approximate": how the collection's face searches run now (the guard and
+        the audit report it; user search is always exact)."""
+        validate_collection_id(collection_id)
+        with self._read() as conn:
+            return "approximate" if self._approximate(self._collection(conn, collection_id)) else "exact"
+
+    def set_search_mode(self, collection_id: str, mode: str) -> None:
+        """"exact": the collection is never searched approximately, on any server (public-safety
+        collections and audits); "auto": approximate above ``approximate_above`` faces."""
+        validate_collection_id(collection_id)
+        if mode not in ("exact", "auto"):
+            raise InvalidParameterException(f"search mode {mode!r}: 'exact' or 'auto'")
+        with self._write() as conn:
+            coll = self._collection(conn, collection_id, lock=True)
+            conn.execute("UPDATE collections SET exact_only = %s WHERE id = %s", (mode == "exact", coll.id))
+
     @staticmethod
     def _check_dim(coll: _CollRow, query: np.ndarray) -> None:
         if query.shape[-1] != coll.vector_dim:
@@ -626,8 +650,7 @@ class PostgresStore(FaceStore):
         if max_distance is not None:
             radius = " AND s.d <= %(radius)s"
             params["radius"] = max_distance * radius_factor + 1e-30
-        if (self._approximate_above is not None and coll.face_count > self._approximate_above
-                and coll.vector_dim <= HNSW_MAX_DIM):
+        if self._approximate(coll):
             dim = int(coll.vector_dim)
             ef = min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 4 * k))
             conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")

@@ -1,0 +1,194 @@
+"""Sealed blobs: probe images and face crops kept for blind review, encrypted at rest.
+
+Review needs pictures (the probe a search was made with, the indexed faces it matched),
+and pictures of people are what a leak would expose. Each blob is sealed with AES-256-GCM
+(the ``cryptography`` package) under one key per data directory:
+
+* the key is 32 random bytes in ``DATA_DIR/review.key``, mode 0600, created on first use
+  (written to a temporary file and hard-linked into place, so two processes starting at
+  once end up with the same key, never two);
+* each blob is one 0600 file in ``DATA_DIR/sealed/`` (mode 0700), named by a random id
+  that says nothing about whose face it is: ``magic | 12-byte nonce | ciphertext+tag``,
+  with the blob's name as associated data, so a file renamed onto another's name does not
+  open;
+* writes go to a temporary file that is fsynced and renamed, so a killed process leaves
+  either the whole blob or none.
+
+What this protects against: a copy of the ``sealed/`` folder (a backup, a disk image, a
+shared volume) without the key file. It does not protect against anyone who can read the
+key file -- the server's own user can read both, so can root. Keep backups of the key
+apart from backups of the blobs, or keep ``review.key`` out of them.
+
+Purging deletes the file. Overwriting it first would not make the old bytes unreadable:
+on journaling and copy-on-write filesystems and on SSDs (wear levelling) a rewrite goes to
+new blocks and the old ones linger until reused. Encryption is what makes deletion
+meaningful: once the key is gone (``SealedBlobs.destroy_key``), every blob it sealed is
+unreadable wherever its bytes remain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = ["BLOB_DIRNAME", "KEY_FILENAME", "SealedBlobError", "SealedBlobMissing", "SealedBlobs"]
+
+KEY_FILENAME = "review.key"
+BLOB_DIRNAME = "sealed"
+_MAGIC = b"FAS1"  # faceaudit sealed blob, format 1
+_NONCE_BYTES = 12  # AES-GCM's standard nonce; random per blob (far below the 2**32 blobs per key bound)
+_KEY_BYTES = 32
+_BLOB_ID_CHARS = frozenset("0123456789abcdef")
+
+
+class SealedBlobError(Exception):
+    """A blob or the key cannot be used: missing, readable by others, or altered."""
+
+
+class SealedBlobMissing(SealedBlobError):
+    """No blob by that id (never sealed, or deleted)."""
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` as a 0700 directory (created if absent; mkdir's mode is filtered by the umask)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    """``data`` in a new 0600 file next to ``path`` (a temporary name), fsynced; returns its path."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+class SealedBlobs:
+    """AES-GCM sealed blobs in ``data_dir/sealed`` under the key ``data_dir/review.key``."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, key_path: str | os.PathLike | None = None):
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.exists():
+            _private_dir(self.data_dir)
+        self.key_path = Path(key_path) if key_path is not None else self.data_dir / KEY_FILENAME
+        self.blob_dir = self.data_dir / BLOB_DIRNAME
+        _private_dir(self.blob_dir)
+        self._aead = AESGCM(self._load_or_create_key())
+
+    # -- the key ------------------------------------------------------------------
+    def _load_or_create_key(self) -> bytes:
+        if not self.key_path.exists():
+            if self.blob_ids():  # a lost key must not be silently replaced: those blobs would never open
+                raise SealedBlobError(
+                    f"{self.key_path} is missing but {len(self.blob_ids())} sealed blobs exist in "
+                    f"{self.blob_dir}; restore the key from its backup (or delete the blobs to start afresh)")
+            temporary = _write_private(self.key_path, secrets.token_bytes(_KEY_BYTES))
+            try:
+                os.link(temporary, self.key_path)  # atomic, and fails if another process was first
+                _fsync_dir(self.key_path.parent)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(temporary)
+        mode = stat.S_IMODE(os.stat(self.key_path).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SealedBlobError(
+                f"{self.key_path} is accessible to other users (mode {mode:04o}); the review images "
+                f"it protects may have leaked. Run 'chmod 600 {self.key_path}'")
+        key = self.key_path.read_bytes()
+        if len(key) != _KEY_BYTES:
+            raise SealedBlobError(f"{self.key_path} is not a faceaudit review key ({len(key)} bytes, "
+                                  f"expected {_KEY_BYTES})")
+        return key
+
+    def destroy_key(self) -> None:
+        """Delete the key file: every blob sealed with it becomes unreadable (and the blobs are deleted)."""
+        for path in self.blob_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.key_path.unlink()
+
+    # -- blobs --------------------------------------------------------------------
+    def _path(self, blob_id: str) -> Path:
+        if len(blob_id) != 32 or not set(blob_id) <= _BLOB_ID_CHARS:
+            raise SealedBlobError(f"not a sealed blob id: {blob_id[:40]!r}")
+        return self.blob_dir / blob_id
+
+    def seal(self, data: bytes, *, sync: bool = True) -> str:
+        """Encrypt and store ``data``; returns its new id (32 hex characters).
+
+        ``sync=False`` leaves the directory entry to a later :meth:`sync` (one for many blobs).
+        """
+        blob_id = secrets.token_hex(16)
+        path = self._path(blob_id)
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = _MAGIC + nonce + self._aead.encrypt(nonce, bytes(data), blob_id.encode("ascii"))
+        temporary = _write_private(path, sealed)
+        os.replace(temporary, path)
+        if sync:
+            self.sync()
+        return blob_id
+
+    def sync(self) -> None:
+        """Make the names of the blobs sealed so far durable (fsync of the directory)."""
+        _fsync_dir(self.blob_dir)
+
+    def open(self, blob_id: str) -> bytes:
+        """The bytes sealed as ``blob_id``; SealedBlobError if missing or altered."""
+        path = self._path(blob_id)
+        try:
+            sealed = path.read_bytes()
+        except FileNotFoundError:
+            raise SealedBlobMissing(f"sealed blob {blob_id} is missing") from None
+        head = len(_MAGIC) + _NONCE_BYTES
+        if len(sealed) < head or not sealed.startswith(_MAGIC):
+            raise SealedBlobError(f"sealed blob {blob_id} is not in faceaudit's format")
+        try:
+            return self._aead.decrypt(sealed[len(_MAGIC):head], sealed[head:], blob_id.encode("ascii"))
+        except InvalidTag:
+            raise SealedBlobError(f"sealed blob {blob_id} was altered or sealed with another key") from None
+
+    def sealed_at(self, blob_id: str) -> float:
+        """When the blob was written (its file's mtime, seconds since the epoch); inf if it is gone."""
+        try:
+            return os.stat(self._path(blob_id)).st_mtime
+        except FileNotFoundError:
+            return float("inf")
+
+    def exists(self, blob_id: str) -> bool:
+        return self._path(blob_id).exists()
+
+    def delete(self, blob_id: str) -> bool:
+        """Remove a blob (True if it was there). Deletion, not overwriting: see the module docstring."""
+        try:
+            self._path(blob_id).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def blob_ids(self) -> list[str]:
+        """Ids of the blobs on disk (temporary files of interrupted writes excluded)."""
+        return sorted(p.name for p in self.blob_dir.iterdir() if not p.name.startswith("."))
