@@ -20,7 +20,7 @@ from support.images import encode
 # A test using one (directly or through another fixture) is marked ``models``; `make test-fast`
 # runs the rest. Files that load models some other way say so with ``pytestmark``.
 MODEL_FIXTURES = frozenset({"engine", "faces_dev_results", "faceaudit_server", "rekognition",
-                            "start_faceaudit_server"})
+                            "start_faceaudit_server", "postgres_faceaudit_server"})
 # Set by `make test-fast`: building an engine in-process then fails the test, so a test that
 # needs models but is not marked cannot slip into the fast lane unnoticed.
 NO_MODELS_ENV = "FACEAUDIT_TEST_NO_MODELS"
@@ -82,6 +82,35 @@ def faces_dev_root() -> Path:
     if root is None:
         _data_missing("faces-dev", "set FACEAUDIT_TEST_DATA or put it at ../shared/data/faces-dev")
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL with pgvector (pgserver wheel), one per test session: its libpq URL.
+
+    Started only when a test asks for it; tests give themselves a schema each
+    (support.postgres.fresh_schema) rather than a server each."""
+    import shutil
+    import sys
+    import tempfile
+
+    from support.postgres import check_pgvector, start_postgres
+    try:
+        import pgserver  # noqa: F401
+    except ImportError as error:
+        if sys.version_info >= (3, 13):  # pgserver has no wheel for it; the main Python runs these
+            pytest.skip("pgserver (PostgreSQL for the tests) ships no wheel for Python 3.13")
+        _data_missing("pgserver (PostgreSQL for the tests)", f"pip install pgserver==0.1.4: {error}")
+    # Not under pytest's tmp folder: pgserver runs PostgreSQL as its own user when started
+    # as root, and that user cannot enter /tmp/pytest-of-root (mode 0700).
+    directory = Path(tempfile.mkdtemp(prefix="faceaudit-pg-"))
+    server, url = start_postgres(directory)
+    try:
+        check_pgvector(url)
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -157,3 +157,10 @@ def test_serve_refuses_a_gender_head_for_sface_before_starting(tmp_path):
                  "--gender-head", str(head))
     assert result.returncode != 0 and "sface engine takes no gender head" in result.stderr
     assert "listening" not in result.stderr
+
+
+def test_serve_refuses_a_database_it_cannot_use_before_starting(tmp_path):
+    result = run("serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--database", "mysql://x/y")
+    assert result.returncode == 2 and "'embedded' or a postgresql://" in result.stderr
+    assert "listening" not in result.stderr
+

@@ -28,6 +28,12 @@ def test_values_are_read_by_their_documented_names():
     assert Settings.from_env({"AWS_DEFAULT_REGION": "us-west-2", "AWS_REGION": "eu-west-1"}).aws_region == "us-west-2"
 
 
+def test_the_database_comes_from_faceaudit_database():
+    assert Settings().database is None  # the embedded store
+    url = "postgresql://faceaudit@db/faceaudit"
+    assert Settings.from_env({"FACEAUDIT_DATABASE": url}).database == url
+
+
 def test_a_bad_number_names_its_variable():
     with pytest.raises(ValueError, match=SERVE_THREADS_ENV):
         Settings.from_env({SERVE_THREADS_ENV: "many"})

@@ -223,10 +223,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faceaudit.accountability.sealed import SealedBlobError
     from faceaudit.server.credentials import CredentialsError
     from faceaudit.server.runner import serve
+    from faceaudit.settings import Settings
+    from faceaudit.storage import EMBEDDED, is_postgres_url
+    database = args.database or Settings.from_env().database
+    if database and database != EMBEDDED and not is_postgres_url(database):
+        print(f"faceaudit serve: --database {database!r}: 'embedded' or a postgresql://USER:PASSWORD@HOST/NAME URL",
+              file=sys.stderr)
+        return 2
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, bucket_dir=args.bucket_dir,
                      workers=args.workers, threads=args.threads, region=args.region, engine=spec.name,
-                     reports_dir=args.reports)
+                     reports_dir=args.reports, database=database)
     except (CredentialsError, SealedBlobError) as error:  # also an unusable key store or review key
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
@@ -245,7 +252,10 @@ def _key_store(args: argparse.Namespace, *, create: bool = False, command: str =
         problem = f"{args.data_dir} is not a data directory"
     else:
         try:
-            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False).store
+            # `keys` has --database; `review` and `moratorium` follow FACEAUDIT_DATABASE
+            database = getattr(args, "database", None) or Settings.from_env().database
+            return open_keys(args.data_dir, settings=Settings.from_env({}), generate=False,
+                             database=database).store
         except CredentialsError as error:
             problem = str(error)
     print(f"faceaudit {command}: {problem}", file=sys.stderr)
@@ -326,6 +336,9 @@ def _add_keys_parser(commands) -> None:
     rotate.add_argument("key", metavar="NAME|KEYID")
     for action in (create, listing, revoke, rotate):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+        action.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://...: the keys are "
+                                 "there (default: FACEAUDIT_DATABASE)")
     roles = actions.add_parser("roles", help="what each role may call")
     roles.add_argument("--markdown", action="store_true", help="the table of docs/access.md")
     keys.set_defaults(func=cmd_keys)
@@ -1195,6 +1208,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--region", help="accept only this region in signatures (default: any)")
     serve.add_argument("--reports", metavar="DIR",
                        help="folder of audit reports (report.json) the web console at /console lists")
+    serve.add_argument("--database", metavar="URL",
+                       help="where collections and faces are kept: 'embedded' (SQLite in --data-dir, the "
+                            "default) or postgresql://USER:PASSWORD@HOST:PORT/NAME (PostgreSQL with pgvector; "
+                            "several servers may share it; docs/scale.md). Default: FACEAUDIT_DATABASE")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

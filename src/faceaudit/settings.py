@@ -13,6 +13,9 @@ FACEAUDIT_GENDER_HEAD              an AttributeHead file (``faceaudit train attr
                                    replaces the shipped gender network
 FACEAUDIT_SCORE_NORMALIZATION      a FairScoreNormalization file (``faceaudit train
                                    normalization``) applied to every comparison and search
+FACEAUDIT_DATABASE                 where ``faceaudit serve`` keeps collections and faces: unset or
+                                   ``embedded`` (SQLite in the data folder, the default), or a
+                                   ``postgresql://`` URL (PostgreSQL with pgvector, docs/scale.md)
 FACEAUDIT_ACCESS_KEY_ID            a single-key start's pair (with the secret below), taken in as
 FACEAUDIT_SECRET_ACCESS_KEY        the admin key "initial"; unset: DATA_DIR/credentials.json, generated
                                    on the first start (other keys: `faceaudit keys`, docs/access.md)
@@ -45,6 +48,7 @@ from pathlib import Path
 ENGINE_ENV = "FACEAUDIT_ENGINE"
 GENDER_HEAD_ENV = "FACEAUDIT_GENDER_HEAD"
 SCORE_NORMALIZATION_ENV = "FACEAUDIT_SCORE_NORMALIZATION"
+DATABASE_ENV = "FACEAUDIT_DATABASE"
 ACCESS_KEY_ENV = "FACEAUDIT_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "FACEAUDIT_SECRET_ACCESS_KEY"
 SERVE_DATA_DIR_ENV = "FACEAUDIT_SERVE_DATA_DIR"
@@ -78,6 +82,7 @@ class Settings:
     engine: str = DEFAULT_ENGINE
     gender_head: str | None = None
     score_normalization: str | None = None
+    database: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     serve_data_dir: str | None = None
@@ -111,6 +116,7 @@ class Settings:
             engine=_text(env, ENGINE_ENV) or DEFAULT_ENGINE,
             gender_head=_text(env, GENDER_HEAD_ENV),
             score_normalization=_text(env, SCORE_NORMALIZATION_ENV),
+            database=_text(env, DATABASE_ENV),
             access_key_id=_text(env, ACCESS_KEY_ENV),
             secret_access_key=_text(env, SECRET_KEY_ENV),
             serve_data_dir=_text(env, SERVE_DATA_DIR_ENV),

@@ -37,11 +37,22 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 NO_ENV = Settings.from_env({})
 
 
-@pytest.fixture
-def store(tmp_path):
-    opened = SQLiteKeyStore(tmp_path / "data")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """Each KeyStore test on both backends: DATA_DIR/access.db, and PostgreSQL (a schema of its own)."""
+    if request.param == "sqlite":
+        opened = SQLiteKeyStore(tmp_path / "data")
+        yield opened
+        opened.close()
+        return
+    from faceaudit.access.postgres import PostgresKeyStore
+    from support.postgres import drop_schema, fresh_schema
+
+    url, schema = request.getfixturevalue("postgres_url"), fresh_schema()
+    opened = PostgresKeyStore(url, schema=schema)
     yield opened
     opened.close()
+    drop_schema(url, schema)
 
 
 def mode(path) -> int:

@@ -63,4 +63,5 @@ def test_console_calls_are_in_the_search_log_allowed_and_refused_alike(tmp_path)
     contents = read_data_dir(data)
     assert contents.verify(None).problem is None
     logged = [(r["key"]["name"], r["operation"], r["error"]) for r in contents.records() if r["kind"] == "request"]
-    assert logged == [("k-operator", "ListCollections", None), ("k-auditor", "ListCollections", "AccessDeniedException")]
+    assert logged == [("k-operator", "ListCollections", None),
+                      ("k-auditor", "ListCollections", "AccessDeniedException")]

@@ -12,6 +12,9 @@ Fixtures (reuse them for operation tests; nothing here needs importing):
   (``dispatched=yes`` once a request reached the service); ``.endpoint_url``,
   ``.data_dir``, ``.access_key_id``, ``.secret_access_key``.
 * ``rekognition`` (session) -- ``faceaudit_server.client()``.
+* ``postgres_database`` -- a factory: a new ``--database`` URL (a fresh schema of the
+  session's PostgreSQL, tests/conftest.py ``postgres_url``), dropped at the end of the test
+  session.
 * ``start_faceaudit_server`` -- a factory ``(data_dir, credentials=..., extra_args=())``
   for further servers (e.g. ``credentials=None``: none in the environment),
   stopped at the end of the test.
@@ -31,6 +34,32 @@ from support.server import RunningServer, start_server
 @pytest.fixture(scope="session")
 def faceaudit_server(tmp_path_factory) -> RunningServer:
     with start_server(tmp_path_factory.mktemp("faceaudit-server") / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_url):
+    """``new() -> URL``: a --database URL on a schema of its own, for servers that share it."""
+    from support.postgres import create_schema, drop_schema, fresh_schema, url_with_schema
+
+    schemas: list[str] = []
+
+    def new() -> str:
+        schema = fresh_schema()
+        create_schema(postgres_url, schema)
+        schemas.append(schema)
+        return url_with_schema(postgres_url, schema)
+
+    yield new
+    for schema in schemas:
+        drop_schema(postgres_url, schema)
+
+
+@pytest.fixture(scope="session")
+def postgres_faceaudit_server(tmp_path_factory, postgres_database) -> RunningServer:
+    """Like ``faceaudit_server``, with its collections in PostgreSQL (``--database``)."""
+    with start_server(tmp_path_factory.mktemp("faceaudit-pg-server") / "data",
+                      extra_args=("--database", postgres_database())) as server:
         yield server
 
 

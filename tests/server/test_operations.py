@@ -1,4 +1,5 @@
-"""Every supported Rekognition operation through an unmodified boto3 client and a real server.
+"""Every supported Rekognition operation through an unmodified boto3 client and a real server,
+on both storage backends: the embedded store and PostgreSQL (``client`` is parametrized).
 
 Faces come from faces-dev's LFW people (identity-labelled): several photos of a
 person are indexed, another photo of that person must find them, a stranger
@@ -16,6 +17,9 @@ from PIL import Image, ImageFilter
 
 from faceaudit.datasets import faces_dev
 
+# the server fixtures are reached through getfixturevalue, which the automatic marking cannot see
+pytestmark = pytest.mark.models
+
 PEOPLE = 8  # people indexed, 3 photos each; their 4th photo is the probe
 
 
@@ -23,9 +27,10 @@ def client_error(excinfo) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
-@pytest.fixture(scope="module")
-def client(faceaudit_server):
-    return faceaudit_server.client()
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def client(request):
+    server = "faceaudit_server" if request.param == "embedded" else "postgres_faceaudit_server"
+    return request.getfixturevalue(server).client()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""EmbeddedStore: round trip of every method and Rekognition's error for every misuse."""
+"""Every FaceStore method's round trip and Rekognition's error for every misuse, on both backends
+(``store`` / ``open_store``, tests/storage/conftest.py); the tests about the SQLite files
+(modes, pragmas, the schema_version row) are the embedded store's alone."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from storage_helpers import DIM, make_face, make_faces, unit_vectors
+from storage_helpers import DIM, make_face, make_faces, table_rows, unit_vectors
 
 from faceaudit.errors import (
     InternalServerError,
@@ -34,10 +36,8 @@ from faceaudit.storage.embedded import DB_FILENAME, SCHEMA_VERSION
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = EmbeddedStore(tmp_path / "data")
-    yield s
-    s.close()
+def store(open_store):
+    return open_store()
 
 
 @pytest.fixture
@@ -101,8 +101,8 @@ def test_newer_schema_version_refused(tmp_path):
         EmbeddedStore(tmp_path)
 
 
-def test_everything_survives_reopening(tmp_path, rng):
-    s = EmbeddedStore(tmp_path)
+def test_everything_survives_reopening(open_store, rng):
+    s = open_store()
     s.create_collection("c", "m1")
     faces = make_faces(rng, 5)
     s.add_faces("c", faces)
@@ -111,7 +111,7 @@ def test_everything_survives_reopening(tmp_path, rng):
     s.close()
     with pytest.raises(InternalServerError, match="closed"):
         s.describe_collection("c")
-    s = EmbeddedStore(tmp_path)
+    s = open_store()
     assert s.describe_collection("c").face_count == 5
     assert s.describe_collection("c").user_count == 1
     listed, _ = s.list_faces("c")
@@ -147,8 +147,8 @@ def test_collection_round_trip(store):
     assert store.list_collections() == ([], None)
 
 
-def test_arn_uses_region_and_account(tmp_path):
-    s = EmbeddedStore(tmp_path, region="eu-west-1", account_id="123456789012")
+def test_arn_uses_region_and_account(open_store):
+    s = open_store(region="eu-west-1", account_id="123456789012")
     assert s.create_collection("c", "m").arn == "arn:aws:rekognition:eu-west-1:123456789012:collection/c"
     s.close()
 
@@ -223,9 +223,8 @@ def test_delete_collection_removes_faces_and_users(store, rng):
     assert store.list_faces("c") == ([], None)
     assert store.list_users("c") == ([], None)
     assert store.search("c", faces[0].vector, 5) == []
-    conn = store._conn()
-    assert conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
-    assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+    assert table_rows(store, "faces") == 0
+    assert table_rows(store, "users") == 0
 
 
 def test_invalid_face_model_version(store):
@@ -314,8 +313,8 @@ def test_add_faces_rejects_malformed_faces(store, rng, change):
     assert store.describe_collection("c").face_count == 0
 
 
-def test_add_faces_collection_quota(tmp_path, rng):
-    s = EmbeddedStore(tmp_path, max_faces_per_collection=3)
+def test_add_faces_collection_quota(open_store, rng):
+    s = open_store(max_faces_per_collection=3)
     s.create_collection("c", "m")
     s.add_faces("c", make_faces(rng, 2))
     with pytest.raises(ServiceQuotaExceededException):
@@ -474,8 +473,8 @@ def test_associate_faces_low_match_confidence(store):
     assert store.get_faces("c", [far.face_id])[0].user_id is None
 
 
-def test_associate_faces_user_quota(tmp_path, rng):
-    s = EmbeddedStore(tmp_path, max_faces_per_user=3)
+def test_associate_faces_user_quota(open_store, rng):
+    s = open_store(max_faces_per_user=3)
     s.create_collection("c", "m")
     faces = make_faces(rng, 5)
     s.add_faces("c", faces)

@@ -1,8 +1,14 @@
-"""Threads, processes and SIGKILL: nothing lost, nothing half-written, index in step."""
+"""Threads, processes and SIGKILL: nothing lost, nothing half-written, index in step.
+
+On both backends (``open_store``, tests/storage/conftest.py): for PostgreSQL the
+processes are servers sharing one database, and SIGKILL kills a client mid-transaction.
+The SQLite file checks (integrity_check, the in-memory index's buffers) are the embedded
+store's alone."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import os
 import random
@@ -15,12 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from storage_helpers import make_faces, process_adder, process_mutator, unit_vectors
+from storage_helpers import make_faces, process_adder, process_mutator, table_rows, unit_vectors
 
 from faceaudit.storage import EmbeddedStore
 from faceaudit.storage.embedded import DB_FILENAME
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+HERE = str(Path(__file__).resolve().parent)  # storage_helpers, for the child
 
 
 def all_faces(store, collection_id):
@@ -40,8 +47,8 @@ def assert_every_face_finds_itself(store, collection_id):
     return faces
 
 
-def test_threads_adding_one_face_per_call(tmp_path):
-    store = EmbeddedStore(tmp_path)  # default settings: synchronous=FULL
+def test_threads_adding_one_face_per_call(open_store):
+    store = open_store()  # default settings: synchronous=FULL; PostgreSQL with its HNSW index
     store.create_collection("c", "m")
     errors: list[BaseException] = []
     done = threading.Event()
@@ -86,12 +93,12 @@ def test_threads_adding_one_face_per_call(tmp_path):
     store.close()
 
 
-def test_processes_adding_concurrently(tmp_path):
-    """4 processes open a not-yet-existing data_dir at once and add 50 faces each."""
-    data_dir = tmp_path / "data"
+def test_processes_adding_concurrently(open_store):
+    """4 processes open a not-yet-existing data_dir (schema) at once and add 50 faces each."""
+    spec = open_store.spec()
     ctx = multiprocessing.get_context("spawn")
     go = ctx.Event()
-    procs = [ctx.Process(target=process_adder, args=(str(data_dir), "c", seed, 50, go))
+    procs = [ctx.Process(target=process_adder, args=(spec, "c", seed, 50, go))
              for seed in range(4)]
     for p in procs:
         p.start()
@@ -100,7 +107,7 @@ def test_processes_adding_concurrently(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    store = EmbeddedStore(data_dir)
+    store = open_store()
     assert store.describe_collection("c").face_count == 200
     faces = assert_every_face_finds_itself(store, "c")
     assert len({f.face_id for f in faces}) == 200
@@ -113,21 +120,23 @@ def test_processes_adding_concurrently(tmp_path):
     store.close()
 
 
-def test_other_process_commits_seen_on_next_search(tmp_path):
+def test_other_process_commits_seen_on_next_search(open_store):
     rng = np.random.default_rng(8)
-    a = EmbeddedStore(tmp_path)
+    a = open_store()
+    embedded = isinstance(a, EmbeddedStore)  # the in-memory index's buffers are its own
     a.create_collection("c", "m")
     faces = make_faces(rng, 100)
     a.add_faces("c", faces)
     a.create_user("c", "u")
     assert a.index_stats("c")["faces"] == 100
-    index = a._indexes["c"]
-    buffer_before = index.index._vectors
+    if embedded:
+        index = a._indexes["c"]
+        buffer_before = index.index._vectors
     ctx = multiprocessing.get_context("spawn")
 
     def run_b(vectors, ids, delete_ids, user, associate):
         p = ctx.Process(target=process_mutator,
-                        args=(str(tmp_path), "c", vectors, ids, delete_ids, user, associate))
+                        args=(open_store.spec(), "c", vectors, ids, delete_ids, user, associate))
         p.start()
         p.join(60)
         assert p.exitcode == 0
@@ -140,7 +149,8 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
         [(hit, distance)] = a.search("c", vector, 1)
         assert (hit.face_id, distance) == (face_id, 0.0)
     assert a.index_stats("c")["faces"] == 105
-    assert index.index._vectors is buffer_before
+    if embedded:
+        assert index.index._vectors is buffer_before
 
     # B adds, deletes and associates: A drops the deleted rows and sees the link
     more_vectors = unit_vectors(rng, 3)
@@ -160,14 +170,14 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
 
 
 CRASH_CHILD = r"""
-import sys, uuid
+import json, sys, uuid
 import numpy as np
 from faceaudit.errors import ResourceAlreadyExistsException
-from faceaudit.storage import (EmbeddedStore, StoredFace, ConflictException,
-                               ServiceQuotaExceededException)
+from faceaudit.storage import StoredFace, ConflictException, ServiceQuotaExceededException
+from storage_helpers import open_spec
 
-data_dir, seed = sys.argv[1], int(sys.argv[2])
-store = EmbeddedStore(data_dir)
+spec, seed = json.loads(sys.argv[1]), int(sys.argv[2])
+store = open_spec(spec)
 try:
     store.create_collection("crash", "m")
 except ResourceAlreadyExistsException:
@@ -204,14 +214,15 @@ while True:
 """
 
 
-def check_database(data_dir: Path, observer: EmbeddedStore):
-    conn = sqlite3.connect(data_dir / DB_FILENAME)
-    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    rows = conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
-    users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-    conn.close()
-    reopened = EmbeddedStore(data_dir)
+def check_database(open_store, observer):
+    reopened = open_store()
+    if isinstance(reopened, EmbeddedStore):  # the file itself (PostgreSQL checks its own pages)
+        conn = sqlite3.connect(Path(open_store.spec()[1]) / DB_FILENAME)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        conn.close()
+    rows = table_rows(reopened, "faces")
+    users = table_rows(reopened, "users")
     collection = reopened.describe_collection("crash")
     assert collection.face_count == rows
     assert collection.user_count == users
@@ -227,20 +238,20 @@ def check_database(data_dir: Path, observer: EmbeddedStore):
     return rows
 
 
-def test_sigkill_at_a_random_moment_leaves_a_consistent_store(tmp_path):
-    data_dir = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def test_sigkill_at_a_random_moment_leaves_a_consistent_store(open_store):
+    spec = json.dumps(open_store.spec())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH", "")])}
     observer = None
     rounds = random.Random()
     previous = 0
     for round_ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(data_dir), str(round_)],
+        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, spec, str(round_)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         try:
             line = child.stdout.readline()
             assert line.strip() == "ready", child.stderr.read()
             if observer is None:
-                observer = EmbeddedStore(data_dir)
+                observer = open_store()
                 observer.search("crash", np.ones(128), 1)  # index loaded while the child writes
             time.sleep(rounds.uniform(0.05, 0.6))
         finally:
@@ -249,7 +260,7 @@ def test_sigkill_at_a_random_moment_leaves_a_consistent_store(tmp_path):
             child.stdout.close()
             child.stderr.close()
         assert child.returncode == -signal.SIGKILL
-        rows = check_database(data_dir, observer)
+        rows = check_database(open_store, observer)
         assert rows > previous  # the child did commit work in this round
         previous = rows
     observer.close()

@@ -1,4 +1,7 @@
-"""Search: exact nearest neighbours (checked against brute force), filters, users."""
+"""Search: exact nearest neighbours (checked against brute force), filters, users.
+
+On both backends (``backend`` / ``open_store``, tests/storage/conftest.py): PostgreSQL's
+answers are held to the same exact rankings and distances as the embedded store's."""
 
 from __future__ import annotations
 
@@ -7,23 +10,25 @@ import uuid
 
 import numpy as np
 import pytest
-from storage_helpers import DIM, make_face, make_faces, unit_vectors
+from storage_helpers import DIM, make_face, make_faces, store_opener, unit_vectors
 
 from faceaudit.errors import InvalidParameterException
-from faceaudit.storage import EmbeddedStore, User
+from faceaudit.storage import User
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory):
-    """5,000 random faces in collection 'big' (module-scoped: built once)."""
+def big(backend, request, tmp_path_factory):
+    """5,000 random faces in collection 'big' (module-scoped: built once per backend)."""
     rng = np.random.default_rng(2024)
-    store = EmbeddedStore(tmp_path_factory.mktemp("big"), synchronous="NORMAL")
+    opener, close_all = store_opener(backend, request, tmp_path_factory.mktemp)
+    # no HNSW index: exact search never reads it, and it would cost ~20 s for 5,000 faces
+    store = opener("big", synchronous="NORMAL", hnsw=False)
     store.create_collection("big", "m")
     faces = make_faces(rng, 5000)
     for start in range(0, 5000, 1000):
         store.add_faces("big", faces[start:start + 1000])
     yield store, faces, rng
-    store.close()
+    close_all()
 
 
 def brute_force(faces, query, k=None, max_distance=None, allowed=None):
@@ -99,9 +104,9 @@ def test_exclusion(big):
     assert got == [first[1], first[3], first[4], first[5]]
 
 
-def test_user_filter_and_search_users(tmp_path):
+def test_user_filter_and_search_users(open_store):
     rng = np.random.default_rng(5)
-    store = EmbeddedStore(tmp_path, synchronous="NORMAL")
+    store = open_store(synchronous="NORMAL")
     store.create_collection("c", "m")
     faces = make_faces(rng, 600)
     store.add_faces("c", faces)
@@ -153,8 +158,8 @@ def test_user_filter_and_search_users(tmp_path):
     store.close()
 
 
-def test_ties_broken_by_face_id(tmp_path):
-    store = EmbeddedStore(tmp_path, synchronous="NORMAL")
+def test_ties_broken_by_face_id(open_store):
+    store = open_store(synchronous="NORMAL")
     store.create_collection("c", "m")
     vector = np.linspace(-1, 1, DIM).astype(np.float32)
     twins = [make_face(vector) for _ in range(6)]
@@ -171,10 +176,10 @@ def test_ties_broken_by_face_id(tmp_path):
     store.close()
 
 
-def test_near_ties_are_resolved_exactly(tmp_path):
+def test_near_ties_are_resolved_exactly(open_store):
     """Distances closer together than float32 rounding: still exactly ranked."""
     rng = np.random.default_rng(11)
-    store = EmbeddedStore(tmp_path, synchronous="NORMAL")
+    store = open_store(synchronous="NORMAL")
     store.create_collection("c", "m")
     base = unit_vectors(rng, 1)[0].astype(np.float32)
     faces = []
@@ -192,8 +197,8 @@ def test_near_ties_are_resolved_exactly(tmp_path):
     store.close()
 
 
-def test_empty_collection_and_bad_queries(tmp_path, big):
-    store = EmbeddedStore(tmp_path)
+def test_empty_collection_and_bad_queries(open_store, big):
+    store = open_store()
     store.create_collection("c", "m")
     assert store.search("c", np.ones(DIM), 5) == []
     assert store.search_users("c", np.ones(DIM), 5) == []
@@ -214,9 +219,9 @@ def test_empty_collection_and_bad_queries(tmp_path, big):
     store.close()
 
 
-def test_index_follows_deletes_and_adds_in_process(tmp_path):
+def test_index_follows_deletes_and_adds_in_process(open_store):
     rng = np.random.default_rng(3)
-    store = EmbeddedStore(tmp_path, synchronous="NORMAL")
+    store = open_store(synchronous="NORMAL")
     store.create_collection("c", "m")
     faces = make_faces(rng, 200)
     store.add_faces("c", faces)

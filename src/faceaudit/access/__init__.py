@@ -2,7 +2,8 @@
 
 * roles: the four roles and the role -> operation table, as data;
 * keys: what a key is, and the KeyStore interface;
-* sqlite: SQLiteKeyStore, the keys in ``DATA_DIR/access.db``.
+* sqlite: SQLiteKeyStore, the keys in ``DATA_DIR/access.db``;
+* postgres: PostgresKeyStore, the keys in the PostgreSQL database of ``--database``.
 
 The server checks every request against these (faceaudit.server.access); the
 ``faceaudit keys`` commands manage them. docs/access.md says what each role may do.

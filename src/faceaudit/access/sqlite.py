@@ -36,11 +36,11 @@ from faceaudit.access.keys import (
     validate_new_key,
 )
 from faceaudit.access.roles import ADMIN
+from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "access.db"
-SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 # A lookup runs on the server's event loop: never wait long for a lock there. Readers
 # in WAL mode do not wait for writers; this only bounds rare recovery after a crash.
@@ -63,6 +63,9 @@ _SCHEMA = [
     # One active key per name; revoked ones keep theirs, so the log can still name them.
     "CREATE UNIQUE INDEX access_keys_active_name ON access_keys (name) WHERE revoked_ms IS NULL",
 ]
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 _COLUMNS = ("access_key_id, secret, name, role, unit, origin, created_ms, revoked_ms, "
             "revoked_reason, replaced_by")
 
@@ -85,6 +88,9 @@ def _issued(row: tuple) -> IssuedKey:
 
 class SQLiteKeyStore:
     """KeyStore (faceaudit.access.keys) on SQLite in ``data_dir/access.db``."""
+
+    # What a duplicate key id or active name raises; PostgresKeyStore extends it.
+    _integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
         self.data_dir = Path(data_dir)
@@ -124,15 +130,7 @@ class SQLiteKeyStore:
 
     def _initialise(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise KeyStoreError(f"{self.path} has schema version {row[0]}; this faceaudit "
-                                    f"understands up to {SCHEMA_VERSION}")
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=KeyStoreError)
 
     def __enter__(self) -> SQLiteKeyStore:
         return self
@@ -158,8 +156,8 @@ class SQLiteKeyStore:
 
     # --- changes
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
+    @classmethod
+    def _insert(cls, conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
                 unit: str | None, origin: str) -> IssuedKey:
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
         try:
@@ -167,7 +165,7 @@ class SQLiteKeyStore:
                 "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (access_key_id, secret, name, role, unit, origin, _now_ms(), seq))
-        except sqlite3.IntegrityError:
+        except cls._integrity_errors:
             taken = conn.execute("SELECT 1 FROM access_keys WHERE access_key_id = ?",
                                  (access_key_id,)).fetchone()
             if taken:  # 1 in 36**20: a fresh id that already exists

@@ -651,10 +651,12 @@ class RekognitionApp:
 def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
               keys: StoreKeys | None = None, engine: str | None = None,
-              settings: Settings | None = None) -> RekognitionApp:
+              settings: Settings | None = None, database: str | None = None) -> RekognitionApp:
     """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
-    EmbeddedStore(data_dir) + RekognitionService, guarded by the use policies and moratoria of
-    ``data_dir/accountability.db`` (GuardedService), behind the key store of ``data_dir``.
+    the store ``database`` names (faceaudit.storage.open_store: None is EmbeddedStore(data_dir),
+    a postgresql:// URL PostgresStore with one connection per request thread) + RekognitionService,
+    guarded by the use policies and moratoria of ``data_dir/accountability.db`` (GuardedService),
+    behind the key store of ``data_dir`` (in the database when it is PostgreSQL).
 
     ``keys``: the key store, already opened (default: opened here, taking in the
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
@@ -666,11 +668,11 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.storage import open_store
 
     if keys is None:
-        keys = StoreKeys(open_keys(data_dir, settings=settings).store)
-    store = EmbeddedStore(data_dir)
+        keys = StoreKeys(open_keys(data_dir, settings=settings, database=database).store)
+    store = open_store(database, data_dir, pool_size=threads)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     search_log = SearchLog(data_dir)
     review = ReviewStore(data_dir, recorder=search_log)  # the guard's ReviewQueue and FaceAuditService.*
@@ -712,7 +714,8 @@ def create_app_from_env() -> RekognitionApp:
     if settings.serve_data_dir is None:
         raise KeyError(f"{SERVE_DATA_DIR_ENV} (set by 'faceaudit serve --workers' for its workers)")
     app = build_app(settings.serve_data_dir, bucket_dir=settings.serve_bucket_dir,
-                    threads=settings.serve_threads, region=settings.serve_region, settings=settings)
+                    threads=settings.serve_threads, region=settings.serve_region, settings=settings,
+                    database=settings.database)
     if isinstance(app.credentials, StoreKeys):
         attach_console(app, app.credentials.store, settings.serve_data_dir, settings.serve_reports_dir)
     return app

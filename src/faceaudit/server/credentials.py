@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceaudit.access import INITIAL_KEY_NAME, AccessKey, KeyStoreError, SQLiteKeyStore, new_key_pair
+from faceaudit.access.postgres import PostgresKeyStore
 from faceaudit.access.roles import ADMIN
 from faceaudit.server.sigv4 import Credentials
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings  # the names: re-exported
+from faceaudit.storage import is_postgres_url
 
 __all__ = [
     "ACCESS_KEY_ENV",
@@ -201,8 +203,11 @@ class StartedKeys:
 
 
 def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None,
-              generate: bool = True) -> StartedKeys:
+              generate: bool = True, database: str | None = None) -> StartedKeys:
     """Open the key store of ``data_dir`` and take in the single-key start's pair (see above).
+
+    With a postgresql:// ``database`` the keys are in that database (PostgresKeyStore), as
+    the faces are; credentials.json, if any, stays in ``data_dir``.
 
     The pair comes from the environment (``settings``, default this process's), else
     credentials.json; with ``generate``, one is generated when the store has never held
@@ -212,7 +217,8 @@ def open_keys(data_dir: str | os.PathLike, *, settings: Settings | None = None,
         settings = Settings.from_env()
     directory = Path(data_dir)
     try:
-        store = SQLiteKeyStore(directory)
+        store = (PostgresKeyStore(database) if database is not None and is_postgres_url(database)
+                 else SQLiteKeyStore(directory))
     except KeyStoreError as error:
         raise CredentialsError(str(error)) from None
     try:

@@ -8,7 +8,8 @@ The socket is bound here (port 0 picks a free port), then either
 * ``workers`` > 1 processes sharing the socket (uvicorn's supervisor), each
   building its own engine and store from an app factory
   (faceaudit.server.app.create_app_from_env); EmbeddedStore is safe across
-  processes (SQLite WAL), and each worker loads the models (~1 s, its own memory).
+  processes (SQLite WAL), PostgresStore gives each worker its own connection pool,
+  and each worker loads the models (~1 s, its own memory).
 
 When the server accepts requests, one line ``faceaudit: listening on
 http://HOST:PORT`` goes to stderr.  SIGINT/SIGTERM shut down gracefully:
@@ -30,6 +31,7 @@ from faceaudit.server.access import StoreKeys
 from faceaudit.server.app import DEFAULT_THREADS, attach_console, build_app, configure_logging
 from faceaudit.server.credentials import open_keys, usage_note
 from faceaudit.settings import (
+    DATABASE_ENV,
     ENGINE_ENV,
     SERVE_BUCKET_DIR_ENV,
     SERVE_DATA_DIR_ENV,
@@ -107,14 +109,15 @@ def _uvicorn_config(app, workers: int):
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
-          engine: str | None = None, reports_dir: str | None = None) -> int:
+          engine: str | None = None, reports_dir: str | None = None, database: str | None = None) -> int:
     """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib).
-    ``reports_dir``: the audit reports the web console at /console lists."""
+    ``reports_dir``: the audit reports the web console at /console lists.
+    ``database``: faceaudit.storage.open_store's choice (None: embedded in ``data_dir``)."""
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     # Before any worker starts: the single-key start's pair is taken in (or generated) once.
-    keys = open_keys(data_dir)
+    keys = open_keys(data_dir, database=database)
     try:
         sock = _bind(host, port)
     except BaseException:
@@ -127,14 +130,15 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
         logging.getLogger("faceaudit.server").warning("keys: %s", warning)
     if workers > 1:
         keys.store.close()  # each worker opens its own
-        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine, reports_dir)
+        return _serve_workers(sock, url, workers, data_dir, bucket_dir, threads, region, engine, reports_dir,
+                              database)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers that ends here as a normal exit (status 0), not a death by signal.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     app = None
     try:
         app = build_app(data_dir, bucket_dir=bucket_dir, threads=threads, region=region,
-                        keys=StoreKeys(keys.store), engine=engine)
+                        keys=StoreKeys(keys.store), engine=engine, database=database)
         attach_console(app, keys.store, data_dir, reports_dir)
         return asyncio.run(_serve_single(app, sock, url))
     except _Stopped:
@@ -171,7 +175,7 @@ async def _serve_single(app, sock: socket.socket, url: str) -> int:
 
 def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
                    bucket_dir: str | None, threads: int, region: str | None, engine: str | None,
-                   reports_dir: str | None = None) -> int:
+                   reports_dir: str | None = None, database: str | None = None) -> int:
     from uvicorn.supervisors import Multiprocess
 
     # Workers start from an import string, so their options travel in the environment, where
@@ -181,6 +185,7 @@ def _serve_workers(sock: socket.socket, url: str, workers: int, data_dir: str,
     os.environ[SERVE_THREADS_ENV] = str(threads)
     os.environ[SERVE_REGION_ENV] = region or ""
     os.environ[SERVE_REPORTS_DIR_ENV] = os.path.abspath(reports_dir) if reports_dir else ""
+    os.environ[DATABASE_ENV] = database or ""  # each worker opens its own store (and pool)
     if engine:  # workers build the engine FACEAUDIT_ENGINE names (faceaudit.runtime.default_engine)
         os.environ[ENGINE_ENV] = engine
     config = _uvicorn_config("faceaudit.server.app:create_app_from_env", workers)

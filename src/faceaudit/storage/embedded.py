@@ -127,6 +127,7 @@ from faceaudit.storage.base import (
     validate_page_size,
     validate_user_id,
 )
+from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.page_tokens import (
     KIND_COLLECTIONS,
     KIND_FACES,
@@ -139,13 +140,8 @@ from faceaudit.storage.sqlite_transactions import immediate_transaction
 from faceaudit.storage.vector_index import NO_GROUP, ExactIndex, ExactSnapshot
 
 DB_FILENAME = "faceaudit.db"
-SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 DELETION_LOG_KEEP = 1000  # delete operations remembered per collection
-
-# Migrations from version N to N+1, each a list of SQL statements run in one
-# transaction with the schema_version update. Empty while there is one version.
-MIGRATIONS: dict[int, list[str]] = {}
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -204,6 +200,15 @@ _SCHEMA = [
     # covering index for reloading the index's user column (associated faces only)
     "CREATE INDEX faces_associated ON faces (collection, user) WHERE user IS NOT NULL",
 ]
+
+def _new_token_secret(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO meta (key, value) VALUES ('token_secret', ?)", (os.urandom(32),))
+
+
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version
+# (never an edit of a released one), and SCHEMA_VERSION follows the last.
+MIGRATIONS: dict[int, list[Step]] = {1: [*_SCHEMA, _new_token_secret]}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 _FACE_COLUMNS = (
     "f.seq, f.face_id, f.image_id, f.external_image_id, f.bbox_width, f.bbox_height, "
@@ -470,25 +475,7 @@ class EmbeddedStore(FaceStore):
 
     def _initialise(self) -> bytes:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                conn.execute("INSERT INTO meta (key, value) VALUES ('token_secret', ?)",
-                             (os.urandom(32),))
-            else:
-                version = row[0]
-                if version > SCHEMA_VERSION:
-                    raise InternalServerError(
-                        f"{self.db_path} has schema version {version}; this faceaudit "
-                        f"understands up to {SCHEMA_VERSION}")
-                while version < SCHEMA_VERSION:
-                    for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
-                    version += 1
-                    conn.execute("UPDATE schema_version SET version = ?", (version,))
+            migrate(conn, MIGRATIONS, describe=str(self.db_path), error=InternalServerError)
             return bytes(conn.execute(
                 "SELECT value FROM meta WHERE key = 'token_secret'").fetchone()[0])
 
