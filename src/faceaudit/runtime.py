@@ -5,8 +5,8 @@ engines. What the environment asks for (a gender head, a score normalization,
 see faceaudit.settings) is loaded and put together here, once per process
 (loading models takes about a second).
 
-``ENGINES`` names every engine (``dlib``, the default, and ``sface``); the name
-comes from ``--engine`` or FACEAUDIT_ENGINE (Settings.engine).
+``ENGINES`` names every engine (``sface``, the default, and ``dlib``); the name
+comes from ``--engine`` or FACEAUDIT_ENGINE (Settings.engine, default settings.DEFAULT_ENGINE).
 """
 
 from __future__ import annotations

@@ -28,16 +28,17 @@ def test_the_registry_describes_each_engine_class_without_loading_it():
         engine_spec("nope")
 
 
-def test_the_environment_names_the_engine_and_dlib_stays_the_default(monkeypatch):
-    assert Settings.from_env({}).engine == "dlib"
-    assert Settings.from_env({ENGINE_ENV: ""}).engine == "dlib"
-    settings = Settings.from_env({ENGINE_ENV: "sface", GENDER_HEAD_ENV: "/m/head.json"})
-    assert settings.engine == "sface"
-    assert settings.engine_environment() == {ENGINE_ENV: "sface", GENDER_HEAD_ENV: "/m/head.json"}
-    monkeypatch.setenv(ENGINE_ENV, "sface")
+def test_the_environment_names_the_engine_and_sface_is_the_default(monkeypatch):
+    assert Settings.from_env({}).engine == "sface"  # chosen by the audit (docs/engines.md)
+    assert Settings.from_env({ENGINE_ENV: ""}).engine == "sface"
+    settings = Settings.from_env({ENGINE_ENV: "dlib", GENDER_HEAD_ENV: "/m/head.json"})
+    assert settings.engine == "dlib"
+    assert settings.engine_environment() == {ENGINE_ENV: "dlib", GENDER_HEAD_ENV: "/m/head.json"}
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
     engine = default_engine()
     assert isinstance(engine, SFaceEngine) and default_engine("sface") is engine  # one per process and name
-    assert isinstance(default_engine("dlib"), DlibEngine)
+    monkeypatch.setenv(ENGINE_ENV, "dlib")
+    assert isinstance(default_engine(), DlibEngine) and default_engine("dlib") is default_engine()
 
 
 def test_sface_refuses_a_gender_head_trained_on_another_engines_embeddings(tmp_path):

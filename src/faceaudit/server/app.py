@@ -465,7 +465,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
               keys: StoreKeys | None = None, engine: str | None = None,
               settings: Settings | None = None) -> RekognitionApp:
-    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
+    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else sface) +
     EmbeddedStore(data_dir) + RekognitionService, behind the key store of ``data_dir``.
 
     ``keys``: the key store, already opened (default: opened here, taking in the

@@ -107,7 +107,7 @@ def _uvicorn_config(app, workers: int):
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
           engine: str | None = None) -> int:
-    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib)."""
+    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else sface)."""
     configure_logging()
     _raise_open_file_limit()
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
