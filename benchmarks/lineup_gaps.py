@@ -158,7 +158,7 @@ def lineup(scoring: Scoring, vectors: dict[str, np.ndarray], utk: list, lfw: lis
         share = false[li, members] / np.maximum(searched[members], 1)
         distinct = len(members)
         rate = k / n if n else float("nan")
-        w = wilson(int(round(share.sum())), distinct)
+        w = wilson(round(float(share.sum())), distinct)
         per = [c[gender, levels[li]][0] / c[gender, levels[li]][1] for c in per_draw if c[gender, levels[li]][1]]
         hk, hn = int(hits[li, members].sum()), int(mated[members].sum())
         return {"rate": rate, "k": k, "n_searches": n, "photos": distinct,
