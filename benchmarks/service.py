@@ -599,6 +599,8 @@ def versus_face_recognition(workdir: Path, images: list[bytes], warm: list[bytes
     except ImportError:
         return {"skipped": "face_recognition is not importable (benchmarks/README.md, speed.py: how to install)"}
     runs: dict[str, list[dict]] = {"faceaudit": [], "face_recognition": []}
+    import support.server
+    support.server.STARTUP_TIMEOUT = max(support.server.STARTUP_TIMEOUT, 600.0)  # 2 workers on a loaded machine
     server = start_server(workdir / "versus", extra_args=("--workers", str(workers), "--engine", ENGINE))
     pool = _fr_pool(workers, warm[0])
     try:
