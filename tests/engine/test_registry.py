@@ -28,6 +28,7 @@ def test_the_registry_describes_each_engine_class_without_loading_it():
         engine_spec("nope")
 
 
+@pytest.mark.models  # builds both engines
 def test_the_environment_names_the_engine_and_sface_is_the_default(monkeypatch):
     assert Settings.from_env({}).engine == "sface"  # chosen by the audit (docs/engines.md)
     assert Settings.from_env({ENGINE_ENV: ""}).engine == "sface"
