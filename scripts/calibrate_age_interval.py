@@ -10,7 +10,7 @@ The rule (faceaudit.engine.age_interval): faces are put in BINS bins by the quar
 of their expected age; a bin's half-width is the 90th percentile (the first value at
 or above it) of |true age - expected age| in it. Both engines feed the same age
 network chips cut the same way (dlib 5-point landmarks), so one table serves both;
-the default engine (dlib) writes it, and ``--engine sface --output FILE`` shows how
+the dlib engine (the script's default) writes it, and ``--engine sface --output FILE`` shows how
 close SFace's own table would be (docs/engine.md). The table in use does not matter
 here: only the expected age is read, and it does not depend on the table.
 """

@@ -5,7 +5,7 @@ tests and benchmarks check the result on the other half. Run:
 
     .venv/bin/python scripts/calibrate_similarity.py [--engine dlib|sface] [--data ../shared/data/faces-dev]
 
-``--engine dlib`` (default) calibrates the default engine (similarity_calibration.json),
+``--engine dlib`` (the script's default) calibrates the dlib engine (similarity_calibration.json),
 ``--engine sface`` the YuNet + SFace engine (similarity_calibration_sface.json).
 
 Anchors (see docs/similarity.md for why):

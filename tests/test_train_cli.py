@@ -42,6 +42,9 @@ def small_set(faces_dev_root, tmp_path_factory):
 def test_train_a_balanced_head_and_audit_with_it(small_set):
     root, folder = small_set
     common = ["--data", str(root), "--labels", str(folder / "labels.csv"), "--layout", "csv"]
+    refused = run("train", "attribute", *common, "--out", str(folder / "head.json"))  # the default, sface
+    assert refused.returncode != 0 and "--engine dlib" in refused.stderr and not (folder / "head.json").exists()
+    common += ["--engine", "dlib"]  # gender heads are classifiers on the dlib engine's embeddings
     trained = run("train", "attribute", *common, "--out", str(folder / "head.json"))
     assert trained.returncode == 0, trained.stderr
     head = AttributeHead.load(folder / "head.json")

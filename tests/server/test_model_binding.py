@@ -86,8 +86,10 @@ def test_every_vector_operation_refuses_a_collection_of_another_model(services, 
             sface.call(operation, request)
         message = str(excinfo.value)
         assert "model version 1.0 (engine dlib)" in message, (operation, message)
-        assert "model version 2.0 (engine sface)" in message, (operation, message)
-        assert "--engine dlib" in message, (operation, message)
+        assert "model version 2.0 (engine sface, faceaudit's default)" in message, (operation, message)
+        # The two ways out, for a collection made before the default moved to sface.
+        assert "`faceaudit serve --engine dlib`" in message, (operation, message)
+        assert "index the original photos into it again" in message, (operation, message)
     # Nothing was stored by the refused calls, and the collection still works for its own model.
     assert dlib.call("DescribeCollection", {"CollectionId": "bound"})["FaceCount"] == 2
     found = dlib.call("SearchFaces", {"CollectionId": "bound", "FaceId": face_ids[0]})
@@ -109,23 +111,24 @@ def test_a_collection_created_under_sface_works_under_sface_and_not_under_dlib(s
 
 
 def test_a_restarted_server_refuses_a_collection_of_the_other_engine(start_faceaudit_server, tmp_path, photos):
-    """Index under dlib, serve the same data folder with --engine sface (two workers, so the name
-    reaches them through the environment): searching the dlib collection is refused; a
-    collection created under sface works."""
+    """The upgrade path: index under dlib (the default before sface), serve the same data folder with
+    the default engine (two workers, so the name reaches them through the environment): searching
+    the dlib collection is refused with both ways out; a collection created under sface works."""
     data_dir = tmp_path / "data"
-    server = start_faceaudit_server(data_dir)
+    server = start_faceaudit_server(data_dir, extra_args=("--engine", "dlib"))
     client = server.client()
     client.create_collection(CollectionId="dlib-people")
     client.index_faces(CollectionId="dlib-people", Image={"Bytes": photos[0][0]}, MaxFaces=1)
     server.stop()
 
-    server = start_faceaudit_server(data_dir, extra_args=("--engine", "sface", "--workers", "2"))
+    server = start_faceaudit_server(data_dir, extra_args=("--workers", "2"))
     client = server.client()
     with pytest.raises(client.exceptions.InvalidParameterException) as excinfo:
         client.search_faces_by_image(CollectionId="dlib-people", Image={"Bytes": photos[0][1]})
     code, message = client_error(excinfo)
     assert code == "InvalidParameterException"
-    assert "1.0 (engine dlib)" in message and "2.0 (engine sface)" in message and "--engine dlib" in message
+    assert "1.0 (engine dlib)" in message and "2.0 (engine sface, faceaudit's default)" in message
+    assert "--engine dlib" in message and "index the original photos" in message
     assert client.describe_collection(CollectionId="dlib-people")["FaceModelVersion"] == "1.0"
 
     # Whichever worker answers, it runs SFace.

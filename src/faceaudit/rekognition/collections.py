@@ -27,6 +27,7 @@ from faceaudit.rekognition.faces import (
     wanted_attributes,
 )
 from faceaudit.scoring import Scoring
+from faceaudit.settings import DEFAULT_ENGINE
 from faceaudit.storage import Collection, FaceStore, StoredFace
 
 DEFAULT_MATCH_THRESHOLD = 80.0
@@ -69,14 +70,19 @@ def model_mismatch_message(collection: Collection, engine: FaceEngine) -> str:
         engine_for_model_version(engine.model_version)
 
     def named(version: str, spec) -> str:
-        return f"model version {version}" + (f" (engine {spec.name})" if spec is not None else "")
+        if spec is None:
+            return f"model version {version}"
+        default = ", faceaudit's default" if spec.name == DEFAULT_ENGINE else ""
+        return f"model version {version} (engine {spec.name}{default})"
 
     how = (f"serve it with `faceaudit serve --engine {wanted.name}` (FACEAUDIT_ENGINE={wanted.name})"
            if wanted is not None else "no engine of this faceaudit has that model version")
-    # Vectors of two models live in different spaces: comparing them would give meaningless scores.
+    # Vectors of two models live in different spaces: comparing them would give meaningless scores,
+    # and faceaudit keeps no images to embed again, so only the user's own photos can move a collection.
     return (f"Collection {collection.collection_id} was created with {named(collection.face_model_version, wanted)}; "
             f"this server runs {named(engine.model_version, running)}, whose faces cannot be compared with "
-            f"it: {how}, or index the faces again into a collection created under this engine")
+            f"it: {how}, or create a new collection under this engine and index the original photos into it "
+            "again (faceaudit keeps no images, so it cannot convert stored faces; docs/engines.md)")
 
 
 # -- collections ---------------------------------------------------------------------

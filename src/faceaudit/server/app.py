@@ -652,7 +652,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
               threads: int = DEFAULT_THREADS, region: str | None = None,
               keys: StoreKeys | None = None, engine: str | None = None,
               settings: Settings | None = None, database: str | None = None) -> RekognitionApp:
-    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else dlib) +
+    """The real thing: the engine named ``engine`` (default: FACEAUDIT_ENGINE, else sface) +
     the store ``database`` names (faceaudit.storage.open_store: None is EmbeddedStore(data_dir),
     a postgresql:// URL PostgresStore with one connection per request thread) + RekognitionService,
     guarded by the use policies and moratoria of ``data_dir/accountability.db`` (GuardedService),

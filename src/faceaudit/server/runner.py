@@ -110,7 +110,7 @@ def _uvicorn_config(app, workers: int):
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_dir: str | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, region: str | None = None,
           engine: str | None = None, reports_dir: str | None = None, database: str | None = None) -> int:
-    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else dlib).
+    """``engine``: the engine's name (faceaudit.runtime.ENGINES; default FACEAUDIT_ENGINE, else sface).
     ``reports_dir``: the audit reports the web console at /console lists.
     ``database``: faceaudit.storage.open_store's choice (None: embedded in ``data_dir``)."""
     configure_logging()
