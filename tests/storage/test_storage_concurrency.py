@@ -122,7 +122,7 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
     a.create_user("c", "u")
     assert a.index_stats("c")["faces"] == 100
     index = a._indexes["c"]
-    buffer_before = index.index._vectors
+    buffer_before = index.index.exact._vectors
     ctx = multiprocessing.get_context("spawn")
 
     def run_b(vectors, ids, delete_ids, user, associate):
@@ -140,7 +140,7 @@ def test_other_process_commits_seen_on_next_search(tmp_path):
         [(hit, distance)] = a.search("c", vector, 1)
         assert (hit.face_id, distance) == (face_id, 0.0)
     assert a.index_stats("c")["faces"] == 105
-    assert index.index._vectors is buffer_before
+    assert index.index.exact._vectors is buffer_before
 
     # B adds, deletes and associates: A drops the deleted rows and sees the link
     more_vectors = unit_vectors(rng, 3)
