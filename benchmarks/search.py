@@ -131,28 +131,44 @@ def synthetic_faces(stats: dict, n: int, photos: int, queries: int, seed: int = 
 
 # -- measuring ----------------------------------------------------------------------------
 
-def timed_searches(search, queries) -> tuple[list[list[int]], np.ndarray]:
-    answers, seconds = [], []
+class Timings(np.ndarray):
+    """Wall-clock seconds per search, with the searching thread's CPU seconds in ``.cpu``."""
+
+    cpu: np.ndarray
+
+
+def timed_searches(search, queries) -> tuple[list[list[int]], Timings]:
+    """Answers and timings. The CPU time of the calling thread is kept too: on a machine shared
+    with other jobs a search waits for a core, and the wall clock counts that wait; the thread's
+    CPU time does not (for PostgreSQL it holds only the client's share, so only wall time counts)."""
+    answers, seconds, cpu = [], [], []
     for query in queries:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         answers.append(search(query))
         seconds.append(time.perf_counter() - start)
-    return answers, np.asarray(seconds)
+        cpu.append(time.thread_time() - start_cpu)
+    timings = np.asarray(seconds).view(Timings)
+    timings.cpu = np.asarray(cpu)
+    return answers, timings
 
 
 def recall(answers, truth) -> float:
     return float(np.mean([len(set(a[:K]) & set(t)) / K for a, t in zip(answers, truth)]))
 
 
-def row(method: str, n: int, seconds: np.ndarray, answers, truth, build_s: float | None, memory_mb: float,
-        **extra) -> dict:
-    ms = seconds * 1000.0
+def row(method: str, n: int, seconds: Timings, answers, truth, build_s: float | None, memory_mb: float,
+        in_process: bool = True, **extra) -> dict:
+    ms = np.asarray(seconds) * 1000.0
+    cpu = seconds.cpu * 1000.0
     hits = [len(set(a[:K]) & set(t)) / K for a, t in zip(answers, truth)]
     half = 1.96 * float(np.std(hits, ddof=1)) / np.sqrt(len(hits)) if len(hits) > 1 else 0.0
     out = {"method": method, "n": n, "queries": len(ms),
            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
            "recall@10": round(float(np.mean(hits)), 4), "recall@10_ci95": round(half, 4),
            "build_s": None if build_s is None else round(build_s, 1), "memory_mb": round(memory_mb, 1)}
+    if in_process:
+        out["cpu_p50_ms"] = round(float(np.percentile(cpu, 50)), 3)
+        out["cpu_p95_ms"] = round(float(np.percentile(cpu, 95)), 3)
     out.update(extra)
     print(json.dumps(out), flush=True)
     return out
@@ -254,7 +270,8 @@ def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, w
             few = texts[:exact_queries]
             answers, seconds = timed_searches(search, few)
             size = conn.execute("SELECT pg_total_relation_size('faces')").fetchone()[0] / 2**20
-            rows.append(row("postgresql-exact", n, seconds, answers, truth[:len(few)], loaded, size))
+            rows.append(row("postgresql-exact", n, seconds, answers, truth[:len(few)], loaded, size,
+                            in_process=False))
 
             conn.execute("SET maintenance_work_mem = '3GB'")  # the graph is built in memory
             conn.execute("SET max_parallel_maintenance_workers = 1")
@@ -271,7 +288,7 @@ def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, w
                     raise RuntimeError(f"PostgreSQL did not use the HNSW index:\n{plan}")
                 answers, seconds = timed_searches(search, texts)
                 rows.append(row(f"postgresql-hnsw-ef{ef}", n, seconds, answers, truth, build, size,
-                                m=16, ef_construction=64, ef_search=ef, copy_s=round(loaded, 1)))
+                                in_process=False, m=16, ef_construction=64, ef_search=ef, copy_s=round(loaded, 1)))
             conn.execute("DROP TABLE faces")
     finally:
         server.cleanup()
@@ -281,6 +298,13 @@ def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, w
 # -- the run ---------------------------------------------------------------------------------
 
 def merge(rows: list[dict], meta: dict) -> None:
+    import fasteners
+
+    with fasteners.InterProcessLock(str(RESULTS) + ".lock"):  # runs at several sizes may finish together
+        _merge(rows, meta)
+
+
+def _merge(rows: list[dict], meta: dict) -> None:
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     keep = {(r["method"], r["n"]): r for r in existing.get("rows", [])}
     for r in rows:
@@ -293,7 +317,7 @@ def merge(rows: list[dict], meta: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--postgresql-exact-queries", type=int, default=100,
                         help="queries for PostgreSQL's sequential scan (slow at 1M)")
@@ -301,6 +325,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--ef-sweep", type=int, nargs="*", default=[64, 128, 512])
     parser.add_argument("--pg-ef", type=int, nargs="+", default=[40, 100, 200, 400, 800])
+    parser.add_argument("--exact-sizes", type=int, nargs="*", default=[],
+                        help="sizes at which to time numpy exact alone (where the store's threshold belongs)")
     parser.add_argument("--embeddings", type=Path, help="cached faces-dev embeddings (.npz)")
     parser.add_argument("--smoke", action="store_true", help="20k faces, 100 queries, nothing written")
     parser.add_argument("--no-write", action="store_true")
@@ -315,12 +341,19 @@ def main() -> None:
     print(f"faces-dev: {stats['faces']} faces; LFW {stats['lfw_photos']} photos of {stats['lfw_people']} people: "
           f"same-person distance {stats['real_same']:.3f}, different {stats['real_different']:.3f}", flush=True)
     params = HnswParams()
+    for n in args.exact_sizes:
+        gallery, queries, _, _ = synthetic_faces(stats, n, args.photos, args.queries)
+        rows, _, _ = exact_rows(n, gallery, queries)
+        if not args.no_write:
+            merge(rows, {"n": n, "queries": args.queries, "exact_only": True,
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     for n in args.sizes:
         rows: list[dict] = []
         gallery, queries, same, different = synthetic_faces(stats, n, args.photos, args.queries)
         print(f"n={n}: synthetic same-identity distance {same:.3f}, different {different:.3f}", flush=True)
         exact, truth, index = exact_rows(n, gallery, queries)
-        rows += exact
+        if "numpy" in args.methods:
+            rows += exact
         with tempfile.TemporaryDirectory(prefix="faceaudit-search-bench-") as tmp:
             if "embedded" in args.methods:
                 faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -329,8 +362,12 @@ def main() -> None:
             if "postgresql" in args.methods:
                 rows += postgresql_rows(n, gallery, queries, truth, args.pg_ef,
                                         args.postgresql_exact_queries, Path(tmp))
+        for r in rows:  # every row carries the exact scan timed in the same process, for ratios
+            r["exact_p50_ms_same_run"] = exact[0]["p50_ms"]
+            r["exact_cpu_p50_ms_same_run"] = exact[0]["cpu_p50_ms"]
         if not args.no_write:
-            merge(rows, {"n": n, "queries": args.queries, "photos": args.photos, "machine": platform.machine(),
+            merge(rows, {"n": n, "queries": args.queries, "photos": args.photos, "methods": args.methods,
+                         "machine": platform.machine(),
                          "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "synthetic_same": round(same, 3), "synthetic_different": round(different, 3),
                          "real_same": round(stats["real_same"], 3),

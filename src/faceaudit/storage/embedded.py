@@ -35,8 +35,11 @@ Layout and guarantees
 
 Search
 ------
-A search takes a snapshot of the collection's ExactIndex inside its own read
-transaction; the index answers with rowids and exact distances (every row tied
+A search takes a snapshot of the collection's index inside its own read
+transaction (exact, or - for a collection in search mode "approximate", or
+"auto" and at least ``ApproximateSearch.threshold`` faces - one whose HNSW graph
+proposes candidates that are then measured exactly; the graph lives in
+``data_dir/index/<collection rowid>.hnsw``, see storage/approximate_index.py); the index answers with rowids and exact distances (every row tied
 with the k-th included), and the store breaks ties by FaceId (UserId for user
 search), cuts to k, and reads the records in that same transaction. The first
 search after opening loads the index, ~0.6 s per 100k faces.
