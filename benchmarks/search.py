@@ -315,6 +315,21 @@ def _merge(rows: list[dict], meta: dict) -> None:
     RESULTS.write_text(json.dumps(existing, indent=1) + "\n")
 
 
+def markdown_table() -> str:
+    """The rows of search.json as the table in docs/scale.md."""
+    rows = json.loads(RESULTS.read_text())["rows"]
+    lines = ["| n | method | p50 ms (CPU) | p95 ms (CPU) | p50 ms (wall) | recall@10 (95% CI) | build s | memory MB |",
+             "|---:|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        cpu50 = r.get("cpu_p50_ms")
+        cpu95 = r.get("cpu_p95_ms")
+        lines.append(f"| {r['n']:,} | {r['method']} | {'-' if cpu50 is None else cpu50} | "
+                     f"{'-' if cpu95 is None else cpu95} | {r['p50_ms']} | {r['recall@10']:.4f} "
+                     f"(±{r['recall@10_ci95']:.4f}, {r['queries']} queries) | "
+                     f"{'-' if r['build_s'] is None else r['build_s']} | {r['memory_mb']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
@@ -330,7 +345,11 @@ def main() -> None:
     parser.add_argument("--embeddings", type=Path, help="cached faces-dev embeddings (.npz)")
     parser.add_argument("--smoke", action="store_true", help="20k faces, 100 queries, nothing written")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print search.json as a markdown table and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table())
+        return
     if args.smoke:
         args.sizes, args.queries, args.postgresql_exact_queries, args.no_write = [20_000], 100, 50, True
 

@@ -162,7 +162,7 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 DELETION_LOG_KEEP = 1000  # delete operations remembered per collection
 # Live faces from which an "auto" collection is searched through its HNSW graph: where an exact
 # search's p50 passes a few milliseconds on 2 busy cores (benchmarks/search.py, docs/scale.md).
-DEFAULT_APPROXIMATE_THRESHOLD = 100_000
+DEFAULT_APPROXIMATE_THRESHOLD = 50_000
 
 # Migrations from version N to N+1, each a list of SQL statements run in one
 # transaction with the schema_version update. A new database is created at
