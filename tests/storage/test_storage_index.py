@@ -49,7 +49,8 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     query = faces[5].vector
     assert search_ids(reader, query, 10) == brute_ids(alive, query, 10)
     assert reader.index_stats("c")["faces"] == 397
-    assert index.index.exact._vectors is buffer and index.index.exact.snapshot().n == 400 and index.index.exact.snapshot().live == 397
+    exact = index.index.exact
+    assert exact._vectors is buffer and exact.snapshot().n == 400 and exact.snapshot().live == 397
     assert search_ids(reader, query, 1000) == brute_ids(alive, query, 1000)
 
     # additions after deletions keep the dead marks in step

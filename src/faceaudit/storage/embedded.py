@@ -39,8 +39,9 @@ A search takes a snapshot of the collection's index inside its own read
 transaction (exact, or - for a collection in search mode "approximate", or
 "auto" and at least ``ApproximateSearch.threshold`` faces - one whose HNSW graph
 proposes candidates that are then measured exactly; the graph lives in
-``data_dir/index/<collection rowid>.hnsw``, see storage/approximate_index.py); the index answers with rowids and exact distances (every row tied
-with the k-th included), and the store breaks ties by FaceId (UserId for user
+``data_dir/index/<collection rowid>.hnsw``, see storage/approximate_index.py);
+the index answers with rowids and exact distances (every row tied with the k-th
+included, among the rows it looked at), and the store breaks ties by FaceId (UserId for user
 search), cuts to k, and reads the records in that same transaction. The first
 search after opening loads the index, ~0.6 s per 100k faces.
 
@@ -358,6 +359,7 @@ class _CollectionIndex:
         self.worker: threading.Thread | None = None
         self.unsaved = 0  # rows added to the graph since it was last written
         self.last_event: str | None = None  # what happened to the graph last (index_stats, tests)
+        self.failed_at: tuple[int, int, int, int] | None = None  # stamp of the last failed attempt
 
     def graph_file(self, collection_rowid: int) -> GraphFile:
         return GraphFile(self.index_dir / f"{collection_rowid}.hnsw")
@@ -374,25 +376,29 @@ class _CollectionIndex:
             wanted = (row.id, row.change_counter)
             if index is not None and self.stamp[:2] > wanted:
                 return None
-            if index is None or self.stamp[:2] != wanted:
-                dim = row.vector_dim or 0
-                if index is None or self.stamp[0] != row.id or index.dim != dim:
-                    index = self._full_load(conn, row, dim)
-                else:
-                    self._refresh(conn, row, index)
+            changed = index is None or self.stamp[:2] != wanted
+            dim = row.vector_dim or 0
+            if index is None or self.stamp[0] != row.id or index.dim != dim:
+                index = self._full_load(conn, row, dim)
+            elif changed:
+                self._refresh(conn, row, index)
+            if changed:
                 self.stamp = (row.id, row.change_counter, row.delete_counter, row.assoc_counter)
             exact = index.exact_snapshot()
             if not self.approximate.wants_graph(row.search_mode, exact.live):
                 if index.graph is not None:
                     index.drop_graph()  # the file stays for when the collection grows again
                 return exact
-            self._plan_graph(conn, row, index)
+            if changed or index.graph is None:  # counting tombstones is O(n): only after a change
+                self._plan_graph(conn, row, index)
             return index.snapshot()
 
     def _plan_graph(self, conn: sqlite3.Connection, row: _CollRow, index: ApproximateIndex) -> None:
         """Start loading, building or saving the graph when it is due (lock held)."""
         if self.worker is not None and self.worker.is_alive():
             return
+        if self.failed_at == self.stamp:
+            return  # the last attempt failed on this very state: try again after the next change
         if index.graph is None:
             task = "load"
         elif index.needs_rebuild():
@@ -411,7 +417,20 @@ class _CollectionIndex:
         self.worker.start()
 
     def _graph_work(self, task: str, index: ApproximateIndex, collection: int, last_sequence: int) -> None:
-        """Load or build a graph for ``index`` and install it, or write the installed one."""
+        """Load or build a graph for ``index`` and install it, or write the installed one.
+
+        A failure (no memory, no disk) leaves searches exact - or on the graph already
+        installed - and is kept in ``last_event``; it is not retried until the collection changes."""
+        try:
+            self._graph_task(task, index, collection, last_sequence)
+        except (OSError, MemoryError, RuntimeError) as error:
+            with self.lock:
+                self.failed_at = self.stamp
+                self.last_event = f"failed: {task}: {error}"
+            if not self.approximate.background:
+                raise
+
+    def _graph_task(self, task: str, index: ApproximateIndex, collection: int, last_sequence: int) -> None:
         file = self.graph_file(collection)
         file.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         params = self.approximate.params
