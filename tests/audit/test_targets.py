@@ -249,6 +249,9 @@ def test_local_and_rekognition_targets_give_identical_answers(local, remote):
     assert local_info["model_version"] == remote_info["model_version"]
     assert remote_info["endpoint"].startswith("http://127.0.0.1:")
     assert local_info["workers"] == 2 and remote_info["workers"] == 4
+    # the audit's own store searches exactly; a remote service's mode is not the audit's to know
+    assert local_info["search_mode"] == "exact"
+    assert remote_info["search_mode"] == "not known (the service's own)"
 
 
 # --- the cache --------------------------------------------------------------------------------

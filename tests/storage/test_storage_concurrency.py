@@ -131,7 +131,7 @@ def test_other_process_commits_seen_on_next_search(open_store):
     assert a.index_stats("c")["faces"] == 100
     if embedded:
         index = a._indexes["c"]
-        buffer_before = index.index._vectors
+        buffer_before = index.index.exact._vectors
     ctx = multiprocessing.get_context("spawn")
 
     def run_b(vectors, ids, delete_ids, user, associate):
@@ -150,7 +150,7 @@ def test_other_process_commits_seen_on_next_search(open_store):
         assert (hit.face_id, distance) == (face_id, 0.0)
     assert a.index_stats("c")["faces"] == 105
     if embedded:
-        assert index.index._vectors is buffer_before
+        assert index.index.exact._vectors is buffer_before
 
     # B adds, deletes and associates: A drops the deleted rows and sees the link
     more_vectors = unit_vectors(rng, 3)

@@ -40,7 +40,7 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     writer.add_faces("c", faces)
     assert reader.index_stats("c")["faces"] == 400
     index = reader._indexes["c"]
-    buffer = index.index._vectors
+    buffer = index.index.exact._vectors
 
     # a few deletions: rows are only marked dead, the buffer stays
     doomed = [faces[i].face_id for i in (0, 5, 399)]
@@ -49,7 +49,8 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     query = faces[5].vector
     assert search_ids(reader, query, 10) == brute_ids(alive, query, 10)
     assert reader.index_stats("c")["faces"] == 397
-    assert index.index._vectors is buffer and index.index.snapshot().n == 400 and index.index.snapshot().live == 397
+    exact = index.index.exact
+    assert exact._vectors is buffer and exact.snapshot().n == 400 and exact.snapshot().live == 397
     assert search_ids(reader, query, 1000) == brute_ids(alive, query, 1000)
 
     # additions after deletions keep the dead marks in step
@@ -67,8 +68,8 @@ def test_deletions_mark_rows_dead_then_compact(pair):
     alive = alive[150:]
     query = unit_vectors(rng, 1)[0]
     assert search_ids(reader, query, 25) == brute_ids(alive, query, 25)
-    assert index.index.snapshot().alive is None and index.index.snapshot().n == len(alive)
-    assert index.index._vectors is not buffer
+    assert index.index.exact.snapshot().alive is None and index.index.exact.snapshot().n == len(alive)
+    assert index.index.exact._vectors is not buffer
 
 
 def test_dead_rows_never_reach_user_search_or_exclusion(pair):
@@ -116,7 +117,7 @@ def test_collection_recreated_elsewhere_is_reloaded(pair):
     writer.create_collection("c", "m")
     new = make_faces(rng, 7, dim=64)  # even a different dimension
     writer.add_faces("c", new)
-    assert reader.index_stats("c") == {"faces": 7, "dim": 64}
+    assert reader.index_stats("c").items() >= {"faces": 7, "dim": 64}.items()
     assert search_ids(reader, new[4].vector, 1) == [new[4].face_id]
     conn = writer._conn()
     assert conn.execute("SELECT COUNT(*) FROM face_deletions").fetchone()[0] == 0

@@ -202,7 +202,7 @@ def test_empty_collection_and_bad_queries(open_store, big):
     store.create_collection("c", "m")
     assert store.search("c", np.ones(DIM), 5) == []
     assert store.search_users("c", np.ones(DIM), 5) == []
-    assert store.index_stats("c") == {"faces": 0, "dim": 0}
+    assert store.index_stats("c").items() >= {"faces": 0, "dim": 0}.items()
     big_store = big[0]
     for bad in (np.ones(DIM - 1), np.ones((2, DIM)), [np.nan] * DIM, "abc", np.ones(0)):
         with pytest.raises(InvalidParameterException):

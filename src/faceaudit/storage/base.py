@@ -82,6 +82,16 @@ MAX_FACES_PER_COLLECTION = 20_000_000  # Rekognition's published collection quot
 
 BOUNDING_BOX_KEYS = ("Width", "Height", "Left", "Top")
 
+# How a collection is searched (FaceStore.set_search_mode): "exact" always scans every face;
+# "approximate" asks an ANN index for candidates and measures them exactly; "auto" (the
+# default) is exact until the collection is large enough for exact search to be slow.
+# Audits and public-safety collections use "exact": an ANN index's misses need not fall
+# evenly across demographic groups.
+SEARCH_EXACT = "exact"
+SEARCH_APPROXIMATE = "approximate"
+SEARCH_AUTO = "auto"
+SEARCH_MODES = (SEARCH_EXACT, SEARCH_APPROXIMATE, SEARCH_AUTO)
+
 #: Distances between the rows of two matrices of vectors, (n, d) and (m, d) -> (n, m).
 PairDistances = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -229,6 +239,12 @@ def validate_max_distance(max_distance) -> float | None:
     if math.isnan(value) or value < 0:
         raise _invalid(f"max_distance must be >= 0, got {max_distance!r}")
     return value
+
+
+def validate_search_mode(mode) -> str:
+    if mode not in SEARCH_MODES:
+        raise _invalid(f"the search mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    return mode
 
 
 def as_query_vector(vector, allow_matrix: bool = False) -> np.ndarray:
@@ -385,6 +401,20 @@ class FaceStore(abc.ABC):
         UserID's own vectors (and exclude it) to search by UserId. Ties are
         broken by user_id. Users without faces never match.
         """
+
+    def search_mode(self, collection_id: str) -> str:
+        """The collection's search mode (one of SEARCH_MODES). A store without an approximate
+        index searches every collection exactly."""
+        self.describe_collection(collection_id)  # ResourceNotFoundException for an unknown one
+        return SEARCH_EXACT
+
+    def set_search_mode(self, collection_id: str, mode: str) -> None:
+        """Keep ``mode`` with the collection: later searches, from any process, follow it.
+        A store without an approximate index accepts "exact" only."""
+        validate_search_mode(mode)
+        self.describe_collection(collection_id)
+        if mode != SEARCH_EXACT:
+            raise _invalid(f"{type(self).__name__} searches exactly only")
 
     # users
 

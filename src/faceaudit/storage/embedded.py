@@ -35,9 +35,13 @@ Layout and guarantees
 
 Search
 ------
-A search takes a snapshot of the collection's ExactIndex inside its own read
-transaction; the index answers with rowids and exact distances (every row tied
-with the k-th included), and the store breaks ties by FaceId (UserId for user
+A search takes a snapshot of the collection's index inside its own read
+transaction (exact, or - for a collection in search mode "approximate", or
+"auto" and at least ``ApproximateSearch.threshold`` faces - one whose HNSW graph
+proposes candidates that are then measured exactly; the graph lives in
+``data_dir/index/<collection rowid>.hnsw``, see storage/approximate_index.py);
+the index answers with rowids and exact distances (every row tied with the k-th
+included, among the rows it looked at), and the store breaks ties by FaceId (UserId for user
 search), cuts to k, and reads the records in that same transaction. The first
 search after opening loads the index, ~0.6 s per 100k faces.
 
@@ -79,10 +83,12 @@ import time
 import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+import fasteners
 import numpy as np
 
 from faceaudit.errors import (
@@ -92,6 +98,14 @@ from faceaudit.errors import (
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
+)
+from faceaudit.storage.approximate_index import (
+    ApproximateIndex,
+    GraphFile,
+    GraphFileError,
+    HnswParams,
+    build_graph,
+    check_against,
 )
 from faceaudit.storage.base import (
     ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
@@ -107,6 +121,9 @@ from faceaudit.storage.base import (
     MAX_FACES_PER_COLLECTION,
     MAX_FACES_PER_USER,
     PAGE_SIZE_MAX,
+    SEARCH_APPROXIMATE,
+    SEARCH_AUTO,
+    SEARCH_EXACT,
     USER_ACTIVE,
     USER_CREATED,
     USER_FACE_ID_LIST_MAX,
@@ -125,6 +142,7 @@ from faceaudit.storage.base import (
     validate_max_results,
     validate_new_face,
     validate_page_size,
+    validate_search_mode,
     validate_user_id,
 )
 from faceaudit.storage.migrations import Step, latest_version, migrate
@@ -137,11 +155,15 @@ from faceaudit.storage.page_tokens import (
     filter_digest,
 )
 from faceaudit.storage.sqlite_transactions import immediate_transaction
-from faceaudit.storage.vector_index import NO_GROUP, ExactIndex, ExactSnapshot
+from faceaudit.storage.vector_index import NO_GROUP, IndexSnapshot
 
 DB_FILENAME = "faceaudit.db"
+INDEX_DIRNAME = "index"  # data_dir/index/<collection rowid>.hnsw: the approximate search graphs
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 DELETION_LOG_KEEP = 1000  # delete operations remembered per collection
+# Live faces from which an "auto" collection is searched through its HNSW graph: where an exact
+# search's p50 passes a few milliseconds on 2 busy cores (benchmarks/search.py, docs/scale.md).
+DEFAULT_APPROXIMATE_THRESHOLD = 50_000
 
 _SCHEMA = [
     """CREATE TABLE meta (
@@ -207,7 +229,12 @@ def _new_token_secret(conn: sqlite3.Connection) -> None:
 
 # faceaudit.storage.migrations: version 1 creates the schema; a change is a new version
 # (never an edit of a released one), and SCHEMA_VERSION follows the last.
-MIGRATIONS: dict[int, list[Step]] = {1: [*_SCHEMA, _new_token_secret]}
+MIGRATIONS: dict[int, list[Step]] = {
+    1: [*_SCHEMA, _new_token_secret],
+    # 2: how a collection is searched (faceaudit.storage.base.SEARCH_MODES)
+    2: ["ALTER TABLE collections ADD COLUMN search_mode TEXT NOT NULL DEFAULT 'auto' "
+        "CHECK (search_mode IN ('exact', 'approximate', 'auto'))"],
+}
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 _FACE_COLUMNS = (
@@ -217,7 +244,7 @@ _FACE_FROM = "faces AS f LEFT JOIN users AS u ON u.id = f.user"
 
 _COLLECTION_COLUMNS = (
     "id, collection_id, arn, face_model_version, created_ms, face_count, user_count, "
-    "vector_dim, change_counter, delete_counter, assoc_counter")
+    "vector_dim, change_counter, delete_counter, assoc_counter, search_mode")
 
 # Connections inherited through fork() are never used or closed by the child
 # (SQLite forbids carrying a connection across fork); they are parked here.
@@ -236,6 +263,7 @@ class _CollRow(NamedTuple):
     change_counter: int
     delete_counter: int
     assoc_counter: int
+    search_mode: str
 
     def to_collection(self) -> Collection:
         return Collection(
@@ -290,22 +318,57 @@ def _index_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return seqs, vectors, users
 
 
+@dataclass(frozen=True)
+class ApproximateSearch:
+    """When and how a collection's searches go through an HNSW graph (faceaudit.storage.approximate_index).
+
+    ``threshold``: live faces from which an "auto" collection is searched
+    approximately (None: never; "approximate" collections always are).
+    ``background``: build graphs on a thread (searches stay exact until the graph
+    is ready) rather than inside the search that needs one.
+    """
+
+    threshold: int | None = DEFAULT_APPROXIMATE_THRESHOLD
+    params: HnswParams = field(default_factory=HnswParams)
+    background: bool = True
+
+    def wants_graph(self, mode: str, live: int) -> bool:
+        if mode == SEARCH_APPROXIMATE:
+            return True
+        return mode == SEARCH_AUTO and self.threshold is not None and live >= self.threshold
+
+
 class _CollectionIndex:
-    """One collection's ExactIndex in this process, and the counters of the database snapshot it matches.
+    """One collection's index in this process, and the counters of the database snapshot it matches.
 
     Refreshed under ``lock`` from the collection row's counters (see the module
     docstring): new rows are appended, rows in the deletion log (or, when too far
     behind, rows no longer present) are removed, the user column is reloaded when
     associations changed; only a new collection rowid or dimension reloads everything.
+
+    When the collection's search mode and size call for it, a graph is loaded from
+    ``data_dir/index`` or built (``_graph_work``, on a thread unless configured
+    otherwise), caught up with the rows added meanwhile and installed; from then on
+    additions go into it as they reach the exact index. Until it is installed,
+    searches are exact.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.index: ExactIndex | None = None
+    def __init__(self, approximate: ApproximateSearch, index_dir: Path) -> None:
+        self.lock = threading.RLock()  # re-entrant: an inline graph build installs under it
+        self.index: ApproximateIndex | None = None
         # (collection rowid, change, delete, assoc counters) the index matches
         self.stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.approximate = approximate
+        self.index_dir = index_dir
+        self.worker: threading.Thread | None = None
+        self.unsaved = 0  # rows added to the graph since it was last written
+        self.last_event: str | None = None  # what happened to the graph last (index_stats, tests)
+        self.failed_at: tuple[int, int, int, int] | None = None  # stamp of the last failed attempt
 
-    def current(self, conn: sqlite3.Connection, row: _CollRow) -> ExactSnapshot | None:
+    def graph_file(self, collection_rowid: int) -> GraphFile:
+        return GraphFile(self.index_dir / f"{collection_rowid}.hnsw")
+
+    def current(self, conn: sqlite3.Connection, row: _CollRow) -> IndexSnapshot | None:
         """The snapshot matching the database snapshot ``row`` was read in, refreshing as needed.
 
         None if this process's index is already *newer* than that snapshot
@@ -315,32 +378,120 @@ class _CollectionIndex:
         with self.lock:
             index = self.index
             wanted = (row.id, row.change_counter)
-            if index is not None and self.stamp[:2] == wanted:
-                return index.snapshot()
             if index is not None and self.stamp[:2] > wanted:
                 return None
+            changed = index is None or self.stamp[:2] != wanted
             dim = row.vector_dim or 0
             if index is None or self.stamp[0] != row.id or index.dim != dim:
                 index = self._full_load(conn, row, dim)
-            else:
+            elif changed:
                 self._refresh(conn, row, index)
-            self.stamp = (row.id, row.change_counter, row.delete_counter, row.assoc_counter)
+            if changed:
+                self.stamp = (row.id, row.change_counter, row.delete_counter, row.assoc_counter)
+            exact = index.exact_snapshot()
+            if not self.approximate.wants_graph(row.search_mode, exact.live):
+                if index.graph is not None:
+                    index.drop_graph()  # the file stays for when the collection grows again
+                return exact
+            if changed or index.graph is None:  # counting tombstones is O(n): only after a change
+                self._plan_graph(conn, row, index)
             return index.snapshot()
+
+    def _plan_graph(self, conn: sqlite3.Connection, row: _CollRow, index: ApproximateIndex) -> None:
+        """Start loading, building or saving the graph when it is due (lock held)."""
+        if self.worker is not None and self.worker.is_alive():
+            return
+        if self.failed_at == self.stamp:
+            return  # the last attempt failed on this very state: try again after the next change
+        if index.graph is None:
+            task = "load"
+        elif index.needs_rebuild():
+            task = "rebuild"
+        elif self.unsaved > max(10_000, index.graph.count // 10):
+            task = "save"
+        else:
+            return
+        sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'faces'").fetchone()
+        args = (task, index, row.id, int(sequence[0]) if sequence else 0)
+        if not self.approximate.background:
+            self._graph_work(*args)  # self.lock is re-entrant
+            return
+        self.worker = threading.Thread(target=self._graph_work, args=args, daemon=True,
+                                       name=f"faceaudit-graph-{row.id}")
+        self.worker.start()
+
+    def _graph_work(self, task: str, index: ApproximateIndex, collection: int, last_sequence: int) -> None:
+        """Load or build a graph for ``index`` and install it, or write the installed one.
+
+        A failure (no memory, no disk) leaves searches exact - or on the graph already
+        installed - and is kept in ``last_event``; it is not retried until the collection changes."""
+        try:
+            self._graph_task(task, index, collection, last_sequence)
+        except (OSError, MemoryError, RuntimeError) as error:
+            with self.lock:
+                self.failed_at = self.stamp
+                self.last_event = f"failed: {task}: {error}"
+            if not self.approximate.background:
+                raise
+
+    def _graph_task(self, task: str, index: ApproximateIndex, collection: int, last_sequence: int) -> None:
+        file = self.graph_file(collection)
+        file.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        params = self.approximate.params
+        # One process builds; others wait, then load what it wrote.
+        with fasteners.InterProcessLock(str(file.path) + ".lock"):
+            if task == "save":
+                graph = index.graph
+                if graph is not None:
+                    file.save(graph, collection)
+                    self.unsaved, self.last_event = 0, "saved"
+                return
+            with self.lock:
+                snapshot = index.exact_snapshot()
+            graph = None
+            if task == "load":
+                try:
+                    graph = file.load(collection, index.dim, params)
+                    if graph.watermark > last_sequence:
+                        raise GraphFileError("holds rows the database never had (restored from a backup?)")
+                    check_against(graph, snapshot)
+                    event = "loaded"
+                except GraphFileError as error:
+                    graph, event = None, f"rebuilt: {error}"
+            else:
+                event = "rebuilt: too many deleted rows"
+            if graph is None:
+                graph = build_graph(snapshot, params)
+            with self.lock:
+                if self.index is not index:
+                    return  # reloaded meanwhile (collection re-created): this graph describes other rows
+                added = index.install_graph(graph)
+                self.last_event = event
+                self.unsaved = added
+                save = event != "loaded" or added > 0
+            if save:
+                file.save(graph, collection)
+                self.unsaved = 0
+
+    def close(self) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker.join()
 
     # internals (called with self.lock held)
 
-    def _full_load(self, conn: sqlite3.Connection, row: _CollRow, dim: int) -> ExactIndex:
+    def _full_load(self, conn: sqlite3.Connection, row: _CollRow, dim: int) -> ApproximateIndex:
         rows = conn.execute(
             "SELECT seq, user, vector FROM faces WHERE collection = ? ORDER BY seq",
             (row.id,)).fetchall()
-        index = ExactIndex(dim)
+        index = ApproximateIndex(dim)
         index.reset(*_index_rows(rows, dim))
         self.index = index
         return index
 
-    def _refresh(self, conn: sqlite3.Connection, row: _CollRow, index: ExactIndex) -> None:
+    def _refresh(self, conn: sqlite3.Connection, row: _CollRow, index: ApproximateIndex) -> None:
         _, _, seen_delete, seen_assoc = self.stamp
-        last_seq = index.snapshot().last_id  # taken before any removal: every row up to it is indexed
+        last_seq = index.exact_snapshot().last_id  # taken before any removal: every row up to it is indexed
         if row.delete_counter != seen_delete:
             if row.delete_counter - seen_delete <= DELETION_LOG_KEEP:
                 # the deletion log still holds every deletion since this index
@@ -360,6 +511,8 @@ class _CollectionIndex:
             (row.id, last_seq)).fetchall()
         if new_rows:
             index.add(*_index_rows(new_rows, index.dim))
+            if index.graph is not None:
+                self.unsaved += len(new_rows)
         if row.assoc_counter != seen_assoc:
             linked = conn.execute(
                 "SELECT seq, user FROM faces WHERE collection = ? AND user IS NOT NULL",
@@ -384,13 +537,17 @@ class EmbeddedStore(FaceStore):
     Safe to share between threads; several processes may open the same
     ``data_dir`` at once. ``synchronous``: "FULL" (default, acknowledged writes
     survive power loss) or "NORMAL" (they survive process crashes only).
+    ``approximate``: when collections in mode "auto" switch to their HNSW graph
+    (default: from DEFAULT_APPROXIMATE_THRESHOLD faces, built on a thread);
+    ``ApproximateSearch(threshold=None)`` keeps them exact.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, synchronous: str = "FULL",
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S, region: str = "us-east-1",
                  account_id: str = "000000000000",
                  max_faces_per_collection: int = MAX_FACES_PER_COLLECTION,
-                 max_faces_per_user: int = MAX_FACES_PER_USER):
+                 max_faces_per_user: int = MAX_FACES_PER_USER,
+                 approximate: ApproximateSearch | None = None):
         synchronous = synchronous.upper()
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
@@ -399,12 +556,14 @@ class EmbeddedStore(FaceStore):
         self._arn_prefix = f"arn:aws:rekognition:{region}:{account_id}:collection/"
         self._max_faces_per_collection = int(max_faces_per_collection)
         self._max_faces_per_user = int(max_faces_per_user)
+        self._approximate = approximate if approximate is not None else ApproximateSearch()
 
         self.data_dir = Path(data_dir)
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.data_dir, 0o700)  # mkdir's mode is filtered by the umask
         self.db_path = self.data_dir / DB_FILENAME
+        self.index_dir = self.data_dir / INDEX_DIRNAME
         # Create the file 0600 ourselves; SQLite gives -wal and -shm the same mode.
         os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
 
@@ -491,7 +650,10 @@ class EmbeddedStore(FaceStore):
                 pass
         self._local = threading.local()
         with self._indexes_lock:
+            indexes = list(self._indexes.values())
             self._indexes.clear()
+        for index in indexes:
+            index.close()
 
     # --- helpers
 
@@ -577,6 +739,8 @@ class EmbeddedStore(FaceStore):
                 conn.execute("DELETE FROM collections WHERE id = ?", (coll.id,))
         finally:
             self._evict(collection_id)
+        # Its graph file names the rowid, which is never reused: nothing else will read it.
+        _CollectionIndex(self._approximate, self.index_dir).graph_file(coll.id).remove()
 
     # --- faces
 
@@ -714,7 +878,7 @@ class EmbeddedStore(FaceStore):
                 with self._indexes_lock:
                     index = self._indexes.get(collection_id)
                     if index is None:
-                        index = self._indexes[collection_id] = _CollectionIndex()
+                        index = self._indexes[collection_id] = _CollectionIndex(self._approximate, self.index_dir)
                 snapshot = index.current(conn, coll)
                 if snapshot is not None:
                     return work(conn, coll, snapshot)
@@ -722,12 +886,46 @@ class EmbeddedStore(FaceStore):
         raise InternalServerError("could not obtain a consistent view of the search index")
 
     def index_stats(self, collection_id: str) -> dict:
-        """Size of the (refreshed) in-memory index: {'faces': n, 'dim': d}."""
+        """The (refreshed) in-memory index: {'faces': n, 'dim': d, 'mode': the collection's search
+        mode, 'searching': "exact" or "approximate" (what a search runs on now), 'graph': its nodes,
+        tombstones and watermark or None, 'graph_event': how it was last loaded, built or saved}."""
         validate_collection_id(collection_id)
-        return self._with_index(collection_id, lambda conn, coll, snap: {"faces": snap.live, "dim": snap.dim})
+
+        def stats(conn, coll: _CollRow, snap: IndexSnapshot) -> dict:
+            graph = getattr(snap, "graph", None)
+            with self._indexes_lock:
+                holder = self._indexes.get(collection_id)
+            index = holder.index if holder is not None else None
+            return {"faces": snap.live, "dim": snap.dim, "mode": coll.search_mode,
+                    "searching": SEARCH_EXACT if graph is None else SEARCH_APPROXIMATE,
+                    "graph": None if graph is None or index is None else
+                    {"nodes": graph.count, "dead": index.dead, "watermark": graph.watermark},
+                    "graph_event": holder.last_event if holder is not None else None}
+
+        return self._with_index(collection_id, stats)
+
+    def wait_for_index(self, collection_id: str) -> None:
+        """Wait until any graph being loaded, built or saved for the collection in this process is done."""
+        with self._indexes_lock:
+            holder = self._indexes.get(collection_id)
+        if holder is not None:
+            holder.close()
+
+    def search_mode(self, collection_id: str) -> str:
+        validate_collection_id(collection_id)
+        with self._read() as conn:
+            return self._collection(conn, collection_id).search_mode
+
+    def set_search_mode(self, collection_id: str, mode: str) -> None:
+        validate_collection_id(collection_id)
+        validate_search_mode(mode)
+        with self._write() as conn:
+            coll = self._collection(conn, collection_id)
+            # Read with the collection row by every search: no counter to bump, no index to refresh.
+            conn.execute("UPDATE collections SET search_mode = ? WHERE id = ?", (mode, coll.id))
 
     @staticmethod
-    def _check_dim(snapshot: ExactSnapshot, query: np.ndarray) -> None:
+    def _check_dim(snapshot: IndexSnapshot, query: np.ndarray) -> None:
         if query.shape[-1] != snapshot.dim:
             raise InvalidParameterException(
                 f"the query vector has dimension {query.shape[-1]}; the collection's vectors "
@@ -746,7 +944,7 @@ class EmbeddedStore(FaceStore):
                 raise InvalidParameterException("user_ids must be a list")
             wanted_users = [validate_user_id(u) for u in dict.fromkeys(user_ids)]
 
-        def work(conn, coll, snapshot: ExactSnapshot):
+        def work(conn, coll, snapshot: IndexSnapshot):
             if snapshot.live == 0:
                 return []
             self._check_dim(snapshot, query)
@@ -784,7 +982,7 @@ class EmbeddedStore(FaceStore):
             raise InvalidParameterException("exclude_user_ids must be a list")
         excluded = [validate_user_id(u) for u in dict.fromkeys(exclude_user_ids or ())]
 
-        def work(conn, coll, snapshot: ExactSnapshot):
+        def work(conn, coll, snapshot: IndexSnapshot):
             if snapshot.live == 0:
                 return []
             self._check_dim(snapshot, query)

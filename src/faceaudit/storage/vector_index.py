@@ -8,11 +8,13 @@ are identified by integer ids that increase with insertion (the store's
 rowids) and may belong to a group (a UserID's rowid; -1 = none).
 
 ``VectorIndex`` / ``IndexSnapshot`` are the interface; ``ExactIndex`` is the
-implementation used today. Another implementation (an approximate one, or one
-in another process) only has to give the same answers through the same calls.
+exact implementation. ``faceaudit.storage.approximate_index.ApproximateIndex``
+wraps one and adds an HNSW graph that proposes candidates for large collections
+(the store switches to it above a size, per collection: docs/scale.md); the
+candidates' distances still come from here, exactly.
 
-Why exact search
-----------------
+Why exact search (by default, and always for audits)
+----------------------------------------------------
 faceaudit exists to measure and publish its own error rates, including per
 demographic group. An approximate index (HNSW, IVF, PQ) adds misses of its own,
 and nothing guarantees that those misses are spread evenly across groups - they

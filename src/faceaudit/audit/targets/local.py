@@ -44,8 +44,11 @@ def _local_worker_start(store_dir: str, environment: dict[str, str | None]) -> N
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.storage import EmbeddedStore
+    from faceaudit.storage.embedded import ApproximateSearch
     # NORMAL: a temporary audit store needs crash consistency, not power-cut durability.
-    _worker_service = RekognitionService(default_engine(), EmbeddedStore(store_dir, synchronous="NORMAL"))
+    # Exact search at any size: an ANN index's misses need not fall evenly across groups.
+    store = EmbeddedStore(store_dir, synchronous="NORMAL", approximate=ApproximateSearch(threshold=None))
+    _worker_service = RekognitionService(default_engine(), store)
 
 
 def _local_worker_job(job: Job) -> Outcome:
@@ -86,6 +89,7 @@ class LocalBackend(Backend):
     """
 
     kind = "local"
+    search_mode = "exact"  # the workers' stores never switch to approximate search (see below)
 
     def __init__(self, workers: int | None = None, store_dir: str | os.PathLike[str] | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)

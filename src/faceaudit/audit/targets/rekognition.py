@@ -144,6 +144,7 @@ class RekognitionTarget(Target):
             "kind": self.backend.kind, "name": self.name, "endpoint": self.backend.endpoint,
             "model_version": self.model_version, "workers": self.backend.workers,
             "parallelism": "processes" if self.backend.kind == "local" else "threads",
+            "search_mode": getattr(self.backend, "search_mode", None) or "not known (the service's own)",
             "cache_dir": None if self.cache.directory is None else str(self.cache.directory),
             "calls": dict(sorted(self.calls.items())), "cache_hits": dict(sorted(self.cache_hits.items())),
         }

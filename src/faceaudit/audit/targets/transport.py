@@ -115,6 +115,9 @@ class Backend(ABC):
     kind: str  # "local" or "rekognition"
     endpoint: str  # what the fingerprint and the report name
     workers: int
+    # How the target's collections are searched, for the report: "exact" when the audit
+    # knows (its own local store), None when the service decides and cannot tell us.
+    search_mode: str | None = None
 
     @property
     def engine_endpoint(self) -> str:
