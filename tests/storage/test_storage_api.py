@@ -534,3 +534,34 @@ def test_list_users_pagination(store):
         with pytest.raises(InvalidParameterException):
             store.list_users("c", max_results=bad)
     assert len(store.list_users("c", max_results=500)[0]) == 23
+
+
+def _on_disk(data_dir) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(data_dir.iterdir()) if p.name.startswith(DB_FILENAME))
+
+
+def test_deleted_faces_and_collections_leave_no_vector_bytes_in_the_files(tmp_path, rng):
+    """DeleteFaces / DeleteCollection erase people's vectors from the database files themselves
+    (secure_delete, then the WAL folded in and emptied), not just from the index."""
+    s = EmbeddedStore(tmp_path)
+    s.create_collection("kept", "1.0")
+    s.create_collection("gone", "1.0")
+    kept, doomed, in_gone = make_faces(rng, 5), make_faces(rng, 5), make_faces(rng, 5)
+    s.add_faces("kept", kept + doomed)
+    s.add_faces("gone", in_gone)
+    s.close()
+
+    def fingerprint(face) -> bytes:  # 32 bytes of the vector as float32: never there by chance
+        return np.asarray(face.vector, dtype=np.float32).tobytes()[:32]
+
+    data = _on_disk(tmp_path)
+    assert all(fingerprint(f) in data for f in kept + doomed + in_gone)  # the check can see vectors
+
+    s = EmbeddedStore(tmp_path)
+    deleted, _ = s.delete_faces("kept", [f.face_id for f in doomed])
+    assert len(deleted) == 5
+    s.delete_collection("gone")
+    data = _on_disk(tmp_path)  # while the store is still open, as on a running server
+    assert not any(fingerprint(f) in data for f in doomed + in_gone)
+    assert all(fingerprint(f) in data for f in kept)
+    s.close()

@@ -588,7 +588,19 @@ class EmbeddedStore(FaceStore):
             raise InternalServerError(f"could not put {self.db_path} in WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # A deleted face's vector is overwritten with zeros in the file, not merely unlinked
+        # from the b-tree, so that DeleteFaces and DeleteCollection erase it (docs/accountability.md).
+        conn.execute("PRAGMA secure_delete = ON")
         return conn
+
+    def _erase_wal(self) -> None:
+        """Fold the write-ahead log into the database and empty it: until then the WAL still
+        holds the deleted rows' old page images. Best effort: a long reader can hold frames
+        back (SQLite then checkpoints what it can), and the next delete tries again."""
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass
 
     def _after_fork(self) -> None:
         # Nothing of the parent's connections, locks or caches is usable in a
@@ -739,6 +751,7 @@ class EmbeddedStore(FaceStore):
                 conn.execute("DELETE FROM collections WHERE id = ?", (coll.id,))
         finally:
             self._evict(collection_id)
+        self._erase_wal()
         # Its graph file names the rowid, which is never reused: nothing else will read it.
         _CollectionIndex(self._approximate, self.index_dir).graph_file(coll.id).remove()
 
@@ -867,6 +880,8 @@ class EmbeddedStore(FaceStore):
                 conn.execute("DELETE FROM face_deletions WHERE collection = ? AND delete_counter <= ?",
                              (coll.id, counter - DELETION_LOG_KEEP))
                 self._bump(conn, coll, faces=-len(doomed), deleted=True)
+        if deleted:
+            self._erase_wal()
         return deleted, unsuccessful
     # --- search
 
