@@ -75,6 +75,7 @@ from faceaudit.errors import (
     ResourceNotFoundException,
 )
 from faceaudit.images import LoadedImage, load_image
+from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.page_tokens import PageTokens, filter_digest
 from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
@@ -94,7 +95,6 @@ __all__ = [
 ]
 
 DB_FILENAME = "review.db"
-SCHEMA_VERSION = 1
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 LEAD_LABEL = "investigative lead — not an identification"
@@ -169,6 +169,15 @@ _SCHEMA = [
     )""",
     """CREATE TABLE retention (collection TEXT PRIMARY KEY, days INTEGER NOT NULL)""",
 ]
+
+
+def _new_page_secret(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO meta (name, value) VALUES ('page_secret', ?)", (secrets.token_bytes(32),))
+
+
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: [*_SCHEMA, _new_page_secret]}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 
 class Recorder(Protocol):
@@ -270,17 +279,7 @@ class ReviewStore:
 
     def _initialise(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO meta (name, value) VALUES ('page_secret', ?)",
-                             (secrets.token_bytes(32),))
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise InternalServerError(f"{self.path} has schema version {row[0]}; this faceaudit "
-                                          f"understands up to {SCHEMA_VERSION}")
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=InternalServerError)
 
     def close(self) -> None:
         self._connections.close()

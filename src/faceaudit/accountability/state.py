@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from faceaudit.storage.migrations import Step, latest_version, migrate
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = ["DB_FILENAME", "SCOPES", "AccountabilityState", "Admission", "Moratorium", "StateError", "iso_time"]
 
 DB_FILENAME = "accountability.db"
-SCHEMA_VERSION = 1
 SCOPES = ("policy", "collection", "key")
 BUSY_TIMEOUT_S = 10.0
 KEEP_USAGE = timedelta(days=2)  # search counts older than this count for nothing
@@ -59,6 +59,9 @@ _SCHEMA = [
     )""",
     "CREATE INDEX search_usage_by_key ON search_usage (key_name, policy, at_ms)",
 ]
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 
 class StateError(Exception):
@@ -130,41 +133,14 @@ class AccountabilityState:
             os.chmod(self.data_dir, 0o700)  # mkdir's mode is filtered by the umask
         self.path = self.data_dir / DB_FILENAME
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # 0600 before SQLite sees it
-        self._busy_timeout = float(busy_timeout)
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns = ThreadConnections(self.path, busy_timeout=busy_timeout, unavailable=StateError)
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise StateError(f"{self.path} has schema version {row[0]}; this faceaudit understands "
-                                 f"up to {SCHEMA_VERSION}")
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=StateError)
 
     # --- connections
 
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # a forked child starts afresh
-            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.close()
-                raise StateError(f"could not put {self.path} in WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._conns.get()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -172,14 +148,7 @@ class AccountabilityState:
             yield conn
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._conns.close()
 
     def __enter__(self) -> AccountabilityState:
         return self
