@@ -291,13 +291,17 @@ def test_the_environment_names_the_normalization_every_operation_uses(tmp_path, 
     assert plain.normalization is None and plain.scale is engine.similarity_scale
 
 
-@pytest.mark.parametrize("trained_on, refused", [("sface", True), ("dlib", False), (None, False)])
+@pytest.mark.parametrize("trained_on, refused", [("other", True), ("own", False), (None, False)])
 def test_a_normalization_is_refused_by_an_engine_it_was_not_trained_for(engine, tmp_path, trained_on, refused):
     """Score normalizations record the engine whose embeddings they were fit on; serving one with
     another engine would shift distances by offsets measured in a different space."""
-    from faceaudit.runtime import default_scoring
+    from faceaudit.runtime import default_scoring, engine_for_model_version
     from faceaudit.settings import Settings
 
+    spec = engine_for_model_version(engine.model_version)
+    assert spec is not None
+    own, other = spec.name, "dlib" if spec.name == "sface" else "sface"
+    trained_on = {"own": own, "other": other}.get(trained_on) if trained_on else None
     tight, loose = two_populations(3, n=30)
     provenance = {} if trained_on is None else {"engine": trained_on}
     fsn = FairScoreNormalization.fit(np.vstack([tight, loose]), n_clusters=2, target_fmr=0.05, seed=0,
@@ -306,7 +310,7 @@ def test_a_normalization_is_refused_by_an_engine_it_was_not_trained_for(engine, 
     fsn.save(path)
     settings = Settings(score_normalization=str(path))
     if refused:
-        with pytest.raises(ValueError, match="trained on the sface engine's embeddings; this engine is dlib"):
+        with pytest.raises(ValueError, match=f"trained on the {other} engine's embeddings; this engine is {own}"):
             default_scoring(engine, settings)
     else:
         assert default_scoring(engine, settings).normalized
