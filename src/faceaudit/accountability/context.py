@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from faceaudit.access import AccessKey
@@ -37,6 +37,19 @@ class Caller:
     @property
     def case(self) -> str | None:
         return _stated(self.signed_headers.get(CASE_HEADER))
+
+
+def key_fields(key: AccessKey | None) -> dict[str, Any] | None:
+    """How a log record names a key: name, access key id, role, unit."""
+    if key is None:
+        return None
+    return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
+
+
+def utc_time(at: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds, as records carry it: 2026-12-01T23:15:01.123Z."""
+    at = (at or datetime.now(UTC)).astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
 def _stated(value: str | None) -> str | None:

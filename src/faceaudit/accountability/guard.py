@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from faceaudit.access.keys import AccessKey
 from faceaudit.access.roles import ADMIN
-from faceaudit.accountability.context import REVIEW_ITEM_HEADER, Caller, Facts
+from faceaudit.accountability.context import REVIEW_ITEM_HEADER, Caller, Facts, key_fields, utc_time
 from faceaudit.accountability.policies import (
     POLICIES,
     POLICY_TAG,
@@ -44,7 +44,7 @@ from faceaudit.accountability.policies import (
     below_floor_message,
     check_policy_name,
 )
-from faceaudit.accountability.state import AccountabilityState, Moratorium, StateError, iso_time
+from faceaudit.accountability.state import AccountabilityState, Moratorium, StateError
 from faceaudit.errors import (
     AccessDeniedException,
     InvalidParameterException,
@@ -59,7 +59,7 @@ from faceaudit.storage import FaceStore
 SEARCH_EXACT = "exact"  # a collection's search mode (stores with an approximate index keep one)
 
 __all__ = ["TAG_OPERATIONS", "GuardedService", "PolicyDenied", "Recorder", "ReviewQueue", "event_record",
-           "key_record", "lift_moratorium", "require_exact_search", "search_mode", "set_collection_policy",
+           "lift_moratorium", "require_exact_search", "search_mode", "set_collection_policy",
            "set_moratorium"]
 
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
@@ -108,19 +108,12 @@ def _with_reason(error: RekognitionError, reason: str) -> RekognitionError:
 # ------------------------------------------------------------------ records of changes
 
 
-def key_record(key: AccessKey | None) -> dict[str, Any] | None:
-    """A key as the log names it."""
-    if key is None:
-        return None
-    return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
-
-
 def event_record(kind: str, details: Mapping[str, Any], *, at: datetime | None = None, key: AccessKey | None = None,
                  request_id: str | None = None, operation: str | None = None, collection: str | None = None,
                  policy: str | None = None) -> dict[str, Any]:
     """A non-request log record (kind "moratorium" or "policy"; PLAN's record shape)."""
-    return {"kind": kind, "time": iso_time(at or datetime.now(UTC)), "request_id": request_id,
-            "key": key_record(key), "operation": operation, "collection": collection, "policy": policy,
+    return {"kind": kind, "time": utc_time(at), "request_id": request_id,
+            "key": key_fields(key), "operation": operation, "collection": collection, "policy": policy,
             "details": dict(details)}
 
 
@@ -335,7 +328,7 @@ class GuardedService:
               "key": f"the key '{m.target}'"}[m.scope]
         more = f" ({len(found) - 1} more in force)" if len(found) > 1 else ""
         raise PolicyDenied(
-            f"Searches are suspended: moratorium {m.id} on {on}, in force since {iso_time(m.set_at)}: "
+            f"Searches are suspended: moratorium {m.id} on {on}, in force since {utc_time(m.set_at)}: "
             f"{m.reason}{more}", f"moratorium {m.id} ({m.scope} {m.target})")
 
     def _check_rules(self, caller: Caller, search: SearchOperation, request: dict[str, Any], collection_id: str,

@@ -65,7 +65,7 @@ from typing import Any, Protocol
 
 from faceaudit.access import AccessKey
 from faceaudit.access.roles import REVIEWER
-from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.context import Caller, Facts, key_fields
 from faceaudit.accountability.sealed import SealedBlobError, SealedBlobMissing, SealedBlobs
 from faceaudit.errors import (
     AccessDeniedException,
@@ -208,10 +208,6 @@ def _now_ms() -> int:
 def _iso(ms: int) -> str:
     """ISO-8601 UTC with milliseconds, as the log writes times."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def _key_record(key: AccessKey) -> dict[str, Any]:
-    return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
 
 
 def face_crop_jpeg(image: bytes | LoadedImage, box: Mapping[str, Any]) -> bytes:
@@ -461,7 +457,7 @@ class ReviewStore:
             if self.recorder is not None:  # in the transaction: a decision the log refused is not stored
                 self.recorder.append({
                     "kind": "review", "time": _iso(decided_ms), "request_id": caller.request_id,
-                    "key": _key_record(key), "operation": "DecideReviewItem",
+                    "key": key_fields(key), "operation": "DecideReviewItem",
                     "collection": item["collection"], "policy": item["policy"],
                     "purpose": item["purpose"], "case": item["case_ref"],
                     "review": {"item": item_id, "outcome": state},

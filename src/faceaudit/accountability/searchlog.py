@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from faceaudit.access import AccessKey
-from faceaudit.accountability.context import Facts
+from faceaudit.accountability.context import Facts, key_fields, utc_time
 from faceaudit.accountability.merkle import (
     consistency_proof,
     frontier_push,
@@ -136,12 +136,6 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256((str(record.get("prev")) + canonical(body)).encode("utf-8")).hexdigest()
 
 
-def utc_time(at: datetime | None = None) -> str:
-    """ISO-8601 UTC with milliseconds, as records carry it: 2026-12-01T23:15:01.123Z."""
-    at = (at or datetime.now(UTC)).astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
 def _normalized(record: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(record) - set(RECORD_FIELDS)
     if unknown:
@@ -211,13 +205,6 @@ def describe_response(facts: Facts, response: Mapping[str, Any]) -> None:
         for match in response.get("UserMatches") or []:
             facts.matches.append({"UserId": (match.get("User") or {}).get("UserId"),
                                   "Similarity": match.get("Similarity")})
-
-
-def key_fields(key: AccessKey | None) -> dict[str, Any] | None:
-    """How a record names a key: name, access key id, role, unit."""
-    if key is None:
-        return None
-    return {"name": key.name, "access_key_id": key.access_key_id, "role": key.role, "unit": key.unit}
 
 
 def request_record(*, key: AccessKey | None, request_id: str, at: datetime | None, facts: Facts | None,

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from faceaudit.accountability.context import utc_time
 from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
-__all__ = ["DB_FILENAME", "SCOPES", "AccountabilityState", "Admission", "Moratorium", "StateError", "iso_time"]
+__all__ = ["DB_FILENAME", "SCOPES", "AccountabilityState", "Admission", "Moratorium", "StateError"]
 
 DB_FILENAME = "accountability.db"
 SCOPES = ("policy", "collection", "key")
@@ -85,8 +86,8 @@ class Moratorium:
 
     def to_json(self) -> dict:
         return {"Id": self.id, "Scope": self.scope, "Target": self.target, "Reason": self.reason,
-                "SetBy": self.set_by, "SetAt": iso_time(self.set_at),
-                "LiftedAt": None if self.lifted_at is None else iso_time(self.lifted_at),
+                "SetBy": self.set_by, "SetAt": utc_time(self.set_at),
+                "LiftedAt": None if self.lifted_at is None else utc_time(self.lifted_at),
                 "LiftedBy": self.lifted_by}
 
 
@@ -107,11 +108,6 @@ def _ms(at: datetime) -> int:
 
 def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def iso_time(at: datetime) -> str:
-    """ISO-8601 UTC with milliseconds, as the search log writes times ("2026-12-01T23:15:01.123Z")."""
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _moratorium(row: tuple) -> Moratorium:
@@ -268,7 +264,7 @@ class AccountabilityState:
             if row[6] is not None:
                 lifted = _moratorium(row)
                 assert lifted.lifted_at is not None
-                raise StateError(f"moratorium {moratorium_id} was already lifted at {iso_time(lifted.lifted_at)}"
+                raise StateError(f"moratorium {moratorium_id} was already lifted at {utc_time(lifted.lifted_at)}"
                                  f" by {lifted.lifted_by}")
             conn.execute("UPDATE moratoria SET lifted_at_ms = ?, lifted_by = ? WHERE id = ?",
                          (_ms(at or datetime.now(UTC)), lifted_by, moratorium_id))
