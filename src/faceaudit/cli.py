@@ -656,21 +656,15 @@ class _PurgeBusy(Exception):
 
 @contextlib.contextmanager
 def _retention(args: argparse.Namespace, command: str):
-    """(Retention, ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
-    from faceaudit.accountability.retention import Retention, RetentionLedger
-    from faceaudit.accountability.review import ReviewStore
+    """(Retention, its ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
+    from faceaudit.accountability.retention import open_retention
     from faceaudit.settings import Settings
-    from faceaudit.storage import open_store
-    state = _accountability_state(args, command)  # SystemExit(2) when no data directory
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
     database = getattr(args, "database", None) or Settings.from_env().database
-    with contextlib.ExitStack() as stack:
-        stack.callback(state.close)
-        store = open_store(database, args.data_dir, pool_size=1)
-        stack.callback(store.close)
-        recorder = stack.enter_context(_search_log(args.data_dir))
-        review = stack.enter_context(ReviewStore(args.data_dir, recorder=recorder))
-        ledger = stack.enter_context(RetentionLedger(args.data_dir))
-        yield Retention(state, store, review, ledger, recorder), review
+    with open_retention(args.data_dir, database) as retention:
+        yield retention, retention.review
 
 
 def cmd_retention(args: argparse.Namespace) -> int:

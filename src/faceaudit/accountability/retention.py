@@ -45,7 +45,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +71,7 @@ from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeReport", "Retention", "RetentionLedger",
-           "RetentionPeriods", "RetentionPurger"]
+           "RetentionPeriods", "RetentionPurger", "open_retention", "purge_record", "record_retention_change"]
 
 LEDGER_FILENAME = "retention.db"
 PURGE_INTERVAL_S = 3600.0  # a server purges at start, then at most this often
@@ -398,6 +398,8 @@ class Retention:
             for user_id, ids in by_user.items():  # Rekognition deletes no associated face
                 for at in range(0, len(ids), USER_FACE_ID_LIST_MAX):
                     self.store.disassociate_faces(collection_id, user_id, ids[at:at + USER_FACE_ID_LIST_MAX])
+            if not present_ids:
+                continue
             done, failures = self.store.delete_faces(collection_id, sorted(present_ids))
             deleted += done
             if failures:  # associated again meanwhile: the next purge tries again
@@ -432,6 +434,24 @@ def record_retention_change(collection_id: str, before: Mapping[str, str], after
     recorder.append({"kind": "policy", "time": utc_time(None), "request_id": request_id, "key": key_fields(key),
                      "operation": operation, "collection": collection_id, "policy": after.get(POLICY_TAG),
                      "details": {"action": "retention", "retention": changed, "by": actor}})
+
+
+@contextmanager
+def open_retention(data_dir: str | os.PathLike, database: str | None = None) -> Iterator[Retention]:
+    """The retention of a data directory (and its ``--database``) with everything it needs opened
+    -- its tags, face store, review store, ledger and search log -- closed afterwards (the CLI's)."""
+    from faceaudit.accountability.review import ReviewStore
+    from faceaudit.accountability.searchlog import SearchLog
+    from faceaudit.storage import open_store
+
+    with ExitStack() as stack:
+        state = stack.enter_context(AccountabilityState(data_dir))
+        store = stack.enter_context(open_store(database, data_dir, pool_size=1))
+        recorder = SearchLog(data_dir)
+        stack.callback(recorder.close)
+        review = stack.enter_context(ReviewStore(data_dir, recorder=recorder))
+        ledger = stack.enter_context(RetentionLedger(data_dir))
+        yield Retention(state, store, review, ledger, recorder)
 
 
 class RetentionPurger:
