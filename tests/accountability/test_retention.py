@@ -7,6 +7,7 @@ injected (``now``), never slept.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -231,3 +232,30 @@ def test_set_days_writes_the_tag_and_a_policy_record_and_checks_the_maximum(data
     assert data.retention.set_days(collection, "review-items", None, "admin-user").days["review-items"] == 30
     with pytest.raises(ResourceNotFoundException):
         data.retention.set_days("no-such-collection", "faces", 3, "admin-user")
+
+
+def test_the_retention_command_shows_sets_clears_and_purges(data, capsys):
+    from faceaudit import cli
+    collection = data.collection({POLICY_TAG: "public-safety"})
+    ids = data.index(collection, 2, datetime.now(UTC) - timedelta(days=5))
+
+    def run(*args) -> tuple[int, str, str]:
+        code = cli.main(["retention", *args, "--data-dir", str(data.path)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("show", collection)
+    assert code == 0
+    shown = json.loads(out)["Collections"][0]["Retention"]
+    assert shown["faces"] == {"Days": None, "Source": "policy default"} and shown["probes"]["Days"] == 30
+    code, _, err = run("set", collection, "probes", "31")
+    assert code == 2 and "InvalidParameterException" in err and "30 days" in err
+    code, out, _ = run("set", collection, "faces", "3")
+    assert code == 0 and json.loads(out)["Retention"]["faces"] == {"Days": 3, "Source": "tag"}
+    code, out, _ = run("purge")
+    assert code == 0 and sorted(json.loads(out)["PurgedFaces"][collection]) == sorted(ids)
+    assert data.store.get_faces(collection, ids) == []
+    code, out, _ = run("clear", collection, "faces")
+    assert code == 0 and json.loads(out)["Retention"]["faces"]["Days"] is None
+    code, _, err = run("show", "no-such-collection")
+    assert code == 2 and "ResourceNotFoundException" in err

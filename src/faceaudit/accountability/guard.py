@@ -29,6 +29,7 @@ Moratorium switches and policy changes are appended to an optional :class:`Recor
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -68,6 +69,7 @@ __all__ = ["TAG_OPERATIONS", "GuardedService", "PolicyDenied", "Recorder", "Revi
            "lift_moratorium", "require_exact_search", "search_mode", "set_collection_policy",
            "set_moratorium"]
 
+log = logging.getLogger("faceaudit.guard")
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
 MAX_TAGS = 50  # per collection, as Rekognition allows
 MAX_PURPOSE_CHARS = 500
@@ -281,8 +283,11 @@ class GuardedService:
         if operation == "IndexFaces" and reviewers and self.review_queue is not None:
             self._keep_crops(collection_id, images, response)
         if operation == "IndexFaces" and self.ledger is not None:
-            self.ledger.note_faces(collection_id, [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])],
-                                   caller.at)
+            try:
+                self.ledger.note_faces(collection_id, [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])],
+                                       caller.at)
+            except Exception:  # the faces are stored; the next purge notes them, later (kept longer, not shorter)
+                log.exception("noting indexed faces of %s in the retention ledger failed", collection_id)
         elif operation == "DeleteFaces":
             if self.review_queue is not None:
                 self.review_queue.forget_faces(collection_id, list(response.get("DeletedFaces", [])))
