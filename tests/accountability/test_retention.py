@@ -99,6 +99,9 @@ def test_periods_come_from_the_tags_within_the_policys_maximum(data):
     periods = data.retention.periods(capped)
     assert periods.days["review-items"] == 90 and "capped by the policy public-safety" in periods.source["review-items"]
     assert periods.days["probes"] == 30
+    # a value written around the guard's checks never means "purge at once" nor "forever"
+    odd = data.collection({RETENTION_TAGS["faces"]: "0", RETENTION_TAGS["probes"]: "soon"})
+    assert data.retention.periods(odd).days == {"faces": None, "probes": 30, "review-items": 30}
     # the older `review retention` still counts until a tag says otherwise
     data.review.set_retention(plain, 12)
     assert data.retention.periods(plain).days["review-items"] == 12

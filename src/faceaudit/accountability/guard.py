@@ -262,8 +262,9 @@ class GuardedService:
         # What was asked for, as it would run (a search without a threshold runs at the default), so a
         # refused search is logged with it too.
         facts.parameters = self._parameters(request, search)
-        floored = search is not None or operation in FLOORED
-        policy = self._policy_of(collection_id, facts.policy) if floored or operation == "IndexFaces" else None
+        # FLOORED: the searches and AssociateFaces, whose thresholds the policy's floor governs
+        policy = self._policy_of(collection_id, facts.policy) if operation in FLOORED or operation == "IndexFaces" \
+            else None
         reviewers = self._reviewers(policy)
         if search is not None:
             request = self._admit_search(caller, search, request, collection_id, policy, reviewers, facts)

@@ -268,10 +268,10 @@ class Retention:
             rule = rules.get(kind, DEFAULT_RETENTION[kind])
             tagged, where = None, "policy default"
             if RETENTION_TAGS[kind] in tags:
-                try:
-                    tagged, where = int(tags[RETENTION_TAGS[kind]]), "tag"
-                except ValueError:  # written around the guard: the default holds, never "forever"
-                    tagged = None
+                text = tags[RETENTION_TAGS[kind]].strip()
+                if text.isdigit() and int(text) >= 1:
+                    tagged, where = int(text), "tag"
+                # else: written around the guard; the default holds, never "forever" nor "at once"
             elif kind == "review-items":
                 tagged = self.review.retention_override(collection_id)
                 where = "review retention" if tagged is not None else where
