@@ -39,9 +39,9 @@ def face(rng: np.random.Generator) -> StoredFace:
 class DataDir:
     """Everything retention touches, opened on one directory (as a server or `faceaudit retention` does)."""
 
-    def __init__(self, path):
+    def __init__(self, path, store=None):
         self.path = path
-        self.store = EmbeddedStore(path)
+        self.store = store if store is not None else EmbeddedStore(path)
         self.state = AccountabilityState(path)
         self.log = SearchLog(path)
         self.review = ReviewStore(path, recorder=self.log)
@@ -85,6 +85,18 @@ def data(tmp_path):
     opened = DataDir(tmp_path / "data")
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def postgres_data(tmp_path, postgres_url):
+    """The same, with the faces in PostgreSQL (`serve --database postgresql://...`)."""
+    from faceaudit.storage import PostgresStore
+    from support.postgres import drop_schema, fresh_schema
+    schema = fresh_schema()
+    opened = DataDir(tmp_path / "data", PostgresStore(postgres_url, schema=schema, pool_size=1))
+    yield opened
+    opened.close()
+    drop_schema(postgres_url, schema)
 
 
 def test_periods_come_from_the_tags_within_the_policys_maximum(data):
@@ -262,3 +274,18 @@ def test_the_retention_command_shows_sets_clears_and_purges(data, capsys):
     assert code == 0 and json.loads(out)["Retention"]["faces"]["Days"] is None
     code, _, err = run("show", "no-such-collection")
     assert code == 2 and "ResourceNotFoundException" in err
+
+
+def test_the_purge_is_the_same_over_postgresql(postgres_data):
+    """Only the FaceStore interface is used: expired faces go from a PostgreSQL store, users and all."""
+    data = postgres_data
+    collection = data.collection({RETENTION_TAGS["faces"]: "30"})
+    old = data.index(collection, 2, T0)
+    young = data.index(collection, 1, T0 + timedelta(days=20))
+    data.store.create_user(collection, "bob")
+    data.store.associate_faces(collection, "bob", old[:1])
+    report = data.retention.purge(T0 + timedelta(days=31))
+    assert sorted(report.faces[collection]) == sorted(old)
+    assert [f.face_id for f in data.store.list_faces(collection)[0]] == young
+    [record] = data.retention_records()
+    assert sorted(record["details"]["faces"][collection]) == sorted(old)
