@@ -56,3 +56,48 @@ def raw_sql(database):
             return cursor.fetchall() if cursor.description else []
 
     return run
+
+
+class _PostgresRaw:
+    """A psycopg connection taking SQLite's ``?`` placeholders, for tests that tamper."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, statement: str, parameters: tuple = ()):
+        return self._conn.execute(statement.replace("?", "%s"), parameters or None)
+
+
+@pytest.fixture
+def connect_raw(database):
+    """``connect_raw(data_dir, filename)``: a context manager giving an autocommit connection
+    straight to the database the stores of ``data_dir`` use (sqlite3, or psycopg taking ``?``)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def connect(data_dir: str | Path, filename: str):
+        if database is None:
+            conn = sqlite3.connect(Path(data_dir) / filename, isolation_level=None)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            yield _PostgresRaw(conn)
+
+    return connect
+
+
+@pytest.fixture
+def server_database(database, monkeypatch):
+    """``database``, also as FACEAUDIT_DATABASE: what the commands (`faceaudit log ...`) follow, as the server does."""
+    from faceaudit.settings import DATABASE_ENV
+
+    if database is None:
+        monkeypatch.delenv(DATABASE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DATABASE_ENV, database)
+    return database

@@ -178,6 +178,7 @@ class PostgresDatabase:
     """A store's tables in the PostgreSQL database at ``url`` (its search_path decides the schema)."""
 
     flavour = POSTGRES
+    errors: tuple[type[BaseException], ...]
 
     def __init__(self, url: str, *, lock: int, name: str, unavailable: Callable[[str], Exception],
                  pool_size: int = 4, connect_timeout: float = 10.0):
