@@ -159,11 +159,12 @@ class AccountabilityState:
     database ``database`` names (a postgresql:// URL; None or "embedded": the SQLite file)."""
 
     def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = BUSY_TIMEOUT_S,
-                 database: str | None = None):
+                 database: str | None = None, pool_size: int = 4):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
+        # pool_size: PostgreSQL connections (a search reads moratoria and spends budget here)
         self._db = open_database(database, self.path, lock=_STATE_LOCK, name="accountability",
-                                 unavailable=StateError, busy_timeout=busy_timeout)
+                                 unavailable=StateError, busy_timeout=busy_timeout, pool_size=pool_size)
         if self._db.flavour == POSTGRES:
             self._db.migrate(POSTGRES_MIGRATIONS, error=StateError, table=POSTGRES_VERSION_TABLE)
         else:

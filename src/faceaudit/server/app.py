@@ -683,7 +683,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     review = ReviewStore(data_dir, recorder=search_log, database=accountability)
     review.purge_expired()
     # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
-    state = AccountabilityState(data_dir, database=accountability)
+    state = AccountabilityState(data_dir, database=accountability, pool_size=threads)
     guard = GuardedService(service, state, review_queue=review, recorder=search_log)
     hooks = [store.close, keys.store.close, guard.close, review.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
