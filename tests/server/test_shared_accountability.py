@@ -59,20 +59,20 @@ def test_two_hosts_share_moratoria_budgets_review_and_one_log(hosts, astronaut_j
     a.client().create_collection(CollectionId=collection, Tags=PS)
     face_id = client(b, operator).index_faces(CollectionId=collection, Image={"Bytes": astronaut_jpeg})[
         "FaceRecords"][0]["Face"]["FaceId"]
-    search = {"CollectionId": collection, "FaceId": face_id, "FaceMatchThreshold": 99}
+    search = {"CollectionId": collection, "Image": {"Bytes": astronaut_jpeg}, "FaceMatchThreshold": 99}
     searchers = [state_purpose(client(server, operator)) for server in (a, b)]
     request_ids = []
 
     # A moratorium set beside A refuses through B; lifted beside B, A searches again.
     moratorium = json.loads(command("moratorium", "set", "--collection", collection, "--reason", "court order 9",
                                     *on_a).stdout)["Moratorium"]
-    code, message, request_id = error_of(searchers[1].search_faces, **search)
+    code, message, request_id = error_of(searchers[1].search_faces_by_image, **search)
     assert code == "AccessDeniedException" and f"moratorium {moratorium['Id']} on collection {collection}" in message
     request_ids.append(request_id)
     command("moratorium", "lift", str(moratorium["Id"]), *on_b)
 
     # A search through A opens a review item; one reviewer decides it through B, the other through A.
-    answer = searchers[0].search_faces(**search)
+    answer = searchers[0].search_faces_by_image(**search)
     assert answer["FaceMatches"] == []
     item = answer["ResponseMetadata"]["HTTPHeaders"][REVIEW_ITEM_HEADER]
     request_ids.append(answer["ResponseMetadata"]["RequestId"])
@@ -89,8 +89,8 @@ def test_two_hosts_share_moratoria_budgets_review_and_one_log(hosts, astronaut_j
     # The real-time budget counts the searches made through both servers (one was made above).
     window = PUBLIC_SAFETY.realtime_searches or 0
     for i in range(window - 1):
-        request_ids.append(searchers[i % 2].search_faces(**search)["ResponseMetadata"]["RequestId"])
-    code, message, request_id = error_of(searchers[0].search_faces, **search)
+        request_ids.append(searchers[i % 2].search_faces_by_image(**search)["ResponseMetadata"]["RequestId"])
+    code, message, request_id = error_of(searchers[0].search_faces_by_image, **search)
     assert code == "AccessDeniedException" and f"made {window} searches of public-safety collections" in message
     request_ids.append(request_id)
 
