@@ -442,3 +442,14 @@ def test_the_wire_service_tells_the_log_which_item_and_what_became_of_it(store):
         "DecideReviewItem", item, "open", COLLECTION)
     with pytest.raises(InvalidParameterException, match="not supported"):
         service.call(caller(ALICE), "DeleteReviewItem", {"ItemId": item})
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_a_review_db_of_schema_1_is_upgraded_and_keeps_its_items(tmp_path, raw_sql):
+    with ReviewStore(tmp_path / "data") as store:
+        item = open_item(store, index_faces(store, 1), [99.5])
+    raw_sql(tmp_path / "data", "review.db", "ALTER TABLE review_meta RENAME TO meta")  # as version 1 left it
+    raw_sql(tmp_path / "data", "review.db", "UPDATE schema_version SET version = 1")
+    with ReviewStore(tmp_path / "data") as store:
+        assert [i["ItemId"] for i in store.pending(ALICE)["ReviewItems"]] == [item]
+    assert raw_sql(tmp_path / "data", "review.db", "SELECT version FROM schema_version") == [(2,)]

@@ -152,8 +152,8 @@ class SealedBlobs:
             if self._db is not None and self._recorded_key_id() is not None:
                 raise SealedBlobError(
                     f"{self.key_path} is missing, and the review pictures in {self._where} are sealed with a key "
-                    "another server of this database created: copy review.key from that server's data "
-                    "directory to this one (mode 0600)")
+                    "a server of this database created: copy review.key from that server's data directory "
+                    "(or restore it from its backup) to this one (mode 0600)")
             if self.blob_ids():  # a lost key must not be silently replaced: those blobs would never open
                 raise SealedBlobError(
                     f"{self.key_path} is missing but {len(self.blob_ids())} sealed blobs exist in "
