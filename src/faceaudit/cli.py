@@ -347,13 +347,27 @@ def _add_keys_parser(commands) -> None:
 # ------------------------------------------------------------ accountability: moratoria and use policies
 
 
+def _database(args: argparse.Namespace) -> str | None:
+    """Where the server keeps its data: ``--database``, else FACEAUDIT_DATABASE (as `faceaudit serve`)."""
+    from faceaudit.settings import Settings
+    return getattr(args, "database", None) or Settings.from_env().database
+
+
+def _add_database_option(*parsers) -> None:
+    for parser in parsers:
+        parser.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://...: the accountability "
+                                 "tables and the search log are there (default: FACEAUDIT_DATABASE)")
+
+
 def _accountability_state(args: argparse.Namespace, command: str):
-    """The data directory's accountability.db; SystemExit(2) when ``--data-dir`` is no data directory."""
+    """The data directory's accountability.db (or the server's PostgreSQL tables); SystemExit(2)
+    when ``--data-dir`` is no data directory."""
     from faceaudit.accountability.state import AccountabilityState
     if not Path(args.data_dir).is_dir():
         print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
         raise SystemExit(2)
-    return AccountabilityState(args.data_dir)
+    return AccountabilityState(args.data_dir, database=_database(args))
 
 
 def _local_actor() -> str:
@@ -374,8 +388,8 @@ def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) 
         if target not in names:
             raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
     elif scope == "collection":
-        from faceaudit.storage import EmbeddedStore
-        store = EmbeddedStore(args.data_dir)
+        from faceaudit.storage import open_store
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         try:
             store.describe_collection(target)
         finally:
@@ -389,7 +403,8 @@ def cmd_moratorium(args: argparse.Namespace) -> int:
     from faceaudit.accountability.state import StateError
     state = _accountability_state(args, "moratorium")
     # The switch itself is a search log record; a switch that cannot be logged is undone.
-    search_log = SearchLog(args.data_dir) if args.moratorium_command in ("set", "lift") else None
+    search_log = SearchLog(args.data_dir, database=_database(args)) \
+        if args.moratorium_command in ("set", "lift") else None
     try:
         if args.moratorium_command == "set":
             scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
@@ -419,7 +434,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     """faceaudit policy set|clear|show: a collection's use policy (its faceaudit:policy tag)."""
     from faceaudit.accountability.guard import set_collection_policy
     from faceaudit.accountability.policies import POLICIES, POLICY_TAG
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.storage import open_store
     if args.policy_command == "show" and args.collection is None and args.data_dir is None:
         print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()]}, indent=2))
         return 0
@@ -435,7 +450,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
             print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
                               "Collections": state.tagged(POLICY_TAG)}, indent=2))
             return 0
-        store = EmbeddedStore(args.data_dir)
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         store.describe_collection(args.collection)  # ResourceNotFoundException if absent
         if args.policy_command == "show":
             name = state.tag(args.collection, POLICY_TAG)
@@ -443,7 +458,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
                               "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
             return 0
         wanted = args.policy if args.policy_command == "set" else None
-        search_log = SearchLog(args.data_dir)  # the change is a search log record, or is undone
+        search_log = SearchLog(args.data_dir, database=_database(args))  # the change is a log record, or is undone
         previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store,
                                          recorder=search_log)
         print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
@@ -481,6 +496,7 @@ def _add_accountability_parsers(commands) -> None:
     listing.add_argument("--all", action="store_true")
     for action in (setting, lifting, listing):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_database_option(setting, lifting, listing)
     moratorium.set_defaults(func=cmd_moratorium)
 
     policy = commands.add_parser(
@@ -496,14 +512,15 @@ def _add_accountability_parsers(commands) -> None:
     for action in (setting, clearing):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
     showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
+    _add_database_option(setting, clearing, showing)
     policy.set_defaults(func=cmd_policy)
 
 
 @contextlib.contextmanager
-def _search_log(data_dir: str):
+def _search_log(data_dir: str, database: str | None = None):
     """The data directory's search log, for commands whose changes are log records (decisions, purges)."""
     from faceaudit.accountability.searchlog import SearchLog
-    log = SearchLog(data_dir)
+    log = SearchLog(data_dir, database=database)
     try:
         yield log
     finally:
@@ -570,7 +587,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     keys = _key_store(args, command="review")
     try:
         key = _reviewer(keys)
-        with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
+        with _search_log(args.data_dir, _database(args)) as recorder, \
+                ReviewStore(args.data_dir, recorder=recorder, database=_database(args)) as review:
             if args.review_command == "list":
                 items: list[dict[str, Any]] = []
                 token = None
@@ -658,12 +676,10 @@ class _PurgeBusy(Exception):
 def _retention(args: argparse.Namespace, command: str):
     """(Retention, its ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
     from faceaudit.accountability.retention import open_retention
-    from faceaudit.settings import Settings
     if not Path(args.data_dir).is_dir():
         print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
         raise SystemExit(2)
-    database = getattr(args, "database", None) or Settings.from_env().database
-    with open_retention(args.data_dir, database) as retention:
+    with open_retention(args.data_dir, _database(args)) as retention:
         yield retention, retention.review
 
 
@@ -747,6 +763,7 @@ def _add_review_parser(commands) -> None:
                                              "`retention purge` (expired faces and probes go too)")
     for action in (listing, show, decide, retention, purge):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_database_option(listing, show, decide, retention, purge)
     review.set_defaults(func=cmd_review)
 
 
@@ -767,7 +784,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     )
     try:
         if args.log_command == "verify":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint) if args.checkpoint else None
             result = contents.verify(kept)
             print(json.dumps(result.as_dict(), indent=2))
@@ -782,7 +799,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                       "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
             return 0
         if args.log_command == "prove":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint)
             if args.seq is not None:
                 proof = contents.inclusion(args.seq, kept)
@@ -816,11 +833,11 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(f"faceaudit log: proof checked: {what}", file=sys.stderr)
             return 0
         if args.log_command == "export":  # reads only
-            count = read_data_dir(args.data_dir).export(args.out)
+            count = read_data_dir(args.data_dir, _database(args)).export(args.out)
             print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
                   file=sys.stderr)
             return 0
-        log = SearchLog(args.data_dir, create=False)  # a checkpoint never creates a log
+        log = SearchLog(args.data_dir, create=False, database=_database(args))  # a checkpoint never creates a log
         try:
             checkpoint = log.checkpoint()
         finally:
@@ -854,11 +871,13 @@ def _add_log_parser(commands) -> None:
     source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
     verify.add_argument("--checkpoint", metavar="FILE",
                         help="a checkpoint kept earlier: also detects a truncated or rewritten tail")
+    _add_database_option(verify)
     checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
     export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
     for action in (checkpoint, export):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(checkpoint, export)
     prove = actions.add_parser(
         "prove", help="a Merkle proof: one record is in a kept checkpoint's log, or a later log extends an earlier")
     source = prove.add_mutually_exclusive_group(required=True)
@@ -869,6 +888,7 @@ def _add_log_parser(commands) -> None:
     which.add_argument("--seq", type=int, help="inclusion: the record to prove")
     which.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
     prove.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(prove)
     check = actions.add_parser("check-proof", help="check a proof against kept checkpoints, without the log")
     check.add_argument("proof", metavar="PROOF")
     check.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
@@ -888,7 +908,8 @@ def cmd_transparency(args: argparse.Namespace) -> int:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
     try:
-        contents = read_export(args.from_export) if args.from_export else read_data_dir(args.data_dir)
+        contents = read_export(args.from_export) if args.from_export else \
+            read_data_dir(args.data_dir, _database(args))
     except SearchLogError as error:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
@@ -917,6 +938,7 @@ def _add_transparency_parser(commands) -> None:
     source.add_argument("--from-export", metavar="FILE", help="an export from 'faceaudit log export'")
     report.add_argument("--since", required=True, metavar="DATE", help="e.g. 2026-12-01 (UTC) or an ISO-8601 time")
     report.add_argument("--until", metavar="DATE", help="end of the period (default: the end of the log)")
+    _add_database_option(report)
     report.add_argument("--out", required=True, metavar="DIR",
                         help="folder for transparency.json, .md and .html")
     report.set_defaults(func=cmd_transparency)

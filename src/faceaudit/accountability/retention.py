@@ -445,11 +445,11 @@ def open_retention(data_dir: str | os.PathLike, database: str | None = None) -> 
     from faceaudit.storage import open_store
 
     with ExitStack() as stack:
-        state = stack.enter_context(AccountabilityState(data_dir))
+        state = stack.enter_context(AccountabilityState(data_dir, database=database, pool_size=1))
         store = stack.enter_context(open_store(database, data_dir, pool_size=1))
-        recorder = SearchLog(data_dir)
+        recorder = SearchLog(data_dir, database=database)
         stack.callback(recorder.close)
-        review = stack.enter_context(ReviewStore(data_dir, recorder=recorder))
+        review = stack.enter_context(ReviewStore(data_dir, recorder=recorder, database=database))
         ledger = stack.enter_context(RetentionLedger(data_dir))
         yield Retention(state, store, review, ledger, recorder)
 
