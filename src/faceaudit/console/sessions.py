@@ -5,6 +5,8 @@ processes behind one socket, and a browser's requests land on any of them. A ses
 one worker must be known to the others, and a sign-out or an expiry must end it for all; so
 must the count of failed sign-ins from one address, or N workers would allow N times the
 attempts. The file is made 0600 (SQLite gives -wal and -shm the same mode), like access.db.
+It is opened as the other stores open theirs: one connection per thread
+(faceaudit.storage.sqlite_connections) and a versioned schema (faceaudit.storage.migrations).
 
 What is kept per session: the SHA-256 of its id (the id itself lives only in the browser's
 cookie, so a copy of this file opens no session), the access key id it signed in with, its
@@ -23,13 +25,15 @@ import os
 import secrets
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceaudit.errors import InternalServerError
+from faceaudit.storage.migrations import Step, latest_version, migrate
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "console.db"
@@ -40,6 +44,8 @@ DEFAULT_SIGN_IN_FAILURES = 10
 DEFAULT_SIGN_IN_WINDOW_SECONDS = 5 * 60
 _BUSY_TIMEOUT_S = 5.0
 
+# IF NOT EXISTS: console.db files made before the schema was versioned have these tables and no
+# schema_version; version 1 adopts them as they are.
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
         id_sha256     TEXT    PRIMARY KEY,
@@ -55,6 +61,9 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS sign_in_failures_by_client ON sign_in_failures (client, at_ms)",
 ]
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 
 def _digest(session_id: str) -> str:
@@ -93,30 +102,17 @@ class SessionStore:
         self.sign_in_failures = sign_in_failures
         self.sign_in_window_ms = int(sign_in_window_seconds * 1000)
         self._clock = clock
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        # synchronous NORMAL after ThreadConnections' FULL: a session lost to a power cut means signing in again
+        self._connections = ThreadConnections(self.path, busy_timeout=_BUSY_TIMEOUT_S, unavailable=InternalServerError,
+                                              pragmas=("synchronous = NORMAL",))
         with self._write() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=InternalServerError)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # a forked child opens its own
-            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # a session lost to a power cut means signing in again
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -185,11 +181,4 @@ class SessionStore:
             conn.execute("INSERT INTO sign_in_failures (client, at_ms) VALUES (?, ?)", (client, now))
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()
