@@ -26,15 +26,13 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceaudit.errors import InternalServerError
 from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.sqlite_connections import ThreadConnections
-from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 DB_FILENAME = "console.db"
 DEFAULT_IDLE_SECONDS = 30 * 60
@@ -105,7 +103,7 @@ class SessionStore:
         # synchronous NORMAL after ThreadConnections' FULL: a session lost to a power cut means signing in again
         self._connections = ThreadConnections(self.path, busy_timeout=_BUSY_TIMEOUT_S, unavailable=InternalServerError,
                                               pragmas=("synchronous = NORMAL",))
-        with self._write() as conn:
+        with self._connections.write() as conn:
             migrate(conn, MIGRATIONS, describe=str(self.path), error=InternalServerError)
 
     def _now_ms(self) -> int:
@@ -114,11 +112,6 @@ class SessionStore:
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with immediate_transaction(self._conn()) as conn:
-            yield conn
-
     # --- sessions
 
     def create(self, access_key_id: str) -> tuple[str, Session]:
@@ -126,7 +119,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         now = self._now_ms()
         session = Session(access_key_id, secrets.token_urlsafe(32), now, now)
-        with self._write() as conn:
+        with self._connections.write() as conn:
             # Expired sessions go whenever someone signs in: the table stays as small as its live sessions.
             conn.execute("DELETE FROM sessions WHERE last_seen_ms < ? OR created_ms < ?",
                          (now - self.idle_ms, now - self.lifetime_ms))
@@ -138,7 +131,7 @@ class SessionStore:
         """The live session with this id, its last use set to now; None (and deleted) once expired."""
         digest = _digest(session_id)
         now = self._now_ms()
-        with self._write() as conn:
+        with self._connections.write() as conn:
             row = conn.execute("SELECT access_key_id, csrf, created_ms, last_seen_ms FROM sessions "
                                "WHERE id_sha256 = ?", (digest,)).fetchone()
             if row is None:
@@ -150,12 +143,12 @@ class SessionStore:
         return Session(row[0], row[1], row[2], now)
 
     def end(self, session_id: str) -> None:
-        with self._write() as conn:
+        with self._connections.write() as conn:
             conn.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_digest(session_id),))
 
     def end_all_for(self, access_key_id: str) -> int:
         """End every session of a key (found revoked); returns how many there were."""
-        with self._write() as conn:
+        with self._connections.write() as conn:
             return conn.execute("DELETE FROM sessions WHERE access_key_id = ?", (access_key_id,)).rowcount
 
     # --- the sign-in rate limit
@@ -176,7 +169,7 @@ class SessionStore:
 
     def record_failure(self, client: str) -> None:
         now = self._now_ms()
-        with self._write() as conn:
+        with self._connections.write() as conn:
             conn.execute("DELETE FROM sign_in_failures WHERE at_ms < ?", (now - self.sign_in_window_ms,))
             conn.execute("INSERT INTO sign_in_failures (client, at_ms) VALUES (?, ?)", (client, now))
 
