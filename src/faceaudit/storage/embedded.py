@@ -62,7 +62,7 @@ Deployments that prefer throughput can pass ``synchronous="NORMAL"``.
 
 Threads and processes
 ---------------------
-One SQLite connection per thread (``threading.local``), not one shared
+One SQLite connection per thread (faceaudit.storage.sqlite_connections), not one shared
 connection behind a lock: with WAL, readers on separate connections run in
 parallel with each other and with the single writer, so concurrent SearchFaces
 and ListFaces calls from the HTTP server's threads do not queue behind one
@@ -82,7 +82,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -139,6 +138,7 @@ from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.page_tokens import (
     PageTokens,
 )
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 from faceaudit.storage.vector_index import NO_GROUP, IndexSnapshot
 
@@ -230,11 +230,6 @@ _FACE_FROM = "faces AS f LEFT JOIN users AS u ON u.id = f.user"
 _COLLECTION_COLUMNS = (
     "id, collection_id, arn, face_model_version, created_ms, face_count, user_count, "
     "vector_dim, change_counter, delete_counter, assoc_counter, search_mode")
-
-# Connections inherited through fork() are never used or closed by the child
-# (SQLite forbids carrying a connection across fork); they are parked here.
-_FORK_ORPHANS: list = []
-
 
 class _CollRow(NamedTuple):
     id: int
@@ -494,15 +489,6 @@ class _CollectionIndex:
             index.set_groups([r[0] for r in linked], [r[1] for r in linked])
 
 
-class _ConnectionHolder:
-    """Weak-referenceable owner of one thread's connection (sqlite3.Connection is not)."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-
 # --- the store -------------------------------------------------------------------
 
 class EmbeddedStore(TableStore):
@@ -543,29 +529,17 @@ class EmbeddedStore(TableStore):
 
         self._closed = False
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._conns: weakref.WeakSet = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
+        self._connections = ThreadConnections(
+            self.db_path, busy_timeout=self._busy_timeout, unavailable=InternalServerError,
+            # secure_delete: a deleted face's vector is overwritten with zeros in the file, not merely
+            # unlinked from the b-tree, so that DeleteFaces and DeleteCollection erase it
+            # (docs/accountability.md)
+            pragmas=(f"synchronous = {self._synchronous}", "foreign_keys = ON", "secure_delete = ON"))
         self._indexes: dict[str, _CollectionIndex] = {}
         self._indexes_lock = threading.Lock()
         self._tokens = PageTokens(self._initialise())
 
     # --- connections and transactions
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=self._busy_timeout, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            conn.close()
-            raise InternalServerError(f"could not put {self.db_path} in WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        # A deleted face's vector is overwritten with zeros in the file, not merely unlinked
-        # from the b-tree, so that DeleteFaces and DeleteCollection erase it (docs/accountability.md).
-        conn.execute("PRAGMA secure_delete = ON")
-        return conn
 
     def _erase_wal(self) -> None:
         """Fold the write-ahead log into the database and empty it: until then the WAL still
@@ -577,13 +551,9 @@ class EmbeddedStore(TableStore):
             pass
 
     def _after_fork(self) -> None:
-        # Nothing of the parent's connections, locks or caches is usable in a
-        # forked child; start afresh (inherited connections are parked, unused).
-        _FORK_ORPHANS.append((self._local, list(self._conns)))
+        # Nothing of the parent's locks or caches is usable in a forked child; start afresh
+        # (ThreadConnections does the same for the connections, parking the inherited ones).
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._conns = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
         self._indexes = {}
         self._indexes_lock = threading.Lock()
 
@@ -592,14 +562,7 @@ class EmbeddedStore(TableStore):
             raise InternalServerError("the store is closed")
         if self._pid != os.getpid():
             self._after_fork()
-        holder = getattr(self._local, "holder", None)
-        if holder is None:
-            # The thread-local holder dies with its thread, taking (and closing)
-            # the connection; the weak set lets close() reach the live ones.
-            holder = self._local.holder = _ConnectionHolder(self._connect())
-            with self._conns_lock:
-                self._conns.add(holder)
-        return holder.conn
+        return self._connections.get()
 
     @contextmanager
     def _read(self):
@@ -626,15 +589,7 @@ class EmbeddedStore(TableStore):
 
     def close(self) -> None:
         self._closed = True
-        with self._conns_lock:
-            conns = list(self._conns)
-            self._conns = weakref.WeakSet()
-        for holder in conns:
-            try:
-                holder.conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()
         with self._indexes_lock:
             indexes = list(self._indexes.values())
             self._indexes.clear()
