@@ -632,27 +632,106 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def _review_upkeep(args: argparse.Namespace) -> int:
-    """`review retention` / `review purge`: the data directory owner's, like `faceaudit keys`."""
-    from datetime import UTC, datetime
-
-    from faceaudit.accountability.review import ReviewStore
-    if not Path(args.data_dir).is_dir():
-        print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
-        return 2
-    with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
-        try:
+    """`review retention` / `review purge`: aliases of `retention set COLLECTION review-items DAYS`
+    (0: back to the default) / `retention purge`, answering in their older shapes."""
+    try:
+        with _retention(args, "review") as (retention, review):
             if args.review_command == "retention":
                 if args.days is not None:
-                    review.set_retention(args.collection, None if args.days == 0 else args.days)
-                print(json.dumps({"CollectionId": args.collection,
-                                  "RetentionDays": review.retention_days(args.collection)}))
+                    if args.days < 0:
+                        from faceaudit.errors import InvalidParameterException
+                        raise InvalidParameterException("Retention must be at least 1 day (0: the default)")
+                    retention.set_days(args.collection, "review-items", args.days or None, _local_actor())
+                    review.set_retention(args.collection, None)  # the tag now says it
+                days = retention.periods(args.collection).days["review-items"]
+                print(json.dumps({"CollectionId": args.collection, "RetentionDays": days}))
             else:
-                print(json.dumps({"PurgedItems": review.purge_expired(datetime.now(UTC)),
-                                  "OrphanBlobsRemoved": review.sweep_orphans()}))
-        except RekognitionError as error:
-            print(f"faceaudit review: {error.message}", file=sys.stderr)
-            return 2
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({"PurgedItems": len(report.items), "OrphanBlobsRemoved": review.sweep_orphans(),
+                                  **report.to_json()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit review: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit review: {error.message}", file=sys.stderr)
+        return 2
     return 0
+
+
+class _PurgeBusy(Exception):
+    """Another process holds the data directory's purge lease."""
+
+
+@contextlib.contextmanager
+def _retention(args: argparse.Namespace, command: str):
+    """(Retention, its ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
+    from faceaudit.accountability.retention import open_retention
+    from faceaudit.settings import Settings
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
+    database = getattr(args, "database", None) or Settings.from_env().database
+    with open_retention(args.data_dir, database) as retention:
+        yield retention, retention.review
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """faceaudit retention show|set|clear|purge (docs/accountability.md, Retention)."""
+    from faceaudit.accountability.searchlog import SearchLogError
+    try:
+        with _retention(args, "retention") as (retention, review):
+            if args.retention_command == "show":
+                ids = [args.collection] if args.collection else retention.collection_ids()
+                for collection_id in ids:
+                    retention.store.describe_collection(collection_id)
+                print(json.dumps({"Collections": [retention.periods(c).to_json() for c in ids]}, indent=2))
+            elif args.retention_command in ("set", "clear"):
+                days = args.days if args.retention_command == "set" else None
+                print(json.dumps(retention.set_days(args.collection, args.kind, days, _local_actor()).to_json(),
+                                 indent=2))
+            else:
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({**report.to_json(), "OrphanBlobsRemoved": review.sweep_orphans()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit retention: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit retention: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    except SearchLogError as error:
+        print(f"faceaudit retention: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_retention_parser(commands) -> None:
+    from faceaudit.accountability.policies import RETENTION_KINDS
+    retention, actions = _add_command_group(
+        commands, "retention", "retention_command",
+        help="how long a collection keeps faces, probes and review items; purge what expired",
+        description="Retention per collection, kept in its faceaudit:retention:* tags (docs/accountability.md, "
+                    "Retention). Every server purges at start and hourly; `purge` does it now.")
+    show = actions.add_parser("show", help="a collection's retention (without one: every collection's)")
+    show.add_argument("collection", metavar="COLLECTION_ID", nargs="?")
+    setting = actions.add_parser("set", help="keep KIND this many days (within the policy's maximum)")
+    setting.add_argument("collection", metavar="COLLECTION_ID")
+    setting.add_argument("kind", choices=RETENTION_KINDS)
+    setting.add_argument("days", type=int, metavar="DAYS")
+    clearing = actions.add_parser("clear", help="back to the policy's default for KIND")
+    clearing.add_argument("collection", metavar="COLLECTION_ID")
+    clearing.add_argument("kind", choices=RETENTION_KINDS)
+    purge = actions.add_parser("purge", help="delete expired faces, probes and review items now (one log record)")
+    _add_data_dir(show, setting, clearing, purge)
+    for action in (show, setting, clearing, purge):
+        action.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://... (default: FACEAUDIT_DATABASE)")
+    retention.set_defaults(func=cmd_retention)
 
 
 def _add_review_parser(commands) -> None:
@@ -672,10 +751,11 @@ def _add_review_parser(commands) -> None:
                         help="a candidate (its number in `review show`, or its id), confirm, reject or "
                              "inconclusive, and why; once per candidate")
     retention = actions.add_parser("retention", help="how many days a collection's review items are kept "
-                                                     "(from the search; default 30)")
+                                                     "(from the search; default 30); alias of `retention set`")
     retention.add_argument("collection", metavar="COLLECTION_ID")
     retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
-    purge = actions.add_parser("purge", help="delete expired review items and their pictures now")
+    purge = actions.add_parser("purge", help="delete expired review items and their pictures now; alias of "
+                                             "`retention purge` (expired faces and probes go too)")
     _add_data_dir(listing, show, decide, retention, purge)
     review.set_defaults(func=cmd_review)
 
@@ -1196,6 +1276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
     _add_review_parser(commands)
+    _add_retention_parser(commands)
     _add_log_parser(commands)
     _add_transparency_parser(commands)
 

@@ -14,8 +14,12 @@ import pytest
 from faceaudit import cli
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.accountability.context import Caller, Facts
+from faceaudit.accountability.policies import RETENTION_TAGS
+from faceaudit.accountability.retention import open_retention
 from faceaudit.accountability.review import ReviewStore
+from faceaudit.accountability.state import AccountabilityState
 from faceaudit.errors import ResourceNotFoundException
+from faceaudit.storage import EmbeddedStore
 from support.images import encode
 
 BOX = {"Left": 0.2, "Top": 0.2, "Width": 0.5, "Height": 0.5}
@@ -97,21 +101,32 @@ def test_only_a_reviewer_key_with_its_secret_may_review(data, monkeypatch, capsy
 
 
 def test_retention_and_purge_are_the_directory_owners(data, capsys):
+    """`review retention|purge` are aliases of `retention set ... review-items` / `retention purge`."""
     directory, item, keys = data
     officer = keys["officer"].key
+    with EmbeddedStore(directory) as store:
+        store.create_collection("watch", "sface-test")
     code, out, _ = run(capsys, "retention", "watch", "--data-dir", directory)
     assert code == 0 and json.loads(out) == {"CollectionId": "watch", "RetentionDays": 30}
     code, out, _ = run(capsys, "retention", "watch", "--days", "7", "--data-dir", directory)
     assert json.loads(out)["RetentionDays"] == 7
+    with AccountabilityState(directory) as state:  # the alias writes the collection's tag
+        assert state.tag("watch", RETENTION_TAGS["review-items"]) == "7"
     code, out, _ = run(capsys, "purge", "--data-dir", directory)
     assert code == 0 and json.loads(out)["PurgedItems"] == 0  # the item is minutes old
     with ReviewStore(directory) as review:
-        assert review.purge_expired(datetime.now(UTC) + timedelta(days=8)) == 1
+        assert len(review.blobs.blob_ids()) == 4  # the item's probe and the collection's 3 crops
+    with open_retention(directory) as retention:
+        report = retention.purge(datetime.now(UTC) + timedelta(days=8))
+    assert report.items == [item]
+    with ReviewStore(directory) as review:
         assert len(review.blobs.blob_ids()) == 3  # the collection's crops remain; the item's probe went
         with pytest.raises(ResourceNotFoundException):
             review.result(officer, item)
     code, _, err = run(capsys, "retention", "watch", "--days", "-3", "--data-dir", directory)
     assert code == 2 and "at least 1 day" in err
+    code, _, err = run(capsys, "retention", "nowhere", "--days", "3", "--data-dir", directory)
+    assert code == 2 and "nowhere" in err
 
 
 def test_a_server_whose_review_key_is_lost_refuses_to_start(data):

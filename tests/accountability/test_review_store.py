@@ -243,22 +243,39 @@ def test_files_at_rest_are_private_and_hold_no_picture_in_clear(store, tmp_path)
             assert picture[start:start + 32] not in on_disk
 
 
-def test_purging_an_expired_item_removes_its_rows_and_files(store, tmp_path, recorder):
+def test_purging_an_expired_item_removes_its_rows_and_files(store, tmp_path):
     faces = index_faces(store, 2)
     now = datetime.now(UTC)
     old = open_item(store, faces, [99.1, 99.2], at=now - timedelta(days=31))
     fresh = open_item(store, faces, [99.1, 99.2], at=now - timedelta(days=1))
     sealed = tmp_path / "data" / "sealed"
     assert len(list(sealed.iterdir())) == 2 + 1 + 1  # the collection's crops and each item's probe
-    assert store.purge_expired(now) == 1
+    day = 86_400_000
+    now_ms = int(now.timestamp() * 1000)
+    seen: list[tuple[list[str], list[str]]] = []
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, -1)}, lambda i, p: seen.append((i, p))) == ([old], [])
+    assert seen == [([old], [])]  # told inside the transaction, once
     assert len(list(sealed.iterdir())) == 2 + 1  # the old item's probe is gone, the faces' crops stay
     with pytest.raises(ResourceNotFoundException):
         store.result(OPERATOR, old)
-    assert store.result(OPERATOR, fresh)["State"] == "OPEN"
-    assert recorder.records[-1]["kind"] == "retention" and recorder.records[-1]["details"]["items"] == [old]
-    store.set_retention(COLLECTION, 1)  # a shorter retention applies to items already kept
-    assert store.purge_expired(now) == 1 and len(list(sealed.iterdir())) == 2
-    assert store.purge_expired(now) == 0
+    # A probe can go before its item: the item stays, without the picture, and cannot be confirmed.
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, now_ms - 1)}) == ([], [fresh])
+    assert len(list(sealed.iterdir())) == 2 and store.result(OPERATOR, fresh)["State"] == "OPEN"
+    assert store.blind_view(ALICE, fresh)["Probe"] is None
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, now_ms - 1)}) == ([], [])
+    assert store.collections_with_items() == [COLLECTION]
+
+
+def test_a_purge_whose_record_is_refused_is_undone(store, tmp_path):
+    faces = index_faces(store, 1)
+    item = open_item(store, faces, [99.5], at=datetime.now(UTC) - timedelta(days=40))
+
+    def refuse(items, probes):
+        raise OSError("log unavailable")
+
+    with pytest.raises(OSError):
+        store.purge_before({COLLECTION: (int(datetime.now(UTC).timestamp() * 1000), -1)}, refuse)
+    assert store.result(OPERATOR, item)["State"] == "OPEN" and store.blind_view(ALICE, item)["Probe"] is not None
 
 
 def test_deleted_faces_and_collections_take_their_pictures_with_them(store, tmp_path):

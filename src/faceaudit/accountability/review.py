@@ -32,11 +32,11 @@ and the face records (:meth:`~ReviewStore.keep_face_crops`): each face is croppe
 margin and kept as a sealed JPEG (faceaudit.accountability.sealed), for as long as the face
 is in the collection. An item shows those crops (it keeps no copies: a copy per item would
 cost a file and an fsync per candidate on every search, for nothing -- a deleted face's
-picture must go from the items too). An item's probe and its rows are purged together --
-when it expires (``purge_expired``: the collection's retention, default
-:data:`DEFAULT_RETENTION_DAYS` days from the search, decided or not; the server purges at start
-and then at most hourly as items open, ``faceaudit review purge`` on demand), when the
-collection is deleted; a face's crop goes when the face is deleted.
+picture must go from the items too). An item's rows and its probe go when it expires, the probe
+possibly sooner (:meth:`~ReviewStore.purge_before`, called by faceaudit.accountability.retention,
+which decides each collection's periods: every server purges at start and then hourly, and
+``faceaudit retention purge`` on demand), and when the collection is deleted; a face's crop
+goes when the face is deleted.
 
 Storage: ``DATA_DIR/review.db`` (SQLite, mode 0600, WAL, ``synchronous=FULL``, every change
 one BEGIN IMMEDIATE transaction) and the sealed blobs beside it. A blob is written before
@@ -57,7 +57,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,7 +111,6 @@ CROP_JPEG_QUALITY = 90
 log = logging.getLogger("faceaudit.review")
 _PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3)
 ORPHAN_AGE_S = 3600.0  # an unnamed blob this old is an orphan, not a picture whose row is on its way
-PURGE_INTERVAL_S = 3600.0  # a long-running server purges expired items at most this often (on open_item)
 
 _SCHEMA = [
     """CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)""",
@@ -260,7 +259,6 @@ class ReviewStore:
             self.path, busy_timeout=busy_timeout, unavailable=InternalServerError,
             pragmas=("foreign_keys = ON", "secure_delete = ON"))  # secure_delete: purged rows leave no bytes behind
         self._initialise()
-        self._next_purge = time.monotonic() + PURGE_INTERVAL_S  # the server purges once at start itself
         secret = self._conn().execute("SELECT value FROM meta WHERE name = 'page_secret'").fetchone()[0]
         self._tokens = PageTokens(bytes(secret))
 
@@ -320,12 +318,6 @@ class ReviewStore:
             raise
         facts.review_item = item_id
         facts.review_outcome = OPEN if candidates else NOT_CONFIRMED  # nothing to review: closed at once
-        if time.monotonic() >= self._next_purge:
-            self._next_purge = time.monotonic() + PURGE_INTERVAL_S
-            try:
-                self.purge_expired()
-            except Exception:  # the item is stored; a failed purge is retried at the next interval
-                log.exception("purging expired review items in %s failed", self.data_dir)
         return item_id
 
     def keep_face_crops(self, collection_id: str, image: bytes, faces: list[dict]) -> None:
@@ -504,9 +496,10 @@ class ReviewStore:
                  "Label": LEAD_LABEL} for cid in sorted(released, key=lambda c: -rows[c][1])],
         }
 
-    # -- retention --------------------------------------------------------------------
+    # -- retention (faceaudit.accountability.retention decides the periods and purges) -----
     def set_retention(self, collection_id: str, days: int | None) -> None:
-        """Keep this collection's review items ``days`` days from their search (None: the default)."""
+        """The older per-collection item retention (None: remove it); the ``faceaudit:retention:*``
+        tags take precedence over it (faceaudit.accountability.retention)."""
         with self._write() as conn:
             if days is None:
                 conn.execute("DELETE FROM retention WHERE collection = ?", (collection_id,))
@@ -516,28 +509,43 @@ class ReviewStore:
             conn.execute("INSERT OR REPLACE INTO retention (collection, days) VALUES (?, ?)",
                          (collection_id, int(days)))
 
-    def retention_days(self, collection_id: str) -> int:
+    def retention_override(self, collection_id: str) -> int | None:
+        """The item retention set with the older `faceaudit review retention`, if any."""
         row = self._conn().execute("SELECT days FROM retention WHERE collection = ?", (collection_id,)).fetchone()
-        return int(row[0]) if row else self.default_retention_days
+        return int(row[0]) if row else None
 
-    def purge_expired(self, now: datetime | None = None) -> int:
-        """Delete items (rows and sealed blobs) older than their collection's retention; returns how many."""
-        now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
-        day_ms = 86_400_000
+    def collections_with_items(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT DISTINCT collection FROM items ORDER BY collection")]
+
+    def purge_before(self, cutoffs: Mapping[str, tuple[int, int]],
+                     on_purged: Callable[[list[str], list[str]], None] | None = None) -> tuple[list[str], list[str]]:
+        """Per collection ``(items_ms, probes_ms)``: delete the items searched at or before
+        ``items_ms`` and the probe pictures of those searched at or before ``probes_ms``
+        (-1: none). One transaction; ``on_purged(item ids, ids of items whose probe went)``
+        runs inside it, and what it raises undoes the purge. Returns the same two lists."""
+        blobs: list[str] = []
         with self._write() as conn:
-            expired = [r[0] for r in conn.execute(
-                "SELECT i.item_id FROM items i LEFT JOIN retention r ON r.collection = i.collection "
-                "WHERE i.created_ms + COALESCE(r.days, ?) * ? <= ?",
-                (self.default_retention_days, day_ms, now_ms))]
-            blobs: list[str] = []
-            for chunk in _chunks(expired, 500):
+            items: list[str] = []
+            probes: list[str] = []
+            for collection_id, (items_ms, probes_ms) in sorted(cutoffs.items()):
+                items += [r[0] for r in conn.execute(
+                    "SELECT item_id FROM items WHERE collection = ? AND created_ms <= ? ORDER BY seq",
+                    (collection_id, items_ms))]
+                for item_id, blob in conn.execute(
+                        "SELECT item_id, probe_blob FROM items WHERE collection = ? AND created_ms <= ? "
+                        "AND created_ms > ? AND probe_blob IS NOT NULL ORDER BY seq",
+                        (collection_id, probes_ms, items_ms)).fetchall():
+                    probes.append(item_id)
+                    blobs.append(blob)
+            for chunk in _chunks(probes, 500):
+                conn.execute(f"UPDATE items SET probe_blob = NULL WHERE item_id IN ({','.join('?' * len(chunk))})",
+                             tuple(chunk))
+            for chunk in _chunks(items, 500):
                 blobs += self._delete_items(conn, f"item_id IN ({','.join('?' * len(chunk))})", tuple(chunk))
-            if expired and self.recorder is not None:
-                self.recorder.append({"kind": "retention", "time": _iso(now_ms), "operation": "PurgeReviewItems",
-                                      "result": {"items": len(expired)},
-                                      "details": {"what": "review items", "items": expired}})
+            if on_purged is not None:
+                on_purged(items, probes)
         self._delete_blobs(blobs)
-        return len(expired)
+        return items, probes
 
     def sweep_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
         """Delete sealed blobs no row names (left by a process killed between the two); returns how many.

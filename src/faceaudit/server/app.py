@@ -663,6 +663,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
     from faceaudit.accountability.faceaudit_service import FaceAuditService
+    from faceaudit.accountability.retention import Retention, RetentionLedger, RetentionPurger
     from faceaudit.accountability.review import ReviewStore
     from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
@@ -676,10 +677,13 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     search_log = SearchLog(data_dir)
     review = ReviewStore(data_dir, recorder=search_log)  # the guard's ReviewQueue and FaceAuditService.*
-    review.purge_expired()
+    state = AccountabilityState(data_dir)
+    ledger = RetentionLedger(data_dir)
     # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
-    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review, recorder=search_log)
-    hooks = [store.close, keys.store.close, guard.close, review.close, search_log.close]
+    guard = GuardedService(service, state, review_queue=review, recorder=search_log, ledger=ledger)
+    purger = RetentionPurger(Retention(state, store, review, ledger, search_log))
+    purger.start()  # expired faces, probes and review items: now, then hourly (one process at a time)
+    hooks = [purger.close, store.close, keys.store.close, guard.close, review.close, ledger.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
                           data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review),
                           search_log=search_log)
