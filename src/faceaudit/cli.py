@@ -315,14 +315,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_command_group(commands, name: str, dest: str, **texts: str):
+    """`faceaudit NAME ACTION ...`: the command's parser (``texts``: its help, description) and
+    its actions' subparsers, one of which must be named (into ``args.<dest>``)."""
+    command = commands.add_parser(name, **texts)
+    return command, command.add_subparsers(dest=dest, required=True)
+
+
+def _add_data_dir(*parsers: argparse.ArgumentParser) -> None:
+    """--data-dir, required: the data directory of the server(s) the command acts on."""
+    for parser in parsers:
+        parser.add_argument("--data-dir", required=True, help="the server's data directory")
+
+
 def _add_keys_parser(commands) -> None:
     from faceaudit.access.roles import ROLES
-    keys = commands.add_parser(
-        "keys", help="access keys and their roles: create, list, revoke, rotate (docs/access.md)",
+    keys, actions = _add_command_group(
+        commands, "keys", "keys_command",
+        help="access keys and their roles: create, list, revoke, rotate (docs/access.md)",
         description="Manage the access keys of a data directory. Changes take effect at once on every "
                     "server using it. Whoever can run this can read the data directory: it is that "
                     "directory's owner who manages keys.")
-    actions = keys.add_subparsers(dest="keys_command", required=True)
     create = actions.add_parser("create", help="a new key; prints its secret once")
     create.add_argument("--name", required=True, help="who uses it (unique among active keys; shown in logs)")
     create.add_argument("--role", required=True, choices=ROLES)
@@ -334,8 +347,8 @@ def _add_keys_parser(commands) -> None:
     revoke.add_argument("--force", action="store_true", help="even the last active admin key")
     rotate = actions.add_parser("rotate", help="a new access key id and secret; the old pair is refused at once")
     rotate.add_argument("key", metavar="NAME|KEYID")
+    _add_data_dir(create, listing, revoke, rotate)
     for action in (create, listing, revoke, rotate):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--database", metavar="URL",
                             help="the server's --database when it is postgresql://...: the keys are "
                                  "there (default: FACEAUDIT_DATABASE)")
@@ -479,11 +492,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def _add_accountability_parsers(commands) -> None:
     from faceaudit.accountability.policies import POLICIES
-    moratorium = commands.add_parser(
-        "moratorium", help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
+    moratorium, actions = _add_command_group(
+        commands, "moratorium", "moratorium_command",
+        help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
         description="A moratorium refuses every search it covers (AccessDeniedException saying which, since "
                     "when and why) on every server of the data directory, from their next request.")
-    actions = moratorium.add_subparsers(dest="moratorium_command", required=True)
     setting = actions.add_parser("set", help="suspend searches")
     target = setting.add_mutually_exclusive_group(required=True)
     target.add_argument("--policy", choices=list(POLICIES), help="every collection under this use policy")
@@ -494,14 +507,13 @@ def _add_accountability_parsers(commands) -> None:
     lifting.add_argument("id", type=int)
     listing = actions.add_parser("list", help="moratoria in force (--all: lifted ones too)")
     listing.add_argument("--all", action="store_true")
-    for action in (setting, lifting, listing):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_data_dir(setting, lifting, listing)
     _add_database_option(setting, lifting, listing)
     moratorium.set_defaults(func=cmd_moratorium)
 
-    policy = commands.add_parser(
-        "policy", help="a collection's use policy: set, clear, show (docs/accountability.md)")
-    actions = policy.add_subparsers(dest="policy_command", required=True)
+    policy, actions = _add_command_group(
+        commands, "policy", "policy_command",
+        help="a collection's use policy: set, clear, show (docs/accountability.md)")
     setting = actions.add_parser("set", help="put a collection under a use policy")
     setting.add_argument("collection")
     setting.add_argument("policy", choices=list(POLICIES))
@@ -509,8 +521,7 @@ def _add_accountability_parsers(commands) -> None:
     clearing.add_argument("collection")
     showing = actions.add_parser("show", help="a collection's policy and rules; without one, every policy")
     showing.add_argument("collection", nargs="?")
-    for action in (setting, clearing):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_data_dir(setting, clearing)
     showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
     _add_database_option(setting, clearing, showing)
     policy.set_defaults(func=cmd_policy)
@@ -717,11 +728,11 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 def _add_retention_parser(commands) -> None:
     from faceaudit.accountability.policies import RETENTION_KINDS
-    retention = commands.add_parser(
-        "retention", help="how long a collection keeps faces, probes and review items; purge what expired",
+    retention, actions = _add_command_group(
+        commands, "retention", "retention_command",
+        help="how long a collection keeps faces, probes and review items; purge what expired",
         description="Retention per collection, kept in its faceaudit:retention:* tags (docs/accountability.md, "
                     "Retention). Every server purges at start and hourly; `purge` does it now.")
-    actions = retention.add_subparsers(dest="retention_command", required=True)
     show = actions.add_parser("show", help="a collection's retention (without one: every collection's)")
     show.add_argument("collection", metavar="COLLECTION_ID", nargs="?")
     setting = actions.add_parser("set", help="keep KIND this many days (within the policy's maximum)")
@@ -732,20 +743,18 @@ def _add_retention_parser(commands) -> None:
     clearing.add_argument("collection", metavar="COLLECTION_ID")
     clearing.add_argument("kind", choices=RETENTION_KINDS)
     purge = actions.add_parser("purge", help="delete expired faces, probes and review items now (one log record)")
-    for action in (show, setting, clearing, purge):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
-        action.add_argument("--database", metavar="URL",
-                            help="the server's --database when it is postgresql://... (default: FACEAUDIT_DATABASE)")
+    _add_data_dir(show, setting, clearing, purge)
+    _add_database_option(show, setting, clearing, purge)
     retention.set_defaults(func=cmd_retention)
 
 
 def _add_review_parser(commands) -> None:
-    review = commands.add_parser(
-        "review", help="blind review of searches under a review policy: list, show, decide",
+    review, actions = _add_command_group(
+        commands, "review", "review_command",
+        help="blind review of searches under a review policy: list, show, decide",
         description="Review the candidates of searches made under a review policy, without their scores "
                     "(docs/accountability.md, Blind review). You are identified by your reviewer key: "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    actions = review.add_subparsers(dest="review_command", required=True)
     listing = actions.add_parser("list", help="items waiting for your decision")
     show = actions.add_parser("show", help="write an item's probe and candidate crops to a folder (no scores)")
     show.add_argument("item", metavar="ITEM_ID")
@@ -761,8 +770,7 @@ def _add_review_parser(commands) -> None:
     retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
     purge = actions.add_parser("purge", help="delete expired review items and their pictures now; alias of "
                                              "`retention purge` (expired faces and probes go too)")
-    for action in (listing, show, decide, retention, purge):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_data_dir(listing, show, decide, retention, purge)
     _add_database_option(listing, show, decide, retention, purge)
     review.set_defaults(func=cmd_review)
 
@@ -859,12 +867,12 @@ def _write_new_file(path: str, text: str) -> None:
 
 
 def _add_log_parser(commands) -> None:
-    log = commands.add_parser(
-        "log", help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
+    log, actions = _add_command_group(
+        commands, "log", "log_command",
+        help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
         description="Check the search log of a data directory (or an export of it), write a signed checkpoint "
                     "for an overseer to keep, or export everything needed to verify it offline. Exit code "
                     "0: verified; 1: the log is not the one that was written; 2: cannot read it.")
-    actions = log.add_subparsers(dest="log_command", required=True)
     verify = actions.add_parser("verify", help="name the first edited, deleted, inserted or reordered record")
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="the server's data directory")
@@ -874,8 +882,8 @@ def _add_log_parser(commands) -> None:
     _add_database_option(verify)
     checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
     export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
+    _add_data_dir(checkpoint, export)
     for action in (checkpoint, export):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--out", required=True, metavar="FILE")
     _add_database_option(checkpoint, export)
     prove = actions.add_parser(

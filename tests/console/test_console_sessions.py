@@ -21,6 +21,7 @@ import pytest
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.console import Console
 from faceaudit.console.sessions import DB_FILENAME, SessionStore
+from faceaudit.errors import InternalServerError
 
 
 class Clock:
@@ -76,6 +77,42 @@ def test_sign_in_failures_are_limited_per_address_and_age_out(tmp_path):
     clock.now += 61
     assert store.sign_in_allowed("10.0.0.1")
     store.close()
+
+
+def test_a_console_db_from_before_versioned_schemas_keeps_its_sessions(tmp_path):
+    # console.db as earlier releases left it: the tables, no schema_version, a live session.
+    session_id, now_ms = "an-old-session", 1_800_000_000_000
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        conn.executescript("""
+            CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, access_key_id TEXT NOT NULL,
+                csrf TEXT NOT NULL, created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+            CREATE INDEX sessions_by_key ON sessions (access_key_id);
+            CREATE TABLE sign_in_failures (client TEXT NOT NULL, at_ms INTEGER NOT NULL);
+            CREATE INDEX sign_in_failures_by_client ON sign_in_failures (client, at_ms);""")
+        conn.execute("INSERT INTO sessions VALUES (?, 'AKID', 'the-csrf', ?, ?)",
+                     (hashlib.sha256(session_id.encode()).hexdigest(), now_ms, now_ms))
+        conn.execute("INSERT INTO sign_in_failures VALUES ('10.0.0.1', ?)", (now_ms,))
+    os.chmod(tmp_path / DB_FILENAME, 0o600)
+    clock = Clock(now_ms / 1000 + 60)
+    store = SessionStore(tmp_path, clock=clock, sign_in_failures=2)
+    session = store.touch(session_id)
+    assert session is not None and (session.access_key_id, session.csrf) == ("AKID", "the-csrf")
+    store.record_failure("10.0.0.1")
+    assert not store.sign_in_allowed("10.0.0.1")  # the failure from before counts
+    store.close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    reopened = SessionStore(tmp_path, clock=clock)  # and opens again at version 1
+    assert reopened.touch(session_id) is not None
+    reopened.close()
+
+
+def test_a_console_db_from_a_newer_faceaudit_is_refused(tmp_path):
+    SessionStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(InternalServerError, match="schema version 99"):
+        SessionStore(tmp_path)
 
 
 # -- the ASGI app, in-process ------------------------------------------------------------------
