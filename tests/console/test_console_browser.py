@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -137,18 +139,26 @@ def test_an_admin_signs_in_by_keyboard_indexes_a_face_searches_by_image_and_sign
 
 
 def test_an_auditor_reads_and_compares_audit_reports_but_cannot_search_or_index(
-        console_server, keys, open_page, axe, screenshots, astronaut_jpeg):
+        console_server, keys, reports_dir, open_page, axe, screenshots, astronaut_jpeg):
     base = console_server.endpoint_url
     admin = console_server.client()
     admin.create_collection(CollectionId="console-audited")
+    # A report may be called anything, "compare" too: the comparison's path is not a report's.
+    shutil.copytree(reports_dir / "system-b", reports_dir / "compare")
     page = open_page()
     sign_in(page, base, keys["auditor"])
     nav = page.get_by_role("navigation", name="Console").inner_text()
     assert "Audit reports" in nav and "Search" not in nav and "Collections" not in nav
+    assert "Review" not in nav
 
     go(page, "Audit reports")
-    assert page.locator("tbody tr").count() == 2
+    assert page.locator("tbody tr").count() == 3
     look(page, axe, screenshots, "reports")
+    page.get_by_role("link", name="compare", exact=True).click()
+    page.wait_for_url(base + "/console/reports/compare/")
+    assert "system-b" in page.locator("main").inner_text()  # the copied report, not the comparison form's error
+    assert page.locator("main svg").count() >= 1
+    go(page, "Audit reports")
     page.get_by_role("link", name="system-a").click()
     page.wait_for_url(base + "/console/reports/system-a/")
     assert page.locator("h1").first.inner_text() != ""
@@ -162,7 +172,7 @@ def test_an_auditor_reads_and_compares_audit_reports_but_cannot_search_or_index(
     page.get_by_label("First report").select_option("system-a")
     page.get_by_label("Second report").select_option("system-b")
     page.get_by_role("button", name="Compare").click()
-    page.wait_for_url("**/console/reports/compare?a=system-a&b=system-b")
+    page.wait_for_url("**/console/report-comparison?a=system-a&b=system-b")
     assert "2 audit reports side by side" in page.locator("h1").first.inner_text()
     body = page.locator("main").inner_text()
     assert "system-a" in body and "system-b" in body
@@ -258,37 +268,137 @@ def test_a_revoked_key_is_signed_out_at_its_next_page(console_server, run_faceau
     assert page.url == base + "/console/sign-in?notice=revoked"
 
 
-def test_a_public_safety_collection_needs_a_purpose_and_holds_candidates_for_review(
+def tab_to(page, script: str, limit: int = 40) -> None:
+    """Press Tab until ``script`` (about document.activeElement) is true: keyboard only, as a person would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(() => {{ const e = document.activeElement; return Boolean({script}); }})()"):
+            return
+    raise AssertionError(f"Tab never reached an element where {script}")
+
+
+def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released_to_the_operator(
         console_server, keys, open_page, axe, screenshots, astronaut_jpeg, tmp_path):
     base = console_server.endpoint_url
-    page = open_page()
-    sign_in(page, base, keys["admin"])
-    go(page, "Collections")
-    page.get_by_label("Collection id").fill("console-guarded")
-    page.get_by_label("Use policy").select_option("public-safety")
-    page.get_by_role("button", name="Create collection").click()
-    page.wait_for_url(base + "/console/collections/console-guarded")
-    facts = page.locator("dl.facts").inner_text()
-    assert "public-safety" in facts and "99" in facts  # the policy read back from the tag, and its floor
     probe = tmp_path / "astronaut.jpg"
     probe.write_bytes(astronaut_jpeg)
-    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
-    page.get_by_role("button", name="Index face").click()
-    assert "Indexed 1 face." in page.locator(".notice").inner_text()
 
-    page.get_by_role("link", name="Search this collection by image").click()
-    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
-    page.get_by_role("button", name="Search").click()
-    page.wait_for_selector("#search-error")
-    assert "purpose" in page.locator("#search-error").inner_text().lower()  # refused by the server's guard
+    # The admin makes a public-safety collection and indexes a face into it.
+    admin = open_page()
+    sign_in(admin, base, keys["admin"])
+    go(admin, "Collections")
+    admin.get_by_label("Collection id").fill("console-guarded")
+    admin.get_by_label("Use policy").select_option("public-safety")
+    admin.get_by_role("button", name="Create collection").click()
+    admin.wait_for_url(base + "/console/collections/console-guarded")
+    facts = admin.locator("dl.facts").inner_text()
+    assert "public-safety" in facts and "99" in facts  # the policy read back from the tag, and its floor
+    admin.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    admin.get_by_label("External image id (optional)").fill("eileen-collins")
+    admin.get_by_role("button", name="Index face").click()
+    assert "Indexed 1 face." in admin.locator(".notice").inner_text()
 
-    page.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
-    page.get_by_label("Purpose").fill("console test")
-    page.get_by_label("Case reference").fill("T-2")
-    page.get_by_role("button", name="Search").click()
-    page.wait_for_selector("#results-h")
-    assert "at threshold 99" in page.locator("#results-h").inner_text()  # the policy's floor, by default
-    assert page.locator("li.candidate").count() == 0  # held for blind review, not shown
-    assert "review item" in page.locator(".notice").inner_text()
-    assert "held with the review item" in page.locator(".results").inner_text()
-    look(page, axe, screenshots, "search-under-review")
+    # The operator searches: without a purpose refused by the server's guard, with one held for review.
+    operator = open_page()
+    sign_in(operator, base, keys["operator"])
+    assert "Review queue" not in operator.get_by_role("navigation", name="Console").inner_text()
+    operator.goto(base + "/console/search?collection=console-guarded")
+    operator.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    operator.get_by_role("button", name="Search").click()
+    operator.wait_for_selector("#search-error")
+    assert "purpose" in operator.locator("#search-error").inner_text().lower()
+    operator.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    operator.get_by_label("Purpose").fill("console test")
+    operator.get_by_label("Case reference").fill("T-2")
+    operator.get_by_role("button", name="Search").click()
+    operator.wait_for_selector("#results-h")
+    assert "at threshold 99" in operator.locator("#results-h").inner_text()  # the policy's floor, by default
+    assert operator.locator("li.candidate").count() == 0  # held for blind review, not shown
+    assert "review item" in operator.locator(".notice").inner_text()
+    assert "held with the review item" in operator.locator(".results").inner_text()
+    look(operator, axe, screenshots, "search-under-review")
+    operator.get_by_role("link", name="Follow the review item's result").click()
+    operator.wait_for_url(re.compile(r".*/console/results/[0-9a-f-]{36}\?threshold=99$"))
+    item_id = re.search(r"/results/([0-9a-f-]{36})", operator.url).group(1)
+    result_url = operator.url
+    assert "Pending review: 0 of 2" in operator.locator("#pending").inner_text()
+    assert operator.locator("li.candidate").count() == 0
+    look(operator, axe, screenshots, "review-pending")
+
+    # The operator cannot review it (nor any search): the pages answer 403, a forged decision too.
+    for path in ("/console/review", f"/console/review/{item_id}"):
+        assert operator.goto(base + path).status == 403, path
+    forged = operator.request.post(base + f"/console/review/{item_id}", form={
+        "csrf": csrf_of(operator), "order": "x", "decision-0": "confirm", "reason-0": "mine"})
+    assert forged.status == 403
+    operator.goto(result_url)
+    assert "Pending review: 0 of 2" in operator.locator("#pending").inner_text()
+
+    # The first reviewer, keyboard only: the queue, the item (blind), a decision with its reason.
+    reviewer = open_page()
+    sign_in(reviewer, base, keys["reviewer"])
+    go(reviewer, "Review queue")
+    row = reviewer.locator("tbody tr", has_text="console-guarded")
+    assert row.count() == 1 and "0 of 2" in row.inner_text() and "T-2" in row.inner_text()
+    look(reviewer, axe, screenshots, "review-queue")
+    reviewer.goto(base + "/console/review")
+    tab_to(reviewer, f"e.href && e.href.endsWith('/review/{item_id}')")
+    reviewer.keyboard.press("Enter")
+    reviewer.wait_for_url(base + f"/console/review/{item_id}")
+    blind = reviewer.content()
+    assert reviewer.locator("img[alt^='The probe']").count() == 1
+    assert reviewer.locator("img[alt^='Candidate A']").count() == 1  # the indexed face's crop, kept for review
+    shown = reviewer.locator("main").inner_text().lower()
+    assert "similarity" not in shown and "rank" not in shown  # blind: no score, no rank, not even named
+    look(reviewer, axe, screenshots, "review-item")
+    tab_to(reviewer, "e.name === 'decision-0'")
+    reviewer.keyboard.press("Space")
+    assert reviewer.evaluate("document.querySelector('input[name=decision-0]:checked').value") == "confirm"
+    reviewer.keyboard.press("Tab")
+    assert reviewer.evaluate("document.activeElement.id") == "reason-0"
+    reviewer.keyboard.type("Same face shape, eyes and hairline as the probe.")
+    reviewer.keyboard.press("Tab")
+    assert reviewer.evaluate("document.activeElement.textContent") == "Record my decisions"
+    reviewer.keyboard.press("Enter")
+    reviewer.wait_for_selector("#revealed-h")
+    assert "1 of 2 reviewers have decided" in reviewer.locator(".notice").inner_text()
+    revealed = reviewer.locator("tbody tr")
+    assert revealed.count() == 1 and "confirm" in revealed.inner_text()
+    similarity = revealed.locator(".similarity").inner_text()
+    assert float(similarity) > 99
+    assert similarity not in blind  # the score was nowhere in the blind page, not even hidden
+    look(reviewer, axe, screenshots, "review-decided")
+    again = reviewer.goto(base + f"/console/review/{item_id}")
+    assert again.status == 403 and "already decided" in reviewer.locator(".error").inner_text()
+    reviewer.goto(base + "/console/review")
+    assert reviewer.locator("tbody tr", has_text="console-guarded").count() == 0  # decided: off its queue
+    operator.goto(result_url)
+    assert "Pending review: 1 of 2" in operator.locator("#pending").inner_text()  # one is not enough
+
+    # The second reviewer: a decision without a reason is refused, then one with it releases the candidate.
+    second = open_page()
+    sign_in(second, base, keys["reviewer-2"])
+    go(second, "Review queue")
+    second.get_by_role("link", name=re.compile("Review item")).first.click()
+    second.wait_for_url(base + f"/console/review/{item_id}")
+    order = second.locator("input[name=order]").get_attribute("value")
+    unreasoned = second.request.post(base + f"/console/review/{item_id}", form={
+        "csrf": csrf_of(second), "order": order, "decision-0": "confirm", "reason-0": " "})
+    assert unreasoned.status == 400 and "give a reason" in unreasoned.text()
+    second.get_by_label("Confirm: the same person").check()
+    second.get_by_label("Reason for your decision on candidate A").fill("Same person: nose, brows and jaw.")
+    second.get_by_role("button", name="Record my decisions").click()
+    second.wait_for_selector("#revealed-h")
+    assert "released to the searcher" in second.locator(".notice").inner_text()
+
+    # Released: the operator sees the candidate, labelled, with its similarity and the per-group rates.
+    operator.goto(result_url)
+    assert operator.locator("dd.state").inner_text() == "released"
+    candidate = operator.locator("li.candidate")
+    assert candidate.count() == 1
+    assert LABEL in candidate.inner_text() and "eileen-collins" in candidate.inner_text()
+    assert candidate.locator(".similarity").inner_text() == similarity
+    table = operator.locator("table.rates")
+    assert "Measured at 99." in table.locator("caption").inner_text()
+    assert table.locator("tbody tr").count() == 10
+    look(operator, axe, screenshots, "review-released")
