@@ -44,7 +44,8 @@ def test_the_client_reads_the_model_the_server_decodes_with():
     model = client.meta.service_model
     assert model.signing_name == "rekognition"  # one SigV4 scope for both services
     assert sorted(model.operation_names) == sorted(faceaudit_service_model().operation_names) == [
-        "DecideReviewItem", "GetReviewItem", "GetReviewResult", "ListReviewItems"]
+        "DecideReviewItem", "GetReviewItem", "GetReviewResult", "GetTransparencyReport", "ListReviewItems",
+        "ListSearchLogRecords", "VerifySearchLog"]
 
 
 def test_what_boto3_sends_decodes_to_what_the_user_passed():

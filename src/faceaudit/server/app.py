@@ -681,7 +681,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review, recorder=search_log)
     hooks = [store.close, keys.store.close, guard.close, review.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review),
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review, search_log),
                           search_log=search_log)
 
 
