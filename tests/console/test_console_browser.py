@@ -402,3 +402,86 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     assert "Measured at 99." in table.locator("caption").inner_text()
     assert table.locator("tbody tr").count() == 10
     look(operator, axe, screenshots, "review-released")
+
+
+def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparency_report(
+        console_server, keys, open_page, axe, screenshots):
+    base = console_server.endpoint_url
+    # Something to find: an operator listing collections (allowed) and trying to create one (denied).
+    operator = console_server.client(access_key_id=keys["operator"][0], secret_access_key=keys["operator"][1])
+    operator.list_collections()
+    with pytest.raises(operator.exceptions.AccessDeniedException):
+        operator.create_collection(CollectionId="console-by-operator")
+
+    page = open_page()
+    sign_in(page, base, keys["auditor"])
+    go(page, "Search log")
+    rows = page.locator("table.log tbody tr")
+    assert rows.count() >= 2  # at least those two (key changes by the CLI are records too, when it logs them)
+    seqs = [int(s) for s in page.locator("table.log tbody th").all_inner_texts()]
+    assert seqs == sorted(seqs, reverse=True)  # newest first
+    look(page, axe, screenshots, "log")
+
+    page.get_by_label("Key name").fill("console-operator")
+    page.get_by_label("Outcome").select_option("denied")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/console/log?*key=console-operator*")
+    rows = page.locator("table.log tbody tr")
+    assert rows.count() >= 1
+    for text in rows.all_inner_texts():
+        assert "console-operator (operator)" in text and "denied: AccessDeniedException" in text
+    assert "CreateCollection" in rows.first.inner_text()
+    rows.first.locator("summary").click()  # the record as stored, exactly what the chain hashes
+    stored = json.loads(rows.first.locator("pre.record").inner_text())
+    assert stored["error"] == "AccessDeniedException" and stored["key"]["name"] == "console-operator"
+    look(page, axe, screenshots, "log-filtered")
+    page.get_by_label("Outcome").select_option("allowed")
+    page.get_by_role("button", name="Filter").click()
+    assert all("allowed (200)" in t for t in page.locator("table.log tbody tr").all_inner_texts())
+    page.get_by_label("From (UTC)").fill("2999-01-01")
+    page.get_by_role("button", name="Filter").click()
+    assert page.locator("table.log").count() == 0 and "No record matches" in page.locator(".notice").inner_text()
+    bad = page.goto(base + "/console/log?since=yesterday")
+    assert bad.status == 400 and "not an ISO-8601" in page.locator("#log-error").inner_text()
+
+    # Verify the chain, keep the latest checkpoint, verify against it; a checkpoint that is not one is refused.
+    go(page, "Search log")
+    page.get_by_role("button", name="Verify chain").click()
+    page.wait_for_selector("#verdict-h")
+    assert page.locator("#verdict-h").inner_text() == "The log verifies"
+    assert int(page.locator("#verified-records").inner_text()) >= seqs[0]
+    checkpoint = json.loads(page.locator("#latest-checkpoint").inner_text())
+    assert checkpoint["statement"]["seq"] >= 1 and checkpoint["public_key"]
+    look(page, axe, screenshots, "log-verify")
+    kept = page.request.get(base + "/console/log/checkpoint.json")
+    assert kept.status == 200 and "attachment" in kept.headers["content-disposition"]
+    page.get_by_label("Checkpoint (its JSON; empty: verify the chain and its own checkpoints)").fill(kept.text())
+    page.get_by_role("button", name="Verify chain").click()
+    assert "the checkpoint you kept is a prefix of this log" in page.locator(".verdict").inner_text()
+    page.get_by_label("Checkpoint (its JSON; empty: verify the chain and its own checkpoints)").fill('{"seq": 1}')
+    page.get_by_role("button", name="Verify chain").click()
+    assert "not a faceaudit search log checkpoint" in page.locator("#verify-error").inner_text()
+
+    # The transparency report, drawn by the report's own renderer, and its JSON.
+    go(page, "Transparency")
+    assert page.locator("h1").first.inner_text().startswith("Searches since ")
+    assert "The log verified" in page.locator("main").inner_text()
+    assert page.locator("main svg").count() >= 1
+    look(page, axe, screenshots, "transparency")
+    report = page.request.get(base + page.get_by_role("link", name="transparency.json").get_attribute("href"))
+    assert report.status == 200
+    figures = json.loads(report.text())
+    assert f"{figures['searches']['total']} searches" in page.locator("main").inner_text()
+    assert page.goto(base + "/console/transparency?since=soon").status == 400
+
+    # Reviewers and operators read none of it; the form's post is refused too.
+    for role in ("reviewer", "operator"):
+        other = open_page()
+        sign_in(other, base, keys[role])
+        nav = other.get_by_role("navigation", name="Console").inner_text()
+        assert "Search log" not in nav and "Transparency" not in nav
+        for path in ("/console/log", "/console/transparency", "/console/log/checkpoint.json",
+                     "/console/transparency/transparency.json"):
+            assert other.goto(base + path).status == 403, (role, path)
+        other.goto(base + "/console/")
+        assert other.request.post(base + "/console/log/verify", form={"csrf": csrf_of(other)}).status == 403

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -29,10 +30,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from faceaudit.access import (
     ADMIN,
@@ -47,9 +48,11 @@ from faceaudit.access import (
 )
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, REVIEW_ITEM_HEADER, Caller, Facts
 from faceaudit.accountability.policies import POLICIES, POLICY_TAG
+from faceaudit.accountability.searchlog import KINDS
 from faceaudit.audit.report import ReportError
 from faceaudit.audit.report.compare import comparison_context
 from faceaudit.audit.report.html import report_context
+from faceaudit.audit.report.transparency import transparency_context
 from faceaudit.console.figures import DEFAULT_THRESHOLD, collection_threshold, threshold_meaning
 from faceaudit.console.reports import ReportFolder
 from faceaudit.console.review import (
@@ -103,10 +106,15 @@ PAGE_ROLES: dict[str, tuple[str, ...]] = {
     "review-item": roles_for("GetReviewItem"),
     "decide": roles_for("DecideReviewItem"),
     "review-result": roles_for("GetReviewResult"),
+    # The search log and the transparency report: the auditors' (and the admin's) reading operations.
+    "log": roles_for("ListSearchLogRecords"),
+    "verify": roles_for("VerifySearchLog"),
+    "transparency": roles_for("GetTransparencyReport"),
 }
 NAV = [("collections", "Collections", "/collections"), ("search", "Search", "/search"),
        ("review-result", "Review results", "/results"), ("review", "Review queue", "/review"),
-       ("reports", "Audit reports", "/reports")]
+       ("reports", "Audit reports", "/reports"), ("log", "Search log", "/log"),
+       ("transparency", "Transparency", "/transparency")]
 # Messages a redirect may ask the sign-in page to show (never text taken from the URL).
 NOTICES = {
     "expired": "Your session ended (30 minutes without use, or 8 hours after signing in). Sign in again.",
@@ -658,7 +666,8 @@ def compare_page(console: Console, ctx: Context) -> Response:
 
 # ---------------------------------------------------------------- blind review
 
-REVIEW = "FaceAuditService."  # faceaudit's own operations, by their full name
+OWN = "FaceAuditService."  # faceaudit's own operations, by their full name
+
 REVIEW_PAGE = 50
 
 
@@ -681,7 +690,7 @@ def review_queue(console: Console, ctx: Context) -> Response:
     if token:
         request["NextToken"] = token[:255]
     try:
-        listed, _ = console.run(ctx, REVIEW + "ListReviewItems", request)
+        listed, _ = console.run(ctx, OWN + "ListReviewItems", request)
     except RekognitionError as error:
         return console.page(ctx, "error.html.j2", _status(error), page_title="Review queue", current="review",
                             message=_error_text(error))
@@ -701,7 +710,7 @@ def review_item_page(console: Console, ctx: Context, *, status: int = 200, error
     """One item, blind: the probe beside each candidate's crop, in this reviewer's order, no score, no rank."""
     item_id = ctx.params["item"]
     try:
-        item, _ = console.run(ctx, REVIEW + "GetReviewItem", {"ItemId": item_id})
+        item, _ = console.run(ctx, OWN + "GetReviewItem", {"ItemId": item_id})
     except RekognitionError as failure:
         return console.page(ctx, "error.html.j2", _status(failure), page_title="Review item", current="review",
                             message=_error_text(failure))
@@ -726,7 +735,7 @@ def decide_review_item(console: Console, ctx: Context) -> Response:
     if read.problems:  # said before anything is sent; the review store checks all of it again
         return review_item_page(console, ctx, status=400, error=" ".join(read.problems), values=read)
     try:
-        answer, _ = console.run(ctx, REVIEW + "DecideReviewItem", read.request(item_id))
+        answer, _ = console.run(ctx, OWN + "DecideReviewItem", read.request(item_id))
     except RekognitionError as error:
         return review_item_page(console, ctx, status=_status(error), error=_error_text(error), values=read)
     return console.page(ctx, "review_decided.html.j2", page_title="Decision recorded", current="review",
@@ -750,7 +759,7 @@ def review_result_page(console: Console, ctx: Context) -> Response:
     the reviewers confirmed, each an investigative lead, with what the threshold means per group."""
     item_id = ctx.params["item"]
     try:
-        result, _ = console.run(ctx, REVIEW + "GetReviewResult", {"ItemId": item_id})
+        result, _ = console.run(ctx, OWN + "GetReviewResult", {"ItemId": item_id})
     except RekognitionError as failure:
         return console.page(ctx, "error.html.j2", _status(failure), page_title="Review result",
                             current="review-result", message=_error_text(failure))
@@ -790,6 +799,106 @@ def _external_ids(console: Console, ctx: Context, collection_id: str, face_ids: 
     return {f["FaceId"]: f["ExternalImageId"] for f in listed.get("Faces", []) if f.get("ExternalImageId")}
 
 
+# ---------------------------------------------------------------- the search log and transparency
+
+# Form field -> ListSearchLogRecords member: the log page's filters.
+LOG_FILTERS = (("since", "Since"), ("until", "Until"), ("kind", "Kind"), ("operation", "Operation"),
+               ("collection", "CollectionId"), ("key", "KeyName"), ("outcome", "Outcome"))
+LOG_PAGE = 100
+CHECKPOINT_BODY = 256 * 1024  # a checkpoint's JSON (up to 64 KiB), percent-encoded
+TRANSPARENCY_DAYS = 30  # the period the transparency page opens with
+
+
+def _log_filters(ctx: Context) -> dict[str, str]:
+    return {name: ctx.request.query.get(name, "").strip()[:255] for name, _ in LOG_FILTERS}
+
+
+def log_page(console: Console, ctx: Context) -> Response:
+    """The search log, newest first, filtered (ListSearchLogRecords); the verify button posts to log/verify."""
+    values = _log_filters(ctx)
+    request: dict[str, Any] = {member: values[name] for name, member in LOG_FILTERS if values[name]}
+    request["MaxResults"] = LOG_PAGE
+    token = ctx.request.query.get("next", "")
+    if token:
+        request["NextToken"] = token[:255]
+    status, error, records, next_url = 200, None, [], None
+    try:
+        listed, _ = console.run(ctx, OWN + "ListSearchLogRecords", request)
+    except RekognitionError as failure:  # e.g. a Since that is not a time: said with the filters kept
+        status, error = _status(failure), _error_text(failure)
+    else:
+        records = listed.get("Records", [])
+        if listed.get("NextToken"):
+            next_url = console.url("/log?" + urlencode({**{k: v for k, v in values.items() if v},
+                                                        "next": listed["NextToken"]}))
+    return console.page(ctx, "log.html.j2", status, page_title="Search log", current="log", values=values,
+                        kinds=KINDS, records=records, next_url=next_url, error=error,
+                        filtered=any(values.values()), first_page=not token,
+                        can_verify=ctx.key is not None and ctx.key.role in PAGE_ROLES["verify"])
+
+
+def verify_log(console: Console, ctx: Context) -> Response:
+    """Verify the whole chain (VerifySearchLog), against a checkpoint the auditor kept if one is pasted."""
+    kept = ctx.request.form().get("checkpoint").strip()
+    try:
+        answer, _ = console.run(ctx, OWN + "VerifySearchLog", {"Checkpoint": kept} if kept else {})
+    except RekognitionError as failure:
+        return console.page(ctx, "log_verify.html.j2", _status(failure), page_title="Search log verification",
+                            current="log", result=None, error=_error_text(failure), kept=kept)
+    return console.page(ctx, "log_verify.html.j2", page_title="Search log verification", current="log",
+                        result=answer, error=None, kept=kept, against_checkpoint=bool(kept),
+                        checkpoint_url=console.url("/log/checkpoint.json"))
+
+
+def log_checkpoint(console: Console, ctx: Context) -> Response:
+    """The newest signed checkpoint, as a file to keep (for ``faceaudit log verify --checkpoint``)."""
+    try:
+        answer, _ = console.run(ctx, OWN + "VerifySearchLog", {})
+    except RekognitionError as failure:
+        return Response.text(_status(failure), _error_text(failure))
+    checkpoint = answer.get("LatestCheckpoint")
+    if not checkpoint:
+        return Response.text(404, "The log has signed no checkpoint yet.")
+    head = (answer.get("Head") or {}).get("Seq", 0)
+    return Response(200, checkpoint.encode("utf-8"), "application/json; charset=utf-8",
+                    headers=[("content-disposition", f'attachment; filename="faceaudit-checkpoint-{head}.json"')])
+
+
+def _period(ctx: Context) -> dict[str, str]:
+    since = ctx.request.query.get("since", "").strip()[:64]
+    default = (datetime.now(UTC) - timedelta(days=TRANSPARENCY_DAYS)).strftime("%Y-%m-%d")
+    return {"since": since or default, "until": ctx.request.query.get("until", "").strip()[:64]}
+
+
+def _transparency(console: Console, ctx: Context, period: dict[str, str]) -> str:
+    request = {"Since": period["since"], **({"Until": period["until"]} if period["until"] else {})}
+    answer, _ = console.run(ctx, OWN + "GetTransparencyReport", request)
+    return str(answer["Report"])
+
+
+def transparency_page(console: Console, ctx: Context) -> Response:
+    """The transparency report over the live log (GetTransparencyReport), drawn by the report's own renderer."""
+    period = _period(ctx)
+    try:
+        report = json.loads(_transparency(console, ctx, period))
+    except RekognitionError as failure:
+        return console.page(ctx, "transparency_period.html.j2", _status(failure), page_title="Transparency report",
+                            current="transparency", period=period, error=_error_text(failure))
+    return console.page(ctx, "transparency_page.html.j2", report_styles=True, current="transparency",
+                        period=period, error=None, json_url=console.url("/transparency/transparency.json?")
+                        + urlencode({k: v for k, v in period.items() if v}), **transparency_context(report))
+
+
+def transparency_json(console: Console, ctx: Context) -> Response:
+    """The same report as ``faceaudit transparency`` writes to transparency.json."""
+    try:
+        text = _transparency(console, ctx, _period(ctx))
+    except RekognitionError as failure:
+        return Response.text(_status(failure), _error_text(failure))
+    return Response(200, (text + "\n").encode("utf-8"), "application/json; charset=utf-8",
+                    headers=[("content-disposition", 'attachment; filename="transparency.json"')])
+
+
 _ROUTES = [
     Route("GET", ("sign-in",), sign_in_form, None),
     Route("POST", ("sign-in",), sign_in, None),
@@ -812,4 +921,9 @@ _ROUTES = [
           form_fields=2 + 2 * MAX_CANDIDATES_DECIDED),
     Route("GET", ("results",), review_results, "review-result"),
     Route("GET", ("results", "{item}"), review_result_page, "review-result"),
+    Route("GET", ("log",), log_page, "log"),
+    Route("POST", ("log", "verify"), verify_log, "verify", CHECKPOINT_BODY),
+    Route("GET", ("log", "checkpoint.json"), log_checkpoint, "verify"),
+    Route("GET", ("transparency",), transparency_page, "transparency"),
+    Route("GET", ("transparency", "transparency.json"), transparency_json, "transparency"),
 ]

@@ -2,8 +2,9 @@
 
 Multipart forms are parsed by python-multipart (the parser Starlette and FastAPI use): image
 uploads need multipart/form-data, which the standard library no longer parses (``cgi`` left in
-Python 3.13). Urlencoded forms are the standard library's (``parse_qsl``), which decodes them. Uploaded files are kept in memory
-only (MAX_MEMORY_FILE_SIZE is the body limit), so a probe image never touches the disk.
+Python 3.13). Urlencoded forms are the standard library's (``parse_qsl``), which decodes them.
+Uploaded files are kept in memory only (MAX_MEMORY_FILE_SIZE is the body limit), so a probe
+image never touches the disk.
 
 Every response carries the security headers (:func:`security_headers`): a Content Security
 Policy without inline scripts, no framing, no sniffing, no referrer to other sites, and ``no-store`` on
