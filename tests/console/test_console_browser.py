@@ -416,7 +416,7 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     page = open_page()
     sign_in(page, base, keys["auditor"])
     go(page, "Search log")
-    rows = page.locator("table.log tbody tr")
+    rows = page.locator("table.log tbody tr.entry")
     assert rows.count() >= 2  # at least those two (key changes by the CLI are records too, when it logs them)
     seqs = [int(s) for s in page.locator("table.log tbody th").all_inner_texts()]
     assert seqs == sorted(seqs, reverse=True)  # newest first
@@ -426,18 +426,19 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     page.get_by_label("Outcome").select_option("denied")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url("**/console/log?*key=console-operator*")
-    rows = page.locator("table.log tbody tr")
+    rows = page.locator("table.log tbody tr.entry")
     assert rows.count() >= 1
     for text in rows.all_inner_texts():
         assert "console-operator (operator)" in text and "denied: AccessDeniedException" in text
     assert "CreateCollection" in rows.first.inner_text()
-    rows.first.locator("summary").click()  # the record as stored, exactly what the chain hashes
-    stored = json.loads(rows.first.locator("pre.record").inner_text())
+    first_stored = page.locator("table.log tbody tr.stored").first
+    first_stored.locator("summary").click()  # the record as stored, exactly what the chain hashes
+    stored = json.loads(first_stored.locator("pre.record").inner_text())
     assert stored["error"] == "AccessDeniedException" and stored["key"]["name"] == "console-operator"
     look(page, axe, screenshots, "log-filtered")
     page.get_by_label("Outcome").select_option("allowed")
     page.get_by_role("button", name="Filter").click()
-    assert all("allowed (200)" in t for t in page.locator("table.log tbody tr").all_inner_texts())
+    assert all("allowed (200)" in t for t in page.locator("table.log tbody tr.entry").all_inner_texts())
     page.get_by_label("From (UTC)").fill("2999-01-01")
     page.get_by_role("button", name="Filter").click()
     assert page.locator("table.log").count() == 0 and "No record matches" in page.locator(".notice").inner_text()

@@ -226,7 +226,8 @@ def test_posts_need_the_sessions_csrf_token_and_this_sites_origin(console, keys)
 def test_pages_answer_403_to_roles_they_are_not_for(console, keys):
     for role, allowed, refused in (
             ("reviewer", ["/console/"], ["/console/collections", "/console/search", "/console/reports",
-                                         "/console/results", "/console/results/" + "0" * 36]),
+                                         "/console/results", "/console/results/" + "0" * 36, "/console/log",
+                                         "/console/log/checkpoint.json", "/console/transparency"]),
             ("auditor", ["/console/", "/console/reports"], ["/console/collections", "/console/search",
                                                             "/console/review", "/console/review/" + "0" * 36,
                                                             "/console/results"])):
@@ -245,6 +246,8 @@ def test_pages_answer_403_to_roles_they_are_not_for(console, keys):
         assert client.request("POST", "/console/collections/c/faces", {"csrf": csrf})[0] == 403
         if role != "reviewer":  # only reviewers decide review items
             assert client.request("POST", "/console/review/" + "0" * 36, {"csrf": csrf})[0] == 403
+        else:  # and they verify no log
+            assert client.request("POST", "/console/log/verify", {"csrf": csrf})[0] == 403
 
 
 def test_signed_out_requests_go_to_sign_in_without_reading_the_body(console):
@@ -269,7 +272,8 @@ def test_docs_show_exactly_who_each_page_is_for():
             "one collection, its faces": "collection", "index a face": "index", "search by image": "search",
             "audit reports, one report, a comparison": "reports", "review queue": "review",
             "one review item, blind": "review-item", "decide a review item": "decide",
-            "a search's review result": "review-result"}
+            "a search's review result": "review-result", "search log, its filters": "log",
+            "verify the chain, the latest checkpoint": "verify", "transparency report": "transparency"}
     text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text(encoding="utf-8")
     table = {}
     for line in text.splitlines():
