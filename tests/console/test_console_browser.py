@@ -401,6 +401,14 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     assert "Measured at 99." in table.locator("caption").inner_text()
     assert table.locator("tbody tr").count() == 10
     look(operator, axe, screenshots, "review-released")
+    # The same result, opened by its item id from the operator's "Review results" page.
+    go(operator, "Review results")
+    look(operator, axe, screenshots, "review-results")
+    operator.get_by_label("Review item id").fill(item_id)
+    operator.get_by_role("button", name="Open result").click()
+    operator.wait_for_url(base + f"/console/results/{item_id}")
+    assert operator.locator("li.candidate .similarity").inner_text() == similarity
+    assert "Measured at 99." in operator.locator("table.rates caption").inner_text()  # the policy's floor
 
 
 def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparency_report(
@@ -462,6 +470,24 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     page.get_by_role("button", name="Verify chain").click()
     assert "not a faceaudit search log checkpoint" in page.locator("#verify-error").inner_text()
 
+    # Someone hides the denial by editing its stored record: the page says the log does not verify, and where.
+    db = sqlite3.connect(console_server.data_dir / "searchlog.db", timeout=30)
+    try:
+        original = db.execute("SELECT record FROM records WHERE seq = ?", (stored["seq"],)).fetchone()[0]
+        with db:
+            db.execute("UPDATE records SET record = ? WHERE seq = ?",
+                       (original.replace('"error":"AccessDeniedException"', '"error":null'), stored["seq"]))
+        page.get_by_label("Checkpoint (its JSON; empty: verify the chain and its own checkpoints)").fill("")
+        page.get_by_role("button", name="Verify chain").click()
+        assert page.locator("#verdict-h").inner_text() == "The log does NOT verify"
+        problem = page.locator(".verdict tbody tr").first
+        assert problem.locator("th").inner_text() == str(stored["seq"]) and "edited" in problem.inner_text()
+        look(page, axe, screenshots, "log-verify-broken")
+    finally:
+        with db:
+            db.execute("UPDATE records SET record = ? WHERE seq = ?", (original, stored["seq"]))
+        db.close()
+
     # The transparency report, drawn by the report's own renderer, and its JSON.
     go(page, "Transparency")
     assert page.locator("h1").first.inner_text().startswith("Searches since ")
@@ -473,6 +499,8 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     figures = json.loads(report.text())
     assert f"{figures['searches']['total']} searches" in page.locator("main").inner_text()
     assert page.goto(base + "/console/transparency?since=soon").status == 400
+    assert "not an ISO-8601" in page.locator("#period-error").inner_text()
+    check_accessibility(page, axe)
 
     # Reviewers and operators read none of it; the form's post is refused too.
     for role in ("reviewer", "operator"):
