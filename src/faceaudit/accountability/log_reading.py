@@ -20,6 +20,7 @@ first do not re-read what earlier pages passed, and a page never holds more than
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ MAX_RESULTS = 1000
 OUTCOMES = ("allowed", "denied")
 _PAGE_KIND = 17  # page_tokens kind for log listings (the face store uses 1-3, review listings 16)
 _TOKEN_PURPOSE = "log-listing-page-tokens"
+_PLAIN = re.compile(r"[A-Za-z0-9 _.:\-]+")  # characters JSON never escapes
 
 
 def _parsed_time(request: Mapping[str, Any], name: str) -> datetime | None:
@@ -98,6 +100,16 @@ class RecordFilter:
     def digest(self, log_id: str | None) -> bytes:
         """What a NextToken is bound to: this log and these filters (a token for others is refused)."""
         return filter_digest(canonical({"log": log_id, **asdict(self)}))
+
+    def needles(self) -> tuple[str, ...]:
+        """Substrings any JSON text of a matching record contains (a cheap test before parsing it).
+
+        Only for values that no JSON encoder escapes, written as JSON strings: whatever the spacing
+        or escaping of the stored text, a record whose ``kind`` is ``request`` holds ``"request"``.
+        A necessary condition, never a sufficient one: :meth:`matches` decides.
+        """
+        values = (self.kind, self.operation, self.collection, self.key_name)
+        return tuple(f'"{value}"' for value in values if value is not None and _PLAIN.fullmatch(value))
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         at = record.get("time")
@@ -189,11 +201,15 @@ class LogReader:
         # records are only ever appended, so positions below it stay where they were.
         after = self._tokens.after(request.get("NextToken"), _PAGE_KIND, 0, digest)
         texts, _ = self.log.snapshot()
+        needles = wanted.needles()
         start = min(after - 1, len(texts)) if after else len(texts)
         page: list[dict[str, Any]] = []
         position = start
         while position > 0 and len(page) <= limit:
             text = texts[position - 1]
+            if needles and not all(needle in text for needle in needles):
+                position -= 1  # cannot match: not worth parsing
+                continue
             record = _parsed(text)
             if (record is None and wanted.unfiltered) or (record is not None and wanted.matches(record)):
                 if len(page) == limit:  # one more matches: there is a next page, starting here
