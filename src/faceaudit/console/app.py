@@ -38,6 +38,7 @@ from urllib.parse import quote, unquote, urlencode
 from faceaudit.access import (
     ADMIN,
     AUDITOR,
+    OPERATION_ROLES,
     OPERATOR,
     REVIEWER,
     AccessKey,
@@ -832,8 +833,8 @@ def log_page(console: Console, ctx: Context) -> Response:
             next_url = console.url("/log?" + urlencode({**{k: v for k, v in values.items() if v},
                                                         "next": listed["NextToken"]}))
     return console.page(ctx, "log.html.j2", status, page_title="Search log", current="log", values=values,
-                        kinds=KINDS, records=records, next_url=next_url, error=error,
-                        filtered=any(values.values()), first_page=not token,
+                        kinds=KINDS, operations=sorted(OPERATION_ROLES), records=records, next_url=next_url,
+                        error=error, filtered=any(values.values()), first_page=not token,
                         can_verify=ctx.key is not None and ctx.key.role in PAGE_ROLES["verify"])
 
 
