@@ -296,6 +296,14 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     admin.get_by_label("External image id (optional)").fill("eileen-collins")
     admin.get_by_role("button", name="Index face").click()
     assert "Indexed 1 face." in admin.locator(".notice").inner_text()
+    # The same photo again: a second candidate that matches as well, which the reviewers reject.
+    admin.get_by_label("Image (JPEG or PNG, up to 5 MB)").set_input_files(str(probe))
+    admin.get_by_label("External image id (optional)").fill("duplicate-upload")
+    admin.get_by_role("button", name="Index face").click()
+    assert "Indexed 1 face." in admin.locator(".notice").inner_text()
+    indexed = {f["FaceId"]: f["ExternalImageId"]
+               for f in console_server.client().list_faces(CollectionId="console-guarded")["Faces"]}
+    verdict = {face: ("confirm" if name == "eileen-collins" else "reject") for face, name in indexed.items()}
 
     # The operator searches: without a purpose refused by the server's guard, with one held for review.
     operator = open_page()
@@ -346,26 +354,41 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     reviewer.wait_for_url(base + f"/console/review/{item_id}")
     blind = reviewer.content()
     assert reviewer.locator("img[alt^='The probe']").count() == 1
-    assert reviewer.locator("img[alt^='Candidate A']").count() == 1  # the indexed face's crop, kept for review
+    for name in ("A", "B"):  # each indexed face's crop, kept for review
+        assert reviewer.locator(f"img[alt^='Candidate {name}:']").count() == 1
     shown = reviewer.locator("main").inner_text().lower()
     assert "similarity" not in shown and "rank" not in shown  # blind: no score, no rank, not even named
+    order = reviewer.locator("section.candidate-review figcaption code").all_inner_texts()
+    assert sorted(order) == sorted(indexed)
     look(reviewer, axe, screenshots, "review-item")
-    tab_to(reviewer, "e.name === 'decision-0'")
-    reviewer.keyboard.press("Space")
-    assert reviewer.evaluate("document.querySelector('input[name=decision-0]:checked').value") == "confirm"
-    reviewer.keyboard.press("Tab")
-    assert reviewer.evaluate("document.activeElement.id") == "reason-0"
-    reviewer.keyboard.type("Same face shape, eyes and hairline as the probe.")
+    for position, face in enumerate(order):  # Space checks the group's first choice, the arrow moves on
+        tab_to(reviewer, f"e.name === 'decision-{position}'")
+        reviewer.keyboard.press("Space")
+        if verdict[face] == "reject":
+            reviewer.keyboard.press("ArrowDown")
+        assert reviewer.evaluate(f"document.querySelector('input[name=decision-{position}]:checked').value") \
+            == verdict[face]
+        reviewer.keyboard.press("Tab")
+        assert reviewer.evaluate("document.activeElement.id") == f"reason-{position}"
+        reviewer.keyboard.type("Same face shape, eyes and hairline as the probe." if verdict[face] == "confirm"
+                               else "The same photo uploaded twice: not a second sighting.")
     reviewer.keyboard.press("Tab")
     assert reviewer.evaluate("document.activeElement.textContent") == "Record my decisions"
     reviewer.keyboard.press("Enter")
     reviewer.wait_for_selector("#revealed-h")
     assert "1 of 2 reviewers have decided" in reviewer.locator(".notice").inner_text()
     revealed = reviewer.locator("tbody tr")
-    assert revealed.count() == 1 and "confirm" in revealed.inner_text()
-    similarity = revealed.locator(".similarity").inner_text()
-    assert float(similarity) > 99
-    assert similarity not in blind  # the score was nowhere in the blind page, not even hidden
+    assert revealed.count() == 2
+    similarities = {}
+    for row in revealed.all():  # the machine's rank order, each named by the letter it was shown as
+        cells = row.locator("th, td").all_inner_texts()
+        letter, decision, score, face = cells[0], cells[1], cells[2], cells[4]
+        assert order["AB".index(letter)] == face and decision == verdict[face]
+        similarities[face] = score
+        assert float(score) > 99
+    assert [r.locator("td").nth(2).inner_text() for r in revealed.all()] == ["1", "2"]
+    assert not any(f">{score}<" in blind for score in similarities.values())  # no score hidden in the blind page
+    similarity = next(score for face, score in similarities.items() if verdict[face] == "confirm")
     look(reviewer, axe, screenshots, "review-decided")
     again = reviewer.goto(base + f"/console/review/{item_id}")
     assert again.status == 403 and "already decided" in reviewer.locator(".error").inner_text()
@@ -380,12 +403,15 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     go(second, "Review queue")
     second.get_by_role("link", name=re.compile("Review item")).first.click()
     second.wait_for_url(base + f"/console/review/{item_id}")
-    order = second.locator("input[name=order]").get_attribute("value")
+    shown_order = second.locator("input[name=order]").get_attribute("value")
     unreasoned = second.request.post(base + f"/console/review/{item_id}", form={
-        "csrf": csrf_of(second), "order": order, "decision-0": "confirm", "reason-0": " "})
-    assert unreasoned.status == 400 and "give a reason" in unreasoned.text()
-    second.get_by_label("Confirm: the same person").check()
-    second.get_by_label("Reason for your decision on candidate A").fill("Same person: nose, brows and jaw.")
+        "csrf": csrf_of(second), "order": shown_order, "decision-0": "reject", "reason-0": " ",
+        "decision-1": "reject", "reason-1": "not the same"})
+    assert unreasoned.status == 400 and "Candidate A: give a reason" in unreasoned.text()
+    for position, face in enumerate(shown_order.split()):
+        second.locator(f"#decision-{position}-{verdict[face]}").check()
+        second.get_by_label(f"Reason for your decision on candidate {'AB'[position]}").fill(
+            "Same person: nose, brows and jaw." if verdict[face] == "confirm" else "A duplicate of the same photo.")
     second.get_by_role("button", name="Record my decisions").click()
     second.wait_for_selector("#revealed-h")
     assert "released to the searcher" in second.locator(".notice").inner_text()
@@ -393,8 +419,9 @@ def test_a_public_safety_search_is_reviewed_blind_by_two_reviewers_then_released
     # Released: the operator sees the candidate, labelled, with its similarity and the per-group rates.
     operator.goto(result_url)
     assert operator.locator("dd.state").inner_text() == "released"
+    assert re.search(r"Candidates the search found\s+2", operator.locator("dl.facts").first.inner_text())
     candidate = operator.locator("li.candidate")
-    assert candidate.count() == 1
+    assert candidate.count() == 1  # the one both reviewers confirmed; the rejected duplicate is not released
     assert LABEL in candidate.inner_text() and "eileen-collins" in candidate.inner_text()
     assert candidate.locator(".similarity").inner_text() == similarity
     table = operator.locator("table.rates")
