@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -667,6 +668,13 @@ class SearchLog:
     def public_key_pem(self) -> str:
         return self._signing.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """32 bytes for ``purpose`` (e.g. the MAC of the log listing's NextTokens) that every process
+        holding this log's signing key derives alike, and nobody without it can."""
+        raw = self._signing.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+        return hmac.new(raw, f"faceaudit-searchlog-derived:{purpose}".encode(), hashlib.sha256).digest()
 
     def _sign(self, seq: int, hash_: str, tree_root: str) -> dict[str, Any]:
         statement = {"log_id": self.log_id, "seq": seq, "hash": hash_, "tree_root": tree_root, "time": utc_time(),

@@ -690,7 +690,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     purger.start()  # expired faces, probes and review items: now, then hourly (one process at a time)
     hooks = [purger.close, store.close, keys.store.close, guard.close, review.close, ledger.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review),
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review, search_log),
                           search_log=search_log)
 
 
