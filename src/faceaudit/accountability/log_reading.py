@@ -184,9 +184,8 @@ class LogReader:
         self._tokens = PageTokens(log.derive_secret(_TOKEN_PURPOSE))  # alike in every process of the log
 
     def contents(self) -> LogContents:
-        """The log as stored now (one snapshot), as the CLI reads a data directory."""
-        texts, checkpoints = self.log.snapshot()
-        return LogContents(self.log.log_id, self.log.public_key, checkpoints, texts, str(self.log.data_dir))
+        """The log as stored now (one snapshot, every host's signing key), as the CLI reads it."""
+        return self.log.contents()
 
     # -- ListSearchLogRecords
 
