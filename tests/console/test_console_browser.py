@@ -500,9 +500,9 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     # Someone hides the denial by editing its stored record: the page says the log does not verify, and where.
     db = sqlite3.connect(console_server.data_dir / "searchlog.db", timeout=30)
     try:
-        original = db.execute("SELECT record FROM records WHERE seq = ?", (stored["seq"],)).fetchone()[0]
+        original = db.execute("SELECT record FROM searchlog_records WHERE seq = ?", (stored["seq"],)).fetchone()[0]
         with db:
-            db.execute("UPDATE records SET record = ? WHERE seq = ?",
+            db.execute("UPDATE searchlog_records SET record = ? WHERE seq = ?",
                        (original.replace('"error":"AccessDeniedException"', '"error":null'), stored["seq"]))
         page.get_by_label("Checkpoint (its JSON; empty: verify the chain and its own checkpoints)").fill("")
         page.get_by_role("button", name="Verify chain").click()
@@ -512,7 +512,7 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
         look(page, axe, screenshots, "log-verify-broken")
     finally:
         with db:
-            db.execute("UPDATE records SET record = ? WHERE seq = ?", (original, stored["seq"]))
+            db.execute("UPDATE searchlog_records SET record = ? WHERE seq = ?", (original, stored["seq"]))
         db.close()
 
     # The transparency report, drawn by the report's own renderer, and its JSON.

@@ -53,7 +53,7 @@ class LogServer:
     def stored(self) -> list[dict]:
         """Every record as stored now, oldest first (read with sqlite3, not through faceaudit)."""
         with sqlite3.connect(self.db) as conn:
-            return [json.loads(text) for (text,) in conn.execute("SELECT record FROM records ORDER BY seq")]
+            return [json.loads(text) for (text,) in conn.execute("SELECT record FROM searchlog_records ORDER BY seq")]
 
     def list_all(self, role: str = "auditor", page_size: int = 100, **filters) -> list[dict]:
         """Every page of a listing (boto3's paginator, from the model's paginators-1.json), in the order given."""
@@ -283,8 +283,8 @@ def test_an_edited_record_and_a_truncated_tail_are_found(tmp_path, log_server):
         # tamperer would): the log alone still verifies, the kept checkpoint shows the cut.
         cut = covered - 3
         with sqlite3.connect(log.db) as conn:
-            conn.execute("DELETE FROM records WHERE seq > ?", (cut,))
-            conn.execute("DELETE FROM checkpoints WHERE seq > ?", (cut,))
+            conn.execute("DELETE FROM searchlog_records WHERE seq > ?", (cut,))
+            conn.execute("DELETE FROM searchlog_checkpoints WHERE seq > ?", (cut,))
         answer = auditor.verify_search_log(Checkpoint=kept)
         assert answer["Ok"] is False
         assert [(p["Seq"], p["Kind"]) for p in answer["Problems"]] == [(cut + 1, "truncated")]
@@ -294,10 +294,10 @@ def test_an_edited_record_and_a_truncated_tail_are_found(tmp_path, log_server):
         # Edit one record in place: its hash no longer matches, and the problem names its seq.
         edited = 4
         with sqlite3.connect(log.db) as conn:
-            (text,) = conn.execute("SELECT record FROM records WHERE seq = ?", (edited,)).fetchone()
+            (text,) = conn.execute("SELECT record FROM searchlog_records WHERE seq = ?", (edited,)).fetchone()
             record = json.loads(text)
             record["operation"] = "ListCollections" if record["operation"] != "ListCollections" else "ListFaces"
-            conn.execute("UPDATE records SET record = ? WHERE seq = ?", (canonical(record), edited))
+            conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = ?", (canonical(record), edited))
         answer = auditor.verify_search_log()
         assert answer["Ok"] is False
         assert [(p["Seq"], p["Kind"]) for p in answer["Problems"]] == [(edited, "edited")]
