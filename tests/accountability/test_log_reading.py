@@ -132,3 +132,17 @@ def test_rows_stored_in_other_forms_are_still_listed(log, tmp_path):
     answer = reader.verify({})
     # the chain hashes contents, not spacing: record 2 still verifies, record 5 does not
     assert answer["Ok"] is False and answer["Problems"][0]["Seq"] == 5
+
+
+def test_verification_hashing_the_stored_text_is_not_fooled_by_a_planted_hash(log, tmp_path):
+    """Verification hashes a record's stored text minus its hash member before re-encoding it; an edit that
+    plants the record's own hash inside it (where that shortcut looks first) is still an edit."""
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        (text,) = conn.execute("SELECT record FROM records WHERE seq = 7").fetchone()
+        record = json.loads(text)
+        record["details"] = {"a": 1, "hash": record["hash"]}  # ',"hash":"<its hash>"' now comes first
+        conn.execute("UPDATE records SET record = ? WHERE seq = 7",
+                     (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False),))
+    answer = LogReader(log).verify({})
+    assert answer["Ok"] is False
+    assert [(p["Seq"], p["Kind"]) for p in answer["Problems"]] == [(7, "edited")]

@@ -227,6 +227,19 @@ def test_bad_bounds_and_dates_are_invalid_parameters(log_server):
     assert code == "InvalidParameterException" and "Checkpoint is not JSON" in message
 
 
+def test_each_read_is_itself_a_record_naming_what_was_read(log_server):
+    client = log_server.faceaudit["auditor"]
+    answer = client.list_search_log_records(KeyName=log_server.names["operator"], Outcome="denied", MaxResults=3)
+    client.get_transparency_report(Since="2026-11-01")
+    first, second = (json.loads(r["Record"]) for r in reversed(client.list_search_log_records(MaxResults=2)["Records"]))
+    assert first["request_id"] == answer["ResponseMetadata"]["RequestId"]
+    assert (first["operation"], first["key"]["name"], first["error"]) == (
+        "ListSearchLogRecords", log_server.names["auditor"], None)
+    assert first["parameters"] == {"KeyName": log_server.names["operator"], "Outcome": "denied", "MaxResults": 3}
+    assert first["result"] == {"records": len(answer["Records"])}
+    assert (second["operation"], second["parameters"]) == ("GetTransparencyReport", {"Since": "2026-11-01"})
+
+
 # ----------------------------------------------------------------------------- the transparency report
 
 
