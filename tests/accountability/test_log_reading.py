@@ -120,9 +120,11 @@ def test_rows_stored_in_other_forms_are_still_listed(log, tmp_path):
     all is shown as it is when nothing is filtered, and verification names it."""
     with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
         (text,) = conn.execute("SELECT record FROM searchlog_records WHERE seq = 2").fetchone()
-        conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = 2", (json.dumps(json.loads(text), indent=1),))
+        conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = 2",
+                     (json.dumps(json.loads(text), indent=1),))
         (text,) = conn.execute("SELECT record FROM searchlog_records WHERE seq = 3").fetchone()  # zoë's, as \u00eb
-        conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = 3", (json.dumps(json.loads(text), ensure_ascii=True),))
+        conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = 3",
+                     (json.dumps(json.loads(text), ensure_ascii=True),))
         conn.execute("UPDATE searchlog_records SET record = 'garbage' WHERE seq = 5")
     reader = LogReader(log)
     assert 2 in seqs(reader.list_records({"KeyName": "bo", "Operation": "ListFaces"}))
