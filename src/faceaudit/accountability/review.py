@@ -88,7 +88,6 @@ __all__ = [
     "CONFIRM",
     "DB_FILENAME",
     "DECISIONS",
-    "DEFAULT_RETENTION_DAYS",
     "INCONCLUSIVE",
     "LEAD_LABEL",
     "REJECT",
@@ -99,7 +98,6 @@ __all__ = [
 ]
 
 DB_FILENAME = "review.db"
-DEFAULT_RETENTION_DAYS = 30
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 LEAD_LABEL = "investigative lead — not an identification"
 CONFIRM, REJECT, INCONCLUSIVE = "confirm", "reject", "inconclusive"
@@ -258,20 +256,16 @@ class ReviewStore:
     """The review queue of one data directory (implements :class:`ReviewQueue`).
 
     ``recorder``: where each decision is appended (the search log); ``reviewers_required``:
-    policy -> reviewers (default :data:`REVIEWERS_REQUIRED`); ``default_retention_days``:
-    how long items are kept in collections with no retention of their own.
+    policy -> reviewers (default :data:`REVIEWERS_REQUIRED`). How long items are kept is
+    accountability.retention's (the collection's retention tags and the policy's defaults).
     """
 
     def __init__(self, data_dir: str | os.PathLike, recorder: Recorder | None = None, *,
                  reviewers_required: Mapping[str, int] | None = None,
-                 default_retention_days: int = DEFAULT_RETENTION_DAYS,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S, database: str | None = None):
         self.data_dir = Path(data_dir)
         self.recorder = recorder
         self.reviewers_required = dict(REVIEWERS_REQUIRED if reviewers_required is None else reviewers_required)
-        if default_retention_days < 1:
-            raise ValueError("default_retention_days must be at least 1")
-        self.default_retention_days = int(default_retention_days)
         self.path = self.data_dir / DB_FILENAME
         # secure_delete: purged SQLite rows leave no bytes behind (PostgreSQL's are vacuumed later;
         # the pictures in them are sealed, so their bytes are ciphertext either way)
