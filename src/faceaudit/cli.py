@@ -1081,22 +1081,32 @@ def _report_batch(summary, what: str) -> int:
 
 def cmd_index_folder(args: argparse.Namespace) -> int:
     from faceaudit.batch import index_images, list_sources
-    from faceaudit.batch.ledger import Ledger
+    from faceaudit.batch.ledger import Ledger, index_job
     from faceaudit.engine.distributed import FaceCluster
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.settings import Settings
+    from faceaudit.storage import EMBEDDED, is_postgres_url, open_store
 
     _apply_engine_options(args)
+    database = args.database or Settings.from_env().database
+    if database and database != EMBEDDED and not is_postgres_url(database):
+        print(f"faceaudit index-folder: --database {database!r}: 'embedded' or a postgresql:// URL", file=sys.stderr)
+        return 2
     try:
         sources = list_sources(args.source)
     except RekognitionError as error:
         print(f"faceaudit index-folder: {error.message}", file=sys.stderr)
         return 2
-    store = EmbeddedStore(args.data_dir)
-    ledger = Ledger(args.data_dir, f"index:{args.collection}")
+    try:
+        store = open_store(database, args.data_dir, pool_size=2)
+    except (RekognitionError, RuntimeError, OSError) as error:  # e.g. unreachable, or newer than this code
+        print(f"faceaudit index-folder: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    ledger = Ledger(args.data_dir, index_job(args.collection, database))
     try:
         with FaceCluster(args.cluster, args.workers) as cluster:
             summary = index_images(store, args.collection, sources, cluster, ledger, max_faces=args.max_faces,
-                                   quality_filter=args.quality_filter, progress=True)
+                                   quality_filter=args.quality_filter, progress=True,
+                                   retry_failed=args.retry_failed)
     except RekognitionError as error:  # e.g. the collection holds another model's faces
         print(f"faceaudit index-folder: {error.code}: {error.message}", file=sys.stderr)
         return 2
@@ -1136,11 +1146,19 @@ def _add_batch_parsers(commands) -> None:
     index = commands.add_parser(
         "index-folder", help="IndexFaces for every image of a folder or CSV listing, on a Dask cluster; resumable",
         description="Index a folder (recursively) or a CSV listing (column path, optional external_image_id) "
-                    "into a collection of DATA_DIR's store, creating it if absent. A rerun skips what is done "
-                    "(ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, never fatal.")
+                    "into a collection of DATA_DIR's store (or of --database), creating it if absent. A rerun "
+                    "skips what is done (ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, "
+                    "never fatal, and not tried again unless --retry-failed.")
     index.add_argument("collection")
     index.add_argument("source", help="a folder of images or a CSV listing")
-    index.add_argument("--data-dir", required=True, help="the store (as `faceaudit serve --data-dir`)")
+    index.add_argument("--data-dir", required=True,
+                       help="the store (as `faceaudit serve --data-dir`); with --database, only the ledger")
+    index.add_argument("--database", metavar="URL",
+                       help="as `faceaudit serve --database`: 'embedded' (the default) or postgresql://... "
+                            "(the faces go to that database). Default: FACEAUDIT_DATABASE")
+    index.add_argument("--retry-failed", action="store_true",
+                       help="try again the images an earlier run recorded as failed (refused by the engine, "
+                            "or killing its worker process)")
     index.add_argument("--max-faces", type=int, help="IndexFaces MaxFaces (default: every face)")
     index.add_argument("--quality-filter", choices=["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"],
                        help="IndexFaces QualityFilter (default AUTO)")
