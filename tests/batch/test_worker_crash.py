@@ -52,6 +52,7 @@ SETTINGS = Settings.from_env({"FACEAUDIT_ENGINE": ENGINE_NAME})
 
 def test_an_image_that_kills_its_worker_is_recorded_failed_and_the_job_completes(crashing_cluster, folder,
                                                                                 tmp_path):
+    crashing_cluster.client.wait_for_workers(2, timeout=120)
     sources = list_sources(folder)
     store, ledger = EmbeddedStore(tmp_path), Ledger(tmp_path, "index:c")
     summary = index_images(store, "c", sources, crashing_cluster, ledger, progress=False, settings=SETTINGS)
@@ -73,6 +74,7 @@ def test_an_image_that_kills_its_worker_is_recorded_failed_and_the_job_completes
 
 
 def test_batch_extraction_caches_an_image_that_kills_its_worker(crashing_cluster, folder, tmp_path):
+    crashing_cluster.client.wait_for_workers(2, timeout=120)
     sources = list_sources(folder)
     cache = ResponseCache(tmp_path / "cache")
     try:

@@ -144,6 +144,8 @@ class ReplayEngine(FaceEngine):
         return [self.found.attributes[i] for i in self._positions(faces)]
 
 
+MODEL_VERSION_ATTEMPTS = 3
+
 #: The error code an image gets when its task kills the worker process every time it runs.
 WORKER_CRASHED = "WorkerCrashedException"
 
@@ -196,8 +198,16 @@ class FaceCluster:
         return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
 
     def model_version(self, environment: dict[str, str | None]) -> str:
-        """The model version of the workers' engine (one worker loads its models to say)."""
-        return self.client.submit(_model_version_here, environment, pure=False).result()
+        """The model version of the workers' engine (one worker loads its models to say). Asked
+        again when the worker it ran on died meanwhile (another job's image may have killed it)."""
+        from distributed.scheduler import KilledWorker
+        for attempt in range(MODEL_VERSION_ATTEMPTS):
+            try:
+                return self.client.submit(_model_version_here, environment, pure=False).result()
+            except KilledWorker:
+                if attempt == MODEL_VERSION_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def describe(self) -> str:
         return f"Dask cluster {self.address}" if self.address else f"local Dask cluster, {self.workers} workers"
