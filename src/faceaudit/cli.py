@@ -211,9 +211,24 @@ def _apply_engine_options(args: argparse.Namespace) -> None:
         raise SystemExit(f"faceaudit: {error}") from None
 
 
+def _apply_search_options(args: argparse.Namespace) -> None:
+    """``--approximate-above`` travels as FACEAUDIT_APPROXIMATE_ABOVE, so that every worker
+    process of the server builds its store with it (faceaudit.storage.open_store)."""
+    import os
+
+    from faceaudit.settings import APPROXIMATE_ABOVE_ENV, parse_approximate_above
+    if args.approximate_above is not None:
+        try:
+            parse_approximate_above(args.approximate_above)
+        except ValueError as error:
+            raise SystemExit(f"faceaudit serve: {error}") from None
+        os.environ[APPROXIMATE_ABOVE_ENV] = args.approximate_above
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
     _apply_engine_options(args)
+    _apply_search_options(args)
     from faceaudit.runtime import engine_spec
     spec = engine_spec(_engine_name(args))
     # Whoever starts a server is the one who chooses thresholds: say what the default means,
@@ -1241,6 +1256,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where collections and faces are kept: 'embedded' (SQLite in --data-dir, the "
                             "default) or postgresql://USER:PASSWORD@HOST:PORT/NAME (PostgreSQL with pgvector; "
                             "several servers may share it; docs/scale.md). Default: FACEAUDIT_DATABASE")
+    serve.add_argument("--approximate-above", metavar="N|never",
+                       help="search collections of more than N faces through an approximate (HNSW) index, on "
+                            "either backend, or 'never'; default: FACEAUDIT_APPROXIMATE_ABOVE, else embedded "
+                            "from 50,000 faces and PostgreSQL never. Public-safety collections and audits stay "
+                            "exact (docs/scale.md)")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser
