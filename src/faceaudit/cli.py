@@ -1192,6 +1192,72 @@ def _add_batch_parsers(commands) -> None:
     extract.set_defaults(func=cmd_batch_extract)
 
 
+def cmd_storage_migrate(args: argparse.Namespace) -> int:
+    """Copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL database."""
+    from faceaudit.access import SQLiteKeyStore
+    from faceaudit.access.keys import KeyStoreError
+    from faceaudit.access.postgres import PostgresKeyStore
+    from faceaudit.access.sqlite import DB_FILENAME as KEYS_FILENAME
+    from faceaudit.batch.storage_migration import MigrationRefused, migrate
+    from faceaudit.storage import ApproximateSearch, EmbeddedStore, PostgresStore, is_postgres_url
+    from faceaudit.storage.embedded import DB_FILENAME as FACES_FILENAME
+
+    def fail(message: str) -> int:
+        print(f"faceaudit storage migrate: {message}", file=sys.stderr)
+        return 2
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / FACES_FILENAME).is_file():
+        return fail(f"{data_dir} holds no embedded store ({FACES_FILENAME})")
+    if not is_postgres_url(args.database):
+        return fail(f"--database {args.database!r}: a postgresql://USER:PASSWORD@HOST/NAME URL")
+    opened: list[Any] = []
+    try:
+        # read only; never an approximate graph built on the way
+        source = EmbeddedStore(data_dir, approximate=ApproximateSearch(threshold=None))
+        opened.append(source)
+        if not (data_dir / KEYS_FILENAME).is_file():
+            return fail(f"{data_dir} holds no key store ({KEYS_FILENAME})")
+        source_keys = SQLiteKeyStore(data_dir)
+        opened.append(source_keys)
+        target = PostgresStore(args.database, pool_size=2)
+        opened.append(target)
+        target_keys = PostgresKeyStore(args.database)
+        opened.append(target_keys)
+        summary = migrate(source, source_keys, target, target_keys, progress=not args.quiet)
+    except MigrationRefused as error:
+        return fail(str(error))
+    except (RekognitionError, KeyStoreError) as error:
+        return fail(getattr(error, "message", None) or str(error))
+    finally:
+        for store in reversed(opened):
+            store.close()
+    print(json.dumps(summary.as_dict(), indent=2))
+    faces = sum(c["faces"] for c in summary.collections.values())
+    print(f"storage migrate: {len(summary.collections)} collections, {faces} faces, {summary.keys} keys copied"
+          f"{'' if summary.ok else '; the check found differences: ' + '; '.join(summary.problems)}. "
+          "Not copied: tags and use policies, moratoria, budgets, review items and the search log "
+          "(docs/scale.md).", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _add_storage_parser(commands) -> None:
+    storage = commands.add_parser("storage", help="move a data folder's store into PostgreSQL")
+    actions = storage.add_subparsers(dest="action", required=True)
+    move = actions.add_parser(
+        "migrate", help="copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL",
+        description="Copy every collection (model version, creation time, search mode), face (FaceId, vector, "
+                    "bounding box, ExternalImageId...), UserID and association, and every access key, from the "
+                    "embedded store of DATA_DIR into the PostgreSQL database of --database, which must hold no "
+                    "collection. DATA_DIR is only read. The counts are checked at the end. Not copied: tags "
+                    "and use policies, moratoria, budgets, review items, the search log (docs/scale.md).")
+    move.add_argument("--data-dir", required=True, help="the embedded store's data folder (as `faceaudit serve`)")
+    move.add_argument("--database", required=True, metavar="URL",
+                      help="postgresql://USER:PASSWORD@HOST:PORT/NAME (pgvector), as `faceaudit serve --database`")
+    move.add_argument("--quiet", action="store_true", help="no progress bar")
+    move.set_defaults(func=cmd_storage_migrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1215,6 +1281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(commands)
     _add_batch_parsers(commands)
+    _add_storage_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
