@@ -241,14 +241,14 @@ class FaceCluster:
                 break
         for future in pending:
             try:
-                result = future.result()
+                result, finished = future.result(), True
             except KilledWorker:
                 if killed is None:
                     raise
                 suspects.extend(future.chunk)
-                result = None
+                finished = False
             future.release()
-            if result is not None:
+            if finished:
                 yield result
             nxt = next(source, None)
             if nxt is not None:
