@@ -362,13 +362,27 @@ def _add_keys_parser(commands) -> None:
 # ------------------------------------------------------------ accountability: moratoria and use policies
 
 
+def _database(args: argparse.Namespace) -> str | None:
+    """Where the server keeps its data: ``--database``, else FACEAUDIT_DATABASE (as `faceaudit serve`)."""
+    from faceaudit.settings import Settings
+    return getattr(args, "database", None) or Settings.from_env().database
+
+
+def _add_database_option(*parsers) -> None:
+    for parser in parsers:
+        parser.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://...: the accountability "
+                                 "tables and the search log are there (default: FACEAUDIT_DATABASE)")
+
+
 def _accountability_state(args: argparse.Namespace, command: str):
-    """The data directory's accountability.db; SystemExit(2) when ``--data-dir`` is no data directory."""
+    """The data directory's accountability.db (or the server's PostgreSQL tables); SystemExit(2)
+    when ``--data-dir`` is no data directory."""
     from faceaudit.accountability.state import AccountabilityState
     if not Path(args.data_dir).is_dir():
         print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
         raise SystemExit(2)
-    return AccountabilityState(args.data_dir)
+    return AccountabilityState(args.data_dir, database=_database(args))
 
 
 def _local_actor() -> str:
@@ -389,8 +403,8 @@ def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) 
         if target not in names:
             raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
     elif scope == "collection":
-        from faceaudit.storage import EmbeddedStore
-        store = EmbeddedStore(args.data_dir)
+        from faceaudit.storage import open_store
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         try:
             store.describe_collection(target)
         finally:
@@ -404,7 +418,8 @@ def cmd_moratorium(args: argparse.Namespace) -> int:
     from faceaudit.accountability.state import StateError
     state = _accountability_state(args, "moratorium")
     # The switch itself is a search log record; a switch that cannot be logged is undone.
-    search_log = SearchLog(args.data_dir) if args.moratorium_command in ("set", "lift") else None
+    search_log = SearchLog(args.data_dir, database=_database(args)) \
+        if args.moratorium_command in ("set", "lift") else None
     try:
         if args.moratorium_command == "set":
             scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
@@ -434,7 +449,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     """faceaudit policy set|clear|show: a collection's use policy (its faceaudit:policy tag)."""
     from faceaudit.accountability.guard import set_collection_policy
     from faceaudit.accountability.policies import POLICIES, POLICY_TAG
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.storage import open_store
     if args.policy_command == "show" and args.collection is None and args.data_dir is None:
         print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()]}, indent=2))
         return 0
@@ -450,7 +465,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
             print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
                               "Collections": state.tagged(POLICY_TAG)}, indent=2))
             return 0
-        store = EmbeddedStore(args.data_dir)
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         store.describe_collection(args.collection)  # ResourceNotFoundException if absent
         if args.policy_command == "show":
             name = state.tag(args.collection, POLICY_TAG)
@@ -458,7 +473,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
                               "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
             return 0
         wanted = args.policy if args.policy_command == "set" else None
-        search_log = SearchLog(args.data_dir)  # the change is a search log record, or is undone
+        search_log = SearchLog(args.data_dir, database=_database(args))  # the change is a log record, or is undone
         previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store,
                                          recorder=search_log)
         print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
@@ -496,6 +511,7 @@ def _add_accountability_parsers(commands) -> None:
     listing.add_argument("--all", action="store_true")
     for action in (setting, lifting, listing):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_database_option(setting, lifting, listing)
     moratorium.set_defaults(func=cmd_moratorium)
 
     policy = commands.add_parser(
@@ -511,14 +527,15 @@ def _add_accountability_parsers(commands) -> None:
     for action in (setting, clearing):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
     showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
+    _add_database_option(setting, clearing, showing)
     policy.set_defaults(func=cmd_policy)
 
 
 @contextlib.contextmanager
-def _search_log(data_dir: str):
+def _search_log(data_dir: str, database: str | None = None):
     """The data directory's search log, for commands whose changes are log records (decisions, purges)."""
     from faceaudit.accountability.searchlog import SearchLog
-    log = SearchLog(data_dir)
+    log = SearchLog(data_dir, database=database)
     try:
         yield log
     finally:
@@ -585,7 +602,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     keys = _key_store(args, command="review")
     try:
         key = _reviewer(keys)
-        with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
+        with _search_log(args.data_dir, _database(args)) as recorder, \
+                ReviewStore(args.data_dir, recorder=recorder, database=_database(args)) as review:
             if args.review_command == "list":
                 items: list[dict[str, Any]] = []
                 token = None
@@ -636,27 +654,104 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def _review_upkeep(args: argparse.Namespace) -> int:
-    """`review retention` / `review purge`: the data directory owner's, like `faceaudit keys`."""
-    from datetime import UTC, datetime
-
-    from faceaudit.accountability.review import ReviewStore
-    if not Path(args.data_dir).is_dir():
-        print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
-        return 2
-    with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
-        try:
+    """`review retention` / `review purge`: aliases of `retention set COLLECTION review-items DAYS`
+    (0: back to the default) / `retention purge`, answering in their older shapes."""
+    try:
+        with _retention(args, "review") as (retention, review):
             if args.review_command == "retention":
                 if args.days is not None:
-                    review.set_retention(args.collection, None if args.days == 0 else args.days)
-                print(json.dumps({"CollectionId": args.collection,
-                                  "RetentionDays": review.retention_days(args.collection)}))
+                    if args.days < 0:
+                        from faceaudit.errors import InvalidParameterException
+                        raise InvalidParameterException("Retention must be at least 1 day (0: the default)")
+                    retention.set_days(args.collection, "review-items", args.days or None, _local_actor())
+                    review.set_retention(args.collection, None)  # the tag now says it
+                days = retention.periods(args.collection).days["review-items"]
+                print(json.dumps({"CollectionId": args.collection, "RetentionDays": days}))
             else:
-                print(json.dumps({"PurgedItems": review.purge_expired(datetime.now(UTC)),
-                                  "OrphanBlobsRemoved": review.sweep_orphans()}))
-        except RekognitionError as error:
-            print(f"faceaudit review: {error.message}", file=sys.stderr)
-            return 2
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({"PurgedItems": len(report.items), "OrphanBlobsRemoved": review.sweep_orphans(),
+                                  **report.to_json()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit review: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit review: {error.message}", file=sys.stderr)
+        return 2
     return 0
+
+
+class _PurgeBusy(Exception):
+    """Another process holds the data directory's purge lease."""
+
+
+@contextlib.contextmanager
+def _retention(args: argparse.Namespace, command: str):
+    """(Retention, its ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
+    from faceaudit.accountability.retention import open_retention
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
+    with open_retention(args.data_dir, _database(args)) as retention:
+        yield retention, retention.review
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """faceaudit retention show|set|clear|purge (docs/accountability.md, Retention)."""
+    from faceaudit.accountability.searchlog import SearchLogError
+    try:
+        with _retention(args, "retention") as (retention, review):
+            if args.retention_command == "show":
+                ids = [args.collection] if args.collection else retention.collection_ids()
+                for collection_id in ids:
+                    retention.store.describe_collection(collection_id)
+                print(json.dumps({"Collections": [retention.periods(c).to_json() for c in ids]}, indent=2))
+            elif args.retention_command in ("set", "clear"):
+                days = args.days if args.retention_command == "set" else None
+                print(json.dumps(retention.set_days(args.collection, args.kind, days, _local_actor()).to_json(),
+                                 indent=2))
+            else:
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({**report.to_json(), "OrphanBlobsRemoved": review.sweep_orphans()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit retention: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit retention: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    except SearchLogError as error:
+        print(f"faceaudit retention: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_retention_parser(commands) -> None:
+    from faceaudit.accountability.policies import RETENTION_KINDS
+    retention = commands.add_parser(
+        "retention", help="how long a collection keeps faces, probes and review items; purge what expired",
+        description="Retention per collection, kept in its faceaudit:retention:* tags (docs/accountability.md, "
+                    "Retention). Every server purges at start and hourly; `purge` does it now.")
+    actions = retention.add_subparsers(dest="retention_command", required=True)
+    show = actions.add_parser("show", help="a collection's retention (without one: every collection's)")
+    show.add_argument("collection", metavar="COLLECTION_ID", nargs="?")
+    setting = actions.add_parser("set", help="keep KIND this many days (within the policy's maximum)")
+    setting.add_argument("collection", metavar="COLLECTION_ID")
+    setting.add_argument("kind", choices=RETENTION_KINDS)
+    setting.add_argument("days", type=int, metavar="DAYS")
+    clearing = actions.add_parser("clear", help="back to the policy's default for KIND")
+    clearing.add_argument("collection", metavar="COLLECTION_ID")
+    clearing.add_argument("kind", choices=RETENTION_KINDS)
+    purge = actions.add_parser("purge", help="delete expired faces, probes and review items now (one log record)")
+    for action in (show, setting, clearing, purge):
+        action.add_argument("--data-dir", required=True, help="the server's data directory")
+        action.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://... (default: FACEAUDIT_DATABASE)")
+    retention.set_defaults(func=cmd_retention)
 
 
 def _add_review_parser(commands) -> None:
@@ -676,12 +771,14 @@ def _add_review_parser(commands) -> None:
                         help="a candidate (its number in `review show`, or its id), confirm, reject or "
                              "inconclusive, and why; once per candidate")
     retention = actions.add_parser("retention", help="how many days a collection's review items are kept "
-                                                     "(from the search; default 30)")
+                                                     "(from the search; default 30); alias of `retention set`")
     retention.add_argument("collection", metavar="COLLECTION_ID")
     retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
-    purge = actions.add_parser("purge", help="delete expired review items and their pictures now")
+    purge = actions.add_parser("purge", help="delete expired review items and their pictures now; alias of "
+                                             "`retention purge` (expired faces and probes go too)")
     for action in (listing, show, decide, retention, purge):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_database_option(listing, show, decide, retention, purge)
     review.set_defaults(func=cmd_review)
 
 
@@ -702,7 +799,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     )
     try:
         if args.log_command == "verify":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint) if args.checkpoint else None
             result = contents.verify(kept)
             print(json.dumps(result.as_dict(), indent=2))
@@ -717,7 +814,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                       "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
             return 0
         if args.log_command == "prove":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint)
             if args.seq is not None:
                 proof = contents.inclusion(args.seq, kept)
@@ -751,11 +848,11 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(f"faceaudit log: proof checked: {what}", file=sys.stderr)
             return 0
         if args.log_command == "export":  # reads only
-            count = read_data_dir(args.data_dir).export(args.out)
+            count = read_data_dir(args.data_dir, _database(args)).export(args.out)
             print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
                   file=sys.stderr)
             return 0
-        log = SearchLog(args.data_dir, create=False)  # a checkpoint never creates a log
+        log = SearchLog(args.data_dir, create=False, database=_database(args))  # a checkpoint never creates a log
         try:
             checkpoint = log.checkpoint()
         finally:
@@ -789,11 +886,13 @@ def _add_log_parser(commands) -> None:
     source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
     verify.add_argument("--checkpoint", metavar="FILE",
                         help="a checkpoint kept earlier: also detects a truncated or rewritten tail")
+    _add_database_option(verify)
     checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
     export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
     for action in (checkpoint, export):
         action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(checkpoint, export)
     prove = actions.add_parser(
         "prove", help="a Merkle proof: one record is in a kept checkpoint's log, or a later log extends an earlier")
     source = prove.add_mutually_exclusive_group(required=True)
@@ -804,6 +903,7 @@ def _add_log_parser(commands) -> None:
     which.add_argument("--seq", type=int, help="inclusion: the record to prove")
     which.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
     prove.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(prove)
     check = actions.add_parser("check-proof", help="check a proof against kept checkpoints, without the log")
     check.add_argument("proof", metavar="PROOF")
     check.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
@@ -823,7 +923,8 @@ def cmd_transparency(args: argparse.Namespace) -> int:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
     try:
-        contents = read_export(args.from_export) if args.from_export else read_data_dir(args.data_dir)
+        contents = read_export(args.from_export) if args.from_export else \
+            read_data_dir(args.data_dir, _database(args))
     except SearchLogError as error:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
@@ -852,6 +953,7 @@ def _add_transparency_parser(commands) -> None:
     source.add_argument("--from-export", metavar="FILE", help="an export from 'faceaudit log export'")
     report.add_argument("--since", required=True, metavar="DATE", help="e.g. 2026-12-01 (UTC) or an ISO-8601 time")
     report.add_argument("--until", metavar="DATE", help="end of the period (default: the end of the log)")
+    _add_database_option(report)
     report.add_argument("--out", required=True, metavar="DIR",
                         help="folder for transparency.json, .md and .html")
     report.set_defaults(func=cmd_transparency)
@@ -1286,6 +1388,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
     _add_review_parser(commands)
+    _add_retention_parser(commands)
     _add_log_parser(commands)
     _add_transparency_parser(commands)
 
