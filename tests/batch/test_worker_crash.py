@@ -21,6 +21,7 @@ from faceaudit.batch import extract_images, index_images, list_sources
 from faceaudit.batch.extraction import local_engine_fingerprint
 from faceaudit.batch.ledger import Ledger
 from faceaudit.engine.distributed import WORKER_CRASHED, FaceCluster
+from faceaudit.runtime import engine_spec
 from faceaudit.settings import Settings
 from faceaudit.storage import EmbeddedStore
 from support.crashing_engine import CRASH_WIDTH, ENGINE_NAME, RegisterCrashingEngine
@@ -80,7 +81,7 @@ def test_batch_extraction_caches_an_image_that_kills_its_worker(crashing_cluster
     try:
         summary = extract_images(cache, sources, crashing_cluster, progress=False, settings=SETTINGS)
         assert [c for _, c, _ in summary.failed] == [WORKER_CRASHED] and summary.processed == len(sources)
-        fingerprint = local_engine_fingerprint("2.0", SETTINGS)
+        fingerprint = local_engine_fingerprint(engine_spec("sface").model_version, SETTINGS)
         crash = next(s for s in sources if s.path.endswith("kills_the_worker.jpg"))
         entry = cache.get(detect_key(fingerprint, hashlib.sha256(open(crash.path, "rb").read()).hexdigest()))
         assert entry["Error"]["Code"] == WORKER_CRASHED
