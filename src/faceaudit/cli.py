@@ -211,9 +211,24 @@ def _apply_engine_options(args: argparse.Namespace) -> None:
         raise SystemExit(f"faceaudit: {error}") from None
 
 
+def _apply_search_options(args: argparse.Namespace) -> None:
+    """``--approximate-above`` travels as FACEAUDIT_APPROXIMATE_ABOVE, so that every worker
+    process of the server builds its store with it (faceaudit.storage.open_store)."""
+    import os
+
+    from faceaudit.settings import APPROXIMATE_ABOVE_ENV, parse_approximate_above
+    if args.approximate_above is not None:
+        try:
+            parse_approximate_above(args.approximate_above)
+        except ValueError as error:
+            raise SystemExit(f"faceaudit serve: {error}") from None
+        os.environ[APPROXIMATE_ABOVE_ENV] = args.approximate_above
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
     _apply_engine_options(args)
+    _apply_search_options(args)
     from faceaudit.runtime import engine_spec
     spec = engine_spec(_engine_name(args))
     # Whoever starts a server is the one who chooses thresholds: say what the default means,
@@ -1191,22 +1206,32 @@ def _report_batch(summary, what: str) -> int:
 
 def cmd_index_folder(args: argparse.Namespace) -> int:
     from faceaudit.batch import index_images, list_sources
-    from faceaudit.batch.ledger import Ledger
+    from faceaudit.batch.ledger import Ledger, index_job
     from faceaudit.engine.distributed import FaceCluster
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.settings import Settings
+    from faceaudit.storage import EMBEDDED, is_postgres_url, open_store
 
     _apply_engine_options(args)
+    database = args.database or Settings.from_env().database
+    if database and database != EMBEDDED and not is_postgres_url(database):
+        print(f"faceaudit index-folder: --database {database!r}: 'embedded' or a postgresql:// URL", file=sys.stderr)
+        return 2
     try:
         sources = list_sources(args.source)
     except RekognitionError as error:
         print(f"faceaudit index-folder: {error.message}", file=sys.stderr)
         return 2
-    store = EmbeddedStore(args.data_dir)
-    ledger = Ledger(args.data_dir, f"index:{args.collection}")
+    try:
+        store = open_store(database, args.data_dir, pool_size=2)
+    except (RekognitionError, RuntimeError, OSError) as error:  # e.g. unreachable, or newer than this code
+        print(f"faceaudit index-folder: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    ledger = Ledger(args.data_dir, index_job(args.collection, database))
     try:
         with FaceCluster(args.cluster, args.workers) as cluster:
             summary = index_images(store, args.collection, sources, cluster, ledger, max_faces=args.max_faces,
-                                   quality_filter=args.quality_filter, progress=True)
+                                   quality_filter=args.quality_filter, progress=True,
+                                   retry_failed=args.retry_failed)
     except RekognitionError as error:  # e.g. the collection holds another model's faces
         print(f"faceaudit index-folder: {error.code}: {error.message}", file=sys.stderr)
         return 2
@@ -1246,11 +1271,19 @@ def _add_batch_parsers(commands) -> None:
     index = commands.add_parser(
         "index-folder", help="IndexFaces for every image of a folder or CSV listing, on a Dask cluster; resumable",
         description="Index a folder (recursively) or a CSV listing (column path, optional external_image_id) "
-                    "into a collection of DATA_DIR's store, creating it if absent. A rerun skips what is done "
-                    "(ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, never fatal.")
+                    "into a collection of DATA_DIR's store (or of --database), creating it if absent. A rerun "
+                    "skips what is done (ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, "
+                    "never fatal, and not tried again unless --retry-failed.")
     index.add_argument("collection")
     index.add_argument("source", help="a folder of images or a CSV listing")
-    index.add_argument("--data-dir", required=True, help="the store (as `faceaudit serve --data-dir`)")
+    index.add_argument("--data-dir", required=True,
+                       help="the store (as `faceaudit serve --data-dir`); with --database, only the ledger")
+    index.add_argument("--database", metavar="URL",
+                       help="as `faceaudit serve --database`: 'embedded' (the default) or postgresql://... "
+                            "(the faces go to that database). Default: FACEAUDIT_DATABASE")
+    index.add_argument("--retry-failed", action="store_true",
+                       help="try again the images an earlier run recorded as failed (refused by the engine, "
+                            "or killing its worker process)")
     index.add_argument("--max-faces", type=int, help="IndexFaces MaxFaces (default: every face)")
     index.add_argument("--quality-filter", choices=["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"],
                        help="IndexFaces QualityFilter (default AUTO)")
@@ -1267,6 +1300,72 @@ def _add_batch_parsers(commands) -> None:
     extract.add_argument("--cache", help="the audit's cache folder (default ~/.cache/faceaudit/audit)")
     cluster_options(extract)
     extract.set_defaults(func=cmd_batch_extract)
+
+
+def cmd_storage_migrate(args: argparse.Namespace) -> int:
+    """Copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL database."""
+    from faceaudit.access import SQLiteKeyStore
+    from faceaudit.access.keys import KeyStoreError
+    from faceaudit.access.postgres import PostgresKeyStore
+    from faceaudit.access.sqlite import DB_FILENAME as KEYS_FILENAME
+    from faceaudit.batch.storage_migration import MigrationRefused, migrate
+    from faceaudit.storage import ApproximateSearch, EmbeddedStore, PostgresStore, is_postgres_url
+    from faceaudit.storage.embedded import DB_FILENAME as FACES_FILENAME
+
+    def fail(message: str) -> int:
+        print(f"faceaudit storage migrate: {message}", file=sys.stderr)
+        return 2
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / FACES_FILENAME).is_file():
+        return fail(f"{data_dir} holds no embedded store ({FACES_FILENAME})")
+    if not is_postgres_url(args.database):
+        return fail(f"--database {args.database!r}: a postgresql://USER:PASSWORD@HOST/NAME URL")
+    opened: list[Any] = []
+    try:
+        # read only; never an approximate graph built on the way
+        source = EmbeddedStore(data_dir, approximate=ApproximateSearch(threshold=None))
+        opened.append(source)
+        if not (data_dir / KEYS_FILENAME).is_file():
+            return fail(f"{data_dir} holds no key store ({KEYS_FILENAME})")
+        source_keys = SQLiteKeyStore(data_dir)
+        opened.append(source_keys)
+        target = PostgresStore(args.database, pool_size=2)
+        opened.append(target)
+        target_keys = PostgresKeyStore(args.database)
+        opened.append(target_keys)
+        summary = migrate(source, source_keys, target, target_keys, progress=not args.quiet)
+    except MigrationRefused as error:
+        return fail(str(error))
+    except (RekognitionError, KeyStoreError) as error:
+        return fail(getattr(error, "message", None) or str(error))
+    finally:
+        for store in reversed(opened):
+            store.close()
+    print(json.dumps(summary.as_dict(), indent=2))
+    faces = sum(c["faces"] for c in summary.collections.values())
+    print(f"storage migrate: {len(summary.collections)} collections, {faces} faces, {summary.keys} keys copied"
+          f"{'' if summary.ok else '; the check found differences: ' + '; '.join(summary.problems)}. "
+          "Not copied: tags and use policies, moratoria, budgets, review items and the search log "
+          "(docs/scale.md).", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _add_storage_parser(commands) -> None:
+    storage = commands.add_parser("storage", help="move a data folder's store into PostgreSQL")
+    actions = storage.add_subparsers(dest="action", required=True)
+    move = actions.add_parser(
+        "migrate", help="copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL",
+        description="Copy every collection (model version, creation time, search mode), face (FaceId, vector, "
+                    "bounding box, ExternalImageId...), UserID and association, and every access key, from the "
+                    "embedded store of DATA_DIR into the PostgreSQL database of --database, which must hold no "
+                    "collection. DATA_DIR is only read. The counts are checked at the end. Not copied: tags "
+                    "and use policies, moratoria, budgets, review items, the search log (docs/scale.md).")
+    move.add_argument("--data-dir", required=True, help="the embedded store's data folder (as `faceaudit serve`)")
+    move.add_argument("--database", required=True, metavar="URL",
+                      help="postgresql://USER:PASSWORD@HOST:PORT/NAME (pgvector), as `faceaudit serve --database`")
+    move.add_argument("--quiet", action="store_true", help="no progress bar")
+    move.set_defaults(func=cmd_storage_migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1292,6 +1391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(commands)
     _add_batch_parsers(commands)
+    _add_storage_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
@@ -1334,6 +1434,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where collections and faces are kept: 'embedded' (SQLite in --data-dir, the "
                             "default) or postgresql://USER:PASSWORD@HOST:PORT/NAME (PostgreSQL with pgvector; "
                             "several servers may share it; docs/scale.md). Default: FACEAUDIT_DATABASE")
+    serve.add_argument("--approximate-above", metavar="N|never",
+                       help="search collections of more than N faces through an approximate (HNSW) index, on "
+                            "either backend, or 'never'; default: FACEAUDIT_APPROXIMATE_ABOVE, else embedded "
+                            "from 50,000 faces and PostgreSQL never. Public-safety collections and audits stay "
+                            "exact (docs/scale.md)")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

@@ -676,7 +676,8 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings, database=database).store)
-    store = open_store(database, data_dir, pool_size=threads)
+    store = open_store(database, data_dir, pool_size=threads,
+                       approximate_above=(settings or Settings.from_env()).approximate_above)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
     accountability = database if is_postgres_url(database) else None  # else the data directory's SQLite files
     search_log = SearchLog(data_dir, database=accountability)

@@ -70,6 +70,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -414,6 +415,15 @@ class PostgresStore(TableStore):
                 raise ResourceAlreadyExistsException(
                     f"The collection id: {collection_id} already exists") from None
             return self._collection(conn, collection_id).to_collection()
+
+    def restore_created(self, collection_id: str, created: datetime) -> None:
+        """Give the collection the creation time it had in another store (``faceaudit storage
+        migrate`` keeps DescribeCollection's CreationTimestamp)."""
+        validate_collection_id(collection_id)
+        with self._write() as conn:
+            coll = self._collection(conn, collection_id, lock=True)
+            conn.execute("UPDATE collections SET created_ms = %s WHERE id = %s",
+                         (round(created.timestamp() * 1000), coll.id))
 
     def delete_collection(self, collection_id: str) -> None:
         validate_collection_id(collection_id)
