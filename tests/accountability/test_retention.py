@@ -1,13 +1,15 @@
 """Retention on a real data directory: the periods a collection's tags and policy give, and the purge.
 
-The face store, the tags, the review store, the ledger and the search log are the real ones
-(SQLite files in a temporary data directory); faces are synthetic vectors (no model); time is
-injected (``now``), never slept.
+The face store, the tags, the review store, the ledger and the search log are the real ones,
+on both backends (``database``: SQLite files in a temporary data directory, or tables of a
+PostgreSQL schema, as `serve --database` puts them); faces are synthetic vectors (no model);
+time is injected (``now``), never slept.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,12 +19,12 @@ import pytest
 from faceaudit.access import AccessKey
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, Caller, Facts
 from faceaudit.accountability.policies import POLICY_TAG, RETENTION_TAGS, check_retention_tag
-from faceaudit.accountability.retention import LEASE_S, Retention, RetentionLedger
+from faceaudit.accountability.retention import LEASE_S, LEDGER_FILENAME, MIGRATIONS, Retention, RetentionLedger
 from faceaudit.accountability.review import ReviewStore
 from faceaudit.accountability.searchlog import SearchLog, read_data_dir
 from faceaudit.accountability.state import AccountabilityState
 from faceaudit.errors import InvalidParameterException, ResourceNotFoundException
-from faceaudit.storage import EmbeddedStore, StoredFace
+from faceaudit.storage import StoredFace, open_store
 from support.images import encode
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -39,13 +41,13 @@ def face(rng: np.random.Generator) -> StoredFace:
 class DataDir:
     """Everything retention touches, opened on one directory (as a server or `faceaudit retention` does)."""
 
-    def __init__(self, path, store=None):
-        self.path = path
-        self.store = store if store is not None else EmbeddedStore(path)
-        self.state = AccountabilityState(path)
-        self.log = SearchLog(path)
-        self.review = ReviewStore(path, recorder=self.log)
-        self.ledger = RetentionLedger(path)
+    def __init__(self, path, database: str | None = None):
+        self.path, self.database = path, database
+        self.store = open_store(database, path, pool_size=1)
+        self.state = AccountabilityState(path, database=database, pool_size=1)
+        self.log = SearchLog(path, database=database)
+        self.review = ReviewStore(path, recorder=self.log, database=database)
+        self.ledger = RetentionLedger(path, database=database, pool_size=1)
         self.retention = Retention(self.state, self.store, self.review, self.ledger, self.log)
         self.rng = np.random.default_rng(7)
 
@@ -77,26 +79,14 @@ class DataDir:
         return self.review.open_item(caller, collection_id, "public-safety", probe, response, Facts())
 
     def retention_records(self) -> list[dict]:
-        return [r for r in read_data_dir(self.path).records() if r.get("kind") == "retention"]
+        return [r for r in read_data_dir(self.path, self.database).records() if r.get("kind") == "retention"]
 
 
 @pytest.fixture
-def data(tmp_path):
-    opened = DataDir(tmp_path / "data")
+def data(tmp_path, database):
+    opened = DataDir(tmp_path / "data", database)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def postgres_data(tmp_path, postgres_url):
-    """The same, with the faces in PostgreSQL (`serve --database postgresql://...`)."""
-    from faceaudit.storage import PostgresStore
-    from support.postgres import drop_schema, fresh_schema
-    schema = fresh_schema()
-    opened = DataDir(tmp_path / "data", PostgresStore(postgres_url, schema=schema, pool_size=1))
-    yield opened
-    opened.close()
-    drop_schema(postgres_url, schema)
 
 
 def test_periods_come_from_the_tags_within_the_policys_maximum(data):
@@ -219,7 +209,7 @@ def test_faces_deleted_before_a_record_could_name_them_are_named_by_the_next_pur
 def test_one_process_purges_at_a_time_and_a_dead_holders_lease_expires(data):
     collection = data.collection({RETENTION_TAGS["faces"]: "1"})
     data.index(collection, 1, T0)
-    other_ledger = RetentionLedger(data.path)  # a second server process on the same directory
+    other_ledger = RetentionLedger(data.path, database=data.database)  # a second server process beside it
     other = Retention(data.state, data.store, data.review, other_ledger, data.log)
     try:
         now = T0 + timedelta(days=2)
@@ -240,7 +230,7 @@ def test_set_days_writes_the_tag_and_a_policy_record_and_checks_the_maximum(data
     collection = data.collection({POLICY_TAG: "public-safety"})
     periods = data.retention.set_days(collection, "review-items", 45, "admin-user")
     assert periods.days["review-items"] == 45 and data.state.tag(collection, RETENTION_TAGS["review-items"]) == "45"
-    [record] = [r for r in read_data_dir(data.path).records() if r.get("kind") == "policy"]
+    [record] = [r for r in read_data_dir(data.path, data.database).records() if r.get("kind") == "policy"]
     assert record["details"]["retention"] == {"review-items": {"previous": None, "days": "45"}}
     with pytest.raises(InvalidParameterException, match="90 days"):
         data.retention.set_days(collection, "review-items", 91, "admin-user")
@@ -249,7 +239,7 @@ def test_set_days_writes_the_tag_and_a_policy_record_and_checks_the_maximum(data
         data.retention.set_days("no-such-collection", "faces", 3, "admin-user")
 
 
-def test_the_retention_command_shows_sets_clears_and_purges(data, capsys):
+def test_the_retention_command_shows_sets_clears_and_purges(data, server_database, capsys):
     from faceaudit import cli
     collection = data.collection({POLICY_TAG: "public-safety"})
     ids = data.index(collection, 2, datetime.now(UTC) - timedelta(days=5))
@@ -276,16 +266,53 @@ def test_the_retention_command_shows_sets_clears_and_purges(data, capsys):
     assert code == 2 and "ResourceNotFoundException" in err
 
 
-def test_the_purge_is_the_same_over_postgresql(postgres_data):
-    """Only the FaceStore interface is used: expired faces go from a PostgreSQL store, users and all."""
-    data = postgres_data
-    collection = data.collection({RETENTION_TAGS["faces"]: "30"})
-    old = data.index(collection, 2, T0)
-    young = data.index(collection, 1, T0 + timedelta(days=20))
-    data.store.create_user(collection, "bob")
-    data.store.associate_faces(collection, "bob", old[:1])
-    report = data.retention.purge(T0 + timedelta(days=31))
-    assert sorted(report.faces[collection]) == sorted(old)
-    assert [f.face_id for f in data.store.list_faces(collection)[0]] == young
-    [record] = data.retention_records()
-    assert sorted(record["details"]["faces"][collection]) == sorted(old)
+def test_two_hosts_on_one_postgresql_share_the_lease_and_the_index_times(tmp_path, postgres_url):
+    """Servers on one --database with data directories of their own: one purges at a time, and
+    a face indexed through one host is counted from then by the purge of the other."""
+    from support.postgres import create_schema, drop_schema, fresh_schema, url_with_schema
+
+    schema = fresh_schema()
+    create_schema(postgres_url, schema)
+    database = url_with_schema(postgres_url, schema)
+    try:
+        with RetentionLedger(tmp_path / "a", database=database, pool_size=1) as a, \
+                RetentionLedger(tmp_path / "b", database=database, pool_size=1) as b:
+            a.note_faces("watch", ["face-1"], T0)
+            b.note_faces("watch", ["face-1", "face-2"], T0 + timedelta(days=3))  # face-1 keeps T0
+            assert (b.seen("watch", "face-1"), a.seen("watch", "face-2")) == (T0, T0 + timedelta(days=3))
+            assert a.seen_before("watch", int((T0 + timedelta(days=1)).timestamp() * 1000)) == ["face-1"]
+
+            now = int(T0.timestamp() * 1000)
+            lease = int(LEASE_S * 1000)
+            assert a.take_lease("host-a", now, interval_ms=None, lease_ms=lease)
+            assert not b.take_lease("host-b", now + 1000, interval_ms=None, lease_ms=lease)  # held by A
+            a.release_lease("host-a", now + 2000, done=True)
+            hour = 3_600_000
+            assert not b.take_lease("host-b", now + 3000, interval_ms=hour, lease_ms=lease)  # A purged just now
+            assert b.take_lease("host-b", now + 2000 + hour, interval_ms=hour, lease_ms=lease)
+            b.forget_faces("watch", ["face-1"])
+            assert a.seen("watch", "face-1") is None and a.collections() == ["watch"]
+        assert not (tmp_path / "a" / LEDGER_FILENAME).exists() and not (tmp_path / "b" / LEDGER_FILENAME).exists()
+    finally:
+        drop_schema(postgres_url, schema)
+
+
+def test_a_retention_db_of_an_earlier_release_keeps_its_times_and_lease(tmp_path):
+    """The SQLite ledger's first migration is the schema retention.db has had since retention came."""
+    path = tmp_path / "data"
+    path.mkdir(mode=0o700)
+    conn = sqlite3.connect(path / LEDGER_FILENAME, isolation_level=None)
+    for statement in MIGRATIONS[1]:
+        assert isinstance(statement, str)
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.execute("INSERT INTO faces_seen VALUES ('watch', 'face-1', ?)", (int(T0.timestamp() * 1000),))
+    conn.execute("UPDATE purge_lease SET holder = 'earlier', until_ms = ?", (int(T0.timestamp() * 1000) + 60_000,))
+    conn.close()
+    (path / LEDGER_FILENAME).chmod(0o600)
+    with RetentionLedger(path) as ledger:
+        assert ledger.seen("watch", "face-1") == T0
+        assert not ledger.take_lease("now", int(T0.timestamp() * 1000), interval_ms=None, lease_ms=1000)
+        ledger.note_faces("watch", ["face-1"], T0 + timedelta(days=1))
+        assert ledger.seen("watch", "face-1") == T0

@@ -17,7 +17,9 @@ review items 90). A collection whose item retention was set with the older ``fac
 retention`` keeps it until a tag says otherwise.
 
 When a face was indexed: the face store keeps no time per face, so this module keeps a
-ledger, ``DATA_DIR/retention.db`` -- the guard notes each face IndexFaces stores, and each
+ledger, ``DATA_DIR/retention.db`` (with ``--database postgresql://...``, the tables
+``faces_seen`` and ``purge_lease`` of that database, through faceaudit.storage.sql_database,
+so every server on it shares them) -- the guard notes each face IndexFaces stores, and each
 purge first notes any face of a collection with a face retention that the ledger has not seen
 (indexed by a path that bypasses the guard), counting it from then: such a face is kept
 *longer* than its period, never shorter. The ledger only ever holds ids and times.
@@ -30,18 +32,16 @@ appended, naming every FaceId, item and probe purged -- a record the log refuses
 item deletions back. A face stays in the ledger until a record names it, so a process killed
 between a face's deletion and the record reports it at the next purge. Every server purges
 at start and then every :data:`PURGE_INTERVAL_S`; a lease row in the ledger lets one process
-of those sharing a data directory purge at a time (:meth:`Retention.purge_if_due`), and a
-killed holder's lease expires after :data:`LEASE_S`.
+of those sharing a data directory (or a PostgreSQL database) purge at a time
+(:meth:`Retention.purge_if_due`), and a killed holder's lease expires after :data:`LEASE_S`.
 
-Only the FaceStore interface is used, so the purge is the same over PostgreSQL; the ledger's
-two tables are plain SQL for a PostgreSQL port of the accountability stores.
+Only the FaceStore interface is used, so the purge is the same over PostgreSQL.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -66,9 +66,8 @@ from faceaudit.accountability.state import AccountabilityState
 from faceaudit.errors import InternalServerError, InvalidParameterException, ResourceNotFoundException
 from faceaudit.storage import FaceStore
 from faceaudit.storage.base import FACE_ID_LIST_MAX, PAGE_SIZE_MAX, USER_FACE_ID_LIST_MAX
-from faceaudit.storage.migrations import Step, migrate
-from faceaudit.storage.sqlite_connections import ThreadConnections
-from faceaudit.storage.sqlite_transactions import immediate_transaction
+from faceaudit.storage.migrations import Step
+from faceaudit.storage.sql_database import POSTGRES, Connection, open_database
 
 __all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeReport", "Retention", "RetentionLedger",
            "RetentionPeriods", "RetentionPurger", "open_retention", "purge_record", "record_retention_change"]
@@ -96,7 +95,27 @@ _SCHEMA = [
     )""",
     "INSERT INTO purge_lease (name) VALUES ('purge')",
 ]
+_POSTGRES_SCHEMA = [
+    """CREATE TABLE faces_seen (
+        collection TEXT   NOT NULL,
+        face_id    TEXT   NOT NULL,
+        seen_ms    BIGINT NOT NULL,
+        PRIMARY KEY (collection, face_id)
+    )""",
+    "CREATE INDEX faces_seen_by_time ON faces_seen (collection, seen_ms)",
+    """CREATE TABLE purge_lease (
+        name         TEXT PRIMARY KEY,
+        holder       TEXT,
+        until_ms     BIGINT NOT NULL DEFAULT 0,
+        last_done_ms BIGINT NOT NULL DEFAULT 0
+    )""",
+    "INSERT INTO purge_lease (name) VALUES ('purge')",
+]
+# faceaudit.storage.migrations, per database flavour: version 1 creates the schema; a change is a new version.
 MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: list(_POSTGRES_SCHEMA)}
+POSTGRES_VERSION_TABLE = "retention_schema_version"
+_LEDGER_LOCK = 0x72657465  # "rete": the advisory lock of every change to the ledger and the lease
 
 
 def _ms(at: datetime) -> int:
@@ -118,27 +137,34 @@ class ReviewItems(Protocol):
 
 
 class RetentionLedger:
-    """When each face was indexed (or first seen), and the purge lease, in ``data_dir/retention.db``."""
+    """When each face was indexed (or first seen), and the purge lease: in ``data_dir/retention.db``,
+    or in the PostgreSQL database ``database`` names (a postgresql:// URL; None: the SQLite file),
+    shared there by every server on it."""
 
-    def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = BUSY_TIMEOUT_S):
+    def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = BUSY_TIMEOUT_S,
+                 database: str | None = None, pool_size: int = 4):
         self.data_dir = Path(data_dir)
-        if not self.data_dir.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.data_dir / LEDGER_FILENAME
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         # NORMAL: a row lost to a power cut is noted again by the next purge, later, never earlier.
-        self._conns = ThreadConnections(self.path, busy_timeout=busy_timeout, unavailable=InternalServerError,
-                                        pragmas=("synchronous = NORMAL",))
-        with self._write() as conn:
-            migrate(conn, MIGRATIONS, describe=str(self.path), error=InternalServerError)
+        self._db = open_database(database, self.path, lock=_LEDGER_LOCK, name="retention",
+                                 unavailable=InternalServerError, busy_timeout=busy_timeout,
+                                 pragmas=("synchronous = NORMAL",), pool_size=pool_size)
+        if self._db.flavour == POSTGRES:
+            self._db.migrate(POSTGRES_MIGRATIONS, error=InternalServerError, table=POSTGRES_VERSION_TABLE)
+        else:  # version 1 is the schema retention.db has had from the start
+            self._db.migrate(MIGRATIONS, error=InternalServerError, table="schema_version")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with immediate_transaction(self._conns.get()) as conn:
+    def _write(self) -> Iterator[Connection]:
+        with self._db.write() as conn:
             yield conn
 
+    def _rows(self, sql: str, parameters: tuple = ()) -> list:
+        with self._db.read() as conn:
+            return conn.execute(sql, parameters).fetchall()
+
     def close(self) -> None:
-        self._conns.close()
+        self._db.close()
 
     def __enter__(self) -> RetentionLedger:
         return self
@@ -151,21 +177,21 @@ class RetentionLedger:
         rows = [(collection_id, str(f), _ms(at)) for f in face_ids]
         if rows:
             with self._write() as conn:
-                conn.executemany("INSERT OR IGNORE INTO faces_seen (collection, face_id, seen_ms) VALUES (?, ?, ?)",
-                                 rows)
+                conn.executemany("INSERT INTO faces_seen (collection, face_id, seen_ms) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (collection, face_id) DO NOTHING", rows)
 
     def seen(self, collection_id: str, face_id: str) -> datetime | None:
-        row = self._conns.get().execute("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
-                                        (collection_id, face_id)).fetchone()
-        return None if row is None else datetime.fromtimestamp(row[0] / 1000, UTC)
+        rows = self._rows("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
+                          (collection_id, face_id))
+        return datetime.fromtimestamp(rows[0][0] / 1000, UTC) if rows else None
 
     def seen_before(self, collection_id: str, before_ms: int) -> list[str]:
-        return [r[0] for r in self._conns.get().execute(
+        return [r[0] for r in self._rows(
             "SELECT face_id FROM faces_seen WHERE collection = ? AND seen_ms <= ? ORDER BY seen_ms, face_id",
             (collection_id, before_ms))]
 
     def collections(self) -> list[str]:
-        return [r[0] for r in self._conns.get().execute("SELECT DISTINCT collection FROM faces_seen")]
+        return [r[0] for r in self._rows("SELECT DISTINCT collection FROM faces_seen ORDER BY collection")]
 
     def forget_faces(self, collection_id: str, face_ids: Iterable[str]) -> None:
         with self._write() as conn:
@@ -179,7 +205,7 @@ class RetentionLedger:
     def take_lease(self, holder: str, now_ms: int, *, interval_ms: int | None, lease_ms: int) -> bool:
         """Become the one purging, if no live lease is held and (with ``interval_ms``) the last
         purge finished at least that long ago. True if taken."""
-        with self._write() as conn:
+        with self._write() as conn:  # under the ledger's write lock: one taker at a time, on every host
             held_by, until_ms, last_done_ms = conn.execute(
                 "SELECT holder, until_ms, last_done_ms FROM purge_lease WHERE name = 'purge'").fetchone()
             if held_by is not None and held_by != holder and until_ms > now_ms:
@@ -450,7 +476,7 @@ def open_retention(data_dir: str | os.PathLike, database: str | None = None) -> 
         recorder = SearchLog(data_dir, database=database)
         stack.callback(recorder.close)
         review = stack.enter_context(ReviewStore(data_dir, recorder=recorder, database=database))
-        ledger = stack.enter_context(RetentionLedger(data_dir))
+        ledger = stack.enter_context(RetentionLedger(data_dir, database=database, pool_size=1))
         yield Retention(state, store, review, ledger, recorder)
 
 

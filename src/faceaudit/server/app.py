@@ -657,8 +657,9 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     a postgresql:// URL PostgresStore with one connection per request thread) + RekognitionService,
     guarded by the use policies and moratoria of ``data_dir/accountability.db`` (GuardedService),
     behind the key store of ``data_dir``. When ``database`` is PostgreSQL, the keys, the
-    accountability state, the review store and the search log are in it too (one chain, one
-    queue, one set of moratoria and budgets for every server on it); the data directory keeps
+    accountability state, the review store, the search log and the retention ledger are in it
+    too (one chain, one queue, one set of moratoria and budgets, one purge lease for every
+    server on it); the data directory keeps
     this host's signing and sealing keys (docs/accountability.md).
 
     ``keys``: the key store, already opened (default: opened here, taking in the
@@ -684,7 +685,7 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     # the guard's ReviewQueue and FaceAuditService.*
     review = ReviewStore(data_dir, recorder=search_log, database=accountability)
     state = AccountabilityState(data_dir, database=accountability, pool_size=threads)
-    ledger = RetentionLedger(data_dir)
+    ledger = RetentionLedger(data_dir, database=accountability)  # one lease and one ledger for every host
     # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
     guard = GuardedService(service, state, review_queue=review, recorder=search_log, ledger=ledger)
     purger = RetentionPurger(Retention(state, store, review, ledger, search_log))
