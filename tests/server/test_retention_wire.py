@@ -5,7 +5,8 @@ values are refused, faces gone from ListFaces and SearchFacesByImage once they e
 UserMatchThreshold under the public-safety floor refused. The purge is run on the server's
 data directory from this process with the clock set forward (``purge(now)``), as a second
 process sharing the directory would -- no sleeping; and a server started on a directory
-holding expired faces purges them as it starts.
+holding expired faces purges them as it starts. On both backends: the data directory's
+files, or the tables of the server's ``--database postgresql://...`` (the ledger among them).
 """
 
 from __future__ import annotations
@@ -39,21 +40,25 @@ def error_of(call, *args, **kwargs) -> tuple[str, str]:
 
 
 class Deployed:
-    def __init__(self, server, operator: tuple[str, str]):
-        self.server = server
+    def __init__(self, server, operator: tuple[str, str], database: str | None):
+        self.server, self.database = server, database
+        self.extra_args: tuple[str, ...] = ("--database", database) if database else ()
         self.admin = server.client()
         self.operator = server.client(access_key_id=operator[0], secret_access_key=operator[1])
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def deployed(tmp_path_factory, request):
     data = tmp_path_factory.mktemp("retention") / "data"
-    with start_server(data) as server:
-        yield Deployed(server, create_key(data, "operator-r", "operator"))
+    database = request.getfixturevalue("postgres_database")() if request.param == "postgres" else None
+    extra_args = ("--database", database) if database else ()
+    with start_server(data, extra_args=extra_args) as server:
+        yield Deployed(server, create_key(data, "operator-r", "operator", *extra_args), database)
 
 
-def retention_records(data_dir) -> list[dict]:
-    return [r for r in read_data_dir(data_dir).records() if r.get("kind") == "retention"]
+def retention_records(deployed) -> list[dict]:
+    return [r for r in read_data_dir(deployed.server.data_dir, deployed.database).records()
+            if r.get("kind") == "retention"]
 
 
 def test_only_an_admin_key_sets_or_removes_a_retention_tag_and_only_within_the_policy(deployed):
@@ -80,9 +85,9 @@ def test_only_an_admin_key_sets_or_removes_a_retention_tag_and_only_within_the_p
     code, message = error_of(deployed.admin.tag_resource, ResourceArn=arn, Tags={ITEMS: "91"})
     assert code == "InvalidParameterException" and "90 days" in message
     deployed.admin.tag_resource(ResourceArn=arn, Tags={PROBES: "7"})
-    with open_retention(deployed.server.data_dir) as retention:
+    with open_retention(deployed.server.data_dir, deployed.database) as retention:
         assert retention.periods(watched).days == {"faces": None, "probes": 7, "review-items": 90}
-    changes = [r for r in read_data_dir(deployed.server.data_dir).records()
+    changes = [r for r in read_data_dir(deployed.server.data_dir, deployed.database).records()
                if r.get("kind") == "policy" and r.get("collection") == watched
                and r["details"].get("action") == "retention"]
     assert [c["details"]["retention"] for c in changes] == [
@@ -98,7 +103,7 @@ def test_expired_faces_are_gone_from_list_and_search_after_a_purge_and_one_recor
     deployed.operator.create_user(CollectionId=collection, UserId="astronaut")
     deployed.operator.associate_faces(CollectionId=collection, UserId="astronaut", FaceIds=[first])
 
-    with open_retention(deployed.server.data_dir) as retention:
+    with open_retention(deployed.server.data_dir, deployed.database) as retention:
         report = retention.purge(datetime.now(UTC) + timedelta(days=31))
     assert report.faces == {collection: [first]}
 
@@ -111,7 +116,7 @@ def test_expired_faces_are_gone_from_list_and_search_after_a_purge_and_one_recor
     assert code in ("InvalidParameterException", "ResourceNotFoundException")
     user = deployed.operator.list_users(CollectionId=collection)["Users"]
     assert user == [{"UserId": "astronaut", "UserStatus": "CREATED"}]  # its only face went with the purge
-    [record] = [r for r in retention_records(deployed.server.data_dir) if collection in r["details"]["faces"]]
+    [record] = [r for r in retention_records(deployed) if collection in r["details"]["faces"]]
     assert record["details"]["faces"][collection] == [first] and record["result"]["faces"] == 1
     assert record["seq"] == report.record_seq
 
@@ -121,15 +126,15 @@ def test_a_server_purges_expired_faces_as_it_starts(deployed, tmp_path, astronau
     deployed.admin.create_collection(CollectionId=collection, Tags={FACES: "30"})
     face_id = deployed.operator.index_faces(CollectionId=collection,
                                             Image={"Bytes": astronaut_jpeg})["FaceRecords"][0]["Face"]["FaceId"]
-    with RetentionLedger(deployed.server.data_dir) as ledger:  # as if indexed 40 days ago
+    with RetentionLedger(deployed.server.data_dir, database=deployed.database) as ledger:  # as if indexed 40 days ago
         assert ledger.seen(collection, face_id) is not None  # the server noted it
         ledger.forget_faces(collection, [face_id])
         ledger.note_faces(collection, [face_id], datetime.now(UTC) - timedelta(days=40))
-    with start_server(deployed.server.data_dir):  # a second server on the same directory
+    with start_server(deployed.server.data_dir, extra_args=deployed.extra_args):  # a second server beside it
         pass
     assert deployed.operator.list_faces(CollectionId=collection)["Faces"] == []
     assert any(r["details"]["faces"].get(collection) == [face_id]
-               for r in retention_records(deployed.server.data_dir))
+               for r in retention_records(deployed))
 
 
 def test_associate_faces_into_a_public_safety_collection_keeps_the_floor(deployed, astronaut_jpeg):
