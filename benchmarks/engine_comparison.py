@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from faceaudit.datasets import faces_dev
-from faceaudit.engine.base import pairwise_distances
 from faceaudit.engine.batch import analyze_files
 from faceaudit.runtime import ENGINES, engine_named
 from faceaudit.settings import DEFAULT_ENGINE
 from faceaudit.stats import pairwise_rate, wilson
+from faceaudit.vectors import pairwise_distances
 
 # The default engine first; each is built by name, as `--engine NAME` builds it.
 ENGINE_NAMES = sorted(ENGINES, key=lambda name: name != DEFAULT_ENGINE)
