@@ -166,3 +166,14 @@ def test_serve_refuses_a_database_it_cannot_use_before_starting(tmp_path):
     assert result.returncode == 2 and "'embedded' or a postgresql://" in result.stderr
     assert "listening" not in result.stderr
 
+
+
+def test_serve_refuses_an_approximate_switch_it_cannot_read_before_starting(tmp_path):
+    result = run("serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--approximate-above", "lots")
+    assert result.returncode != 0 and "--approximate-above must be a number of faces" in result.stderr
+    assert "listening" not in result.stderr
+
+
+def test_index_folder_refuses_a_database_it_cannot_use(tmp_path):
+    result = run("index-folder", "c", str(tmp_path), "--data-dir", str(tmp_path / "data"), "--database", "mysql://x")
+    assert result.returncode == 2 and "'embedded' or a postgresql://" in result.stderr

@@ -1,7 +1,8 @@
 """faceaudit: self-hosted face recognition with Rekognition's API that measures its own errors.
 
 Rekognition's operations need nothing from here: ``boto3.client("rekognition",
-endpoint_url=...)``. faceaudit's own operations (``FaceAuditService``: blind review) are
+endpoint_url=...)``. faceaudit's own operations (``FaceAuditService``: blind review, reading
+the search log and the transparency report) are
 described by a service model that ships inside this package; :func:`client_model_path`
 is the folder to add to botocore's data path, and :func:`client` makes a boto3 client
 for them in one line (docs/accountability.md, "Blind review").

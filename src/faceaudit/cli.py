@@ -211,9 +211,24 @@ def _apply_engine_options(args: argparse.Namespace) -> None:
         raise SystemExit(f"faceaudit: {error}") from None
 
 
+def _apply_search_options(args: argparse.Namespace) -> None:
+    """``--approximate-above`` travels as FACEAUDIT_APPROXIMATE_ABOVE, so that every worker
+    process of the server builds its store with it (faceaudit.storage.open_store)."""
+    import os
+
+    from faceaudit.settings import APPROXIMATE_ABOVE_ENV, parse_approximate_above
+    if args.approximate_above is not None:
+        try:
+            parse_approximate_above(args.approximate_above)
+        except ValueError as error:
+            raise SystemExit(f"faceaudit serve: {error}") from None
+        os.environ[APPROXIMATE_ABOVE_ENV] = args.approximate_above
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve Rekognition's API (AWS JSON 1.1 + SigV4) for boto3 clients with endpoint_url."""
     _apply_engine_options(args)
+    _apply_search_options(args)
     from faceaudit.runtime import engine_spec
     spec = engine_spec(_engine_name(args))
     # Whoever starts a server is the one who chooses thresholds: say what the default means,
@@ -315,14 +330,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_command_group(commands, name: str, dest: str, **texts: str):
+    """`faceaudit NAME ACTION ...`: the command's parser (``texts``: its help, description) and
+    its actions' subparsers, one of which must be named (into ``args.<dest>``)."""
+    command = commands.add_parser(name, **texts)
+    return command, command.add_subparsers(dest=dest, required=True)
+
+
+def _add_data_dir(*parsers: argparse.ArgumentParser) -> None:
+    """--data-dir, required: the data directory of the server(s) the command acts on."""
+    for parser in parsers:
+        parser.add_argument("--data-dir", required=True, help="the server's data directory")
+
+
 def _add_keys_parser(commands) -> None:
     from faceaudit.access.roles import ROLES
-    keys = commands.add_parser(
-        "keys", help="access keys and their roles: create, list, revoke, rotate (docs/access.md)",
+    keys, actions = _add_command_group(
+        commands, "keys", "keys_command",
+        help="access keys and their roles: create, list, revoke, rotate (docs/access.md)",
         description="Manage the access keys of a data directory. Changes take effect at once on every "
                     "server using it. Whoever can run this can read the data directory: it is that "
                     "directory's owner who manages keys.")
-    actions = keys.add_subparsers(dest="keys_command", required=True)
     create = actions.add_parser("create", help="a new key; prints its secret once")
     create.add_argument("--name", required=True, help="who uses it (unique among active keys; shown in logs)")
     create.add_argument("--role", required=True, choices=ROLES)
@@ -334,8 +362,8 @@ def _add_keys_parser(commands) -> None:
     revoke.add_argument("--force", action="store_true", help="even the last active admin key")
     rotate = actions.add_parser("rotate", help="a new access key id and secret; the old pair is refused at once")
     rotate.add_argument("key", metavar="NAME|KEYID")
+    _add_data_dir(create, listing, revoke, rotate)
     for action in (create, listing, revoke, rotate):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--database", metavar="URL",
                             help="the server's --database when it is postgresql://...: the keys are "
                                  "there (default: FACEAUDIT_DATABASE)")
@@ -347,13 +375,27 @@ def _add_keys_parser(commands) -> None:
 # ------------------------------------------------------------ accountability: moratoria and use policies
 
 
+def _database(args: argparse.Namespace) -> str | None:
+    """Where the server keeps its data: ``--database``, else FACEAUDIT_DATABASE (as `faceaudit serve`)."""
+    from faceaudit.settings import Settings
+    return getattr(args, "database", None) or Settings.from_env().database
+
+
+def _add_database_option(*parsers) -> None:
+    for parser in parsers:
+        parser.add_argument("--database", metavar="URL",
+                            help="the server's --database when it is postgresql://...: the accountability "
+                                 "tables and the search log are there (default: FACEAUDIT_DATABASE)")
+
+
 def _accountability_state(args: argparse.Namespace, command: str):
-    """The data directory's accountability.db; SystemExit(2) when ``--data-dir`` is no data directory."""
+    """The data directory's accountability.db (or the server's PostgreSQL tables); SystemExit(2)
+    when ``--data-dir`` is no data directory."""
     from faceaudit.accountability.state import AccountabilityState
     if not Path(args.data_dir).is_dir():
         print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
         raise SystemExit(2)
-    return AccountabilityState(args.data_dir)
+    return AccountabilityState(args.data_dir, database=_database(args))
 
 
 def _local_actor() -> str:
@@ -374,8 +416,8 @@ def _check_moratorium_target(args: argparse.Namespace, scope: str, target: str) 
         if target not in names:
             raise ResourceNotFoundException(f"no key has ever been named {target!r} ('faceaudit keys list --all')")
     elif scope == "collection":
-        from faceaudit.storage import EmbeddedStore
-        store = EmbeddedStore(args.data_dir)
+        from faceaudit.storage import open_store
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         try:
             store.describe_collection(target)
         finally:
@@ -389,7 +431,8 @@ def cmd_moratorium(args: argparse.Namespace) -> int:
     from faceaudit.accountability.state import StateError
     state = _accountability_state(args, "moratorium")
     # The switch itself is a search log record; a switch that cannot be logged is undone.
-    search_log = SearchLog(args.data_dir) if args.moratorium_command in ("set", "lift") else None
+    search_log = SearchLog(args.data_dir, database=_database(args)) \
+        if args.moratorium_command in ("set", "lift") else None
     try:
         if args.moratorium_command == "set":
             scope, target = next((s, t) for s, t in (("policy", args.policy), ("collection", args.collection),
@@ -419,7 +462,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     """faceaudit policy set|clear|show: a collection's use policy (its faceaudit:policy tag)."""
     from faceaudit.accountability.guard import set_collection_policy
     from faceaudit.accountability.policies import POLICIES, POLICY_TAG
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.storage import open_store
     if args.policy_command == "show" and args.collection is None and args.data_dir is None:
         print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()]}, indent=2))
         return 0
@@ -435,7 +478,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
             print(json.dumps({"Policies": [p.rules() for p in POLICIES.values()],
                               "Collections": state.tagged(POLICY_TAG)}, indent=2))
             return 0
-        store = EmbeddedStore(args.data_dir)
+        store = open_store(_database(args), args.data_dir, pool_size=1)
         store.describe_collection(args.collection)  # ResourceNotFoundException if absent
         if args.policy_command == "show":
             name = state.tag(args.collection, POLICY_TAG)
@@ -443,7 +486,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
                               "Rules": POLICIES[name].rules() if name in POLICIES else None}, indent=2))
             return 0
         wanted = args.policy if args.policy_command == "set" else None
-        search_log = SearchLog(args.data_dir)  # the change is a search log record, or is undone
+        search_log = SearchLog(args.data_dir, database=_database(args))  # the change is a log record, or is undone
         previous = set_collection_policy(state, args.collection, wanted, _local_actor(), store=store,
                                          recorder=search_log)
         print(json.dumps({"CollectionId": args.collection, "Policy": wanted, "Previous": previous}, indent=2))
@@ -464,11 +507,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def _add_accountability_parsers(commands) -> None:
     from faceaudit.accountability.policies import POLICIES
-    moratorium = commands.add_parser(
-        "moratorium", help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
+    moratorium, actions = _add_command_group(
+        commands, "moratorium", "moratorium_command",
+        help="suspend searches of a policy, a collection or a key (docs/accountability.md)",
         description="A moratorium refuses every search it covers (AccessDeniedException saying which, since "
                     "when and why) on every server of the data directory, from their next request.")
-    actions = moratorium.add_subparsers(dest="moratorium_command", required=True)
     setting = actions.add_parser("set", help="suspend searches")
     target = setting.add_mutually_exclusive_group(required=True)
     target.add_argument("--policy", choices=list(POLICIES), help="every collection under this use policy")
@@ -479,13 +522,13 @@ def _add_accountability_parsers(commands) -> None:
     lifting.add_argument("id", type=int)
     listing = actions.add_parser("list", help="moratoria in force (--all: lifted ones too)")
     listing.add_argument("--all", action="store_true")
-    for action in (setting, lifting, listing):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_data_dir(setting, lifting, listing)
+    _add_database_option(setting, lifting, listing)
     moratorium.set_defaults(func=cmd_moratorium)
 
-    policy = commands.add_parser(
-        "policy", help="a collection's use policy: set, clear, show (docs/accountability.md)")
-    actions = policy.add_subparsers(dest="policy_command", required=True)
+    policy, actions = _add_command_group(
+        commands, "policy", "policy_command",
+        help="a collection's use policy: set, clear, show (docs/accountability.md)")
     setting = actions.add_parser("set", help="put a collection under a use policy")
     setting.add_argument("collection")
     setting.add_argument("policy", choices=list(POLICIES))
@@ -493,17 +536,17 @@ def _add_accountability_parsers(commands) -> None:
     clearing.add_argument("collection")
     showing = actions.add_parser("show", help="a collection's policy and rules; without one, every policy")
     showing.add_argument("collection", nargs="?")
-    for action in (setting, clearing):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    _add_data_dir(setting, clearing)
     showing.add_argument("--data-dir", help="the server's data directory (needed with a collection)")
+    _add_database_option(setting, clearing, showing)
     policy.set_defaults(func=cmd_policy)
 
 
 @contextlib.contextmanager
-def _search_log(data_dir: str):
+def _search_log(data_dir: str, database: str | None = None):
     """The data directory's search log, for commands whose changes are log records (decisions, purges)."""
     from faceaudit.accountability.searchlog import SearchLog
-    log = SearchLog(data_dir)
+    log = SearchLog(data_dir, database=database)
     try:
         yield log
     finally:
@@ -570,7 +613,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     keys = _key_store(args, command="review")
     try:
         key = _reviewer(keys)
-        with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
+        with _search_log(args.data_dir, _database(args)) as recorder, \
+                ReviewStore(args.data_dir, recorder=recorder, database=_database(args)) as review:
             if args.review_command == "list":
                 items: list[dict[str, Any]] = []
                 token = None
@@ -621,36 +665,111 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def _review_upkeep(args: argparse.Namespace) -> int:
-    """`review retention` / `review purge`: the data directory owner's, like `faceaudit keys`."""
-    from datetime import UTC, datetime
-
-    from faceaudit.accountability.review import ReviewStore
-    if not Path(args.data_dir).is_dir():
-        print(f"faceaudit review: {args.data_dir} is not a data directory", file=sys.stderr)
-        return 2
-    with _search_log(args.data_dir) as recorder, ReviewStore(args.data_dir, recorder=recorder) as review:
-        try:
+    """`review retention` / `review purge`: aliases of `retention set COLLECTION review-items DAYS`
+    (0: back to the default) / `retention purge`, answering in their older shapes."""
+    try:
+        with _retention(args, "review") as (retention, review):
             if args.review_command == "retention":
                 if args.days is not None:
-                    review.set_retention(args.collection, None if args.days == 0 else args.days)
-                print(json.dumps({"CollectionId": args.collection,
-                                  "RetentionDays": review.retention_days(args.collection)}))
+                    if args.days < 0:
+                        from faceaudit.errors import InvalidParameterException
+                        raise InvalidParameterException("Retention must be at least 1 day (0: the default)")
+                    retention.set_days(args.collection, "review-items", args.days or None, _local_actor())
+                    review.set_retention(args.collection, None)  # the tag now says it
+                days = retention.periods(args.collection).days["review-items"]
+                print(json.dumps({"CollectionId": args.collection, "RetentionDays": days}))
             else:
-                print(json.dumps({"PurgedItems": review.purge_expired(datetime.now(UTC)),
-                                  "OrphanBlobsRemoved": review.sweep_orphans()}))
-        except RekognitionError as error:
-            print(f"faceaudit review: {error.message}", file=sys.stderr)
-            return 2
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({"PurgedItems": len(report.items), "OrphanBlobsRemoved": review.sweep_orphans(),
+                                  **report.to_json()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit review: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit review: {error.message}", file=sys.stderr)
+        return 2
     return 0
 
 
+class _PurgeBusy(Exception):
+    """Another process holds the data directory's purge lease."""
+
+
+@contextlib.contextmanager
+def _retention(args: argparse.Namespace, command: str):
+    """(Retention, its ReviewStore) of ``--data-dir`` (and ``--database``), closed afterwards."""
+    from faceaudit.accountability.retention import open_retention
+    if not Path(args.data_dir).is_dir():
+        print(f"faceaudit {command}: {args.data_dir} is not a data directory", file=sys.stderr)
+        raise SystemExit(2)
+    with open_retention(args.data_dir, _database(args)) as retention:
+        yield retention, retention.review
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """faceaudit retention show|set|clear|purge (docs/accountability.md, Retention)."""
+    from faceaudit.accountability.searchlog import SearchLogError
+    try:
+        with _retention(args, "retention") as (retention, review):
+            if args.retention_command == "show":
+                ids = [args.collection] if args.collection else retention.collection_ids()
+                for collection_id in ids:
+                    retention.store.describe_collection(collection_id)
+                print(json.dumps({"Collections": [retention.periods(c).to_json() for c in ids]}, indent=2))
+            elif args.retention_command in ("set", "clear"):
+                days = args.days if args.retention_command == "set" else None
+                print(json.dumps(retention.set_days(args.collection, args.kind, days, _local_actor()).to_json(),
+                                 indent=2))
+            else:
+                report = retention.purge_if_due(interval_s=None)
+                if report is None:
+                    raise _PurgeBusy()
+                print(json.dumps({**report.to_json(), "OrphanBlobsRemoved": review.sweep_orphans()}, indent=2))
+    except _PurgeBusy:
+        print("faceaudit retention: another process is purging this data directory now; try again later",
+              file=sys.stderr)
+        return 2
+    except RekognitionError as error:
+        print(f"faceaudit retention: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    except SearchLogError as error:
+        print(f"faceaudit retention: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_retention_parser(commands) -> None:
+    from faceaudit.accountability.policies import RETENTION_KINDS
+    retention, actions = _add_command_group(
+        commands, "retention", "retention_command",
+        help="how long a collection keeps faces, probes and review items; purge what expired",
+        description="Retention per collection, kept in its faceaudit:retention:* tags (docs/accountability.md, "
+                    "Retention). Every server purges at start and hourly; `purge` does it now.")
+    show = actions.add_parser("show", help="a collection's retention (without one: every collection's)")
+    show.add_argument("collection", metavar="COLLECTION_ID", nargs="?")
+    setting = actions.add_parser("set", help="keep KIND this many days (within the policy's maximum)")
+    setting.add_argument("collection", metavar="COLLECTION_ID")
+    setting.add_argument("kind", choices=RETENTION_KINDS)
+    setting.add_argument("days", type=int, metavar="DAYS")
+    clearing = actions.add_parser("clear", help="back to the policy's default for KIND")
+    clearing.add_argument("collection", metavar="COLLECTION_ID")
+    clearing.add_argument("kind", choices=RETENTION_KINDS)
+    purge = actions.add_parser("purge", help="delete expired faces, probes and review items now (one log record)")
+    _add_data_dir(show, setting, clearing, purge)
+    _add_database_option(show, setting, clearing, purge)
+    retention.set_defaults(func=cmd_retention)
+
+
 def _add_review_parser(commands) -> None:
-    review = commands.add_parser(
-        "review", help="blind review of searches under a review policy: list, show, decide",
+    review, actions = _add_command_group(
+        commands, "review", "review_command",
+        help="blind review of searches under a review policy: list, show, decide",
         description="Review the candidates of searches made under a review policy, without their scores "
                     "(docs/accountability.md, Blind review). You are identified by your reviewer key: "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    actions = review.add_subparsers(dest="review_command", required=True)
     listing = actions.add_parser("list", help="items waiting for your decision")
     show = actions.add_parser("show", help="write an item's probe and candidate crops to a folder (no scores)")
     show.add_argument("item", metavar="ITEM_ID")
@@ -661,12 +780,13 @@ def _add_review_parser(commands) -> None:
                         help="a candidate (its number in `review show`, or its id), confirm, reject or "
                              "inconclusive, and why; once per candidate")
     retention = actions.add_parser("retention", help="how many days a collection's review items are kept "
-                                                     "(from the search; default 30)")
+                                                     "(from the search; default 30); alias of `retention set`")
     retention.add_argument("collection", metavar="COLLECTION_ID")
     retention.add_argument("--days", type=int, help="set it (0: back to the default); without: show it")
-    purge = actions.add_parser("purge", help="delete expired review items and their pictures now")
-    for action in (listing, show, decide, retention, purge):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
+    purge = actions.add_parser("purge", help="delete expired review items and their pictures now; alias of "
+                                             "`retention purge` (expired faces and probes go too)")
+    _add_data_dir(listing, show, decide, retention, purge)
+    _add_database_option(listing, show, decide, retention, purge)
     review.set_defaults(func=cmd_review)
 
 
@@ -687,7 +807,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     )
     try:
         if args.log_command == "verify":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint) if args.checkpoint else None
             result = contents.verify(kept)
             print(json.dumps(result.as_dict(), indent=2))
@@ -702,7 +822,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                       "elsewhere (--checkpoint FILE, from 'faceaudit log checkpoint')", file=sys.stderr)
             return 0
         if args.log_command == "prove":
-            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir)
+            contents = read_export(args.export) if args.export else read_data_dir(args.data_dir, _database(args))
             kept = read_checkpoint_file(args.checkpoint)
             if args.seq is not None:
                 proof = contents.inclusion(args.seq, kept)
@@ -736,11 +856,11 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(f"faceaudit log: proof checked: {what}", file=sys.stderr)
             return 0
         if args.log_command == "export":  # reads only
-            count = read_data_dir(args.data_dir).export(args.out)
+            count = read_data_dir(args.data_dir, _database(args)).export(args.out)
             print(f"faceaudit log: exported {count} records, checkpoints and the public key to {args.out}",
                   file=sys.stderr)
             return 0
-        log = SearchLog(args.data_dir, create=False)  # a checkpoint never creates a log
+        log = SearchLog(args.data_dir, create=False, database=_database(args))  # a checkpoint never creates a log
         try:
             checkpoint = log.checkpoint()
         finally:
@@ -762,23 +882,25 @@ def _write_new_file(path: str, text: str) -> None:
 
 
 def _add_log_parser(commands) -> None:
-    log = commands.add_parser(
-        "log", help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
+    log, actions = _add_command_group(
+        commands, "log", "log_command",
+        help="the hash-chained search log: verify, checkpoint, export (docs/accountability.md)",
         description="Check the search log of a data directory (or an export of it), write a signed checkpoint "
                     "for an overseer to keep, or export everything needed to verify it offline. Exit code "
                     "0: verified; 1: the log is not the one that was written; 2: cannot read it.")
-    actions = log.add_subparsers(dest="log_command", required=True)
     verify = actions.add_parser("verify", help="name the first edited, deleted, inserted or reordered record")
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="the server's data directory")
     source.add_argument("--export", metavar="FILE", help="an export from 'faceaudit log export'")
     verify.add_argument("--checkpoint", metavar="FILE",
                         help="a checkpoint kept earlier: also detects a truncated or rewritten tail")
+    _add_database_option(verify)
     checkpoint = actions.add_parser("checkpoint", help="sign the log's head now and write it for an overseer")
     export = actions.add_parser("export", help="records, checkpoints and public key, to verify offline")
+    _add_data_dir(checkpoint, export)
     for action in (checkpoint, export):
-        action.add_argument("--data-dir", required=True, help="the server's data directory")
         action.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(checkpoint, export)
     prove = actions.add_parser(
         "prove", help="a Merkle proof: one record is in a kept checkpoint's log, or a later log extends an earlier")
     source = prove.add_mutually_exclusive_group(required=True)
@@ -789,6 +911,7 @@ def _add_log_parser(commands) -> None:
     which.add_argument("--seq", type=int, help="inclusion: the record to prove")
     which.add_argument("--from-checkpoint", metavar="FILE", help="consistency: the earlier kept checkpoint")
     prove.add_argument("--out", required=True, metavar="FILE")
+    _add_database_option(prove)
     check = actions.add_parser("check-proof", help="check a proof against kept checkpoints, without the log")
     check.add_argument("proof", metavar="PROOF")
     check.add_argument("--checkpoint", required=True, metavar="FILE", help="the (later) kept checkpoint")
@@ -808,7 +931,8 @@ def cmd_transparency(args: argparse.Namespace) -> int:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
     try:
-        contents = read_export(args.from_export) if args.from_export else read_data_dir(args.data_dir)
+        contents = read_export(args.from_export) if args.from_export else \
+            read_data_dir(args.data_dir, _database(args))
     except SearchLogError as error:
         print(f"faceaudit transparency: {error}", file=sys.stderr)
         return 2
@@ -837,6 +961,7 @@ def _add_transparency_parser(commands) -> None:
     source.add_argument("--from-export", metavar="FILE", help="an export from 'faceaudit log export'")
     report.add_argument("--since", required=True, metavar="DATE", help="e.g. 2026-12-01 (UTC) or an ISO-8601 time")
     report.add_argument("--until", metavar="DATE", help="end of the period (default: the end of the log)")
+    _add_database_option(report)
     report.add_argument("--out", required=True, metavar="DIR",
                         help="folder for transparency.json, .md and .html")
     report.set_defaults(func=cmd_transparency)
@@ -1081,22 +1206,32 @@ def _report_batch(summary, what: str) -> int:
 
 def cmd_index_folder(args: argparse.Namespace) -> int:
     from faceaudit.batch import index_images, list_sources
-    from faceaudit.batch.ledger import Ledger
+    from faceaudit.batch.ledger import Ledger, index_job
     from faceaudit.engine.distributed import FaceCluster
-    from faceaudit.storage import EmbeddedStore
+    from faceaudit.settings import Settings
+    from faceaudit.storage import EMBEDDED, is_postgres_url, open_store
 
     _apply_engine_options(args)
+    database = args.database or Settings.from_env().database
+    if database and database != EMBEDDED and not is_postgres_url(database):
+        print(f"faceaudit index-folder: --database {database!r}: 'embedded' or a postgresql:// URL", file=sys.stderr)
+        return 2
     try:
         sources = list_sources(args.source)
     except RekognitionError as error:
         print(f"faceaudit index-folder: {error.message}", file=sys.stderr)
         return 2
-    store = EmbeddedStore(args.data_dir)
-    ledger = Ledger(args.data_dir, f"index:{args.collection}")
+    try:
+        store = open_store(database, args.data_dir, pool_size=2)
+    except (RekognitionError, RuntimeError, OSError) as error:  # e.g. unreachable, or newer than this code
+        print(f"faceaudit index-folder: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    ledger = Ledger(args.data_dir, index_job(args.collection, database))
     try:
         with FaceCluster(args.cluster, args.workers) as cluster:
             summary = index_images(store, args.collection, sources, cluster, ledger, max_faces=args.max_faces,
-                                   quality_filter=args.quality_filter, progress=True)
+                                   quality_filter=args.quality_filter, progress=True,
+                                   retry_failed=args.retry_failed)
     except RekognitionError as error:  # e.g. the collection holds another model's faces
         print(f"faceaudit index-folder: {error.code}: {error.message}", file=sys.stderr)
         return 2
@@ -1136,11 +1271,19 @@ def _add_batch_parsers(commands) -> None:
     index = commands.add_parser(
         "index-folder", help="IndexFaces for every image of a folder or CSV listing, on a Dask cluster; resumable",
         description="Index a folder (recursively) or a CSV listing (column path, optional external_image_id) "
-                    "into a collection of DATA_DIR's store, creating it if absent. A rerun skips what is done "
-                    "(ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, never fatal.")
+                    "into a collection of DATA_DIR's store (or of --database), creating it if absent. A rerun "
+                    "skips what is done (ledger DATA_DIR/batch-ledger.sqlite); failed images are reported, "
+                    "never fatal, and not tried again unless --retry-failed.")
     index.add_argument("collection")
     index.add_argument("source", help="a folder of images or a CSV listing")
-    index.add_argument("--data-dir", required=True, help="the store (as `faceaudit serve --data-dir`)")
+    index.add_argument("--data-dir", required=True,
+                       help="the store (as `faceaudit serve --data-dir`); with --database, only the ledger")
+    index.add_argument("--database", metavar="URL",
+                       help="as `faceaudit serve --database`: 'embedded' (the default) or postgresql://... "
+                            "(the faces go to that database). Default: FACEAUDIT_DATABASE")
+    index.add_argument("--retry-failed", action="store_true",
+                       help="try again the images an earlier run recorded as failed (refused by the engine, "
+                            "or killing its worker process)")
     index.add_argument("--max-faces", type=int, help="IndexFaces MaxFaces (default: every face)")
     index.add_argument("--quality-filter", choices=["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"],
                        help="IndexFaces QualityFilter (default AUTO)")
@@ -1157,6 +1300,72 @@ def _add_batch_parsers(commands) -> None:
     extract.add_argument("--cache", help="the audit's cache folder (default ~/.cache/faceaudit/audit)")
     cluster_options(extract)
     extract.set_defaults(func=cmd_batch_extract)
+
+
+def cmd_storage_migrate(args: argparse.Namespace) -> int:
+    """Copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL database."""
+    from faceaudit.access import SQLiteKeyStore
+    from faceaudit.access.keys import KeyStoreError
+    from faceaudit.access.postgres import PostgresKeyStore
+    from faceaudit.access.sqlite import DB_FILENAME as KEYS_FILENAME
+    from faceaudit.batch.storage_migration import MigrationRefused, migrate
+    from faceaudit.storage import ApproximateSearch, EmbeddedStore, PostgresStore, is_postgres_url
+    from faceaudit.storage.embedded import DB_FILENAME as FACES_FILENAME
+
+    def fail(message: str) -> int:
+        print(f"faceaudit storage migrate: {message}", file=sys.stderr)
+        return 2
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / FACES_FILENAME).is_file():
+        return fail(f"{data_dir} holds no embedded store ({FACES_FILENAME})")
+    if not is_postgres_url(args.database):
+        return fail(f"--database {args.database!r}: a postgresql://USER:PASSWORD@HOST/NAME URL")
+    opened: list[Any] = []
+    try:
+        # read only; never an approximate graph built on the way
+        source = EmbeddedStore(data_dir, approximate=ApproximateSearch(threshold=None))
+        opened.append(source)
+        if not (data_dir / KEYS_FILENAME).is_file():
+            return fail(f"{data_dir} holds no key store ({KEYS_FILENAME})")
+        source_keys = SQLiteKeyStore(data_dir)
+        opened.append(source_keys)
+        target = PostgresStore(args.database, pool_size=2)
+        opened.append(target)
+        target_keys = PostgresKeyStore(args.database)
+        opened.append(target_keys)
+        summary = migrate(source, source_keys, target, target_keys, progress=not args.quiet)
+    except MigrationRefused as error:
+        return fail(str(error))
+    except (RekognitionError, KeyStoreError) as error:
+        return fail(getattr(error, "message", None) or str(error))
+    finally:
+        for store in reversed(opened):
+            store.close()
+    print(json.dumps(summary.as_dict(), indent=2))
+    faces = sum(c["faces"] for c in summary.collections.values())
+    print(f"storage migrate: {len(summary.collections)} collections, {faces} faces, {summary.keys} keys copied"
+          f"{'' if summary.ok else '; the check found differences: ' + '; '.join(summary.problems)}. "
+          "Not copied: tags and use policies, moratoria, budgets, review items and the search log "
+          "(docs/scale.md).", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _add_storage_parser(commands) -> None:
+    storage = commands.add_parser("storage", help="move a data folder's store into PostgreSQL")
+    actions = storage.add_subparsers(dest="action", required=True)
+    move = actions.add_parser(
+        "migrate", help="copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL",
+        description="Copy every collection (model version, creation time, search mode), face (FaceId, vector, "
+                    "bounding box, ExternalImageId...), UserID and association, and every access key, from the "
+                    "embedded store of DATA_DIR into the PostgreSQL database of --database, which must hold no "
+                    "collection. DATA_DIR is only read. The counts are checked at the end. Not copied: tags "
+                    "and use policies, moratoria, budgets, review items, the search log (docs/scale.md).")
+    move.add_argument("--data-dir", required=True, help="the embedded store's data folder (as `faceaudit serve`)")
+    move.add_argument("--database", required=True, metavar="URL",
+                      help="postgresql://USER:PASSWORD@HOST:PORT/NAME (pgvector), as `faceaudit serve --database`")
+    move.add_argument("--quiet", action="store_true", help="no progress bar")
+    move.set_defaults(func=cmd_storage_migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1182,10 +1391,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(commands)
     _add_batch_parsers(commands)
+    _add_storage_parser(commands)
     _add_train_parser(commands)
     _add_keys_parser(commands)
     _add_accountability_parsers(commands)
     _add_review_parser(commands)
+    _add_retention_parser(commands)
     _add_log_parser(commands)
     _add_transparency_parser(commands)
 
@@ -1223,6 +1434,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where collections and faces are kept: 'embedded' (SQLite in --data-dir, the "
                             "default) or postgresql://USER:PASSWORD@HOST:PORT/NAME (PostgreSQL with pgvector; "
                             "several servers may share it; docs/scale.md). Default: FACEAUDIT_DATABASE")
+    serve.add_argument("--approximate-above", metavar="N|never",
+                       help="search collections of more than N faces through an approximate (HNSW) index, on "
+                            "either backend, or 'never'; default: FACEAUDIT_APPROXIMATE_ABOVE, else embedded "
+                            "from 50,000 faces and PostgreSQL never. Public-safety collections and audits stay "
+                            "exact (docs/scale.md)")
     _add_engine_options(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

@@ -16,6 +16,11 @@ FACEAUDIT_SCORE_NORMALIZATION      a FairScoreNormalization file (``faceaudit tr
 FACEAUDIT_DATABASE                 where ``faceaudit serve`` keeps collections and faces: unset or
                                    ``embedded`` (SQLite in the data folder, the default), or a
                                    ``postgresql://`` URL (PostgreSQL with pgvector, docs/scale.md)
+FACEAUDIT_APPROXIMATE_ABOVE        when a collection's face searches go through an approximate
+                                   (HNSW) index, on either backend: above N faces, or ``never``;
+                                   unset: the backend's default (embedded from 50,000 faces,
+                                   PostgreSQL never). Public-safety collections and audits stay
+                                   exact whatever it says (``faceaudit serve --approximate-above``)
 FACEAUDIT_ACCESS_KEY_ID            a single-key start's pair (with the secret below), taken in as
 FACEAUDIT_SECRET_ACCESS_KEY        the admin key "initial"; unset: DATA_DIR/credentials.json, generated
                                    on the first start (other keys: `faceaudit keys`, docs/access.md)
@@ -49,6 +54,8 @@ ENGINE_ENV = "FACEAUDIT_ENGINE"
 GENDER_HEAD_ENV = "FACEAUDIT_GENDER_HEAD"
 SCORE_NORMALIZATION_ENV = "FACEAUDIT_SCORE_NORMALIZATION"
 DATABASE_ENV = "FACEAUDIT_DATABASE"
+APPROXIMATE_ABOVE_ENV = "FACEAUDIT_APPROXIMATE_ABOVE"
+NEVER_APPROXIMATE = "never"
 ACCESS_KEY_ENV = "FACEAUDIT_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "FACEAUDIT_SECRET_ACCESS_KEY"
 SERVE_DATA_DIR_ENV = "FACEAUDIT_SERVE_DATA_DIR"
@@ -85,6 +92,7 @@ class Settings:
     gender_head: str | None = None
     score_normalization: str | None = None
     database: str | None = None
+    approximate_above: int | str | None = None  # N faces, NEVER_APPROXIMATE, or None: the backend's default
     access_key_id: str | None = None
     secret_access_key: str | None = None
     serve_data_dir: str | None = None
@@ -112,6 +120,7 @@ class Settings:
             threads = DEFAULT_SERVE_THREADS if threads_text is None else int(threads_text)
         except ValueError:
             raise ValueError(f"{SERVE_THREADS_ENV} must be a whole number, got {threads_text!r}") from None
+        approximate_above = parse_approximate_above(_text(env, APPROXIMATE_ABOVE_ENV), APPROXIMATE_ABOVE_ENV)
         region = next((value for value in (_text(env, name) for name in AWS_REGION_ENVS) if value),
                       DEFAULT_AWS_REGION)
         return cls(
@@ -119,6 +128,7 @@ class Settings:
             gender_head=_text(env, GENDER_HEAD_ENV),
             score_normalization=_text(env, SCORE_NORMALIZATION_ENV),
             database=_text(env, DATABASE_ENV),
+            approximate_above=approximate_above,
             access_key_id=_text(env, ACCESS_KEY_ENV),
             secret_access_key=_text(env, SECRET_KEY_ENV),
             serve_data_dir=_text(env, SERVE_DATA_DIR_ENV),
@@ -156,6 +166,21 @@ class Settings:
         process must set or clear (apply_environment) to build the engine this process would."""
         return {ENGINE_ENV: self.engine, GENDER_HEAD_ENV: self.gender_head,
                 SCORE_NORMALIZATION_ENV: self.score_normalization}
+
+
+def parse_approximate_above(text: str | None, what: str = "--approximate-above") -> int | str | None:
+    """A number of faces (0 or more), ``never``, or None (unset); ValueError naming ``what`` otherwise."""
+    if text is None:
+        return None
+    if text.strip().lower() == NEVER_APPROXIMATE:
+        return NEVER_APPROXIMATE
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{what} must be a number of faces (0 or more) or {NEVER_APPROXIMATE!r}, got {text!r}")
+    return value
 
 
 def apply_environment(environment: Mapping[str, str | None]) -> None:

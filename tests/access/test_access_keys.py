@@ -69,12 +69,14 @@ def test_the_table_covers_exactly_the_operations_the_service_runs():
     assert set(OPERATION_ROLES) == set(served) | TAG_OPERATIONS | FaceAuditService.operations
 
 
-def test_admin_may_do_everything_an_operator_may_reviewers_only_review_auditors_nothing_yet():
+def test_admin_may_do_everything_an_operator_may_reviewers_only_review_auditors_only_read():
     assert set(operations_for(OPERATOR)) < set(operations_for(ADMIN))
+    log_reading = {"ListSearchLogRecords", "VerifySearchLog", "GetTransparencyReport"}
     assert set(operations_for(ADMIN)) - set(operations_for(OPERATOR)) == {
-        "CreateCollection", "DeleteCollection", "DeleteFaces", "DeleteUser"}
+        "CreateCollection", "DeleteCollection", "DeleteFaces", "DeleteUser"} | log_reading
     assert operations_for(REVIEWER) == ("ListReviewItems", "GetReviewItem", "DecideReviewItem")
-    assert operations_for(AUDITOR) == ("ListTagsForResource",)  # which policy a collection is under
+    # which policy a collection is under, and the log
+    assert set(operations_for(AUDITOR)) == {"ListTagsForResource"} | log_reading
     assert not allows("root", "DetectFaces") and not allows(ADMIN, "DetectLabels")  # unknown: refused
 
 

@@ -1,4 +1,5 @@
-"""accountability.db: tags, moratoria and search counts, on a real SQLite file (no server, no models).
+"""accountability.db: tags, moratoria and search counts, on a real SQLite file or a real PostgreSQL
+(the ``database`` fixture, tests/accountability/conftest.py; no server, no models).
 
 Also the changes that must be logged (moratorium switches, policy changes): with a recorder
 that fails, the change is undone.
@@ -23,8 +24,8 @@ T0 = datetime(2026, 12, 1, 23, 59, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def state(tmp_path):
-    with AccountabilityState(tmp_path / "data") as opened:
+def state(tmp_path, database):
+    with AccountabilityState(tmp_path / "data", database=database) as opened:
         yield opened
 
 
@@ -42,19 +43,20 @@ class ListRecorder:
         return {**record, "seq": len(self.records)}
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_the_file_is_0600_wal_and_synchronous_full(state):
     path = state.data_dir / DB_FILENAME
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(state.data_dir).st_mode) == 0o700
-    conn = state._conn()
+    conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_tags_set_replace_remove_and_a_second_opener_sees_them(state, tmp_path):
+def test_tags_set_replace_remove_and_a_second_opener_sees_them(state, tmp_path, database):
     assert state.set_tags("c", {POLICY_TAG: "personal", "team": "a"}) == {}
     assert state.set_tags("c", {"team": "b"}) == {POLICY_TAG: "personal", "team": "a"}
-    other = AccountabilityState(tmp_path / "data")
+    other = AccountabilityState(tmp_path / "elsewhere" if database else tmp_path / "data", database=database)
     assert other.tags("c") == {POLICY_TAG: "personal", "team": "b"}
     assert other.tag("c", POLICY_TAG) == "personal" and other.tagged(POLICY_TAG) == {"c": "personal"}
     state.remove_tags("c", [POLICY_TAG, "absent"])
@@ -133,19 +135,20 @@ def test_the_real_time_window_refuses_the_seventh_search_in_a_minute_and_says_wh
     assert not state.admit_search("ana", "ps", T0 + timedelta(seconds=60.6), **limits).admitted
 
 
-def _spend(data_dir: str, n: int, queue) -> None:
-    with AccountabilityState(data_dir) as state:
+def _spend(data_dir: str, database: str | None, n: int, queue) -> None:
+    with AccountabilityState(data_dir, database=database) as state:
         admitted = sum(state.admit_search("ana", "ps", datetime.now(UTC), daily_limit=40, window_s=60,
                                           window_limit=None).admitted for _ in range(n))
     queue.put(admitted)
 
 
-def test_two_processes_cannot_overspend_one_budget(tmp_path):
-    data = str(tmp_path / "data")
-    AccountabilityState(data).close()
+def test_two_processes_cannot_overspend_one_budget(tmp_path, database):
+    AccountabilityState(tmp_path / "data", database=database).close()
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_spend, args=(data, 30, queue)) for _ in range(2)]
+    # PostgreSQL: two data directories (two hosts), one database
+    workers = [context.Process(target=_spend, args=(str(tmp_path / (f"host{i}" if database else "data")),
+                                                    database, 30, queue)) for i in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -189,11 +192,11 @@ def test_a_policy_change_is_recorded_and_undone_when_it_cannot_be(state):
         set_collection_policy(state, "c", "nonsense", "ana")
 
 
-def test_a_newer_schema_is_refused(tmp_path):
-    AccountabilityState(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    conn.execute("UPDATE schema_version SET version = 99")
-    conn.commit()
-    conn.close()
+def test_a_newer_schema_is_refused(tmp_path, database, raw_sql):
+    AccountabilityState(tmp_path, database=database).close()
+    table = "accountability_schema_version" if database else "schema_version"
+    raw_sql(tmp_path, DB_FILENAME, f"UPDATE {table} SET version = 99")
     with pytest.raises(StateError, match="schema version 99"):
-        AccountabilityState(tmp_path)
+        AccountabilityState(tmp_path, database=database)
+    if database:  # nothing of it went to the data directory
+        assert not (tmp_path / DB_FILENAME).exists()

@@ -1,4 +1,8 @@
-"""ReviewStore and SealedBlobs on a real data directory: the blind flow, the release rule, purging, files at rest."""
+"""ReviewStore and SealedBlobs on a real data directory: the blind flow, the release rule, purging, files at rest.
+
+Each runs on both databases (the ``database`` fixture, tests/accountability/conftest.py): the
+SQLite file and sealed files of the data directory, or tables and ``bytea`` rows in PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import os
 import stat
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,8 +71,8 @@ def recorder():
 
 
 @pytest.fixture
-def store(tmp_path, recorder):
-    with ReviewStore(tmp_path / "data", recorder) as opened:
+def store(tmp_path, recorder, database):
+    with ReviewStore(tmp_path / "data", recorder, database=database) as opened:
         yield opened
 
 
@@ -217,56 +220,84 @@ def test_a_decision_must_cover_every_candidate_with_a_reason(store):
     assert len(store.pending(ALICE)["ReviewItems"]) == 1  # nothing was stored
 
 
-def test_a_decision_the_log_refuses_is_not_stored(tmp_path):
-    with ReviewStore(tmp_path / "data", ListRecorder(fail=True)) as store:
+def blobs(store: ReviewStore) -> int:
+    """How many sealed pictures the store keeps (files, or rows in PostgreSQL)."""
+    return len(store.blobs.blob_ids())
+
+
+def test_a_decision_the_log_refuses_is_not_stored(tmp_path, database):
+    with ReviewStore(tmp_path / "data", ListRecorder(fail=True), database=database) as store:
         item = open_item(store, index_faces(store, 1), [99.5])
         with pytest.raises(OSError):
             decide_all(store, ALICE, item, "confirm")
         assert [i["ItemId"] for i in store.pending(ALICE)["ReviewItems"]] == [item]
 
 
-def test_files_at_rest_are_private_and_hold_no_picture_in_clear(store, tmp_path):
+def test_files_at_rest_are_private_and_hold_no_picture_in_clear(store, tmp_path, database, raw_sql):
     probe = photo(3)
     faces = index_faces(store, 2)
     item = open_item(store, faces, [99.1, 99.2], probe=probe)
     crops = [c["Crop"] for c in store.blind_view(ALICE, item)["Candidates"]]
     data = tmp_path / "data"
-    assert stat.S_IMODE(os.stat(data / "sealed").st_mode) == 0o700
-    private = [data / "review.key", data / "review.db", *(data / "sealed").iterdir()]
-    assert len(private) == 2 + 1 + 2  # key, db, the probe and the collection's 2 crops
+    if database is None:
+        assert stat.S_IMODE(os.stat(data / "sealed").st_mode) == 0o700
+        private = [data / "review.key", data / "review.db", *(data / "sealed").iterdir()]
+        assert len(private) == 2 + 1 + 2  # key, db, the probe and the collection's 2 crops
+    else:  # the pictures are rows in the database; only the key is a file
+        private = [data / "review.key"]
+        assert sorted(p.name for p in data.iterdir()) == ["review.key"] and blobs(store) == 1 + 2
     for path in private:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     on_disk = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
+    if database is not None:  # every byte string the review tables hold
+        on_disk += b"".join(bytes(row[0]) for row in raw_sql(data, "", "SELECT sealed FROM review_blobs"))
+        on_disk += b"".join(bytes(row[0]) for row in raw_sql(data, "", "SELECT value FROM review_meta"))
+        on_disk += b"".join(bytes(row[0]) for row in raw_sql(data, "", "SELECT shuffle_seed FROM items"))
     for picture in (probe, *crops):
         assert picture[:2] == b"\xff\xd8"
         for start in range(0, len(picture) - 32, 997):  # no 32-byte run of any picture anywhere on disk
             assert picture[start:start + 32] not in on_disk
 
 
-def test_purging_an_expired_item_removes_its_rows_and_files(store, tmp_path, recorder):
+def test_purging_an_expired_item_removes_its_rows_and_files(store, tmp_path):
     faces = index_faces(store, 2)
     now = datetime.now(UTC)
     old = open_item(store, faces, [99.1, 99.2], at=now - timedelta(days=31))
     fresh = open_item(store, faces, [99.1, 99.2], at=now - timedelta(days=1))
-    sealed = tmp_path / "data" / "sealed"
-    assert len(list(sealed.iterdir())) == 2 + 1 + 1  # the collection's crops and each item's probe
-    assert store.purge_expired(now) == 1
-    assert len(list(sealed.iterdir())) == 2 + 1  # the old item's probe is gone, the faces' crops stay
+    assert blobs(store) == 2 + 1 + 1  # the collection's crops and each item's probe
+    day = 86_400_000
+    now_ms = int(now.timestamp() * 1000)
+    seen: list[tuple[list[str], list[str]]] = []
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, -1)}, lambda i, p: seen.append((i, p))) == ([old], [])
+    assert seen == [([old], [])]  # told inside the transaction, once
+    assert blobs(store) == 2 + 1  # the old item's probe is gone, the faces' crops stay
     with pytest.raises(ResourceNotFoundException):
         store.result(OPERATOR, old)
-    assert store.result(OPERATOR, fresh)["State"] == "OPEN"
-    assert recorder.records[-1]["kind"] == "retention" and recorder.records[-1]["details"]["items"] == [old]
-    store.set_retention(COLLECTION, 1)  # a shorter retention applies to items already kept
-    assert store.purge_expired(now) == 1 and len(list(sealed.iterdir())) == 2
-    assert store.purge_expired(now) == 0
+    # A probe can go before its item: the item stays, without the picture, and cannot be confirmed.
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, now_ms - 1)}) == ([], [fresh])
+    assert blobs(store) == 2 and store.result(OPERATOR, fresh)["State"] == "OPEN"
+    assert store.blind_view(ALICE, fresh)["Probe"] is None
+    assert store.purge_before({COLLECTION: (now_ms - 30 * day, now_ms - 1)}) == ([], [])
+    assert store.collections_with_items() == [COLLECTION]
+
+
+def test_a_purge_whose_record_is_refused_is_undone(store, tmp_path):
+    faces = index_faces(store, 1)
+    item = open_item(store, faces, [99.5], at=datetime.now(UTC) - timedelta(days=40))
+
+    def refuse(items, probes):
+        raise OSError("log unavailable")
+
+    with pytest.raises(OSError):
+        store.purge_before({COLLECTION: (int(datetime.now(UTC).timestamp() * 1000), -1)}, refuse)
+    assert store.result(OPERATOR, item)["State"] == "OPEN" and store.blind_view(ALICE, item)["Probe"] is not None
 
 
 def test_deleted_faces_and_collections_take_their_pictures_with_them(store, tmp_path):
     faces = index_faces(store, 2)
     item = open_item(store, faces, [99.1, 99.2])
-    sealed = tmp_path / "data" / "sealed"
     store.forget_faces(COLLECTION, [faces[0]])
-    assert len(list(sealed.iterdir())) == 1 + 1  # faces[1]'s crop and the probe
+    assert blobs(store) == 1 + 1  # faces[1]'s crop and the probe
     crops = {c["CandidateId"]: c["Crop"] for c in store.blind_view(ALICE, item)["Candidates"]}
     assert crops[faces[0]] is None and crops[faces[1]] is not None
     with pytest.raises(InvalidParameterException, match="cannot be confirmed"):  # nothing is confirmed unseen
@@ -274,7 +305,7 @@ def test_deleted_faces_and_collections_take_their_pictures_with_them(store, tmp_
     assert decide_all(store, ALICE, item, {faces[0]: "inconclusive", faces[1]: "confirm"})["State"] == "OPEN"
     other = open_item(store, [], [], collection="elsewhere")
     store.forget_collection(COLLECTION)
-    assert len(list(sealed.iterdir())) == 1  # only the other collection's probe
+    assert blobs(store) == 1  # only the other collection's probe
     with pytest.raises(ResourceNotFoundException):
         store.blind_view(ALICE, item)
     assert store.result(OPERATOR, other)["CandidateCount"] == 0
@@ -289,11 +320,11 @@ def test_search_faces_without_a_probe_image_uses_the_searched_face(store):
     assert view["Probe"] is not None and view["Probe"][:2] == b"\xff\xd8"
 
 
-def test_items_survive_a_reopened_store(tmp_path):
-    with ReviewStore(tmp_path / "data") as store:
+def test_items_survive_a_reopened_store(tmp_path, database):
+    with ReviewStore(tmp_path / "data", database=database) as store:
         item = open_item(store, index_faces(store, 1), [99.5])
         decide_all(store, ALICE, item, "confirm")
-    with ReviewStore(tmp_path / "data") as store:
+    with ReviewStore(tmp_path / "data", database=database) as store:
         assert decide_all(store, BOB, item, "confirm")["State"] == "RELEASED"
         assert store.result(OPERATOR, item)["State"] == "RELEASED"
 
@@ -337,14 +368,44 @@ def test_an_orphaned_blob_is_swept(store, tmp_path):
     orphan = store.blobs.seal(b"left by a killed process")
     assert store.sweep_orphans() == 0 and store.blobs.exists(orphan)  # young: maybe a row is on its way
     assert store.sweep_orphans(older_than_s=0) == 1 and not store.blobs.exists(orphan)
-    assert len(list(Path(tmp_path / "data" / "sealed").iterdir())) == 2  # the crop and the probe
+    assert blobs(store) == 2  # the crop and the probe
 
 
-def test_concurrent_reviewers_close_an_item_exactly_once(tmp_path):
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_hosts_share_the_pictures_under_one_sealing_key_kept_out_of_the_database(tmp_path, database, raw_sql):
+    with ReviewStore(tmp_path / "a", database=database) as first:
+        item = open_item(first, index_faces(first, 1), [99.5])
+        with pytest.raises(SealedBlobError, match=r"copy review\.key"):  # a second host without the key
+            ReviewStore(tmp_path / "b", database=database)
+        (tmp_path / "c").mkdir(mode=0o700)
+        (tmp_path / "c" / "review.key").write_bytes(os.urandom(32))
+        os.chmod(tmp_path / "c" / "review.key", 0o600)
+        with pytest.raises(SealedBlobError, match="not the key"):  # ... or with another one
+            ReviewStore(tmp_path / "c", database=database)
+        (tmp_path / "b").mkdir(mode=0o700, exist_ok=True)
+        (tmp_path / "b" / "review.key").write_bytes((tmp_path / "a" / "review.key").read_bytes())
+        os.chmod(tmp_path / "b" / "review.key", 0o600)
+        with ReviewStore(tmp_path / "b", database=database) as second:  # the copied key: one queue, one set of pictures
+            assert [i["ItemId"] for i in second.pending(ALICE)["ReviewItems"]] == [item]
+            assert second.blind_view(ALICE, item)["Candidates"][0]["Crop"][:2] == b"\xff\xd8"
+            decide_all(second, ALICE, item, "confirm")
+        assert decide_all(first, BOB, item, "confirm")["State"] == "RELEASED"
+        key = (tmp_path / "a" / "review.key").read_bytes()
+        assert all(key not in bytes(row[0]) for row in raw_sql(tmp_path, "", "SELECT value FROM review_meta"))
+        (blob_id, sealed), = raw_sql(tmp_path, "", "SELECT blob_id, sealed FROM review_blobs WHERE blob_id IN "
+                                     "(SELECT probe_blob FROM items)")
+        altered = bytearray(bytes(sealed))
+        altered[-1] ^= 1
+        raw_sql(tmp_path, "", "UPDATE review_blobs SET sealed = ? WHERE blob_id = ?", (bytes(altered), blob_id))
+        with pytest.raises(SealedBlobError, match="altered"):
+            first.blobs.open(blob_id)
+
+
+def test_concurrent_reviewers_close_an_item_exactly_once(tmp_path, database):
     from concurrent.futures import ThreadPoolExecutor
 
     recorder = ListRecorder()
-    with ReviewStore(tmp_path / "data", recorder) as store:
+    with ReviewStore(tmp_path / "data", recorder, database=database) as store:
         faces = index_faces(store, 2)
         item = open_item(store, faces, [99.3, 99.8])
         reviewers = [key(f"r{i}", "reviewer") for i in range(6)]
@@ -398,3 +459,14 @@ def test_the_wire_service_tells_the_log_which_item_and_what_became_of_it(store):
         "DecideReviewItem", item, "open", COLLECTION)
     with pytest.raises(InvalidParameterException, match="not supported"):
         service.call(caller(ALICE), "DeleteReviewItem", {"ItemId": item})
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_a_review_db_of_schema_1_is_upgraded_and_keeps_its_items(tmp_path, raw_sql):
+    with ReviewStore(tmp_path / "data") as store:
+        item = open_item(store, index_faces(store, 1), [99.5])
+    raw_sql(tmp_path / "data", "review.db", "ALTER TABLE review_meta RENAME TO meta")  # as version 1 left it
+    raw_sql(tmp_path / "data", "review.db", "UPDATE schema_version SET version = 1")
+    with ReviewStore(tmp_path / "data") as store:
+        assert [i["ItemId"] for i in store.pending(ALICE)["ReviewItems"]] == [item]
+    assert raw_sql(tmp_path / "data", "review.db", "SELECT version FROM schema_version") == [(2,)]

@@ -1,4 +1,7 @@
-"""Many threads and several processes appending to one data directory's search log: one chain."""
+"""Many threads and several processes appending to one data directory's search log: one chain.
+
+On both databases (the ``database`` fixture); with PostgreSQL the processes have data
+directories (and signing keys) of their own, as servers on several hosts do."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import pytest
 from faceaudit.accountability.searchlog import SearchLog, SearchLogError, read_data_dir
 
 
-def _append_many(data_dir: str, name: str, count: int) -> None:
-    log = SearchLog(data_dir)
+def _append_many(data_dir: str, database: str | None, name: str, count: int) -> None:
+    log = SearchLog(data_dir, database=database)
     threads = [threading.Thread(target=lambda t=t: [log.append({"kind": "request", "request_id": f"{name}-{t}-{i}"})
                                                     for i in range(count)]) for t in range(4)]
     for thread in threads:
@@ -22,8 +25,8 @@ def _append_many(data_dir: str, name: str, count: int) -> None:
     log.close()
 
 
-def test_threads_get_distinct_records_in_one_chain_and_each_returned_record_is_the_stored_one(tmp_path):
-    log = SearchLog(tmp_path)
+def test_threads_get_distinct_records_in_one_chain_and_each_returned_record_is_the_stored_one(tmp_path, database):
+    log = SearchLog(tmp_path, database=database)
     returned: list[dict] = []
     lock = threading.Lock()
 
@@ -39,7 +42,7 @@ def test_threads_get_distinct_records_in_one_chain_and_each_returned_record_is_t
     for thread in threads:
         thread.join()
     log.close()
-    contents = read_data_dir(tmp_path)
+    contents = read_data_dir(tmp_path, database)
     assert contents.verify().ok
     on_disk = {r["seq"]: r for r in (json.loads(t) for t in contents.texts) if r["kind"] == "request"}
     assert sorted(r["seq"] for r in returned) == sorted(on_disk)  # every append got its own seq
@@ -47,26 +50,30 @@ def test_threads_get_distinct_records_in_one_chain_and_each_returned_record_is_t
     assert len({r["request_id"] for r in returned}) == 240
 
 
-def test_processes_sharing_a_data_directory_write_one_chain(tmp_path):
-    SearchLog(tmp_path).close()  # the log and its key exist before the writers start
+def test_processes_sharing_a_data_directory_write_one_chain(tmp_path, database):
+    SearchLog(tmp_path, database=database).close()  # the log and its key exist before the writers start
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_append_many, args=(str(tmp_path), f"p{n}", 20)) for n in range(3)]
+    homes = [tmp_path / f"host{n}" if database else tmp_path for n in range(3)]
+    workers = [context.Process(target=_append_many, args=(str(homes[n]), database, f"p{n}", 20)) for n in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    contents = read_data_dir(tmp_path)
+    contents = read_data_dir(tmp_path, database)
     verification = contents.verify()
     assert verification.ok, verification.problem
+    if database:  # each host signed with its own key, and every key is listed
+        assert len(contents.public_keys) == 4
+        assert verification.checkpoints >= 3
     ids = [r["request_id"] for r in contents.records() if r["kind"] == "request"]
     assert len(ids) == len(set(ids)) == 3 * 4 * 20
 
 
-def test_an_append_that_cannot_be_written_raises_and_nothing_is_half_stored(tmp_path):
-    log = SearchLog(tmp_path)
+def test_an_append_that_cannot_be_written_raises_and_nothing_is_half_stored(tmp_path, database):
+    log = SearchLog(tmp_path, database=database)
     log.append({"kind": "request", "request_id": "kept"})
     log.close()
     with pytest.raises(SearchLogError, match="closed"):
         log.append({"kind": "request", "request_id": "lost"})
-    assert [r["request_id"] for r in read_data_dir(tmp_path).records()] == ["kept"]
+    assert [r["request_id"] for r in read_data_dir(tmp_path, database).records()] == ["kept"]

@@ -4,7 +4,6 @@ in a kept checkpoint's log, and a later log shown to extend an earlier one, with
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,15 @@ def _append(log: SearchLog, count: int, tag: str) -> None:
 
 
 @pytest.fixture
-def kept(tmp_path) -> tuple[Path, Path, Path]:
-    """A log with a checkpoint kept after 11 records and another after 37."""
+def kept(tmp_path, server_database) -> tuple[Path, Path, Path]:
+    """A log with a checkpoint kept after 11 records and another after 37 (on both databases)."""
     data_dir = tmp_path / "data"
-    log = SearchLog(data_dir, checkpoint_every=8)
+    log = SearchLog(data_dir, checkpoint_every=8, database=server_database)
     _append(log, 11, "a")
     log.close()
     early, late = tmp_path / "early.json", tmp_path / "late.json"
     assert main(["log", "checkpoint", "--data-dir", str(data_dir), "--out", str(early)]) == 0
-    log = SearchLog(data_dir, checkpoint_every=8)
+    log = SearchLog(data_dir, checkpoint_every=8, database=server_database)
     _append(log, 26, "b")
     log.close()
     assert main(["log", "checkpoint", "--data-dir", str(data_dir), "--out", str(late)]) == 0
@@ -61,12 +60,13 @@ def test_a_later_log_is_proven_to_extend_an_earlier_one(kept, tmp_path, capsys):
     assert main(["log", "check-proof", str(proof), "--checkpoint", str(late), "--from-checkpoint", str(early)]) == 0
 
 
-def test_a_rewritten_log_cannot_prove_it_extends_the_earlier_checkpoint(kept, tmp_path, capsys):
+def test_a_rewritten_log_cannot_prove_it_extends_the_earlier_checkpoint(kept, tmp_path, capsys, connect_raw,
+                                                                       server_database):
     data_dir, early, _ = kept
-    with sqlite3.connect(data_dir / DB_FILENAME) as conn:  # records 5 on replaced, with fresh hashes
-        conn.execute("DELETE FROM records WHERE seq >= 5")
-        conn.execute("DELETE FROM checkpoints WHERE seq >= 5")
-    log = SearchLog(data_dir, checkpoint_every=8)
+    with connect_raw(data_dir, DB_FILENAME) as conn:  # records 5 on replaced, with fresh hashes
+        conn.execute("DELETE FROM searchlog_records WHERE seq >= 5")
+        conn.execute("DELETE FROM searchlog_checkpoints WHERE seq >= 5")
+    log = SearchLog(data_dir, checkpoint_every=8, database=server_database)
     _append(log, 32, "forged")
     log.close()
     forged = tmp_path / "forged.json"
@@ -76,7 +76,7 @@ def test_a_rewritten_log_cannot_prove_it_extends_the_earlier_checkpoint(kept, tm
                     str(early), "--out", str(tmp_path / "x.json")])
     assert refused == 2 and "does not verify" in capsys.readouterr().err
     # A proof made anyway, from the rewritten records, is refused by whoever checks it.
-    contents = read_data_dir(data_dir)
+    contents = read_data_dir(data_dir, server_database)
     leaves = [leaf_hash(r["hash"]) for r in contents.records()]
     forged_checkpoint = json.loads(forged.read_text())
     size = forged_checkpoint["statement"]["seq"]
@@ -88,11 +88,12 @@ def test_a_rewritten_log_cannot_prove_it_extends_the_earlier_checkpoint(kept, tm
     assert "were changed, dropped or reordered" in capsys.readouterr().err
 
 
-def test_the_checkpoints_tree_roots_are_checked_by_verify(kept, capsys):
+def test_the_checkpoints_tree_roots_are_checked_by_verify(kept, capsys, connect_raw, server_database):
     data_dir = kept[0]
-    with sqlite3.connect(data_dir / DB_FILENAME) as conn:  # a stored frontier corrupted: the next root is wrong
-        conn.execute("UPDATE checkpoints SET frontier = '[]' WHERE seq = (SELECT MAX(seq) FROM checkpoints)")
-    log = SearchLog(data_dir, checkpoint_every=1)
+    with connect_raw(data_dir, DB_FILENAME) as conn:  # a stored frontier corrupted: the next root is wrong
+        conn.execute("UPDATE searchlog_checkpoints SET frontier = '[]' "
+                     "WHERE seq = (SELECT MAX(seq) FROM searchlog_checkpoints)")
+    log = SearchLog(data_dir, checkpoint_every=1, database=server_database)
     _append(log, 1, "c")
     log.close()
     capsys.readouterr()

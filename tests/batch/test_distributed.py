@@ -1,8 +1,6 @@
 """Batch work through Dask in local mode gives exactly the single-process answers, and resumes.
 
-Images: skimage's astronaut, LFW and UTKFace images of faces-dev, a two-face image made
-from two LFW photos side by side, a corrupt JPEG and an empty file. One local Dask
-cluster of two workers serves the module.
+Images and the local Dask cluster of two workers: tests/batch/conftest.py.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from batch_helpers import assert_same_faces, faces_by_image
 
 from faceaudit.audit.targets.cache import ResponseCache
 from faceaudit.audit.targets.local import LocalBackend
@@ -20,82 +19,11 @@ from faceaudit.audit.targets.runs import detect_key
 from faceaudit.batch import extract_images, index_images, list_sources
 from faceaudit.batch.extraction import local_engine_fingerprint, vector_key
 from faceaudit.batch.ledger import Ledger
-from faceaudit.engine.distributed import FaceCluster
 from faceaudit.images import load_image
 from faceaudit.rekognition.faces import detect_faces
-from faceaudit.rekognition.service import RekognitionService
 from faceaudit.storage import EmbeddedStore
-from support.images import encode
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory, faces_dev_root, astronaut_jpeg):
-    from PIL import Image
-    folder = tmp_path_factory.mktemp("images")
-    (folder / "astronaut.jpg").write_bytes(astronaut_jpeg)
-    lfw = sorted((faces_dev_root / "images" / "lfw").glob("*/*.jpg"))[:4]
-    utk = sorted((faces_dev_root / "images" / "utkface").glob("*.jpg"))[:2]
-    for path in lfw + utk:
-        (folder / path.parent.name).mkdir(exist_ok=True)
-        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
-    pair = np.hstack([np.asarray(Image.open(lfw[0]).convert("RGB")), np.asarray(Image.open(lfw[3]).convert("RGB"))])
-    (folder / "two_faces.jpg").write_bytes(encode(pair, quality=95))
-    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (folder / "empty.png").write_bytes(b"")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reference(engine, image_folder, tmp_path_factory):
-    """The single-process answers: (faces by ExternalImageId, failures by path, face count)."""
-    store, failures = single_process_index(engine, tmp_path_factory.mktemp("reference"), list_sources(image_folder))
-    return faces_by_image(store), failures, store.describe_collection("c").face_count
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with FaceCluster(workers=2) as running:
-        yield running
-
-
-def single_process_index(engine, data_dir, sources):
-    """The reference: IndexFaces, one request per image, through the service in this process."""
-    service = RekognitionService(engine, EmbeddedStore(data_dir))
-    service.call("CreateCollection", {"CollectionId": "c"})
-    failures = {}
-    for source in sources:
-        try:
-            service.call("IndexFaces", {"CollectionId": "c", "ExternalImageId": source.external_image_id,
-                                        "Image": {"Bytes": open(source.path, "rb").read()}})
-        except Exception as error:  # RekognitionError: the code is what a client sees
-            failures[source.path] = error.code
-    return service.store, failures
-
-
-def faces_by_image(store):
-    faces, token = [], None
-    while True:
-        page, token = store.list_faces("c", token, 4096)
-        faces += store.get_faces("c", [f.face_id for f in page])
-        if not token:
-            break
-    grouped = {}
-    for face in faces:
-        grouped.setdefault(face.external_image_id, []).append(face)
-    return {key: sorted(group, key=lambda f: (f.bounding_box["Left"], f.bounding_box["Top"]))
-            for key, group in grouped.items()}
-
-
-def assert_same_faces(got, want):
-    assert sorted(got) == sorted(want)
-    for key, faces in want.items():
-        assert len(got[key]) == len(faces), key
-        for a, b in zip(got[key], faces):
-            assert a.bounding_box == pytest.approx(b.bounding_box, abs=1e-9)
-            assert a.confidence == pytest.approx(b.confidence)
-            np.testing.assert_allclose(a.vector, b.vector, atol=1e-5)
 
 
 def test_bulk_indexing_on_the_cluster_equals_single_requests_and_resumes(reference, cluster, image_folder, tmp_path):

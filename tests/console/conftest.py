@@ -2,7 +2,9 @@
 
 * ``console_server``: the server (module scope) with two audit reports in its reports folder,
   made by the audit CLI from exported predictions (the csv target: no models needed for those);
-* ``keys``: role -> (access key id, secret), made with ``faceaudit keys create``;
+* ``keys``: role -> (access key id, secret), made with ``faceaudit keys create`` (and "reviewer-2",
+  a second reviewer);
+* ``reports_dir``: the server's reports folder;
 * ``browser``: Debian's chromium driven by Playwright (launched once, for the browser module; Playwright
   downloads no browser here); ``open_page`` gives a fresh context (cookie jar) per use;
 * ``axe``: axe-core's axe.min.js from the npm registry, installed by ``make install`` into
@@ -102,11 +104,19 @@ def console_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keys(console_server) -> dict[str, tuple[str, str]]:
     made = {"admin": (console_server.access_key_id, console_server.secret_access_key)}
-    for role in ("operator", "reviewer", "auditor"):
-        shown = json.loads(faceaudit("keys", "create", "--name", f"console-{role}", "--role", role,
+    # Two reviewers: public-safety needs two independent decisions before anything is released.
+    for name, role in (("operator", "operator"), ("reviewer", "reviewer"), ("reviewer-2", "reviewer"),
+                       ("auditor", "auditor")):
+        shown = json.loads(faceaudit("keys", "create", "--name", f"console-{name}", "--role", role,
                                      "--data-dir", str(console_server.data_dir)))["AccessKey"]
-        made[role] = (shown["AccessKeyId"], shown["SecretAccessKey"])
+        made[name] = (shown["AccessKeyId"], shown["SecretAccessKey"])
     return made
+
+
+@pytest.fixture(scope="module")
+def reports_dir(console_server) -> Path:
+    """The server's ``--reports`` folder (beside its data directory)."""
+    return console_server.data_dir.parent / "reports"
 
 
 # Module scope, not session: while Playwright's sync API runs, an event loop runs on the main thread,

@@ -21,6 +21,7 @@ import pytest
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.console import Console
 from faceaudit.console.sessions import DB_FILENAME, SessionStore
+from faceaudit.errors import InternalServerError
 
 
 class Clock:
@@ -76,6 +77,42 @@ def test_sign_in_failures_are_limited_per_address_and_age_out(tmp_path):
     clock.now += 61
     assert store.sign_in_allowed("10.0.0.1")
     store.close()
+
+
+def test_a_console_db_from_before_versioned_schemas_keeps_its_sessions(tmp_path):
+    # console.db as earlier releases left it: the tables, no schema_version, a live session.
+    session_id, now_ms = "an-old-session", 1_800_000_000_000
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        conn.executescript("""
+            CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, access_key_id TEXT NOT NULL,
+                csrf TEXT NOT NULL, created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+            CREATE INDEX sessions_by_key ON sessions (access_key_id);
+            CREATE TABLE sign_in_failures (client TEXT NOT NULL, at_ms INTEGER NOT NULL);
+            CREATE INDEX sign_in_failures_by_client ON sign_in_failures (client, at_ms);""")
+        conn.execute("INSERT INTO sessions VALUES (?, 'AKID', 'the-csrf', ?, ?)",
+                     (hashlib.sha256(session_id.encode()).hexdigest(), now_ms, now_ms))
+        conn.execute("INSERT INTO sign_in_failures VALUES ('10.0.0.1', ?)", (now_ms,))
+    os.chmod(tmp_path / DB_FILENAME, 0o600)
+    clock = Clock(now_ms / 1000 + 60)
+    store = SessionStore(tmp_path, clock=clock, sign_in_failures=2)
+    session = store.touch(session_id)
+    assert session is not None and (session.access_key_id, session.csrf) == ("AKID", "the-csrf")
+    store.record_failure("10.0.0.1")
+    assert not store.sign_in_allowed("10.0.0.1")  # the failure from before counts
+    store.close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    reopened = SessionStore(tmp_path, clock=clock)  # and opens again at version 1
+    assert reopened.touch(session_id) is not None
+    reopened.close()
+
+
+def test_a_console_db_from_a_newer_faceaudit_is_refused(tmp_path):
+    SessionStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(InternalServerError, match="schema version 99"):
+        SessionStore(tmp_path)
 
 
 # -- the ASGI app, in-process ------------------------------------------------------------------
@@ -225,8 +262,12 @@ def test_posts_need_the_sessions_csrf_token_and_this_sites_origin(console, keys)
 
 def test_pages_answer_403_to_roles_they_are_not_for(console, keys):
     for role, allowed, refused in (
-            ("reviewer", ["/console/"], ["/console/collections", "/console/search", "/console/reports"]),
-            ("auditor", ["/console/", "/console/reports"], ["/console/collections", "/console/search"])):
+            ("reviewer", ["/console/"], ["/console/collections", "/console/search", "/console/reports",
+                                         "/console/results", "/console/results/" + "0" * 36, "/console/log",
+                                         "/console/log/checkpoint.json", "/console/transparency"]),
+            ("auditor", ["/console/", "/console/reports"], ["/console/collections", "/console/search",
+                                                            "/console/review", "/console/review/" + "0" * 36,
+                                                            "/console/results"])):
         issued = keys.create(f"k-{role}", role)
         client = Browserless(console)
         client.sign_in(issued.key.access_key_id, issued.secret_access_key)
@@ -240,6 +281,10 @@ def test_pages_answer_403_to_roles_they_are_not_for(console, keys):
         csrf = re.search(r'name="csrf" value="([^"]+)"', home).group(1)
         assert client.request("POST", "/console/search", {"csrf": csrf, "collection": "c"})[0] == 403
         assert client.request("POST", "/console/collections/c/faces", {"csrf": csrf})[0] == 403
+        if role != "reviewer":  # only reviewers decide review items
+            assert client.request("POST", "/console/review/" + "0" * 36, {"csrf": csrf})[0] == 403
+        else:  # and they verify no log
+            assert client.request("POST", "/console/log/verify", {"csrf": csrf})[0] == 403
 
 
 def test_signed_out_requests_go_to_sign_in_without_reading_the_body(console):
@@ -262,7 +307,10 @@ def test_docs_show_exactly_who_each_page_is_for():
 
     rows = {"start": "home", "collections": "collections", "create a collection": "create-collection",
             "one collection, its faces": "collection", "index a face": "index", "search by image": "search",
-            "audit reports, one report, a comparison": "reports"}
+            "audit reports, one report, a comparison": "reports", "review queue": "review",
+            "one review item, blind": "review-item", "decide a review item": "decide",
+            "a search's review result": "review-result", "search log, its filters": "log",
+            "verify the chain, the latest checkpoint": "verify", "transparency report": "transparency"}
     text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text(encoding="utf-8")
     table = {}
     for line in text.splitlines():
@@ -270,3 +318,19 @@ def test_docs_show_exactly_who_each_page_is_for():
         if cells and cells[0] in rows and len(cells) == 2 + len(ROLES):
             table[rows[cells[0]]] = tuple(role for role, cell in zip(ROLES, cells[2:]) if cell == "yes")
     assert table == {page: tuple(r for r in ROLES if r in roles) for page, roles in PAGE_ROLES.items()}
+
+
+def test_urlencoded_forms_arrive_as_typed_and_are_limited_in_fields():
+    """A reason typed with spaces, a plus or an accent reaches the operation as typed (browsers send
+    ``a+b``, ``%2B``, ``%C3%A9``), and a form with more fields than its page takes is refused."""
+    from faceaudit.console.web import FormError, Request
+
+    def posted(body: bytes, max_fields: int = 20) -> Request:
+        return Request("POST", "/", {}, {"content-type": "application/x-www-form-urlencoded"}, {}, "-", False,
+                       body=body, max_fields=max_fields)
+
+    assert posted(b"reason-0=same+jaw%2C+same+eyes&plus=%2B&e=caf%C3%A9&empty=").form().fields == {
+        "reason-0": "same jaw, same eyes", "plus": "+", "e": "café", "empty": ""}
+    with pytest.raises(FormError, match="too many"):
+        posted(b"&".join(b"f%d=1" % i for i in range(21))).form()
+    assert len(posted(b"&".join(b"f%d=1" % i for i in range(21)), max_fields=202).form().fields) == 21

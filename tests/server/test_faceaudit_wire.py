@@ -44,7 +44,8 @@ def test_the_client_reads_the_model_the_server_decodes_with():
     model = client.meta.service_model
     assert model.signing_name == "rekognition"  # one SigV4 scope for both services
     assert sorted(model.operation_names) == sorted(faceaudit_service_model().operation_names) == [
-        "DecideReviewItem", "GetReviewItem", "GetReviewResult", "ListReviewItems"]
+        "DecideReviewItem", "GetReviewItem", "GetReviewResult", "GetTransparencyReport", "ListReviewItems",
+        "ListSearchLogRecords", "VerifySearchLog"]
 
 
 def test_what_boto3_sends_decodes_to_what_the_user_passed():
@@ -83,3 +84,41 @@ def test_review_errors_keep_their_codes():
     parsed = create_parser("json").parse({"status_code": status, "headers": {}, "body": body},
                                          op("GetReviewItem").output_shape)
     assert status == 400 and parsed["Error"] == {"Code": "ConflictException", "Message": "Review item is closed"}
+
+
+def test_the_log_reading_operations_bounds_and_lists_are_checked_by_the_model():
+    listing = op("ListSearchLogRecords")
+    for body, words in (({"MaxResults": 1001}, "less than or equal to 1000"),
+                        ({"MaxResults": 0}, "greater than or equal to 1"),
+                        ({"Kind": "gossip"}, "enum value set"), ({"Outcome": "maybe"}, "enum value set"),
+                        ({"Since": ""}, "length greater than or equal to 1"),
+                        ({"KeyName": "k" * 256}, "length less than or equal to 255")):
+        with pytest.raises(InvalidParameterException, match=words):
+            P.decode_request(listing, json.dumps(body).encode())
+    with pytest.raises(InvalidParameterException, match="Member must not be null"):
+        P.decode_request(op("GetTransparencyReport"), b"{}")
+    assert P.decode_request(listing, json.dumps({"Kind": "unauthenticated", "MaxResults": 1000}).encode()) == {
+        "Kind": "unauthenticated", "MaxResults": 1000}
+
+
+def test_a_log_page_reaches_boto3_with_its_records_and_verify_with_its_problems():
+    text = '{"hash":"ab","seq":7}'
+    listed = {"Records": [{"Seq": 7, "Time": "2026-12-01T10:00:00.000Z", "Kind": "request", "Status": 403,
+                           "Error": "AccessDeniedException", "KeyName": None, "Record": text}], "NextToken": "t"}
+    body = P.encode_response(op("ListSearchLogRecords"), listed)
+    parsed = create_parser("json").parse({"status_code": 200, "headers": {}, "body": body},
+                                         op("ListSearchLogRecords").output_shape)
+    assert parsed["Records"] == [{"Seq": 7, "Time": "2026-12-01T10:00:00.000Z", "Kind": "request", "Status": 403,
+                                  "Error": "AccessDeniedException", "Record": text}]  # None dropped
+    verified = {"Ok": False, "Records": 9, "Head": {"Seq": 6, "Hash": "f" * 64},
+                "Problems": [{"Seq": 7, "Kind": "edited", "Message": "record 7 was edited"}]}
+    body = P.encode_response(op("VerifySearchLog"), verified)
+    parsed = create_parser("json").parse({"status_code": 200, "headers": {}, "body": body},
+                                         op("VerifySearchLog").output_shape)
+    assert {k: parsed[k] for k in verified} == verified
+
+
+def test_the_listings_have_boto3_paginators():
+    client = faceaudit.client("http://127.0.0.1:1", region_name="us-east-1",
+                              aws_access_key_id="AK", aws_secret_access_key="secret")
+    assert client.can_paginate("list_search_log_records") and client.can_paginate("list_review_items")

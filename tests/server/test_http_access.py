@@ -18,6 +18,7 @@ import pytest
 from botocore import xform_name
 
 from faceaudit.access import OPERATION_ROLES, ROLES
+from faceaudit.accountability.faceaudit_service import FaceAuditService
 from support.server import RunningServer, faceaudit_command, start_server
 
 pytestmark = pytest.mark.models  # servers load the face models
@@ -72,12 +73,15 @@ def request_for(operation: str, collection: str) -> dict:
         "GetReviewItem": {"ItemId": str(uuid.uuid4())},
         "DecideReviewItem": {"ItemId": str(uuid.uuid4()), "Decisions": []},
         "GetReviewResult": {"ItemId": str(uuid.uuid4())},
+        "ListSearchLogRecords": {"MaxResults": 5},
+        "VerifySearchLog": {},
+        "GetTransparencyReport": {"Since": "2026-01-01"},
     }
     assert set(requests) == set(OPERATION_ROLES), "a request for every operation of the role table"
     return requests[operation]
 
 
-FACEAUDIT_OPERATIONS = frozenset({"ListReviewItems", "GetReviewItem", "DecideReviewItem", "GetReviewResult"})
+FACEAUDIT_OPERATIONS = FaceAuditService.operations
 
 
 def call(client, operation: str, request: dict) -> tuple[str | None, str, str]:

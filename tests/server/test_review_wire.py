@@ -2,7 +2,8 @@
 
 Items are opened directly through ReviewStore on the server's data directory (what the
 guard does for a search under a review policy), with keys made in its key store while it
-runs; everything a reviewer or searcher does then goes over the wire.
+runs; everything a reviewer or searcher does then goes over the wire. On both backends: the
+data directory's files, or the tables of the server's ``--database postgresql://...``.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ class ReviewServer:
         return item, probe, crops
 
 
-@pytest.fixture(scope="module")
-def review_server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def review_server(tmp_path_factory, request):
+    from faceaudit.access.postgres import PostgresKeyStore
     from support.server import start_server
     data = tmp_path_factory.mktemp("review") / "data"
-    with start_server(data) as server:
-        with SQLiteKeyStore(data) as keys, ReviewStore(data) as review:
+    database = request.getfixturevalue("postgres_database")() if request.param == "postgres" else None
+    with start_server(data, extra_args=("--database", database) if database else ()) as server:
+        with SQLiteKeyStore(data) if database is None else PostgresKeyStore(database) as keys, \
+                ReviewStore(data, database=database) as review:
             yield ReviewServer(server, keys, review)
 
 

@@ -1,7 +1,8 @@
 """The search log of a real `faceaudit serve` under load: 8 clients at once, then SIGKILL mid-search.
 
 Afterwards the log is one unbroken chain, and every request whose answer reached a client --
-searches, cheap reads and denials alike -- is in it under its RequestId.
+searches, cheap reads and denials alike -- is in it under its RequestId. On both backends:
+the data directory's searchlog.db, or the tables of ``--database postgresql://...``.
 """
 
 from __future__ import annotations
@@ -21,26 +22,32 @@ from support.server import faceaudit_command, start_server
 pytestmark = pytest.mark.models  # the server it starts loads the face models
 
 
-def create_key(data_dir, name: str, role: str, unit: str | None = None) -> tuple[str, str]:
+def create_key(data_dir, name: str, role: str, unit: str | None = None, *,
+               database: str | None = None) -> tuple[str, str]:
     """`faceaudit keys create` as an admin runs it: (access key id, secret)."""
     done = subprocess.run([*faceaudit_command(), "keys", "create", "--data-dir", str(data_dir), "--name", name,
-                           "--role", role, *(["--unit", unit] if unit else [])],
+                           "--role", role, *(["--unit", unit] if unit else []),
+                           *(["--database", database] if database else [])],
                           capture_output=True, text=True, timeout=60, check=True)
     key = json.loads(done.stdout)["AccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
 
 
-def test_eight_clients_and_a_sigkill_mid_search_leave_one_chain_with_every_answer(tmp_path, astronaut_jpeg):
+@pytest.mark.parametrize("backend", ["embedded", "postgres"])
+def test_eight_clients_and_a_sigkill_mid_search_leave_one_chain_with_every_answer(tmp_path, astronaut_jpeg,
+                                                                                  backend, request):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    operator = create_key(data_dir, "analyst", "operator")
-    auditor = create_key(data_dir, "overseer", "auditor")
+    database = request.getfixturevalue("postgres_database")() if backend == "postgres" else None
+    serve = ("--database", database) if database else ()
+    operator = create_key(data_dir, "analyst", "operator", database=database)
+    auditor = create_key(data_dir, "overseer", "auditor", database=database)
     answered: dict[str, str] = {}  # RequestId -> what it was
     lock = threading.Lock()
     stop = threading.Event()
     searches_in_flight = [0]
 
-    with start_server(data_dir) as server:
+    with start_server(data_dir, extra_args=serve) as server:
         admin = server.client()
         admin.create_collection(CollectionId="watch")
         face_id = admin.index_faces(CollectionId="watch", Image={"Bytes": astronaut_jpeg},
@@ -101,7 +108,7 @@ def test_eight_clients_and_a_sigkill_mid_search_leave_one_chain_with_every_answe
 
     whats = list(answered.values())
     assert whats.count("SearchFacesByImage") >= 3 and whats.count("denied") >= 5 and len(answered) >= 150
-    contents = read_data_dir(data_dir)
+    contents = read_data_dir(data_dir, database)
     verification = contents.verify()
     assert verification.ok, verification.problem
     records = {r["request_id"]: r for r in contents.records() if r["kind"] == "request"}
@@ -117,8 +124,8 @@ def test_eight_clients_and_a_sigkill_mid_search_leave_one_chain_with_every_answe
             assert record["key"]["role"] == "auditor" and record["error"] == "AccessDeniedException"
 
     # The chain goes on after the restart, from where the killed server left it.
-    with start_server(data_dir) as restarted:
+    with start_server(data_dir, extra_args=serve) as restarted:
         rid = restarted.client().list_collections()["ResponseMetadata"]["RequestId"]
-    after = read_data_dir(data_dir)
+    after = read_data_dir(data_dir, database)
     assert after.verify().ok
     assert any(r["request_id"] == rid for r in after.records())

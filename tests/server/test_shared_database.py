@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.images import encode
-from support.server import faceaudit_command, start_server
+from support.server import faceaudit_command, share_review_key, start_server
 
 INDEXERS_PER_SERVER = 2
 INDEXED_PER_THREAD = 5
@@ -27,6 +27,7 @@ def two_servers(tmp_path_factory, postgres_database):
     folder = tmp_path_factory.mktemp("two-servers")
     a = start_server(folder / "a", extra_args=("--database", database))
     try:
+        share_review_key(folder / "a", folder / "b")  # the review pictures in the database are sealed with it
         b = start_server(folder / "b", extra_args=("--database", database))
     except BaseException:
         a.stop()

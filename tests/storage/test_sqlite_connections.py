@@ -41,3 +41,20 @@ def test_a_file_that_cannot_be_put_in_wal_mode_raises_the_callers_error(tmp_path
     connections = ThreadConnections(":memory:", busy_timeout=1.0, unavailable=Unavailable)
     with pytest.raises(Unavailable, match="WAL"):
         connections.get()
+
+
+def test_a_write_is_committed_for_every_thread_or_rolled_back_whole(tmp_path):
+    connections = ThreadConnections(tmp_path / "x.db", busy_timeout=1.0, unavailable=RuntimeError)
+    with connections.write() as conn:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(ZeroDivisionError), connections.write() as conn:
+        conn.execute("INSERT INTO t VALUES (2)")
+        raise ZeroDivisionError
+    seen = []
+    thread = threading.Thread(target=lambda: seen.extend(connections.get().execute("SELECT v FROM t")))
+    thread.start()
+    thread.join()
+    assert seen == [(1,)]
+    assert not connections.get().in_transaction
+    connections.close()

@@ -230,3 +230,13 @@ def _fresh_log_path(data_dir: Path) -> Path:
         if not path.exists():
             return path
     raise RuntimeError("too many server logs")
+
+
+def share_review_key(from_dir: Path, to_dir: Path) -> None:
+    """Copy one server's review.key into another's data directory (made 0700 if absent), as an
+    operator does for each further host on one PostgreSQL (docs/accountability.md)."""
+    to_dir = Path(to_dir)
+    to_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = to_dir / "review.key"
+    target.write_bytes((Path(from_dir) / "review.key").read_bytes())
+    os.chmod(target, 0o600)

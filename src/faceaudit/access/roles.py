@@ -31,6 +31,7 @@ _OPERATORS = frozenset({ADMIN, OPERATOR})
 _ADMINS = frozenset({ADMIN})
 _READERS = frozenset({ADMIN, OPERATOR, AUDITOR})
 _REVIEWERS = frozenset({REVIEWER})
+_AUDITORS = frozenset({ADMIN, AUDITOR})
 
 # Operation -> the roles that may call it. Deleting stored people (collections, faces,
 # users) is the admin's, who answers for what a collection holds; operators add to
@@ -68,6 +69,11 @@ OPERATION_ROLES: dict[str, frozenset[str]] = {
     "GetReviewItem": _REVIEWERS,
     "DecideReviewItem": _REVIEWERS,
     "GetReviewResult": _OPERATORS,
+    # Reading the search log and the transparency report over the wire (docs/accountability.md,
+    # "Reading the log over the wire"): the auditors' work, and the admin's, who answers for the service.
+    "ListSearchLogRecords": _AUDITORS,
+    "VerifySearchLog": _AUDITORS,
+    "GetTransparencyReport": _AUDITORS,
 }
 
 

@@ -78,6 +78,10 @@ def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
 def _issued(row: tuple) -> IssuedKey:
     created = _time(row[6])
     assert created is not None
@@ -239,6 +243,31 @@ class SQLiteKeyStore:
             row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
                                (key.access_key_id,)).fetchone()
             return _issued(row).key
+
+    def restore(self, issued: IssuedKey) -> bool:
+        """Store a key exactly as another store holds it (``faceaudit storage migrate``): its id,
+        secret, name, role, unit, origin, creation and revocation. False (nothing changed) when
+        this store already has the key with the same secret; KeyStoreError when it has the id with
+        another secret, or an active key of that name."""
+        key = issued.key
+        with self._write() as conn:
+            row = conn.execute("SELECT secret FROM access_keys WHERE access_key_id = ?",
+                               (key.access_key_id,)).fetchone()
+            if row is not None:
+                if row[0] != issued.secret_access_key:
+                    raise KeyStoreError(f"access key id {key.access_key_id} is here with another secret")
+                return False
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
+            try:
+                conn.execute(
+                    "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq, "
+                    "revoked_ms, revoked_reason, replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key.access_key_id, issued.secret_access_key, key.name, key.role, key.unit, key.origin,
+                     _ms(key.created), seq, _ms(key.revoked) if key.revoked else None, key.revoked_reason,
+                     key.replaced_by))
+            except self._integrity_errors:
+                raise KeyStoreError(f"an active key is already named {key.name!r} here") from None
+            return True
 
     def rotate(self, name_or_id: str) -> IssuedKey:
         access, secret = new_key_pair()

@@ -15,7 +15,10 @@ it refuses, in Rekognition's errors and saying why:
 
 It answers the tag operations (TagResource, UntagResource, ListTagsForResource and
 CreateCollection's ``Tags``) from faceaudit.accountability.state; only an admin key may
-set, change or remove the ``faceaudit:policy`` tag. A search under a review policy is
+set, change or remove the ``faceaudit:policy`` tag and the ``faceaudit:retention:*`` tags
+(faceaudit.accountability.retention), whose day counts are checked against the policy's maxima.
+The threshold floor applies to every operation carrying a threshold into a collection under
+the policy (policies.FLOORED: the searches and AssociateFaces). A search under a review policy is
 handed to the :class:`ReviewQueue` and answered with no candidates and the review item's
 id in a response header. Throughout it fills ``facts`` -- what the search log records.
 
@@ -26,6 +29,7 @@ Moratorium switches and policy changes are appended to an optional :class:`Recor
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -36,14 +40,18 @@ from faceaudit.access.keys import AccessKey
 from faceaudit.access.roles import ADMIN
 from faceaudit.accountability.context import REVIEW_ITEM_HEADER, Caller, Facts, key_fields, utc_time
 from faceaudit.accountability.policies import (
+    FLOORED,
     POLICIES,
     POLICY_TAG,
+    RETENTION_TAGS,
     SEARCHES,
     SearchOperation,
     UsePolicy,
     below_floor_message,
     check_policy_name,
+    check_retention_tag,
 )
+from faceaudit.accountability.retention import RetentionLedger, record_retention_change
 from faceaudit.accountability.state import AccountabilityState, Moratorium, StateError
 from faceaudit.errors import (
     AccessDeniedException,
@@ -55,13 +63,13 @@ from faceaudit.errors import (
 from faceaudit.images import image_bytes_from_request
 from faceaudit.rekognition.service import RekognitionService
 from faceaudit.storage import FaceStore
-
-SEARCH_EXACT = "exact"  # a collection's search mode (stores with an approximate index keep one)
+from faceaudit.storage.base import SEARCH_EXACT
 
 __all__ = ["TAG_OPERATIONS", "GuardedService", "PolicyDenied", "Recorder", "ReviewQueue", "event_record",
            "lift_moratorium", "require_exact_search", "search_mode", "set_collection_policy",
            "set_moratorium"]
 
+log = logging.getLogger("faceaudit.guard")
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
 MAX_TAGS = 50  # per collection, as Rekognition allows
 MAX_PURPOSE_CHARS = 500
@@ -214,11 +222,12 @@ class GuardedService:
 
     def __init__(self, service: RekognitionService, state: AccountabilityState, *,
                  review_queue: ReviewQueue | None = None, recorder: Recorder | None = None,
-                 policies: Mapping[str, UsePolicy] = POLICIES):
+                 policies: Mapping[str, UsePolicy] = POLICIES, ledger: RetentionLedger | None = None):
         self.service = service
         self.state = state
         self.review_queue = review_queue
         self.recorder = recorder
+        self.ledger = ledger  # when each indexed face was stored (faceaudit.accountability.retention)
         self.policies = dict(policies)
         self._create_lock = threading.Lock()
 
@@ -253,10 +262,14 @@ class GuardedService:
         # What was asked for, as it would run (a search without a threshold runs at the default), so a
         # refused search is logged with it too.
         facts.parameters = self._parameters(request, search)
-        policy = self._policy_of(collection_id, facts.policy) if search or operation == "IndexFaces" else None
+        # FLOORED: the searches and AssociateFaces, whose thresholds the policy's floor governs
+        policy = self._policy_of(collection_id, facts.policy) if operation in FLOORED or operation == "IndexFaces" \
+            else None
         reviewers = self._reviewers(policy)
         if search is not None:
             request = self._admit_search(caller, search, request, collection_id, policy, reviewers, facts)
+        elif operation in FLOORED and policy is not None:  # AssociateFaces: the floor, nothing else
+            request = self._check_floor(*FLOORED[operation], dict(request), collection_id, policy)
         elif operation == "IndexFaces" and reviewers and self.review_queue is None:
             raise PolicyDenied(self._no_review_message(collection_id, policy, "index faces into it"),
                                "no review queue for a review policy")
@@ -270,9 +283,20 @@ class GuardedService:
             return self._withhold_for_review(caller, search, collection_id, policy, images, response, facts)
         if operation == "IndexFaces" and reviewers and self.review_queue is not None:
             self._keep_crops(collection_id, images, response)
-        elif operation == "DeleteFaces" and self.review_queue is not None:
-            self.review_queue.forget_faces(collection_id, list(response.get("DeletedFaces", [])))
+        if operation == "IndexFaces" and self.ledger is not None:
+            try:
+                self.ledger.note_faces(collection_id, [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])],
+                                       caller.at)
+            except Exception:  # the faces are stored; the next purge notes them, later (kept longer, not shorter)
+                log.exception("noting indexed faces of %s in the retention ledger failed", collection_id)
+        elif operation == "DeleteFaces":
+            if self.review_queue is not None:
+                self.review_queue.forget_faces(collection_id, list(response.get("DeletedFaces", [])))
+            if self.ledger is not None:
+                self.ledger.forget_faces(collection_id, list(response.get("DeletedFaces", [])))
         elif operation == "DeleteCollection":
+            if self.ledger is not None:
+                self.ledger.forget_collection(collection_id)
             # Only tags written before the delete: a collection of the same id created meanwhile keeps its own.
             self.state.forget_collection(collection_id, up_to_version=tags_version)
             if self.review_queue is not None:
@@ -333,21 +357,7 @@ class GuardedService:
 
     def _check_rules(self, caller: Caller, search: SearchOperation, request: dict[str, Any], collection_id: str,
                      policy: UsePolicy) -> dict[str, Any]:
-        request = dict(request)
-        if policy.threshold_floor is not None:
-            given = request.get(search.threshold)
-            value = search.default_threshold if given is None else given
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidParameterException(f"{search.threshold} must be a number from 0 to 100")
-            if float(value) < policy.threshold_floor:
-                message = self._below_floor(search.threshold, float(value), collection_id, policy)
-                if given is None:
-                    message = (f"{search.threshold} was not given, and Rekognition's default is "
-                               f"{search.default_threshold:g}. " + message)
-                raise _with_reason(InvalidParameterException(message),
-                                   f"{search.threshold} {float(value):g} below the floor "
-                                   f"{policy.threshold_floor:g} of {policy.name}")
-            request[search.threshold] = float(value)
+        request = self._check_floor(search.threshold, search.default_threshold, dict(request), collection_id, policy)
         if policy.max_results is not None:
             asked = request.get(search.max_results)
             if asked is None:
@@ -366,6 +376,26 @@ class GuardedService:
                     f"Collection {collection_id} is searched in mode {mode!r}; its use policy {policy.name} "
                     f"requires exact search (an approximate index's misses need not fall evenly across groups): "
                     f"set its search mode to exact, or set the policy again, which does", f"search mode {mode}")
+        return request
+
+    def _check_floor(self, parameter: str, default: float, request: dict[str, Any], collection_id: str,
+                     policy: UsePolicy) -> dict[str, Any]:
+        """``request`` with ``parameter`` at or above the policy's floor, or InvalidParameterException
+        stating the floor and the measured per-group rates at the value asked (never raised for you)."""
+        if policy.threshold_floor is None:
+            return request
+        given = request.get(parameter)
+        value = default if given is None else given
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidParameterException(f"{parameter} must be a number from 0 to 100")
+        if float(value) < policy.threshold_floor:
+            message = self._below_floor(parameter, float(value), collection_id, policy)
+            if given is None:
+                message = f"{parameter} was not given, and Rekognition's default is {default:g}. " + message
+            raise _with_reason(InvalidParameterException(message),
+                               f"{parameter} {float(value):g} below the floor "
+                               f"{policy.threshold_floor:g} of {policy.name}")
+        request[parameter] = float(value)
         return request
 
     def _below_floor(self, parameter: str, value: float, collection_id: str, policy: UsePolicy) -> str:
@@ -504,17 +534,19 @@ class GuardedService:
                 raise
             # If this fails the collection stays refused to search (see _check_rules) until it is set.
             require_exact_search(store, collection_id, tags.get(POLICY_TAG), self.policies)
-        if POLICY_TAG in tags:
+        if POLICY_TAG in tags or any(key in tags for key in RETENTION_TAGS.values()):
             try:
                 _record_policy_change(self.state, collection_id, {}, tags, caller.key.name, self.recorder,
                                       caller.key, caller.request_id, "CreateCollection")
+                record_retention_change(collection_id, {}, tags, caller.key.name, self.recorder, key=caller.key,
+                                        request_id=caller.request_id, operation="CreateCollection")
             except BaseException:  # its policy was taken back: the collection must not stay without it
                 self.service.call("DeleteCollection", {"CollectionId": collection_id})
                 self.state.forget_collection(collection_id)
                 raise
         return response
 
-    def _valid_tags(self, caller: Caller, tags: object) -> dict[str, str]:
+    def _valid_tags(self, caller: Caller, tags: object, current_policy: str | None = None) -> dict[str, str]:
         if not isinstance(tags, Mapping):
             raise InvalidParameterException("Tags must be a map of tag keys to values")
         for key, value in tags.items():
@@ -527,15 +559,22 @@ class GuardedService:
         if POLICY_TAG in tags:
             check_policy_name(tags[POLICY_TAG], self.policies)
             self._admin_only(caller, "set")
+        retention = [key for key in RETENTION_TAGS.values() if key in tags]
+        if retention:
+            self._admin_only(caller, "set", retention[0])
+            policy_name = tags.get(POLICY_TAG, current_policy)
+            for key in retention:
+                check_retention_tag(key, tags[key], self.policies.get(policy_name) if policy_name else None)
         return dict(tags)
 
     @staticmethod
-    def _admin_only(caller: Caller, what: str) -> None:
+    def _admin_only(caller: Caller, what: str, tag: str = POLICY_TAG) -> None:
         if caller.key.role != ADMIN:
+            whose = "use policy" if tag == POLICY_TAG else "retention"
             raise PolicyDenied(
-                f"The key '{caller.key.name}' (role {caller.key.role}) may not {what} the {POLICY_TAG} tag: "
-                "a collection's use policy is the admin's (docs/accountability.md)",
-                f"role {caller.key.role} may not {what} {POLICY_TAG}")
+                f"The key '{caller.key.name}' (role {caller.key.role}) may not {what} the {tag} tag: "
+                f"a collection's {whose} is the admin's (docs/accountability.md)",
+                f"role {caller.key.role} may not {what} {tag}")
 
     def _collection_of_arn(self, arn: object) -> str:
         store = self.service.store
@@ -561,7 +600,7 @@ class GuardedService:
         if operation == "ListTagsForResource":
             return {"Tags": self.state.tags(collection_id)}
         if operation == "TagResource":
-            tags = self._valid_tags(caller, request.get("Tags") or {})
+            tags = self._valid_tags(caller, request.get("Tags") or {}, policy)
             require_exact_search(self.service.store, collection_id, tags.get(POLICY_TAG), self.policies)
             try:
                 before = self.state.set_tags(collection_id, tags, limit=MAX_TAGS)
@@ -573,11 +612,21 @@ class GuardedService:
                 raise InvalidParameterException("TagKeys must be a list of tag keys")
             if POLICY_TAG in keys and policy is not None:
                 self._admin_only(caller, "remove")
+            present = self.state.tags(collection_id)
+            for key in RETENTION_TAGS.values():
+                if key in keys and key in present:
+                    self._admin_only(caller, "remove", key)
             before = self.state.remove_tags(collection_id, keys)
         after = self.state.tags(collection_id)
         facts.policy = after.get(POLICY_TAG)
         _record_policy_change(self.state, collection_id, before, after, caller.key.name, self.recorder,
                               caller.key, caller.request_id, operation)
+        try:
+            record_retention_change(collection_id, before, after, caller.key.name, self.recorder, key=caller.key,
+                                    request_id=caller.request_id, operation=operation)
+        except BaseException:  # an unlogged retention change must not stay
+            self.state.restore_tags(collection_id, before, if_current=after)
+            raise
         return {}
 
 

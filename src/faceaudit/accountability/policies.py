@@ -29,6 +29,8 @@ per-group table).
   investigation.
 * **Exact search**: approximate indexes miss some true neighbours, and nobody has shown
   that they miss them evenly across groups.
+* **Retention**: probe pictures at most 30 days, review items at most 90 (their decisions stay
+  in the search log, without pictures); the floor applies to AssociateFaces' threshold too.
 
 ``access-control`` (people who enrolled themselves to open a door) and ``personal`` (a
 person's own photo library) keep Rekognition's defaults; every request is still logged.
@@ -47,15 +49,22 @@ from faceaudit.similarity import GroupFalseMatchRates
 
 __all__ = [
     "ACCESS_CONTROL",
+    "DEFAULT_RETENTION",
+    "FLOORED",
+    "MAX_RETENTION_DAYS",
     "PERSONAL",
     "POLICIES",
     "POLICY_TAG",
     "PUBLIC_SAFETY",
+    "RETENTION_KINDS",
+    "RETENTION_TAGS",
     "SEARCHES",
+    "RetentionRule",
     "SearchOperation",
     "UsePolicy",
     "below_floor_message",
     "check_policy_name",
+    "check_retention_tag",
 ]
 
 POLICY_TAG = "faceaudit:policy"
@@ -81,6 +90,43 @@ SEARCHES: dict[str, SearchOperation] = {
 }
 
 
+# Other operations that carry a threshold into a collection: the floor applies to them too
+# (AssociateFaces links faces to a UserID whose faces match at UserMatchThreshold; Rekognition's
+# default 75, faceaudit.rekognition.users). operation -> (parameter, Rekognition's default).
+FLOORED: dict[str, tuple[str, float]] = {
+    **{name: (op.threshold, op.default_threshold) for name, op in SEARCHES.items()},
+    "AssociateFaces": ("UserMatchThreshold", 75.0),
+}
+
+# Retention (faceaudit.accountability.retention): what is kept, and the tag that says for how long.
+RETENTION_KINDS = ("faces", "probes", "review-items")
+RETENTION_TAGS: dict[str, str] = {kind: f"faceaudit:retention:{kind}" for kind in RETENTION_KINDS}
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """How many days one kind of data is kept (from when it was indexed / searched).
+
+    ``default_days``: when the collection's tag says nothing (None: until deleted);
+    ``max_days``: the most a tag may ask for (None: no limit)."""
+
+    default_days: int | None
+    max_days: int | None = None
+
+    def effective(self, tagged: int | None) -> int | None:
+        days = self.default_days if tagged is None else tagged
+        if self.max_days is not None and (days is None or days > self.max_days):
+            return self.max_days
+        return days
+
+
+# Collections without a policy, and the policies that say nothing else. Faces are the
+# collection's purpose and stay until deleted; probes and review items exist only under a
+# review policy, but an item opened before the policy was removed still expires.
+DEFAULT_RETENTION: dict[str, RetentionRule] = {
+    "faces": RetentionRule(None), "probes": RetentionRule(30), "review-items": RetentionRule(30)}
+
+
 @dataclass(frozen=True)
 class UsePolicy:
     """What a policy demands of searches of its collections. ``None`` / 0 / False: no rule."""
@@ -95,6 +141,7 @@ class UsePolicy:
     realtime_searches: int | None = None  # at most this many ...
     realtime_window_s: int = 60  # ... within this many seconds, per key
     exact_search: bool = False
+    retention: Mapping[str, RetentionRule] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
     reasons: Mapping[str, str] = field(default_factory=dict)  # rule -> why, as the docs state it
 
     def rules(self) -> dict[str, Any]:
@@ -104,7 +151,10 @@ class UsePolicy:
                 "Reviewers": self.reviewers, "DailySearchesPerKey": self.daily_searches_per_key,
                 "RealTime": None if self.realtime_searches is None else
                 {"MaxSearches": self.realtime_searches, "WindowSeconds": self.realtime_window_s},
-                "ExactSearch": self.exact_search, "Reasons": dict(self.reasons)}
+                "ExactSearch": self.exact_search,
+                "Retention": {kind: {"DefaultDays": rule.default_days, "MaxDays": rule.max_days}
+                              for kind, rule in self.retention.items()},
+                "Reasons": dict(self.reasons)}
 
 
 PUBLIC_SAFETY = UsePolicy(
@@ -118,6 +168,7 @@ PUBLIC_SAFETY = UsePolicy(
     realtime_searches=6,
     realtime_window_s=60,
     exact_search=True,
+    retention={"faces": RetentionRule(None), "probes": RetentionRule(30, 30), "review-items": RetentionRule(30, 90)},
     reasons={
         "threshold_floor": "at 80, 360 of 392 people not in a gallery were matched to somebody "
                            "(the project's lineup audit); same-group strangers matched 50.8% of the "
@@ -129,6 +180,9 @@ PUBLIC_SAFETY = UsePolicy(
         "budget": "AWS's service terms forbid sustained surveillance without independent review",
         "realtime": "many frames a minute is tracking people, not investigating a case",
         "exact_search": "approximate indexes miss true neighbours, not shown to miss them evenly by group",
+        "retention": "a probe is a picture of someone who may have nothing to do with the case: kept for "
+                     "review (30 days), never longer; the item's candidates go within 90 days, while the "
+                     "search log keeps every decision and its reasons without any picture",
     },
 )
 ACCESS_CONTROL = UsePolicy(
@@ -148,6 +202,28 @@ def check_policy_name(value: object, policies: Mapping[str, UsePolicy] = POLICIE
     shown = repr(value)[:80]
     raise InvalidParameterException(
         f"Tag {POLICY_TAG} must be one of {', '.join(policies)}, not {shown} (docs/accountability.md)")
+
+
+MAX_RETENTION_DAYS = 36_500  # a hundred years: a longer tag is a typing slip
+
+
+def check_retention_tag(key: str, value: object, policy: UsePolicy | None) -> int:
+    """The day count of retention tag ``key`` (a key of RETENTION_TAGS' values), or
+    InvalidParameterException saying what is allowed under ``policy``."""
+    kind = next(k for k, tag in RETENTION_TAGS.items() if tag == key)
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_RETENTION_DAYS:
+        raise InvalidParameterException(
+            f"Tag {key} must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, not {repr(value)[:40]} "
+            "(remove the tag to return to the default; docs/accountability.md, Retention)")
+    days = int(text)
+    rule = (policy.retention if policy is not None else DEFAULT_RETENTION).get(kind, DEFAULT_RETENTION[kind])
+    if rule.max_days is not None and days > rule.max_days:
+        why = policy.reasons.get("retention") if policy is not None else None
+        raise InvalidParameterException(
+            f"Tag {key} {days} is above the {rule.max_days} days that the use policy "
+            f"{policy.name if policy else 'none'} allows for {kind}" + (f": {why}" if why else ""))
+    return days
 
 
 def _rate(row: Mapping[str, Any]) -> str:

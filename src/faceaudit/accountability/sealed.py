@@ -19,7 +19,16 @@ shared volume) without the key file. It does not protect against anyone who can 
 key file -- the server's own user can read both, so can root. Keep backups of the key
 apart from backups of the blobs, or keep ``review.key`` out of them.
 
-Purging deletes the file. Overwriting it first would not make the old bytes unreadable:
+With PostgreSQL (``faceaudit serve --database postgresql://...``) the sealed blobs are rows
+of ``review_blobs`` in that database (``bytea``, the same format), so a review item opened
+through one server shows its pictures through every other. The key does **not** go into
+the database: a dump or backup of the database then holds only ciphertext. Every host of
+the deployment keeps the same ``review.key`` in its data directory: the first server to start
+creates it and records its id (a SHA-256 of it, which reveals nothing of the key) in
+``review_meta``; a server whose data directory has no key, or another one, refuses to start
+and says to copy ``review.key`` from a host that has it (docs/accountability.md).
+
+Purging deletes the file (the row). Overwriting it first would not make the old bytes unreadable:
 on journaling and copy-on-write filesystems and on SSDs (wear levelling) a rewrite goes to
 new blocks and the old ones linger until reused. Encryption is what makes deletion
 meaningful: once the key is gone (``SealedBlobs.destroy_key``), every blob it sealed is
@@ -29,10 +38,13 @@ unreadable wherever its bytes remain.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -85,25 +97,67 @@ def _write_private(path: Path, data: bytes) -> Path:
     return temporary
 
 
-class SealedBlobs:
-    """AES-GCM sealed blobs in ``data_dir/sealed`` under the key ``data_dir/review.key``."""
+def key_id(key: bytes) -> bytes:
+    """What the database records of the sealing key: a one-way digest (16 bytes) that names it."""
+    return hashlib.sha256(b"faceaudit review sealing key\0" + key).digest()[:16]
 
-    def __init__(self, data_dir: str | os.PathLike, *, key_path: str | os.PathLike | None = None):
+
+class SealedBlobs:
+    """AES-GCM sealed blobs in ``data_dir/sealed`` under the key ``data_dir/review.key``.
+
+    ``database`` (faceaudit.storage.sql_database, the review store's PostgreSQL tables): the
+    blobs are rows of ``review_blobs`` there instead, and the key must be the one the
+    database's ``review_meta`` names."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, key_path: str | os.PathLike | None = None,
+                 database: Any = None):
         self.data_dir = Path(data_dir)
         if not self.data_dir.exists():
             _private_dir(self.data_dir)
         self.key_path = Path(key_path) if key_path is not None else self.data_dir / KEY_FILENAME
         self.blob_dir = self.data_dir / BLOB_DIRNAME
-        _private_dir(self.blob_dir)
-        self._aead = AESGCM(self._load_or_create_key())
+        self._db = database
+        if database is None:
+            _private_dir(self.blob_dir)
+        key = self._load_or_create_key()
+        if database is not None:
+            self._check_key(key)
+        self._aead = AESGCM(key)
 
     # -- the key ------------------------------------------------------------------
+    @property
+    def _where(self) -> str:
+        return str(self.blob_dir) if self._db is None else self._db.describe
+
+    def _recorded_key_id(self) -> bytes | None:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT value FROM review_meta WHERE name = 'sealing_key_id'").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _check_key(self, key: bytes) -> None:
+        """The database's pictures are sealed with one key: this host's must be it (recorded by the first)."""
+        with self._db.write() as conn:
+            row = conn.execute("SELECT value FROM review_meta WHERE name = 'sealing_key_id'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO review_meta (name, value) VALUES ('sealing_key_id', ?)", (key_id(key),))
+                return
+        if bytes(row[0]) != key_id(key):
+            raise SealedBlobError(
+                f"{self.key_path} is not the key the review pictures in {self._where} are sealed with (another "
+                "server of this database created that one): copy review.key from that server's data directory "
+                "to this one (mode 0600)")
+
     def _load_or_create_key(self) -> bytes:
         if not self.key_path.exists():
+            if self._db is not None and self._recorded_key_id() is not None:
+                raise SealedBlobError(
+                    f"{self.key_path} is missing, and the review pictures in {self._where} are sealed with a key "
+                    "a server of this database created: copy review.key from that server's data directory "
+                    "(or restore it from its backup) to this one (mode 0600)")
             if self.blob_ids():  # a lost key must not be silently replaced: those blobs would never open
                 raise SealedBlobError(
                     f"{self.key_path} is missing but {len(self.blob_ids())} sealed blobs exist in "
-                    f"{self.blob_dir}; restore the key from its backup (or delete the blobs to start afresh)")
+                    f"{self._where}; restore the key from its backup (or delete the blobs to start afresh)")
             temporary = _write_private(self.key_path, secrets.token_bytes(_KEY_BYTES))
             try:
                 os.link(temporary, self.key_path)  # atomic, and fails if another process was first
@@ -125,9 +179,14 @@ class SealedBlobs:
 
     def destroy_key(self) -> None:
         """Delete the key file: every blob sealed with it becomes unreadable (and the blobs are deleted)."""
-        for path in self.blob_dir.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if self._db is not None:
+            with self._db.write() as conn:
+                conn.execute("DELETE FROM review_blobs")
+                conn.execute("DELETE FROM review_meta WHERE name = 'sealing_key_id'")
+        else:
+            for path in self.blob_dir.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         with contextlib.suppress(FileNotFoundError):
             self.key_path.unlink()
 
@@ -146,6 +205,11 @@ class SealedBlobs:
         path = self._path(blob_id)
         nonce = secrets.token_bytes(_NONCE_BYTES)
         sealed = _MAGIC + nonce + self._aead.encrypt(nonce, bytes(data), blob_id.encode("ascii"))
+        if self._db is not None:  # committed (durable) before the row that names it, as a file is
+            with self._db.write() as conn:
+                conn.execute("INSERT INTO review_blobs (blob_id, sealed, sealed_at) VALUES (?, ?, ?)",
+                             (blob_id, sealed, time.time()))
+            return blob_id
         temporary = _write_private(path, sealed)
         os.replace(temporary, path)
         if sync:
@@ -154,13 +218,14 @@ class SealedBlobs:
 
     def sync(self) -> None:
         """Make the names of the blobs sealed so far durable (fsync of the directory)."""
-        _fsync_dir(self.blob_dir)
+        if self._db is None:  # in the database each seal is a commit of its own
+            _fsync_dir(self.blob_dir)
 
     def open(self, blob_id: str) -> bytes:
         """The bytes sealed as ``blob_id``; SealedBlobError if missing or altered."""
         path = self._path(blob_id)
         try:
-            sealed = path.read_bytes()
+            sealed = self._read(blob_id, path)
         except FileNotFoundError:
             raise SealedBlobMissing(f"sealed blob {blob_id} is missing") from None
         head = len(_MAGIC) + _NONCE_BYTES
@@ -171,24 +236,50 @@ class SealedBlobs:
         except InvalidTag:
             raise SealedBlobError(f"sealed blob {blob_id} was altered or sealed with another key") from None
 
+    def _read(self, blob_id: str, path: Path) -> bytes:
+        if self._db is None:
+            return path.read_bytes()
+        with self._db.read() as conn:
+            row = conn.execute("SELECT sealed FROM review_blobs WHERE blob_id = ?", (blob_id,)).fetchone()
+        if row is None:
+            raise FileNotFoundError(blob_id)
+        return bytes(row[0])
+
     def sealed_at(self, blob_id: str) -> float:
         """When the blob was written (its file's mtime, seconds since the epoch); inf if it is gone."""
+        path = self._path(blob_id)
+        if self._db is not None:
+            with self._db.read() as conn:
+                row = conn.execute("SELECT sealed_at FROM review_blobs WHERE blob_id = ?", (blob_id,)).fetchone()
+            return float("inf") if row is None else float(row[0])
         try:
-            return os.stat(self._path(blob_id)).st_mtime
+            return os.stat(path).st_mtime
         except FileNotFoundError:
             return float("inf")
 
     def exists(self, blob_id: str) -> bool:
-        return self._path(blob_id).exists()
+        path = self._path(blob_id)
+        if self._db is not None:
+            with self._db.read() as conn:
+                return conn.execute("SELECT 1 FROM review_blobs WHERE blob_id = ?", (blob_id,)).fetchone() is not None
+        return path.exists()
 
     def delete(self, blob_id: str) -> bool:
         """Remove a blob (True if it was there). Deletion, not overwriting: see the module docstring."""
+        path = self._path(blob_id)
+        if self._db is not None:
+            with self._db.write() as conn:
+                return bool(conn.execute("DELETE FROM review_blobs WHERE blob_id = ? RETURNING blob_id",
+                                         (blob_id,)).fetchall())
         try:
-            self._path(blob_id).unlink()
+            path.unlink()
         except FileNotFoundError:
             return False
         return True
 
     def blob_ids(self) -> list[str]:
         """Ids of the blobs on disk (temporary files of interrupted writes excluded)."""
+        if self._db is not None:
+            with self._db.read() as conn:
+                return sorted(row[0] for row in conn.execute("SELECT blob_id FROM review_blobs"))
         return sorted(p.name for p in self.blob_dir.iterdir() if not p.name.startswith("."))

@@ -20,7 +20,9 @@ The key lives beside the log, so whoever controls the data directory can sign to
 signature makes a kept checkpoint attributable to the server's key (an overseer cannot forge
 one), it does not make the server's copy trustworthy. Only checkpoints kept outside do that.
 
-Storage: ``DATA_DIR/searchlog.db``, SQLite in WAL mode with ``synchronous=FULL``; each append
+Storage: ``DATA_DIR/searchlog.db``, SQLite in WAL mode with ``synchronous=FULL`` (tables
+``searchlog_records``, ``searchlog_checkpoints``, ``searchlog_meta``, ``searchlog_keys``, their
+schema versioned by faceaudit.storage.migrations); each append
 is one ``BEGIN IMMEDIATE`` transaction that reads the head, inserts the record (and a
 checkpoint when one is due) and commits -- one fsync of the WAL. Chosen over an append-only
 file with a lock and fsync because it costs the same one flush per record on this disk
@@ -30,6 +32,23 @@ inside the write lock, so two writers can never chain to the same record), atomi
 (a process killed mid-append leaves no torn half-record to repair), and the same
 transaction helper as the face and key stores. The record text is stored exactly as hashed,
 so ``sqlite3`` (or anyone with the export) can check it without faceaudit.
+
+With PostgreSQL (``faceaudit serve --database postgresql://...``) the same tables are in that
+database (faceaudit.storage.sql_database), and there is **one chain for every server process
+and host on it**: an append is one transaction that first takes the log's transaction-scoped
+advisory lock (``pg_advisory_xact_lock``), then reads the head, inserts and commits, so two
+hosts can never chain to the same record, and the answer waits for the commit (durable, with
+PostgreSQL's default ``synchronous_commit = on``). The in-process group commit stays: the
+threads of one process that append while a transaction is in flight share the next one.
+
+Signing keys with several hosts: each data directory keeps its own ``searchlog-signing.key``
+(a private key is never copied between hosts, nor put in the shared database), and its public
+key is recorded in ``searchlog_keys`` by key id when the log is opened; a checkpoint names
+the key that signed it (``key_id``) and is verified with that key. A checkpoint signed by a
+key the log does not list fails verification. What the keys prove is unchanged: a kept
+checkpoint is attributable to the host that signed it; whoever can write the database can
+also list a key of their own, so only checkpoints kept outside (``faceaudit log checkpoint``)
+make the log's copy trustworthy -- and one kept from any host vouches for the whole chain.
 
 Requests refused before their signature was verified (unknown key, bad signature, bodies too
 large...) carry no proven identity, and anyone can send millions: they are counted in memory
@@ -42,10 +61,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
-import sqlite3
 import stat
 import threading
 import time
@@ -71,7 +90,8 @@ from faceaudit.accountability.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from faceaudit.storage.sqlite_transactions import immediate_transaction
+from faceaudit.storage.migrations import Step, latest_version
+from faceaudit.storage.sql_database import POSTGRES, Connection, Database, open_database
 
 __all__ = [
     "DB_FILENAME",
@@ -100,7 +120,6 @@ __all__ = [
 
 DB_FILENAME = "searchlog.db"
 KEY_FILENAME = "searchlog-signing.key"
-SCHEMA_VERSION = 1
 EXPORT_FORMAT = "faceaudit-searchlog-export"
 CHECKPOINT_FORMAT = "faceaudit-searchlog-checkpoint"
 INCLUSION_FORMAT = "faceaudit-searchlog-inclusion-proof"
@@ -119,6 +138,70 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_SECONDS = 300.0
 DEFAULT_REFUSED_INTERVAL = 60.0
 BUSY_TIMEOUT_S = 30.0
+_LOG_LOCK = 0x736C6F67  # "slog": the advisory lock every append takes (one chain for all hosts)
+
+_TABLES = [
+    "CREATE TABLE searchlog_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE searchlog_records (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, record TEXT NOT NULL)",
+    # frontier: the Merkle tree's perfect subtrees at seq (frontier_push), so the next
+    # checkpoint's tree root needs only the records since.
+    "CREATE TABLE searchlog_checkpoints (seq BIGINT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, "
+    "checkpoint TEXT NOT NULL, frontier TEXT NOT NULL)",
+    # every key that signs checkpoints (one per data directory writing the log): key id -> base64
+    "CREATE TABLE searchlog_keys (key_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, "
+    "added_at DOUBLE PRECISION NOT NULL)",
+]
+
+
+def _new_log_id(conn: Connection) -> None:
+    if conn.execute("SELECT 1 FROM searchlog_meta WHERE name = 'log_id'").fetchone() is None:
+        conn.execute("INSERT INTO searchlog_meta (name, value) VALUES ('log_id', ?)", (secrets.token_hex(16),))
+
+
+# SQLite. Version 1 is the layout logs had before the schema went onto the migration runner
+# (created if absent, kept if there: such a log has no schema_version table yet); version 2
+# gives the tables the names they have in PostgreSQL, beside the faces' own tables.
+MIGRATIONS: dict[int, list[Step]] = {
+    1: ["CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, record TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
+        "checkpoint TEXT NOT NULL, frontier TEXT NOT NULL)"],
+    2: ["ALTER TABLE meta RENAME TO searchlog_meta",
+        "ALTER TABLE records RENAME TO searchlog_records",
+        "ALTER TABLE checkpoints RENAME TO searchlog_checkpoints",
+        "DELETE FROM searchlog_meta WHERE name = 'schema_version'",  # the runner's table keeps it now
+        _TABLES[3], _new_log_id],
+}
+POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [*_TABLES, _new_log_id]}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
+POSTGRES_VERSION_TABLE = "searchlog_schema_version"
+
+
+def _open_log_database(data_dir: Path, database: str | None) -> Database:
+    """The log's tables (migrated to this code's schema): ``data_dir/searchlog.db`` or PostgreSQL."""
+    db = open_database(database, data_dir / DB_FILENAME, lock=_LOG_LOCK, name="search log",
+                       unavailable=SearchLogError, busy_timeout=BUSY_TIMEOUT_S, pool_size=2)
+    try:
+        if db.flavour == POSTGRES:
+            db.migrate(POSTGRES_MIGRATIONS, error=SearchLogError, table=POSTGRES_VERSION_TABLE)
+        else:
+            db.migrate(MIGRATIONS, error=SearchLogError, table="schema_version")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _postgres_log_exists(database: str) -> bool:
+    """Whether the PostgreSQL database holds a search log already (read only)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(database, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT to_regclass('searchlog_records')").fetchone()
+            return row is not None and row[0] is not None
+    except psycopg.Error as error:
+        raise SearchLogError(f"cannot reach the search log's PostgreSQL database: {error}") from None
 
 
 class SearchLogError(Exception):
@@ -347,8 +430,19 @@ def _seen(text: str) -> _Seen:
     if not isinstance(record, dict):
         return _Seen(None, None, None, False)
     seq = record.get("seq")
-    intact = isinstance(record.get("hash"), str) and record_hash(record) == record["hash"]
+    intact = isinstance(record.get("hash"), str) and (_hashed_as_stored(text, record)
+                                                      or record_hash(record) == record["hash"])
     return _Seen(seq if isinstance(seq, int) else None, record.get("prev"), record.get("hash"), intact)
+
+
+def _hashed_as_stored(text: str, record: Mapping[str, Any]) -> bool:
+    """True when ``text`` is the canonical JSON that was hashed with its ``hash`` member added, checked
+    without re-encoding (most of verification's time): SHA-256 over ``prev`` and the text minus that
+    member. A match means the text is exactly what was hashed; anything else (another spacing, a
+    nested "hash") is left to :func:`record_hash`."""
+    body = text.replace(',"hash":' + json.dumps(record["hash"]), "", 1)  # "hash" is never the first key
+    return body != text and \
+        hashlib.sha256((str(record.get("prev")) + body).encode("utf-8")).hexdigest() == record["hash"]
 
 
 def _chain_problem(seen: list[_Seen], wanted: set[int], hashes: dict[int, str]
@@ -417,21 +511,33 @@ def _chain_problem(seen: list[_Seen], wanted: set[int], hashes: dict[int, str]
 
 def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]] = (), *,
            public_key: str | None = None, kept: Mapping[str, Any] | None = None,
-           log_id: str | None = None) -> Verification:
+           log_id: str | None = None, public_keys: Mapping[str, str] | None = None) -> Verification:
     """Check a log's records (stored texts, in stored order) and its checkpoints.
 
-    ``checkpoints``: the log's own, signed with ``public_key`` (base64 raw Ed25519); ``kept``: a
-    checkpoint an overseer kept (with the public key it was signed with), which also detects a
-    truncated or rewritten tail. Returns the first problem found, by record number.
+    ``checkpoints``: the log's own, each signed with the key its statement's ``key_id`` names:
+    ``public_key`` (base64 raw Ed25519, this data directory's) or one of ``public_keys`` (key
+    id -> base64: the keys of every host writing the log); ``kept``: a checkpoint an overseer
+    kept (with the public key it was signed with), which also detects a truncated or rewritten
+    tail. Returns the first problem found, by record number.
     """
     result = Verification(log_id=log_id)
     stored = list(checkpoints)
     candidates: list[tuple[Mapping[str, Any], Ed25519PublicKey | None, str]] = []
     own = _public_key(public_key) if public_key else None
+    keys: dict[str, Ed25519PublicKey] = {}
+    for encoded in (public_keys or {}).values():
+        listed = _public_key(encoded)
+        keys[_key_id(_public_raw(listed))] = listed  # by the id its bytes give, not the id it was filed under
     if own is not None:
         result.key_id = _key_id(_public_raw(own))
+        keys[result.key_id] = own
     for cp in stored:
-        candidates.append((cp, own, "the log's checkpoint"))
+        statement = cp.get("statement")
+        named = statement.get("key_id") if isinstance(statement, dict) else None
+        signer = keys.get(named) if isinstance(named, str) else None
+        if signer is None and named is None:  # a checkpoint naming no key: this directory's
+            signer = own
+        candidates.append((cp, signer, "the log's checkpoint"))
     if kept is not None:
         candidates.append((kept, _public_key(str(kept.get("public_key"))), "the kept checkpoint"))
     wanted = {int(cp["statement"]["seq"]) for cp, _, _ in candidates
@@ -442,8 +548,7 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
     chain, head, head_hash = _chain_problem(seen, wanted, hashes)
     result.head_seq, result.head_hash = head, head_hash
     problems: list[Problem] = [chain] if chain else []
-    if kept is not None and own is not None and \
-            _public_raw(_public_key(str(kept.get("public_key")))) != _public_raw(own):
+    if kept is not None and keys and _key_id(_public_raw(_public_key(str(kept.get("public_key"))))) not in keys:
         problems.append(Problem(1, "key", "the log's signing key is not the one that signed the kept checkpoint: "
                                           "the log (or its key) was replaced"))
     checked: list[tuple[int, str, bool, str]] = []  # seq, signed time, matches the chain, label
@@ -454,7 +559,8 @@ def verify(record_texts: Iterable[str], checkpoints: Iterable[Mapping[str, Any]]
             seq = statement.get("seq") if isinstance(statement, dict) else None
             problems.append(Problem(seq if isinstance(seq, int) and seq > 0 else 1, "signature",
                                     f"{label} is not validly signed"
-                                    + ("" if key is not None else " (the log's signing key is missing)")))
+                                    + ("" if key is not None else " (the log lists no key of the id it names, "
+                                                                  "or its signing key is missing)")))
             continue
         if log_id is not None and statement.get("log_id") != log_id:
             problems.append(Problem(1, "key", f"{label} belongs to another log ({statement.get('log_id')})"))
@@ -511,18 +617,26 @@ class _Refused:
 class SearchLog:
     """The Recorder of PLAN.md over ``DATA_DIR/searchlog.db``: ``append(record)`` -> stored record.
 
-    Safe for many threads (one connection behind a lock: appends serialize on the write lock
-    anyway) and many processes on one data directory (SQLite's lock). ``close()`` writes the
-    pending refused-request counts and a checkpoint of the head.
+    ``database``: a postgresql:// URL (the server's ``--database``): the log's tables are there,
+    one chain for every server on that database; the signing key stays in ``data_dir``.
+
+    Safe for many threads (writes behind a lock: appends serialize on the write lock
+    anyway) and many processes on one data directory (SQLite's lock) or one database (its
+    advisory lock). ``close()`` writes the pending refused-request counts and a checkpoint of the head.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
-                 refused_interval: float = DEFAULT_REFUSED_INTERVAL, create: bool = True):
+                 refused_interval: float = DEFAULT_REFUSED_INTERVAL, create: bool = True,
+                 database: str | None = None):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
-        if not create and not self.path.exists():
-            raise SearchLogError(f"no search log in {self.data_dir} (no {DB_FILENAME})")
+        if not create:
+            if database:
+                if not _postgres_log_exists(database):
+                    raise SearchLogError("no search log in the PostgreSQL database (no searchlog_records table)")
+            elif not self.path.exists():
+                raise SearchLogError(f"no search log in {self.data_dir} (no {DB_FILENAME})")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.checkpoint_seconds = float(checkpoint_seconds)
@@ -538,36 +652,22 @@ class SearchLog:
         self._refused_lock = threading.Lock()
         self._refused = _Refused()
         self._closed = False
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise SearchLogError(f"could not put {self.path} in WAL mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self.log_id = self._initialise()
-        except sqlite3.Error as error:
+            self._db = _open_log_database(self.data_dir, database)
+        except Exception as error:
+            if isinstance(error, SearchLogError):
+                raise
             raise SearchLogError(f"cannot open the search log {self.path}: {error}") from error
-
-    def _initialise(self) -> str:
-        with immediate_transaction(self._conn) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            rows = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            if not rows:
-                conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, "
-                             "record TEXT NOT NULL)")
-                # frontier: the Merkle tree's perfect subtrees at seq (frontier_push), so the next
-                # checkpoint's tree root needs only the records since.
-                conn.execute("CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                             "checkpoint TEXT NOT NULL, frontier TEXT NOT NULL)")
-                rows = {"schema_version": str(SCHEMA_VERSION), "log_id": secrets.token_hex(16)}
-                conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows.items())
-            elif int(rows.get("schema_version", 0)) > SCHEMA_VERSION:
-                raise SearchLogError(f"{self.path} has schema version {rows['schema_version']}; this "
-                                     f"faceaudit understands up to {SCHEMA_VERSION}")
-            return rows["log_id"]
+        self.describe = self._db.describe
+        try:
+            with self._db.write() as conn:  # this directory's key signs; every verifier must find it
+                self.log_id = str(conn.execute("SELECT value FROM searchlog_meta WHERE name = 'log_id'")
+                                  .fetchone()[0])
+                conn.execute("INSERT INTO searchlog_keys (key_id, public_key, added_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT (key_id) DO NOTHING", (self.key_id, self.public_key, time.time()))
+        except self._db.errors as error:
+            self._db.close()
+            raise SearchLogError(f"cannot open the search log {self.describe}: {error}") from error
 
     # -- the public key and what an overseer keeps
 
@@ -579,6 +679,13 @@ class SearchLog:
     def public_key_pem(self) -> str:
         return self._signing.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """32 bytes for ``purpose`` (e.g. the MAC of the log listing's NextTokens) that every process
+        holding this log's signing key derives alike, and nobody without it can."""
+        raw = self._signing.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+        return hmac.new(raw, f"faceaudit-searchlog-derived:{purpose}".encode(), hashlib.sha256).digest()
 
     def _sign(self, seq: int, hash_: str, tree_root: str) -> dict[str, Any]:
         statement = {"log_id": self.log_id, "seq": seq, "hash": hash_, "tree_root": tree_root, "time": utc_time(),
@@ -624,7 +731,7 @@ class SearchLog:
             with self._lock:
                 if self._closed:
                     raise SearchLogError("the search log is closed")
-                with immediate_transaction(self._conn) as conn:
+                with self._db.write() as conn:
                     refused = self._take_refused(force=False)
                     if refused is not None:
                         self._insert(conn, refused)
@@ -635,37 +742,39 @@ class SearchLog:
             if refused is not None:
                 self._return_refused(refused)
             problem = str(error) if isinstance(error, SearchLogError) else \
-                f"the search log {self.path} could not be written: {type(error).__name__}: {error}"
+                f"the search log {self.describe} could not be written: {type(error).__name__}: {error}"
             for ticket in batch:
                 ticket.error, ticket.cause, ticket.done = problem, error, True
             return
         for ticket, record in zip(batch, stored):
             ticket.stored, ticket.done = record, True
 
-    def _insert(self, conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]:
-        head = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+    def _insert(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        head = conn.execute("SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, ZERO_HASH)
         stored = {**body, "seq": seq, "prev": prev}
         stored["hash"] = record_hash(stored)
-        conn.execute("INSERT INTO records (seq, hash, record) VALUES (?, ?, ?)",
+        conn.execute("INSERT INTO searchlog_records (seq, hash, record) VALUES (?, ?, ?)",
                      (seq, stored["hash"], canonical(stored)))
         return stored
 
-    def _checkpoint_if_due(self, conn: sqlite3.Connection, head: Mapping[str, Any]) -> None:
-        last = conn.execute("SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    def _checkpoint_if_due(self, conn: Connection, head: Mapping[str, Any]) -> None:
+        last = conn.execute("SELECT seq, at FROM searchlog_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
         last_seq, last_at = (last[0], last[1]) if last else (0, 0.0)
         if head["seq"] - last_seq >= self.checkpoint_every or time.time() - last_at >= self.checkpoint_seconds:
             self._store_checkpoint(conn, head["seq"], head["hash"])
 
-    def _store_checkpoint(self, conn: sqlite3.Connection, seq: int, hash_: str) -> dict[str, Any]:
-        last = conn.execute("SELECT seq, frontier FROM checkpoints WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
-                            (seq,)).fetchone()
+    def _store_checkpoint(self, conn: Connection, seq: int, hash_: str) -> dict[str, Any]:
+        last = conn.execute("SELECT seq, frontier FROM searchlog_checkpoints WHERE seq <= ? "
+                            "ORDER BY seq DESC LIMIT 1", (seq,)).fetchone()
         frontier = [(size, bytes.fromhex(node)) for size, node in json.loads(last[1])] if last else []
-        for (record_hash_hex,) in conn.execute("SELECT hash FROM records WHERE seq > ? AND seq <= ? ORDER BY seq",
-                                               (last[0] if last else 0, seq)):
+        for (record_hash_hex,) in conn.execute("SELECT hash FROM searchlog_records WHERE seq > ? AND seq <= ? "
+                                               "ORDER BY seq", (last[0] if last else 0, seq)):
             frontier_push(frontier, leaf_hash(record_hash_hex))
         checkpoint = self._sign(seq, hash_, frontier_root(frontier).hex())
-        conn.execute("INSERT OR REPLACE INTO checkpoints (seq, at, checkpoint, frontier) VALUES (?, ?, ?, ?)",
+        conn.execute("INSERT INTO searchlog_checkpoints (seq, at, checkpoint, frontier) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (seq) DO UPDATE SET at = excluded.at, checkpoint = excluded.checkpoint, "
+                     "frontier = excluded.frontier",
                      (seq, time.time(), canonical(checkpoint), canonical([[n, h.hex()] for n, h in frontier])))
         return checkpoint
 
@@ -673,12 +782,13 @@ class SearchLog:
         """Sign the head now (stored too); the file an overseer keeps: statement, signature, public key."""
         with self._lock:
             try:
-                with immediate_transaction(self._conn) as conn:
-                    head = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                with self._db.write() as conn:
+                    head = conn.execute("SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1"
+                                        ).fetchone()
                     seq, hash_ = head if head else (0, ZERO_HASH)
                     checkpoint = self._store_checkpoint(conn, seq, hash_)
-            except sqlite3.Error as error:
-                raise SearchLogError(f"the search log {self.path} could not be written: {error}") from error
+            except self._db.errors as error:
+                raise SearchLogError(f"the search log {self.describe} could not be written: {error}") from error
         return {"format": CHECKPOINT_FORMAT, **checkpoint, "public_key": self.public_key}
 
     # -- requests refused before their signature was verified
@@ -721,39 +831,35 @@ class SearchLog:
             if refused is None:
                 return None
             try:
-                with immediate_transaction(self._conn) as conn:
+                with self._db.write() as conn:
                     stored = self._insert(conn, refused)
                     self._checkpoint_if_due(conn, stored)
-            except sqlite3.Error as error:
+            except self._db.errors as error:
                 self._return_refused(refused)
-                raise SearchLogError(f"the search log {self.path} could not be written: {error}") from error
+                raise SearchLogError(f"the search log {self.describe} could not be written: {error}") from error
         return stored
 
     # -- reading
 
     def snapshot(self) -> tuple[list[str], list[dict[str, Any]]]:
         """(record texts, checkpoints), read in one transaction so they agree."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN")
-                try:
-                    texts = [row[0] for row in self._conn.execute("SELECT record FROM records ORDER BY seq")]
-                    cps = [_parsed_checkpoint(row[0]) for row in
-                           self._conn.execute("SELECT checkpoint FROM checkpoints ORDER BY seq")]
-                finally:
-                    self._conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                raise SearchLogError(f"the search log {self.path} could not be read: {error}") from error
-        return texts, cps
+        contents = self.contents()
+        return contents.texts, contents.checkpoints
+
+    def contents(self) -> LogContents:
+        """The whole log as stored (records, checkpoints, every signing key), in one snapshot."""
+        try:
+            texts, checkpoints, keys = _read_tables(self._db)
+        except self._db.errors as error:
+            raise SearchLogError(f"the search log {self.describe} could not be read: {error}") from error
+        return LogContents(self.log_id, self.public_key, checkpoints, texts, str(self.data_dir), keys)
 
     def verify(self, kept: Mapping[str, Any] | None = None) -> Verification:
-        texts, checkpoints = self.snapshot()
-        return verify(texts, checkpoints, public_key=self.public_key, kept=kept, log_id=self.log_id)
+        return self.contents().verify(kept)
 
     def export(self, out: str | os.PathLike) -> int:
         """Write everything needed to verify offline (see :meth:`LogContents.export`)."""
-        texts, checkpoints = self.snapshot()
-        return LogContents(self.log_id, self.public_key, checkpoints, texts, str(self.data_dir)).export(out)
+        return self.contents().export(out)
 
     def close(self) -> None:
         """Write the pending refusal counts and a checkpoint of the head; idempotent."""
@@ -761,16 +867,15 @@ class SearchLog:
             return
         try:
             self.flush_refused(force=True)
-            with self._lock:
-                with immediate_transaction(self._conn) as conn:
-                    head = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-                    last = conn.execute("SELECT MAX(seq) FROM checkpoints").fetchone()[0] or 0
-                    if head and head[0] > last:
-                        self._store_checkpoint(conn, head[0], head[1])
+            with self._lock, self._db.write() as conn:
+                head = conn.execute("SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1").fetchone()
+                last = conn.execute("SELECT MAX(seq) FROM searchlog_checkpoints").fetchone()[0] or 0
+                if head and head[0] > last:
+                    self._store_checkpoint(conn, head[0], head[1])
         finally:
             with self._lock:
                 self._closed = True
-                self._conn.close()
+                self._db.close()
 
 
 @dataclass
@@ -778,18 +883,21 @@ class LogContents:
     """A log as read for checking or reporting: from a data directory or from an export."""
 
     log_id: str | None
-    public_key: str | None  # None: the signing key is missing, checkpoints cannot be checked
+    public_key: str | None  # this data directory's; None: its signing key is missing
     checkpoints: list[dict[str, Any]]
     texts: list[str]
     source: str
+    public_keys: dict[str, str] = field(default_factory=dict)  # key id -> base64, every key that signs
 
     def verify(self, kept: Mapping[str, Any] | None = None) -> Verification:
-        return verify(self.texts, self.checkpoints, public_key=self.public_key, kept=kept, log_id=self.log_id)
+        return verify(self.texts, self.checkpoints, public_key=self.public_key, kept=kept, log_id=self.log_id,
+                      public_keys=self.public_keys)
 
     def export(self, out: str | os.PathLike) -> int:
-        """Write a header line (log id, public key, checkpoints), then each record exactly as stored,
+        """Write a header line (log id, public keys, checkpoints), then each record exactly as stored,
         one per line; returns the number of records. Written whole or not at all (temporary file)."""
         header = {"format": EXPORT_FORMAT, "version": 1, "log_id": self.log_id, "public_key": self.public_key,
+                  "public_keys": dict(self.public_keys),
                   "exported": utc_time(), "records": len(self.texts), "checkpoints": self.checkpoints}
         target = Path(out)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -859,15 +967,32 @@ def read_export(path: str | os.PathLike) -> LogContents:
     if lines[-1] == b"":
         lines.pop()
     texts = [line.decode("utf-8", errors="replace") for line in lines[1:]]
+    keys = header.get("public_keys")
     return LogContents(header.get("log_id"), header.get("public_key"), list(header.get("checkpoints") or []),
-                       texts, str(path))
+                       texts, str(path), dict(keys) if isinstance(keys, dict) else {})
 
 
-def read_data_dir(data_dir: str | os.PathLike) -> LogContents:
-    """The live log of a data directory, read in one snapshot without writing anything."""
+def _read_tables(db: Database) -> tuple[list[str], list[dict[str, Any]], dict[str, str]]:
+    """(record texts, checkpoints, signing keys) of the log's tables, in one snapshot."""
+    with db.snapshot() as conn:
+        texts = [row[0] for row in conn.execute("SELECT record FROM searchlog_records ORDER BY seq")]
+        checkpoints = [_parsed_checkpoint(row[0])
+                       for row in conn.execute("SELECT checkpoint FROM searchlog_checkpoints ORDER BY seq")]
+        keys = dict(conn.execute("SELECT key_id, public_key FROM searchlog_keys ORDER BY key_id").fetchall())
+    return texts, checkpoints, keys
+
+
+def read_data_dir(data_dir: str | os.PathLike, database: str | None = None) -> LogContents:
+    """The live log of a data directory (or of the PostgreSQL ``database`` its server uses), read in
+    one snapshot. It writes nothing but, for a log of an older faceaudit, the schema upgrade."""
     data_dir = Path(data_dir)
     path = data_dir / DB_FILENAME
-    if not path.is_file():
+    if database:
+        if not data_dir.is_dir():
+            raise SearchLogError(f"no search log: {data_dir} is not a data directory")
+        if not _postgres_log_exists(database):
+            raise SearchLogError("no search log in the PostgreSQL database (no searchlog_records table)")
+    elif not path.is_file():
         raise SearchLogError(f"no search log in {data_dir} (no {DB_FILENAME})")
     public_key = None
     key_path = data_dir / KEY_FILENAME
@@ -878,20 +1003,16 @@ def read_data_dir(data_dir: str | os.PathLike) -> LogContents:
             raise SearchLogError(f"cannot read the signing key {key_path}: {error}") from None
         if isinstance(loaded, Ed25519PrivateKey):
             public_key = base64.b64encode(_public_raw(loaded.public_key())).decode("ascii")
+    db = _open_log_database(data_dir, database)
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            texts = [row[0] for row in conn.execute("SELECT record FROM records ORDER BY seq")]
-            checkpoints = [_parsed_checkpoint(row[0])
-                           for row in conn.execute("SELECT checkpoint FROM checkpoints ORDER BY seq")]
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-    except sqlite3.Error as error:
-        raise SearchLogError(f"cannot read the search log {path}: {error}") from None
-    return LogContents(meta.get("log_id"), public_key, checkpoints, texts, str(data_dir))
+        with db.read() as conn:
+            meta = dict(conn.execute("SELECT name, value FROM searchlog_meta").fetchall())
+        texts, checkpoints, keys = _read_tables(db)
+    except db.errors as error:
+        raise SearchLogError(f"cannot read the search log {db.describe}: {error}") from None
+    finally:
+        db.close()
+    return LogContents(meta.get("log_id"), public_key, checkpoints, texts, str(data_dir), keys)
 
 
 def _parsed_checkpoint(text: str) -> dict[str, Any]:

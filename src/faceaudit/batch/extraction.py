@@ -11,8 +11,9 @@ is cached (``FaceVector`` entries: BoundingBox and Vector).
 
 The cache is the ledger: an image already answered is skipped, so a rerun
 resumes. Images the engine refuses are cached with their error (as the target
-does) and reported, never fatal; files that cannot be read are reported and
-retried by the next run.
+does) and reported, never fatal; so is an image whose task kills its worker
+process (``WorkerCrashedException``, cached: a rerun does not try it again);
+files that cannot be read are reported and retried by the next run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from faceaudit.audit.targets.runs import DETECT_REQUEST, detect_key, target_fing
 from faceaudit.audit.targets.transport import IMAGE_ERRORS
 from faceaudit.batch.indexing import TASK_IMAGES, BatchSummary, read_sources
 from faceaudit.batch.sources import Source
-from faceaudit.engine.distributed import FaceCluster, ImageFaces, ReplayEngine, chunked, compute_faces
+from faceaudit.engine.distributed import (
+    WORKER_CRASHED,
+    FaceCluster,
+    ImageFaces,
+    ReplayEngine,
+    chunked,
+    compute_faces,
+    killed_image,
+)
 from faceaudit.errors import RekognitionError
 from faceaudit.settings import Settings
 
@@ -86,7 +95,8 @@ def extract_images(cache: ResponseCache, sources: Sequence[Source], cluster: Fac
 
     with progress_bar(progress, f"DetectFaces and embeddings ({cluster.describe()})", len(sources)) as advance:
         ticker[0] = advance
-        for results in cluster.map(compute_faces, with_bytes(), environment, embeddings=True, attributes=True):
+        for results in cluster.map(compute_faces, with_bytes(), environment, killed=killed_image,
+                                   embeddings=True, attributes=True):
             for found in results:
                 _cache_one(cache, fingerprint, found, data_of.pop(found.key), detect_faces, summary)
                 summary.processed += 1
@@ -99,7 +109,9 @@ def _cache_one(cache: ResponseCache, fingerprint: str, found: ImageFaces, data: 
     sha = found.sha256 or ""
     if found.error is not None:
         summary.failed.append((found.key, found.error, found.message or ""))
-        if found.error in IMAGE_ERRORS:  # the same answer every time, as the target caches it
+        # the same answer every time, as the target caches it; an image that kills the worker
+        # is cached too, so that a rerun does not kill workers on it again
+        if found.error in IMAGE_ERRORS or found.error == WORKER_CRASHED:
             cache.put(detect_key(fingerprint, sha), "DetectFaces",
                       {"Error": {"Code": found.error, "Message": found.message or ""}})
         return

@@ -7,7 +7,9 @@ QualityFilter, MaxFaces and the response are those of a single request, and
 writes the faces of a batch of images to the store in one transaction, between
 the ledger's ``pending`` and ``done`` marks (ledger.py: a rerun resumes, with no
 face indexed twice). An image the engine refuses is reported with its
-Rekognition error code and never stops the job.
+Rekognition error code and never stops the job; so does an image whose task kills
+its worker process (engine.distributed.FaceCluster.map: ``WorkerCrashedException``),
+recorded ``failed`` so that a rerun does not try it again (``retry_failed`` does).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Any, cast
 from faceaudit.audit.targets.progress import progress_bar
 from faceaudit.batch.ledger import Ledger, LedgerRow
 from faceaudit.batch.sources import Source
-from faceaudit.engine.distributed import FaceCluster, ImageFaces, ReplayEngine, chunked, compute_faces
+from faceaudit.engine.distributed import (
+    FaceCluster,
+    ImageFaces,
+    ReplayEngine,
+    chunked,
+    compute_faces,
+    killed_image,
+)
 from faceaudit.errors import RekognitionError, ResourceNotFoundException
 from faceaudit.settings import Settings
 from faceaudit.storage import FaceStore, StoredFace
@@ -95,10 +104,12 @@ def _recover(ledger: Ledger, store: FaceStore, collection_id: str, summary: Batc
 def index_images(store: FaceStore, collection_id: str, sources: Sequence[Source], cluster: FaceCluster,
                  ledger: Ledger, *, max_faces: int | None = None, quality_filter: str | None = None,
                  detection_attributes: Sequence[str] | None = None, progress: bool = True,
-                 stop_after: int | None = None, settings: Settings | None = None) -> BatchSummary:
+                 stop_after: int | None = None, settings: Settings | None = None,
+                 retry_failed: bool = False) -> BatchSummary:
     """IndexFaces for each source not yet done in ``ledger``; the collection is created (with the
     workers' model version) if it does not exist. ``stop_after``: stop once that many images have
-    been processed in this run (what an interruption leaves, for tests and for splitting a job)."""
+    been processed in this run (what an interruption leaves, for tests and for splitting a job).
+    ``retry_failed``: try again the images an earlier run recorded as failed."""
     from faceaudit.rekognition.collections import collection_for, create_collection, index_faces
 
     environment = (settings or Settings.from_env()).worker_environment()
@@ -110,6 +121,8 @@ def index_images(store: FaceStore, collection_id: str, sources: Sequence[Source]
         create_collection(cast(Any, _Version(model_version)), store, collection_id)
     collection_for(cast(Any, _Version(model_version)), store, collection_id)  # the same model, or a clear error
     _recover(ledger, store, collection_id, summary)
+    if retry_failed:
+        ledger.forget([row.source for row in ledger.rows("failed")])
 
     by_path = {s.path: s for s in sources}
     finished = ledger.finished([s.path for s in sources])
@@ -147,7 +160,7 @@ def index_images(store: FaceStore, collection_id: str, sources: Sequence[Source]
 
     with progress_bar(progress, f"IndexFaces into {collection_id} ({cluster.describe()})", len(todo)) as advance:
         ticker[0] = advance
-        for results in cluster.map(compute_faces, tasks(), environment, embeddings=True,
+        for results in cluster.map(compute_faces, tasks(), environment, killed=killed_image, embeddings=True,
                                    attributes=bool(detection_attributes)):
             for found in results:
                 data = in_flight.pop(found.key)

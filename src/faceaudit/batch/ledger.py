@@ -31,6 +31,23 @@ from faceaudit.storage.sqlite_transactions import immediate_transaction
 LEDGER_FILENAME = "batch-ledger.sqlite"
 
 
+def index_job(collection_id: str, database: str | None = None) -> str:
+    """The ledger's job name for indexing into ``collection_id`` of the store ``database`` names
+    (None or "embedded": the data folder's own store, ``index:ID``; a PostgreSQL URL: the
+    collection and a digest of where the database is, without its password, so that one data
+    folder's ledger never mistakes one database's done images for another's)."""
+    if not database or database == "embedded":
+        return f"index:{collection_id}"
+    import hashlib
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    where = {name: str(value) for name, value in conninfo_to_dict(database).items()
+             if name not in ("password", "passfile")}
+    digest = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:12]
+    return f"index:{collection_id}@postgresql:{digest}"
+
+
 @dataclass(frozen=True)
 class LedgerRow:
     source: str

@@ -8,8 +8,10 @@ so that roles, use policies and the search log apply exactly as to a signed API 
 * sessions: server-side sessions and the sign-in rate limit, in DATA_DIR/console.db;
 * web: requests, responses, forms, cookies and the security headers;
 * figures: what a threshold means per group, from the shipped false match table;
+* review: the blind review form (candidates by letter, decisions and reasons, revealed scores);
 * reports: the audit reports of ``faceaudit serve --reports DIR``;
-* templating: the Jinja2 environment (the audit report's templates render inside the console's frame).
+* templating: the Jinja2 environment (the audit and transparency reports' templates render inside
+  the console's frame).
 
 docs/console.md describes the pages, with screenshots.
 """

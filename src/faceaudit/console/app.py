@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -29,19 +30,41 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
-from faceaudit.access import ADMIN, AUDITOR, OPERATOR, AccessKey, KeyStore, KeyStoreUnavailable, allows, roles_for
+from faceaudit.access import (
+    ADMIN,
+    AUDITOR,
+    OPERATION_ROLES,
+    OPERATOR,
+    REVIEWER,
+    AccessKey,
+    KeyStore,
+    KeyStoreUnavailable,
+    allows,
+    roles_for,
+)
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, REVIEW_ITEM_HEADER, Caller, Facts
 from faceaudit.accountability.policies import POLICIES, POLICY_TAG
+from faceaudit.accountability.searchlog import KINDS
 from faceaudit.audit.report import ReportError
 from faceaudit.audit.report.compare import comparison_context
 from faceaudit.audit.report.html import report_context
+from faceaudit.audit.report.transparency import transparency_context
 from faceaudit.console.figures import DEFAULT_THRESHOLD, collection_threshold, threshold_meaning
 from faceaudit.console.reports import ReportFolder
+from faceaudit.console.review import (
+    DECISION_CHOICES,
+    MAX_CANDIDATES_DECIDED,
+    DecisionForm,
+    blind_candidates,
+    image_data_uri,
+    read_decisions,
+    revealed_rows,
+)
 from faceaudit.console.sessions import Session, SessionStore
 from faceaudit.console.templating import render
 from faceaudit.console.web import SESSION_COOKIE, SIGN_IN_COOKIE, Form, FormError, Request, Response, security_headers
@@ -53,6 +76,8 @@ LABEL = "investigative lead — not an identification"
 SMALL_BODY = 64 * 1024  # forms without files
 # Rekognition takes images of up to 5 MB as bytes; the multipart form around one adds little.
 UPLOAD_BODY = 6 * 1024 * 1024
+# A decision form: up to 100 candidates with a reason of 2,000 characters each, percent-encoded.
+DECISION_BODY = 2 * 1024 * 1024
 MAX_UPLOADS_IN_FLIGHT = 4
 BODY_IDLE_TIMEOUT = 10.0
 THREADS = 4
@@ -68,7 +93,7 @@ class Operations(Protocol):
 # Page -> the roles it is for. Pages that run operations are for the roles that may run them
 # (faceaudit.access.roles), so the console can never offer what the API would refuse.
 PAGE_ROLES: dict[str, tuple[str, ...]] = {
-    "home": (ADMIN, OPERATOR, "reviewer", AUDITOR),
+    "home": (ADMIN, OPERATOR, REVIEWER, AUDITOR),
     "collections": roles_for("ListCollections"),
     "create-collection": roles_for("CreateCollection"),
     "collection": roles_for("DescribeCollection"),
@@ -76,9 +101,21 @@ PAGE_ROLES: dict[str, tuple[str, ...]] = {
     "search": roles_for("SearchFacesByImage"),
     # Audit reports: auditors read them; admins and operators, who choose thresholds, too.
     "reports": (ADMIN, OPERATOR, AUDITOR),
+    # Blind review: the queue, one item (blind) and its decision are the reviewers'; the
+    # released result of a search is for the keys that search (the store: only the searching key).
+    "review": roles_for("ListReviewItems"),
+    "review-item": roles_for("GetReviewItem"),
+    "decide": roles_for("DecideReviewItem"),
+    "review-result": roles_for("GetReviewResult"),
+    # The search log and the transparency report: the auditors' (and the admin's) reading operations.
+    "log": roles_for("ListSearchLogRecords"),
+    "verify": roles_for("VerifySearchLog"),
+    "transparency": roles_for("GetTransparencyReport"),
 }
 NAV = [("collections", "Collections", "/collections"), ("search", "Search", "/search"),
-       ("reports", "Audit reports", "/reports")]
+       ("review-result", "Review results", "/results"), ("review", "Review queue", "/review"),
+       ("reports", "Audit reports", "/reports"), ("log", "Search log", "/log"),
+       ("transparency", "Transparency", "/transparency")]
 # Messages a redirect may ask the sign-in page to show (never text taken from the URL).
 NOTICES = {
     "expired": "Your session ended (30 minutes without use, or 8 hours after signing in). Sign in again.",
@@ -108,6 +145,7 @@ class Route:
     handler: Callable[[Console, Context], Response]
     page: str | None  # PAGE_ROLES key; None: no session needed (sign-in)
     body_limit: int = SMALL_BODY
+    form_fields: int = 20
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         if len(segments) != len(self.pattern):
@@ -189,6 +227,7 @@ class Console:
             return Response(405, b"Method not allowed", "text/plain; charset=utf-8",
                             headers=[("allow", ", ".join(sorted({r.method for r, _ in matched})))])
         route, ctx.params = chosen
+        request.max_fields = route.form_fields
         loop = asyncio.get_running_loop()
         if route.page is not None:  # before the body is read: who is asking, and may they?
             await loop.run_in_executor(self.executor, self._authenticate, ctx, route.page)
@@ -511,7 +550,11 @@ def index_faces(console: Console, ctx: Context) -> Response:
 
 
 def _float_field(form: Form, name: str, default: float, low: float, high: float) -> float:
-    text = form.get(name).strip()
+    return _float_field_text(form.get(name), default, low, high, name)
+
+
+def _float_field_text(text: str, default: float, low: float, high: float, name: str = "value") -> float:
+    text = text.strip()
     if not text:
         return default
     try:
@@ -564,13 +607,11 @@ def search(console: Console, ctx: Context) -> Response:
     review_item = facts.review_item or next(
         (v for k, v in facts.extra_headers if k.lower() == REVIEW_ITEM_HEADER), None)
     meaning = threshold_meaning(described.get("FaceModelVersion"), threshold)
-    probe = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii") if image[:3] == b"\xff\xd8\xff" \
-        else ("data:image/png;base64," + base64.b64encode(image).decode("ascii")
-              if image[:8] == b"\x89PNG\r\n\x1a\n" else None)
     results = {"collection": collection_id, "threshold": threshold, "matches": answer.get("FaceMatches", []),
                "box": answer.get("SearchedFaceBoundingBox"), "confidence": answer.get("SearchedFaceConfidence"),
-               "meaning": meaning, "review_item": review_item, "probe": probe,
-               "model_version": described.get("FaceModelVersion")}
+               "meaning": meaning, "review_item": review_item, "probe": image_data_uri(image),
+               "model_version": described.get("FaceModelVersion"),
+               "result_url": _result_url(console, review_item, threshold) if review_item else None}
     return search_page(console, ctx, values=values, results=results)
 
 
@@ -578,7 +619,7 @@ def reports_page(console: Console, ctx: Context) -> Response:
     listed = console.reports.list()
     return console.page(ctx, "reports.html.j2", page_title="Audit reports", current="reports", reports=listed,
                         configured=console.reports.root is not None, report_url=_report_url(console),
-                        compare_url=console.url("/reports/compare"))
+                        compare_url=console.url("/report-comparison"))
 
 
 def _report_url(console: Console) -> Callable[[str], str]:
@@ -624,6 +665,241 @@ def compare_page(console: Console, ctx: Context) -> Response:
                         **comparison_context(comparison))
 
 
+# ---------------------------------------------------------------- blind review
+
+OWN = "FaceAuditService."  # faceaudit's own operations, by their full name
+
+REVIEW_PAGE = 50
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if isinstance(value, datetime) else str(value or "")
+
+
+def _item_url(console: Console, item_id: str) -> str:
+    return console.url("/review/" + quote(item_id, safe=""))
+
+
+def _result_url(console: Console, item_id: str, threshold: float | None = None) -> str:
+    return console.url("/results/" + quote(item_id, safe="")) + (f"?threshold={threshold:g}" if threshold else "")
+
+
+def review_queue(console: Console, ctx: Context) -> Response:
+    """The open items this reviewer may decide (ListReviewItems: never its own searches, never twice)."""
+    request: dict[str, Any] = {"MaxResults": REVIEW_PAGE}
+    token = ctx.request.query.get("next", "")
+    if token:
+        request["NextToken"] = token[:255]
+    try:
+        listed, _ = console.run(ctx, OWN + "ListReviewItems", request)
+    except RekognitionError as error:
+        return console.page(ctx, "error.html.j2", _status(error), page_title="Review queue", current="review",
+                            message=_error_text(error))
+    items = [{"id": i["ItemId"], "url": _item_url(console, i["ItemId"]), "created": _when(i.get("CreatedAt")),
+              "collection": i.get("CollectionId", ""), "policy": i.get("Policy") or "",
+              "purpose": i.get("Purpose") or "", "case": i.get("Case") or "", "candidates": i.get("CandidateCount", 0),
+              "decided": i.get("DecisionCount", 0), "required": i.get("RequiredReviewers", 0)}
+             for i in listed.get("ReviewItems", [])]
+    more = listed.get("NextToken")
+    return console.page(ctx, "review_queue.html.j2", page_title="Review queue", current="review", items=items,
+                        next_url=console.url("/review?next=" + quote(more, safe="")) if more else None,
+                        first_page=not token)
+
+
+def review_item_page(console: Console, ctx: Context, *, status: int = 200, error: str | None = None,
+                     values: DecisionForm | None = None) -> Response:
+    """One item, blind: the probe beside each candidate's crop, in this reviewer's order, no score, no rank."""
+    item_id = ctx.params["item"]
+    try:
+        item, _ = console.run(ctx, OWN + "GetReviewItem", {"ItemId": item_id})
+    except RekognitionError as failure:
+        return console.page(ctx, "error.html.j2", _status(failure), page_title="Review item", current="review",
+                            message=_error_text(failure))
+    candidates = blind_candidates(item)
+    typed = values or DecisionForm([c["id"] for c in candidates])
+    return console.page(ctx, "review_item.html.j2", status, page_title="Review item", current="review",
+                        item={"id": item_id, "collection": item.get("CollectionId", ""),
+                              "policy": item.get("Policy") or "", "purpose": item.get("Purpose") or "",
+                              "case": item.get("Case") or "", "created": _when(item.get("CreatedAt")),
+                              "required": item.get("RequiredReviewers", 0),
+                              "instructions": item.get("Instructions", "")},
+                        probe=image_data_uri(item.get("Probe")), candidates=candidates,
+                        too_many=len(candidates) > MAX_CANDIDATES_DECIDED, choices=DECISION_CHOICES,
+                        order=" ".join(c["id"] for c in candidates), typed=typed, error=error,
+                        action=_item_url(console, item_id))
+
+
+def decide_review_item(console: Console, ctx: Context) -> Response:
+    """Record this reviewer's decision on every candidate (DecideReviewItem); only its answer shows the scores."""
+    item_id = ctx.params["item"]
+    read = read_decisions(ctx.request.form())
+    if read.problems:  # said before anything is sent; the review store checks all of it again
+        return review_item_page(console, ctx, status=400, error=" ".join(read.problems), values=read)
+    try:
+        answer, _ = console.run(ctx, OWN + "DecideReviewItem", read.request(item_id))
+    except RekognitionError as error:
+        return review_item_page(console, ctx, status=_status(error), error=_error_text(error), values=read)
+    return console.page(ctx, "review_decided.html.j2", page_title="Decision recorded", current="review",
+                        item_id=item_id, collection=answer.get("CollectionId", ""),
+                        state=str(answer.get("State", "")), decided=answer.get("DecisionCount", 0),
+                        required=answer.get("RequiredReviewers", 0),
+                        revealed=revealed_rows(answer.get("Revealed") or [], read.order),
+                        queue_url=console.url("/review"))
+
+
+def review_results(console: Console, ctx: Context) -> Response:
+    """Where a searcher opens the result of a search held for review, by its item id."""
+    item_id = ctx.request.query.get("item", "").strip()
+    if item_id:
+        return Response.redirect(_result_url(console, item_id))
+    return console.page(ctx, "review_results.html.j2", page_title="Review results", current="review-result")
+
+
+def review_result_page(console: Console, ctx: Context) -> Response:
+    """A search held for review, as its searcher sees it (GetReviewResult): pending, or the candidates
+    the reviewers confirmed, each an investigative lead, with what the threshold means per group."""
+    item_id = ctx.params["item"]
+    try:
+        result, _ = console.run(ctx, OWN + "GetReviewResult", {"ItemId": item_id})
+    except RekognitionError as failure:
+        return console.page(ctx, "error.html.j2", _status(failure), page_title="Review result",
+                            current="review-result", message=_error_text(failure))
+    collection_id = str(result.get("CollectionId", ""))
+    meaning, threshold, described_error = None, None, None
+    try:
+        described, _ = console.run(ctx, "DescribeCollection", {"CollectionId": collection_id})
+    except RekognitionError as failure:  # e.g. the collection was deleted since
+        described_error = _error_text(failure)
+    else:
+        floor = collection_threshold(_policy_of(console, ctx, described))
+        try:  # the threshold the search used (the search page links with it); never below the policy's floor
+            threshold = max(floor, _float_field_text(ctx.request.query.get("threshold", ""), floor, 0, 100))
+        except ValueError:
+            threshold = floor
+        meaning = threshold_meaning(described.get("FaceModelVersion"), threshold)
+    released = list(result.get("ReleasedCandidates") or [])
+    external = _external_ids(console, ctx, collection_id,
+                             [str(c["CandidateId"]) for c in released if c.get("CandidateType") == "FACE"])
+    return console.page(ctx, "review_result.html.j2", page_title="Review result", current="review-result",
+                        item_id=item_id, collection=collection_id, state=str(result.get("State", "")),
+                        decided=result.get("DecisionCount", 0), required=result.get("RequiredReviewers", 0),
+                        candidate_count=result.get("CandidateCount", 0),
+                        released=[{**c, "external": external.get(str(c.get("CandidateId")))} for c in released],
+                        threshold=threshold, meaning=meaning, described_error=described_error, label=LABEL)
+
+
+def _external_ids(console: Console, ctx: Context, collection_id: str, face_ids: list[str]) -> dict[str, str]:
+    """The ExternalImageId of each released face (ListFaces by FaceIds), so a lead names what was indexed."""
+    if not face_ids:
+        return {}
+    try:
+        listed, _ = console.run(ctx, "ListFaces", {"CollectionId": collection_id, "FaceIds": face_ids[:4096],
+                                                   "MaxResults": min(len(face_ids), 4096)})
+    except RekognitionError:  # the faces may be gone; the lead still stands by its FaceId
+        return {}
+    return {f["FaceId"]: f["ExternalImageId"] for f in listed.get("Faces", []) if f.get("ExternalImageId")}
+
+
+# ---------------------------------------------------------------- the search log and transparency
+
+# Form field -> ListSearchLogRecords member: the log page's filters.
+LOG_FILTERS = (("since", "Since"), ("until", "Until"), ("kind", "Kind"), ("operation", "Operation"),
+               ("collection", "CollectionId"), ("key", "KeyName"), ("outcome", "Outcome"))
+LOG_PAGE = 100
+CHECKPOINT_BODY = 256 * 1024  # a checkpoint's JSON (up to 64 KiB), percent-encoded
+TRANSPARENCY_DAYS = 30  # the period the transparency page opens with
+
+
+def _log_filters(ctx: Context) -> dict[str, str]:
+    return {name: ctx.request.query.get(name, "").strip()[:255] for name, _ in LOG_FILTERS}
+
+
+def log_page(console: Console, ctx: Context) -> Response:
+    """The search log, newest first, filtered (ListSearchLogRecords); the verify button posts to log/verify."""
+    values = _log_filters(ctx)
+    request: dict[str, Any] = {member: values[name] for name, member in LOG_FILTERS if values[name]}
+    request["MaxResults"] = LOG_PAGE
+    token = ctx.request.query.get("next", "")
+    if token:
+        request["NextToken"] = token[:255]
+    status, error, records, next_url = 200, None, [], None
+    try:
+        listed, _ = console.run(ctx, OWN + "ListSearchLogRecords", request)
+    except RekognitionError as failure:  # e.g. a Since that is not a time: said with the filters kept
+        status, error = _status(failure), _error_text(failure)
+    else:
+        records = listed.get("Records", [])
+        if listed.get("NextToken"):
+            next_url = console.url("/log?" + urlencode({**{k: v for k, v in values.items() if v},
+                                                        "next": listed["NextToken"]}))
+    return console.page(ctx, "log.html.j2", status, page_title="Search log", current="log", values=values,
+                        kinds=KINDS, operations=sorted(OPERATION_ROLES), records=records, next_url=next_url,
+                        error=error, filtered=any(values.values()), first_page=not token,
+                        can_verify=ctx.key is not None and ctx.key.role in PAGE_ROLES["verify"])
+
+
+def verify_log(console: Console, ctx: Context) -> Response:
+    """Verify the whole chain (VerifySearchLog), against a checkpoint the auditor kept if one is pasted."""
+    kept = ctx.request.form().get("checkpoint").strip()
+    try:
+        answer, _ = console.run(ctx, OWN + "VerifySearchLog", {"Checkpoint": kept} if kept else {})
+    except RekognitionError as failure:
+        return console.page(ctx, "log_verify.html.j2", _status(failure), page_title="Search log verification",
+                            current="log", result=None, error=_error_text(failure), kept=kept)
+    return console.page(ctx, "log_verify.html.j2", page_title="Search log verification", current="log",
+                        result=answer, error=None, kept=kept, against_checkpoint=bool(kept),
+                        checkpoint_url=console.url("/log/checkpoint.json"))
+
+
+def log_checkpoint(console: Console, ctx: Context) -> Response:
+    """The newest signed checkpoint, as a file to keep (for ``faceaudit log verify --checkpoint``)."""
+    try:
+        answer, _ = console.run(ctx, OWN + "VerifySearchLog", {})
+    except RekognitionError as failure:
+        return Response.text(_status(failure), _error_text(failure))
+    checkpoint = answer.get("LatestCheckpoint")
+    if not checkpoint:
+        return Response.text(404, "The log has signed no checkpoint yet.")
+    head = (answer.get("Head") or {}).get("Seq", 0)
+    return Response(200, checkpoint.encode("utf-8"), "application/json; charset=utf-8",
+                    headers=[("content-disposition", f'attachment; filename="faceaudit-checkpoint-{head}.json"')])
+
+
+def _period(ctx: Context) -> dict[str, str]:
+    since = ctx.request.query.get("since", "").strip()[:64]
+    default = (datetime.now(UTC) - timedelta(days=TRANSPARENCY_DAYS)).strftime("%Y-%m-%d")
+    return {"since": since or default, "until": ctx.request.query.get("until", "").strip()[:64]}
+
+
+def _transparency(console: Console, ctx: Context, period: dict[str, str]) -> str:
+    request = {"Since": period["since"], **({"Until": period["until"]} if period["until"] else {})}
+    answer, _ = console.run(ctx, OWN + "GetTransparencyReport", request)
+    return str(answer["Report"])
+
+
+def transparency_page(console: Console, ctx: Context) -> Response:
+    """The transparency report over the live log (GetTransparencyReport), drawn by the report's own renderer."""
+    period = _period(ctx)
+    try:
+        report = json.loads(_transparency(console, ctx, period))
+    except RekognitionError as failure:
+        return console.page(ctx, "transparency_period.html.j2", _status(failure), page_title="Transparency report",
+                            current="transparency", period=period, error=_error_text(failure))
+    return console.page(ctx, "transparency_page.html.j2", report_styles=True, current="transparency",
+                        period=period, error=None, json_url=console.url("/transparency/transparency.json?")
+                        + urlencode({k: v for k, v in period.items() if v}), **transparency_context(report))
+
+
+def transparency_json(console: Console, ctx: Context) -> Response:
+    """The same report as ``faceaudit transparency`` writes to transparency.json."""
+    try:
+        text = _transparency(console, ctx, _period(ctx))
+    except RekognitionError as failure:
+        return Response.text(_status(failure), _error_text(failure))
+    return Response(200, (text + "\n").encode("utf-8"), "application/json; charset=utf-8",
+                    headers=[("content-disposition", 'attachment; filename="transparency.json"')])
+
+
 _ROUTES = [
     Route("GET", ("sign-in",), sign_in_form, None),
     Route("POST", ("sign-in",), sign_in, None),
@@ -636,7 +912,19 @@ _ROUTES = [
     Route("GET", ("search",), search_page, "search"),
     Route("POST", ("search",), search, "search", UPLOAD_BODY),
     Route("GET", ("reports",), reports_page, "reports"),
-    Route("GET", ("reports", "compare"), compare_page, "reports"),
+    # Not under reports/: any folder name, "compare" too, is a report's.
+    Route("GET", ("report-comparison",), compare_page, "reports"),
     Route("GET", ("reports", "{report}"), report_page, "reports"),
     Route("GET", ("reports", "{report}", "report.md"), report_markdown, "reports"),
+    Route("GET", ("review",), review_queue, "review"),
+    Route("GET", ("review", "{item}"), review_item_page, "review-item"),
+    Route("POST", ("review", "{item}"), decide_review_item, "decide", DECISION_BODY,
+          form_fields=2 + 2 * MAX_CANDIDATES_DECIDED),
+    Route("GET", ("results",), review_results, "review-result"),
+    Route("GET", ("results", "{item}"), review_result_page, "review-result"),
+    Route("GET", ("log",), log_page, "log"),
+    Route("POST", ("log", "verify"), verify_log, "verify", CHECKPOINT_BODY),
+    Route("GET", ("log", "checkpoint.json"), log_checkpoint, "verify"),
+    Route("GET", ("transparency",), transparency_page, "transparency"),
+    Route("GET", ("transparency", "transparency.json"), transparency_json, "transparency"),
 ]

@@ -5,6 +5,8 @@ processes behind one socket, and a browser's requests land on any of them. A ses
 one worker must be known to the others, and a sign-out or an expiry must end it for all; so
 must the count of failed sign-ins from one address, or N workers would allow N times the
 attempts. The file is made 0600 (SQLite gives -wal and -shm the same mode), like access.db.
+It is opened as the other stores open theirs: one connection per thread
+(faceaudit.storage.sqlite_connections) and a versioned schema (faceaudit.storage.migrations).
 
 What is kept per session: the SHA-256 of its id (the id itself lives only in the browser's
 cookie, so a copy of this file opens no session), the access key id it signed in with, its
@@ -23,14 +25,14 @@ import os
 import secrets
 import sqlite3
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceaudit.storage.sqlite_transactions import immediate_transaction
+from faceaudit.errors import InternalServerError
+from faceaudit.storage.migrations import Step, latest_version, migrate
+from faceaudit.storage.sqlite_connections import ThreadConnections
 
 DB_FILENAME = "console.db"
 DEFAULT_IDLE_SECONDS = 30 * 60
@@ -40,6 +42,8 @@ DEFAULT_SIGN_IN_FAILURES = 10
 DEFAULT_SIGN_IN_WINDOW_SECONDS = 5 * 60
 _BUSY_TIMEOUT_S = 5.0
 
+# IF NOT EXISTS: console.db files made before the schema was versioned have these tables and no
+# schema_version; version 1 adopts them as they are.
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
         id_sha256     TEXT    PRIMARY KEY,
@@ -55,6 +59,9 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS sign_in_failures_by_client ON sign_in_failures (client, at_ms)",
 ]
+# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 
 def _digest(session_id: str) -> str:
@@ -93,35 +100,17 @@ class SessionStore:
         self.sign_in_failures = sign_in_failures
         self.sign_in_window_ms = int(sign_in_window_seconds * 1000)
         self._clock = clock
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
-        with self._write() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        # synchronous NORMAL after ThreadConnections' FULL: a session lost to a power cut means signing in again
+        self._connections = ThreadConnections(self.path, busy_timeout=_BUSY_TIMEOUT_S, unavailable=InternalServerError,
+                                              pragmas=("synchronous = NORMAL",))
+        with self._connections.write() as conn:
+            migrate(conn, MIGRATIONS, describe=str(self.path), error=InternalServerError)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # a forked child opens its own
-            self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # a session lost to a power cut means signing in again
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with immediate_transaction(self._conn()) as conn:
-            yield conn
+        return self._connections.get()
 
     # --- sessions
 
@@ -130,7 +119,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         now = self._now_ms()
         session = Session(access_key_id, secrets.token_urlsafe(32), now, now)
-        with self._write() as conn:
+        with self._connections.write() as conn:
             # Expired sessions go whenever someone signs in: the table stays as small as its live sessions.
             conn.execute("DELETE FROM sessions WHERE last_seen_ms < ? OR created_ms < ?",
                          (now - self.idle_ms, now - self.lifetime_ms))
@@ -142,7 +131,7 @@ class SessionStore:
         """The live session with this id, its last use set to now; None (and deleted) once expired."""
         digest = _digest(session_id)
         now = self._now_ms()
-        with self._write() as conn:
+        with self._connections.write() as conn:
             row = conn.execute("SELECT access_key_id, csrf, created_ms, last_seen_ms FROM sessions "
                                "WHERE id_sha256 = ?", (digest,)).fetchone()
             if row is None:
@@ -154,12 +143,12 @@ class SessionStore:
         return Session(row[0], row[1], row[2], now)
 
     def end(self, session_id: str) -> None:
-        with self._write() as conn:
+        with self._connections.write() as conn:
             conn.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_digest(session_id),))
 
     def end_all_for(self, access_key_id: str) -> int:
         """End every session of a key (found revoked); returns how many there were."""
-        with self._write() as conn:
+        with self._connections.write() as conn:
             return conn.execute("DELETE FROM sessions WHERE access_key_id = ?", (access_key_id,)).rowcount
 
     # --- the sign-in rate limit
@@ -180,16 +169,9 @@ class SessionStore:
 
     def record_failure(self, client: str) -> None:
         now = self._now_ms()
-        with self._write() as conn:
+        with self._connections.write() as conn:
             conn.execute("DELETE FROM sign_in_failures WHERE at_ms < ?", (now - self.sign_in_window_ms,))
             conn.execute("INSERT INTO sign_in_failures (client, at_ms) VALUES (?, ?)", (client, now))
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()

@@ -4,7 +4,8 @@ The console's ``page.html.j2`` (its frame: navigation, who is signed in, sign-ou
 name of the audit report's page template on purpose. report.html.j2 and comparison.html.j2
 extend "page.html.j2", so in this environment they render inside the console's frame, from
 the same context their standalone pages get (faceaudit.audit.report.html.report_context,
-compare.comparison_context): one rendering of a report, two frames.
+compare.comparison_context, transparency.transparency_context for transparency.html.j2):
+one rendering of a report, two frames.
 
 Autoescape is always on; StrictUndefined makes a misspelt name fail the render.
 """

@@ -1,9 +1,10 @@
 """HTTP for the console without a framework: one request, one response, forms, cookies, headers.
 
-Forms are parsed by python-multipart (the parser Starlette and FastAPI use): image uploads
-need multipart/form-data, which the standard library no longer parses (``cgi`` left in
-Python 3.13), and the same parser reads urlencoded forms. Uploaded files are kept in memory
-only (MAX_MEMORY_FILE_SIZE is the body limit), so a probe image never touches the disk.
+Multipart forms are parsed by python-multipart (the parser Starlette and FastAPI use): image
+uploads need multipart/form-data, which the standard library no longer parses (``cgi`` left in
+Python 3.13). Urlencoded forms are the standard library's (``parse_qsl``), which decodes them.
+Uploaded files are kept in memory only (MAX_MEMORY_FILE_SIZE is the body limit), so a probe
+image never touches the disk.
 
 Every response carries the security headers (:func:`security_headers`): a Content Security
 Policy without inline scripts, no framing, no sniffing, no referrer to other sites, and ``no-store`` on
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import create_form_parser
@@ -60,6 +61,7 @@ class Request:
     https: bool
     body: bytes = b""
     body_read: bool = False
+    max_fields: int = 20  # the route's: a review decision has two fields per candidate
     _form: Form | None = field(default=None, repr=False)
 
     @classmethod
@@ -82,15 +84,27 @@ class Request:
         return cls(scope["method"], path, query, headers, cookies, str(client[0]),
                    scope.get("scheme") == "https")
 
-    def form(self, max_fields: int = 20) -> Form:
+    def form(self) -> Form:
         """The body as a form (urlencoded or multipart); FormError if it is not one."""
         if self._form is not None:
             return self._form
+        max_fields = self.max_fields
         content_type = self.headers.get("content-type", "")
         form = Form()
         if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             raise FormError(f"expected a form, got Content-Type {content_type[:80]!r}")
         if not self.body:
+            self._form = form
+            return form
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            # The standard library's parser: python-multipart hands urlencoded values over still
+            # encoded ("a+b", "%2B"), and a reason or a purpose typed with spaces must arrive as typed.
+            try:
+                pairs = parse_qsl(self.body.decode("latin-1"), keep_blank_values=True, strict_parsing=False,
+                                  encoding="utf-8", errors="replace", max_num_fields=max_fields)
+            except ValueError:
+                raise FormError("too many form fields") from None
+            form.fields.update(pairs)
             self._form = form
             return form
         count = 0

@@ -144,6 +144,25 @@ class ReplayEngine(FaceEngine):
         return [self.found.attributes[i] for i in self._positions(faces)]
 
 
+MODEL_VERSION_ATTEMPTS = 3
+
+#: The error code an image gets when its task kills the worker process every time it runs.
+WORKER_CRASHED = "WorkerCrashedException"
+
+
+def _killed_reason(error: BaseException) -> str:
+    return ("the engine's worker process died (crashed or was killed) each time it worked on this image "
+            f"alone; skipped so that the rest of the job completes ({type(error).__name__}: {error})")
+
+
+def killed_image(item: tuple[str, bytes], reason: str) -> list[ImageFaces]:
+    """``FaceCluster.map``'s ``killed`` for compute_faces: the image is reported as failed."""
+    import hashlib
+
+    key, data = item
+    return [ImageFaces(key, hashlib.sha256(data).hexdigest(), "", error=WORKER_CRASHED, message=reason)]
+
+
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     for item in items:
@@ -179,33 +198,70 @@ class FaceCluster:
         return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
 
     def model_version(self, environment: dict[str, str | None]) -> str:
-        """The model version of the workers' engine (one worker loads its models to say)."""
-        return self.client.submit(_model_version_here, environment, pure=False).result()
+        """The model version of the workers' engine (one worker loads its models to say). Asked
+        again when the worker it ran on died meanwhile (another job's image may have killed it)."""
+        from distributed.scheduler import KilledWorker
+        for attempt in range(MODEL_VERSION_ATTEMPTS):
+            try:
+                return self.client.submit(_model_version_here, environment, pure=False).result()
+            except KilledWorker:
+                if attempt == MODEL_VERSION_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def describe(self) -> str:
         return f"Dask cluster {self.address}" if self.address else f"local Dask cluster, {self.workers} workers"
 
-    def map(self, fn: Callable[..., Any], chunks: Iterable[Any], *args: Any, window: int | None = None,
-            **kwargs: Any) -> Iterator[Any]:
-        """``fn(chunk, *args, **kwargs)`` for each chunk, yielded as they finish, with at most
-        ``window`` tasks queued (default 4 per worker) so that millions of chunks never sit in memory."""
+    def map(self, fn: Callable[..., Any], chunks: Iterable[list[Any]], *args: Any, window: int | None = None,
+            killed: Callable[[Any, str], Any] | None = None, **kwargs: Any) -> Iterator[Any]:
+        """``fn(chunk, *args, **kwargs)`` for each chunk (a list of items), yielded as they finish,
+        with at most ``window`` tasks queued (default 4 per worker) so that millions of chunks
+        never sit in memory.
+
+        A chunk whose task killed its worker process ``distributed.scheduler.allowed-failures``
+        + 1 times (Dask's KilledWorker: the process crashed or was killed, e.g. out of memory)
+        is split: after every other chunk, each of its items runs alone, one at a time, so a
+        worker death can only be that item's doing. An item that still kills its worker yields
+        ``killed(item, reason)`` (without ``killed``, KilledWorker is raised)."""
         from dask.distributed import as_completed
+        from distributed.scheduler import KilledWorker
         window = window or 4 * self.workers
         source = iter(chunks)
         pending = as_completed()
-        queued = 0
+        suspects: list[Any] = []  # the items of chunks that killed their worker
+
+        def submit(chunk: list[Any]) -> Any:
+            future = self.client.submit(fn, chunk, *args, pure=False, **kwargs)
+            future.chunk = chunk  # type: ignore[attr-defined]  # what to split if it kills its worker
+            return future
+
         for chunk in source:
-            pending.add(self.client.submit(fn, chunk, *args, pure=False, **kwargs))
-            queued += 1
-            if queued >= window:
+            pending.add(submit(chunk))
+            if pending.count() >= window:
                 break
         for future in pending:
-            result = future.result()
+            try:
+                result, finished = future.result(), True
+            except KilledWorker:
+                if killed is None:
+                    raise
+                suspects.extend(future.chunk)
+                finished = False
             future.release()
-            yield result
+            if finished:
+                yield result
             nxt = next(source, None)
             if nxt is not None:
-                pending.add(self.client.submit(fn, nxt, *args, pure=False, **kwargs))
+                pending.add(submit(nxt))
+        for item in suspects:  # alone: nothing else runs on the cluster for this job now
+            future = submit([item])
+            try:
+                result = future.result()
+            except KilledWorker as error:
+                assert killed is not None
+                result = killed(item, _killed_reason(error))
+            future.release()
+            yield result
 
     def close(self) -> None:
         self.client.close()

@@ -656,32 +656,42 @@ def build_app(data_dir: str | os.PathLike, *, bucket_dir: str | None = None,
     the store ``database`` names (faceaudit.storage.open_store: None is EmbeddedStore(data_dir),
     a postgresql:// URL PostgresStore with one connection per request thread) + RekognitionService,
     guarded by the use policies and moratoria of ``data_dir/accountability.db`` (GuardedService),
-    behind the key store of ``data_dir`` (in the database when it is PostgreSQL).
+    behind the key store of ``data_dir``. When ``database`` is PostgreSQL, the keys, the
+    accountability state, the review store and the search log are in it too (one chain, one
+    queue, one set of moratoria and budgets for every server on it); the data directory keeps
+    this host's signing and sealing keys (docs/accountability.md).
 
     ``keys``: the key store, already opened (default: opened here, taking in the
     single-key start's pair, faceaudit.server.credentials.open_keys); it is closed
     at shutdown. ``settings`` (default: the environment's) give that pair and the
     service's score normalization."""
     from faceaudit.accountability.faceaudit_service import FaceAuditService
+    from faceaudit.accountability.retention import Retention, RetentionLedger, RetentionPurger
     from faceaudit.accountability.review import ReviewStore
     from faceaudit.accountability.state import AccountabilityState
     from faceaudit.rekognition.service import RekognitionService
     from faceaudit.runtime import default_engine
     from faceaudit.server.credentials import open_keys
-    from faceaudit.storage import open_store
+    from faceaudit.storage import is_postgres_url, open_store
 
     if keys is None:
         keys = StoreKeys(open_keys(data_dir, settings=settings, database=database).store)
-    store = open_store(database, data_dir, pool_size=threads)
+    store = open_store(database, data_dir, pool_size=threads,
+                       approximate_above=(settings or Settings.from_env()).approximate_above)
     service = RekognitionService(default_engine(engine), store, bucket_dir=bucket_dir, settings=settings)
-    search_log = SearchLog(data_dir)
-    review = ReviewStore(data_dir, recorder=search_log)  # the guard's ReviewQueue and FaceAuditService.*
-    review.purge_expired()
+    accountability = database if is_postgres_url(database) else None  # else the data directory's SQLite files
+    search_log = SearchLog(data_dir, database=accountability)
+    # the guard's ReviewQueue and FaceAuditService.*
+    review = ReviewStore(data_dir, recorder=search_log, database=accountability)
+    state = AccountabilityState(data_dir, database=accountability, pool_size=threads)
+    ledger = RetentionLedger(data_dir)
     # The guard writes its policy changes and moratoria to the same log (the Recorder of PLAN.md).
-    guard = GuardedService(service, AccountabilityState(data_dir), review_queue=review, recorder=search_log)
-    hooks = [store.close, keys.store.close, guard.close, review.close, search_log.close]
+    guard = GuardedService(service, state, review_queue=review, recorder=search_log, ledger=ledger)
+    purger = RetentionPurger(Retention(state, store, review, ledger, search_log))
+    purger.start()  # expired faces, probes and review items: now, then hourly (one process at a time)
+    hooks = [purger.close, store.close, keys.store.close, guard.close, review.close, ledger.close, search_log.close]
     return RekognitionApp(guard, keys, region=region, threads=threads, on_shutdown=hooks,
-                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review),
+                          data_dir=os.path.abspath(data_dir), faceaudit=FaceAuditService(review, search_log),
                           search_log=search_log)
 
 

@@ -14,6 +14,7 @@ from faceaudit.errors import (
     InvalidPaginationTokenException,
     ServiceQuotaExceededException,
 )
+from faceaudit.settings import NEVER_APPROXIMATE
 from faceaudit.storage.base import (
     AssociationResult,
     Collection,
@@ -22,7 +23,7 @@ from faceaudit.storage.base import (
     UnsuccessfulFace,
     User,
 )
-from faceaudit.storage.embedded import EmbeddedStore
+from faceaudit.storage.embedded import DEFAULT_APPROXIMATE_THRESHOLD, ApproximateSearch, EmbeddedStore
 from faceaudit.storage.postgres import PostgresStore
 
 EMBEDDED = "embedded"
@@ -33,19 +34,34 @@ def is_postgres_url(database: str | None) -> bool:
     return bool(database) and database.startswith(_POSTGRES_SCHEMES)  # type: ignore[union-attr]
 
 
-def open_store(database: str | None, data_dir: str | os.PathLike, *, pool_size: int = 8) -> FaceStore:
+def open_store(database: str | None, data_dir: str | os.PathLike, *, pool_size: int = 8,
+               approximate_above: int | str | None = None) -> FaceStore:
     """The store ``--database`` / FACEAUDIT_DATABASE names: None or "embedded" is
     EmbeddedStore(data_dir); a postgresql:// URL is PostgresStore with ``pool_size``
-    connections (one per request thread). ValueError for anything else."""
+    connections (one per request thread). ValueError for anything else.
+
+    ``approximate_above`` (``--approximate-above`` / FACEAUDIT_APPROXIMATE_ABOVE): collections
+    in search mode "auto" with more than that many faces are searched through the backend's
+    HNSW index; "never": always exactly; None: the backend's default (embedded from
+    DEFAULT_APPROXIMATE_THRESHOLD faces, PostgreSQL never). A collection set to "exact" (the
+    public-safety policy does) stays exact whatever it says."""
+    never = approximate_above == NEVER_APPROXIMATE
     if not database or database == EMBEDDED:
-        return EmbeddedStore(data_dir)
+        if approximate_above is None:
+            return EmbeddedStore(data_dir)
+        # the embedded threshold counts from: "above N" is from N + 1
+        threshold = None if never else int(approximate_above) + 1
+        return EmbeddedStore(data_dir, approximate=ApproximateSearch(threshold=threshold))
     if is_postgres_url(database):
-        return PostgresStore(database, pool_size=pool_size)
+        return PostgresStore(database, pool_size=pool_size,
+                             approximate_above=None if never or approximate_above is None else int(approximate_above))
     raise ValueError(f"database {database!r}: 'embedded' or a postgresql://USER:PASSWORD@HOST/NAME URL")
 
 
 __all__ = [
+    "DEFAULT_APPROXIMATE_THRESHOLD",
     "EMBEDDED",
+    "ApproximateSearch",
     "AssociationResult",
     "Collection",
     "ConflictException",

@@ -3,7 +3,9 @@
 This module is the SQLite side only: schema, transactions, and keeping each
 collection's in-memory index (faceaudit.storage.vector_index, plain numpy,
 which also says why search is exact and how) in step with the database;
-NextTokens come from faceaudit.storage.page_tokens.
+NextTokens come from faceaudit.storage.page_tokens, and what does not depend on SQLite
+(argument checks, the UserID operations, how results are shaped) from
+faceaudit.storage.backend_shared, which PostgresStore shares.
 
 Layout and guarantees
 ---------------------
@@ -60,7 +62,7 @@ Deployments that prefer throughput can pass ``synchronous="NORMAL"``.
 
 Threads and processes
 ---------------------
-One SQLite connection per thread (``threading.local``), not one shared
+One SQLite connection per thread (faceaudit.storage.sqlite_connections), not one shared
 connection behind a lock: with WAL, readers on separate connections run in
 parallel with each other and with the single writer, so concurrent SearchFaces
 and ListFaces calls from the HTTP server's threads do not queue behind one
@@ -80,11 +82,9 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -92,12 +92,9 @@ import fasteners
 import numpy as np
 
 from faceaudit.errors import (
-    ConflictException,
     InternalServerError,
     InvalidParameterException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
-    ServiceQuotaExceededException,
 )
 from faceaudit.storage.approximate_index import (
     ApproximateIndex,
@@ -107,53 +104,41 @@ from faceaudit.storage.approximate_index import (
     build_graph,
     check_against,
 )
+from faceaudit.storage.backend_shared import (
+    FaceOwner,
+    TableStore,
+    check_face_query,
+    check_new_collection,
+    check_new_faces,
+    check_query_dim,
+    check_room,
+    check_user_query,
+    collection_not_found,
+    collection_record,
+    ranked_face_rows,
+    ranked_users,
+    sort_deletion,
+    user_exists,
+    user_not_found,
+)
 from faceaudit.storage.base import (
-    ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
-    ASSOCIATE_FACE_NOT_FOUND,
-    ASSOCIATE_LOW_MATCH_CONFIDENCE,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_USER_PAGE_SIZE,
-    DELETE_ASSOCIATED_TO_AN_EXISTING_USER,
-    DELETE_FACE_NOT_FOUND,
-    DISASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
-    DISASSOCIATE_FACE_NOT_FOUND,
     FACE_ID_LIST_MAX,
     MAX_FACES_PER_COLLECTION,
     MAX_FACES_PER_USER,
-    PAGE_SIZE_MAX,
     SEARCH_APPROXIMATE,
     SEARCH_AUTO,
     SEARCH_EXACT,
-    USER_ACTIVE,
-    USER_CREATED,
-    USER_FACE_ID_LIST_MAX,
-    USER_PAGE_SIZE_MAX,
-    AssociationResult,
     Collection,
-    FaceStore,
     StoredFace,
-    UnsuccessfulFace,
-    User,
-    as_query_vector,
     validate_collection_id,
-    validate_face_id,
     validate_face_ids,
-    validate_max_distance,
-    validate_max_results,
-    validate_new_face,
-    validate_page_size,
     validate_search_mode,
-    validate_user_id,
 )
 from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.page_tokens import (
-    KIND_COLLECTIONS,
-    KIND_FACES,
-    KIND_USERS,
-    NO_FILTER,
     PageTokens,
-    filter_digest,
 )
+from faceaudit.storage.sqlite_connections import ThreadConnections
 from faceaudit.storage.sqlite_transactions import immediate_transaction
 from faceaudit.storage.vector_index import NO_GROUP, IndexSnapshot
 
@@ -246,11 +231,6 @@ _COLLECTION_COLUMNS = (
     "id, collection_id, arn, face_model_version, created_ms, face_count, user_count, "
     "vector_dim, change_counter, delete_counter, assoc_counter, search_mode")
 
-# Connections inherited through fork() are never used or closed by the child
-# (SQLite forbids carrying a connection across fork); they are parked here.
-_FORK_ORPHANS: list = []
-
-
 class _CollRow(NamedTuple):
     id: int
     collection_id: str
@@ -266,14 +246,7 @@ class _CollRow(NamedTuple):
     search_mode: str
 
     def to_collection(self) -> Collection:
-        return Collection(
-            collection_id=self.collection_id,
-            arn=self.arn,
-            face_model_version=self.face_model_version,
-            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=UTC),
-            face_count=self.face_count,
-            user_count=self.user_count,
-        )
+        return collection_record(self)
 
 
 def _face_from_row(row) -> StoredFace:
@@ -300,10 +273,6 @@ def _vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
     if len(data) != len(blobs) * dim * 4:
         raise InternalServerError("stored face vectors do not match the collection's dimension")
     return np.frombuffer(data, dtype="<f4").reshape(len(blobs), dim)
-
-
-def _user_status(has_faces: bool) -> str:
-    return USER_ACTIVE if has_faces else USER_CREATED
 
 
 # --- keeping the in-memory index in step with SQLite -----------------------------
@@ -520,18 +489,9 @@ class _CollectionIndex:
             index.set_groups([r[0] for r in linked], [r[1] for r in linked])
 
 
-class _ConnectionHolder:
-    """Weak-referenceable owner of one thread's connection (sqlite3.Connection is not)."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-
 # --- the store -------------------------------------------------------------------
 
-class EmbeddedStore(FaceStore):
+class EmbeddedStore(TableStore):
     """FaceStore on SQLite (WAL) in ``data_dir/faceaudit.db`` with an exact in-memory index.
 
     Safe to share between threads; several processes may open the same
@@ -569,29 +529,17 @@ class EmbeddedStore(FaceStore):
 
         self._closed = False
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._conns: weakref.WeakSet = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
+        self._connections = ThreadConnections(
+            self.db_path, busy_timeout=self._busy_timeout, unavailable=InternalServerError,
+            # secure_delete: a deleted face's vector is overwritten with zeros in the file, not merely
+            # unlinked from the b-tree, so that DeleteFaces and DeleteCollection erase it
+            # (docs/accountability.md)
+            pragmas=(f"synchronous = {self._synchronous}", "foreign_keys = ON", "secure_delete = ON"))
         self._indexes: dict[str, _CollectionIndex] = {}
         self._indexes_lock = threading.Lock()
         self._tokens = PageTokens(self._initialise())
 
     # --- connections and transactions
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=self._busy_timeout, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            conn.close()
-            raise InternalServerError(f"could not put {self.db_path} in WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        # A deleted face's vector is overwritten with zeros in the file, not merely unlinked
-        # from the b-tree, so that DeleteFaces and DeleteCollection erase it (docs/accountability.md).
-        conn.execute("PRAGMA secure_delete = ON")
-        return conn
 
     def _erase_wal(self) -> None:
         """Fold the write-ahead log into the database and empty it: until then the WAL still
@@ -603,13 +551,9 @@ class EmbeddedStore(FaceStore):
             pass
 
     def _after_fork(self) -> None:
-        # Nothing of the parent's connections, locks or caches is usable in a
-        # forked child; start afresh (inherited connections are parked, unused).
-        _FORK_ORPHANS.append((self._local, list(self._conns)))
+        # Nothing of the parent's locks or caches is usable in a forked child; start afresh
+        # (ThreadConnections does the same for the connections, parking the inherited ones).
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._conns = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
         self._indexes = {}
         self._indexes_lock = threading.Lock()
 
@@ -618,14 +562,7 @@ class EmbeddedStore(FaceStore):
             raise InternalServerError("the store is closed")
         if self._pid != os.getpid():
             self._after_fork()
-        holder = getattr(self._local, "holder", None)
-        if holder is None:
-            # The thread-local holder dies with its thread, taking (and closing)
-            # the connection; the weak set lets close() reach the live ones.
-            holder = self._local.holder = _ConnectionHolder(self._connect())
-            with self._conns_lock:
-                self._conns.add(holder)
-        return holder.conn
+        return self._connections.get()
 
     @contextmanager
     def _read(self):
@@ -652,15 +589,7 @@ class EmbeddedStore(FaceStore):
 
     def close(self) -> None:
         self._closed = True
-        with self._conns_lock:
-            conns = list(self._conns)
-            self._conns = weakref.WeakSet()
-        for holder in conns:
-            try:
-                holder.conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close()
         with self._indexes_lock:
             indexes = list(self._indexes.values())
             self._indexes.clear()
@@ -669,20 +598,20 @@ class EmbeddedStore(FaceStore):
 
     # --- helpers
 
-    def _collection(self, conn, collection_id: str) -> _CollRow:
+    def _collection(self, conn, collection_id: str, *, lock: bool = False) -> _CollRow:
+        # lock: nothing to do, a write transaction holds SQLite's one write lock from its start
         row = conn.execute(f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id = ?",
                            (collection_id,)).fetchone()
         if row is None:
             self._evict(collection_id)
-            raise ResourceNotFoundException(f"The collection id: {collection_id} does not exist")
+            raise collection_not_found(collection_id)
         return _CollRow(*row)
 
     def _user_rowid(self, conn, coll: _CollRow, user_id: str) -> int:
         row = conn.execute("SELECT id FROM users WHERE collection = ? AND user_id = ?",
                            (coll.id, user_id)).fetchone()
         if row is None:
-            raise ResourceNotFoundException(
-                f"The user id: {user_id} does not exist in collection {coll.collection_id}")
+            raise user_not_found(user_id, coll.collection_id)
         return row[0]
 
     @staticmethod
@@ -697,19 +626,10 @@ class EmbeddedStore(FaceStore):
     def _evict(self, collection_id: str) -> None:
         with self._indexes_lock:
             self._indexes.pop(collection_id, None)
-    def _token(self, kind: int, scope: int, after: int, digest: bytes = NO_FILTER) -> str:
-        return self._tokens.issue(kind, scope, after, digest)
-
-    def _after(self, token, kind: int, scope: int, digest: bytes = NO_FILTER) -> int:
-        """The last rowid seen, from ``token`` (None/"" = start)."""
-        return self._tokens.after(token, kind, scope, digest)
-
     # --- collections
 
     def create_collection(self, collection_id: str, face_model_version: str) -> Collection:
-        validate_collection_id(collection_id)
-        if not isinstance(face_model_version, str) or not face_model_version:
-            raise InvalidParameterException("FaceModelVersion must be a non-empty string")
+        check_new_collection(collection_id, face_model_version)
         with self._write() as conn:
             try:
                 conn.execute(
@@ -723,22 +643,6 @@ class EmbeddedStore(FaceStore):
             coll = self._collection(conn, collection_id)
         self._evict(collection_id)
         return coll.to_collection()
-
-    def describe_collection(self, collection_id: str) -> Collection:
-        validate_collection_id(collection_id)
-        with self._read() as conn:
-            return self._collection(conn, collection_id).to_collection()
-
-    def list_collections_detailed(self, next_token=None, max_results=None):
-        limit = validate_page_size(max_results, DEFAULT_PAGE_SIZE, PAGE_SIZE_MAX)
-        after = self._after(next_token, KIND_COLLECTIONS, 0)
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit + 1)).fetchall()
-        rows = [_CollRow(*r) for r in rows]
-        token = self._token(KIND_COLLECTIONS, 0, rows[limit - 1].id) if len(rows) > limit else None
-        return [r.to_collection() for r in rows[:limit]], token
 
     def delete_collection(self, collection_id: str) -> None:
         validate_collection_id(collection_id)
@@ -758,33 +662,19 @@ class EmbeddedStore(FaceStore):
     # --- faces
 
     def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
-        validate_collection_id(collection_id)
-        faces = list(faces)
-        vectors = [validate_new_face(face) for face in faces]
-        dims = {len(v) for v in vectors}
-        if len(dims) > 1:
-            raise InvalidParameterException("the faces' vectors have different dimensions")
-        if len({face.face_id for face in faces}) != len(faces):
-            raise InvalidParameterException("the same FaceId appears twice")
-        dim = dims.pop() if dims else None
+        new = check_new_faces(collection_id, faces)
         rows = [
             (face.face_id, face.image_id, face.external_image_id,
              float(face.bounding_box["Width"]), float(face.bounding_box["Height"]),
              float(face.bounding_box["Left"]), float(face.bounding_box["Top"]),
              float(face.confidence), face.index_faces_model_version, vector.tobytes())
-            for face, vector in zip(faces, vectors)
+            for face, vector in zip(new.faces, new.vectors)
         ]
         with self._write() as conn:
             coll = self._collection(conn, collection_id)
             if not rows:
                 return
-            if coll.vector_dim is not None and coll.vector_dim != dim:
-                raise InvalidParameterException(
-                    f"vectors of dimension {dim} cannot join collection {collection_id}, "
-                    f"whose vectors have dimension {coll.vector_dim}")
-            if coll.face_count + len(rows) > self._max_faces_per_collection:
-                raise ServiceQuotaExceededException(
-                    f"collection {collection_id} would exceed {self._max_faces_per_collection} faces")
+            check_room(collection_id, coll.vector_dim, coll.face_count, new, self._max_faces_per_collection)
             try:
                 conn.executemany(
                     "INSERT INTO faces (collection, face_id, image_id, external_image_id, "
@@ -794,62 +684,11 @@ class EmbeddedStore(FaceStore):
             except sqlite3.IntegrityError:
                 raise InvalidParameterException(
                     f"a FaceId to add already exists in collection {collection_id}") from None
-            self._bump(conn, coll, faces=len(rows), dim=dim)
-
-    def list_faces(self, collection_id, next_token=None, max_results=None, user_id=None,
-                   face_ids=None):
-        validate_collection_id(collection_id)
-        limit = validate_page_size(max_results, DEFAULT_PAGE_SIZE, PAGE_SIZE_MAX)
-        if user_id is not None:
-            validate_user_id(user_id)
-        if face_ids is not None:
-            face_ids = validate_face_ids(face_ids, FACE_ID_LIST_MAX)
-        digest = NO_FILTER
-        if user_id is not None or face_ids is not None:
-            canonical = json.dumps([user_id, sorted(face_ids) if face_ids is not None else None])
-            digest = filter_digest(canonical)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            after = self._after(next_token, KIND_FACES, coll.id, digest)
-            sql = f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = ? AND f.seq > ?"
-            params: list = [coll.id, after]
-            if user_id is not None:
-                sql += " AND f.user = ?"
-                params.append(self._user_rowid(conn, coll, user_id))
-            if face_ids is not None:
-                sql += " AND f.face_id IN (SELECT value FROM json_each(?))"
-                params.append(_json_list(face_ids))
-            sql += " ORDER BY f.seq LIMIT ?"
-            params.append(limit + 1)
-            rows = conn.execute(sql, params).fetchall()
-        token = None
-        if len(rows) > limit:
-            token = self._token(KIND_FACES, coll.id, rows[limit - 1][0], digest)
-        return [_face_from_row(r) for r in rows[:limit]], token
-
-    def get_faces(self, collection_id, face_ids):
-        validate_collection_id(collection_id)
-        if isinstance(face_ids, str):
-            raise InvalidParameterException("face_ids must be a list")
-        face_ids = list(dict.fromkeys(face_ids))
-        for face_id in face_ids:
-            validate_face_id(face_id)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            if not face_ids:
-                return []
-            rows = conn.execute(
-                f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = ? "
-                "AND f.face_id IN (SELECT value FROM json_each(?))",
-                (coll.id, _json_list(face_ids))).fetchall()
-        found = {r[1]: _face_from_row(r) for r in rows}
-        return [found[f] for f in face_ids if f in found]
+            self._bump(conn, coll, faces=len(rows), dim=new.dim)
 
     def delete_faces(self, collection_id, face_ids):
         validate_collection_id(collection_id)
         face_ids = validate_face_ids(face_ids, FACE_ID_LIST_MAX)
-        deleted: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
         with self._write() as conn:
             coll = self._collection(conn, collection_id)
             rows = conn.execute(
@@ -857,19 +696,8 @@ class EmbeddedStore(FaceStore):
                 "LEFT JOIN users AS u ON u.id = f.user "
                 "WHERE f.collection = ? AND f.face_id IN (SELECT value FROM json_each(?))",
                 (coll.id, _json_list(face_ids))).fetchall()
-            found = {face_id: (seq, user) for face_id, seq, user in rows}
-            doomed = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (DELETE_FACE_NOT_FOUND,)))
-                    continue
-                seq, user = found[face_id]
-                if user is not None:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (DELETE_ASSOCIATED_TO_AN_EXISTING_USER,), user_id=user))
-                    continue
-                deleted.append(face_id)
-                doomed.append(seq)
+            change = sort_deletion(face_ids, {face_id: (seq, user) for face_id, seq, user in rows})
+            doomed = change.seqs
             if doomed:
                 conn.execute("DELETE FROM faces WHERE seq IN (SELECT value FROM json_each(?))",
                              (_json_list(doomed),))
@@ -880,9 +708,9 @@ class EmbeddedStore(FaceStore):
                 conn.execute("DELETE FROM face_deletions WHERE collection = ? AND delete_counter <= ?",
                              (coll.id, counter - DELETION_LOG_KEEP))
                 self._bump(conn, coll, faces=-len(doomed), deleted=True)
-        if deleted:
+        if change.changed:
             self._erase_wal()
-        return deleted, unsuccessful
+        return change.changed, change.unsuccessful
     # --- search
 
     def _with_index(self, collection_id: str, work):
@@ -939,219 +767,121 @@ class EmbeddedStore(FaceStore):
             # Read with the collection row by every search: no counter to bump, no index to refresh.
             conn.execute("UPDATE collections SET search_mode = ? WHERE id = ?", (mode, coll.id))
 
-    @staticmethod
-    def _check_dim(snapshot: IndexSnapshot, query: np.ndarray) -> None:
-        if query.shape[-1] != snapshot.dim:
-            raise InvalidParameterException(
-                f"the query vector has dimension {query.shape[-1]}; the collection's vectors "
-                f"have dimension {snapshot.dim}")
-
     def search(self, collection_id, vector, max_results, max_distance=None,
                exclude_face_ids=(), user_ids=None):
-        validate_collection_id(collection_id)
-        query = as_query_vector(vector)
-        k = validate_max_results(max_results)
-        max_distance = validate_max_distance(max_distance)
-        exclude = [validate_face_id(f) for f in dict.fromkeys(exclude_face_ids or ())]
-        wanted_users = None
-        if user_ids is not None:
-            if isinstance(user_ids, str):
-                raise InvalidParameterException("user_ids must be a list")
-            wanted_users = [validate_user_id(u) for u in dict.fromkeys(user_ids)]
+        query = check_face_query(collection_id, vector, max_results, max_distance, exclude_face_ids, user_ids)
 
         def work(conn, coll, snapshot: IndexSnapshot):
             if snapshot.live == 0:
                 return []
-            self._check_dim(snapshot, query)
+            check_query_dim(query.vector, snapshot.dim)
             excluded_seqs: list[int] = []
-            if exclude:
+            if query.exclude:
                 excluded_seqs = [r[0] for r in conn.execute(
                     "SELECT seq FROM faces WHERE collection = ? AND face_id IN "
-                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(exclude)))]
+                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(query.exclude)))]
             groups = None
-            if wanted_users is not None:
+            if query.user_ids is not None:
                 groups = [r[0] for r in conn.execute(
                     "SELECT id FROM users WHERE collection = ? AND user_id IN "
-                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(wanted_users)))]
-            hits = snapshot.nearest(query, k, max_distance, exclude_ids=excluded_seqs, groups=groups)
+                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(query.user_ids)))]
+            hits = snapshot.nearest(query.vector, query.k, query.max_distance,
+                                    exclude_ids=excluded_seqs, groups=groups)
             if len(hits.ids) == 0:
                 return []
             rows = conn.execute(
                 f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.seq IN "
                 "(SELECT value FROM json_each(?))", (_json_list(hits.ids.tolist()),)).fetchall()
-            by_seq = {r[0]: r for r in rows}
-            # ties (equal distances) in FaceId order; the index returned every row tied with the k-th
-            scored = sorted((distance, by_seq[seq][1], by_seq[seq])
-                            for seq, distance in zip(hits.ids.tolist(), hits.distances.tolist()))
-            return [(_face_from_row(r), d) for d, _, r in scored[:k]]
+            return [(_face_from_row(r), d) for r, d in ranked_face_rows(hits, {r[0]: r for r in rows}, query.k)]
 
         return self._with_index(collection_id, work)
 
     def search_users(self, collection_id, vector, max_results, max_distance=None,
                      exclude_user_ids=()):
-        validate_collection_id(collection_id)
-        query = as_query_vector(vector, allow_matrix=True)
-        k = validate_max_results(max_results, "MaxUsers")
-        max_distance = validate_max_distance(max_distance)
-        if isinstance(exclude_user_ids, str):
-            raise InvalidParameterException("exclude_user_ids must be a list")
-        excluded = [validate_user_id(u) for u in dict.fromkeys(exclude_user_ids or ())]
+        query = check_user_query(collection_id, vector, max_results, max_distance, exclude_user_ids)
 
         def work(conn, coll, snapshot: IndexSnapshot):
             if snapshot.live == 0:
                 return []
-            self._check_dim(snapshot, query)
+            check_query_dim(query.vector, snapshot.dim)
             excluded_rowids: list[int] = []
-            if excluded:
+            if query.exclude:
                 excluded_rowids = [r[0] for r in conn.execute(
                     "SELECT id FROM users WHERE collection = ? AND user_id IN "
-                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(excluded)))]
-            hits = snapshot.nearest_groups(query, k, max_distance, exclude_groups=excluded_rowids)
+                    "(SELECT value FROM json_each(?))", (coll.id, _json_list(query.exclude)))]
+            hits = snapshot.nearest_groups(query.vector, query.k, query.max_distance,
+                                           exclude_groups=excluded_rowids)
             if len(hits.ids) == 0:
                 return []
             names = dict(conn.execute(
                 "SELECT id, user_id FROM users WHERE id IN (SELECT value FROM json_each(?))",
                 (_json_list(hits.ids.tolist()),)).fetchall())
-            scored = sorted((d, names[u]) for u, d in zip(hits.ids.tolist(), hits.distances.tolist()))
-            return [(User(name, USER_ACTIVE), d) for d, name in scored[:k]]
+            return ranked_users(hits, names, query.k)
 
         return self._with_index(collection_id, work)
 
     # --- users
 
-    def create_user(self, collection_id, user_id):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id)
-            try:
-                conn.execute("INSERT INTO users (collection, user_id) VALUES (?, ?)",
-                             (coll.id, user_id))
-            except sqlite3.IntegrityError:
-                raise ConflictException(
-                    f"The user id: {user_id} already exists in collection {collection_id}") from None
-            self._bump(conn, coll, users=1)
-        return User(user_id, USER_CREATED)
+    def _collections_after(self, conn, after: int, limit: int) -> list[_CollRow]:
+        return [_CollRow(*r) for r in conn.execute(
+            f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall()]
 
-    def get_user(self, collection_id, user_id):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            rowid = self._user_rowid(conn, coll, user_id)
-            has_faces = conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user = ?)",
-                                     (rowid,)).fetchone()[0]
-        return User(user_id, _user_status(bool(has_faces)))
+    def _faces_after(self, conn, coll: _CollRow, after: int, limit: int, user_ref: int | None,
+                     face_ids: list[str] | None) -> list[tuple[int, StoredFace]]:
+        sql = f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = ? AND f.seq > ?"
+        params: list = [coll.id, after]
+        if user_ref is not None:
+            sql += " AND f.user = ?"
+            params.append(user_ref)
+        if face_ids is not None:
+            sql += " AND f.face_id IN (SELECT value FROM json_each(?))"
+            params.append(_json_list(face_ids))
+        sql += " ORDER BY f.seq LIMIT ?"
+        params.append(limit)
+        return [(r[0], _face_from_row(r)) for r in conn.execute(sql, params).fetchall()]
 
-    def delete_user(self, collection_id, user_id):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id)
-            rowid = self._user_rowid(conn, coll, user_id)
-            unlinked = conn.execute("UPDATE faces SET user = NULL WHERE user = ?", (rowid,)).rowcount
-            conn.execute("DELETE FROM users WHERE id = ?", (rowid,))
-            self._bump(conn, coll, users=-1, associations=unlinked > 0)
+    def _faces_by_id(self, conn, coll: _CollRow, face_ids: list[str]) -> list[StoredFace]:
+        return [_face_from_row(r) for r in conn.execute(
+            f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = ? "
+            "AND f.face_id IN (SELECT value FROM json_each(?))", (coll.id, _json_list(face_ids))).fetchall()]
 
-    def list_users(self, collection_id, next_token=None, max_results=None):
-        validate_collection_id(collection_id)
-        limit = validate_page_size(max_results, DEFAULT_USER_PAGE_SIZE, USER_PAGE_SIZE_MAX)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            after = self._after(next_token, KIND_USERS, coll.id)
-            rows = conn.execute(
-                "SELECT u.id, u.user_id, EXISTS (SELECT 1 FROM faces AS f WHERE f.user = u.id) "
-                "FROM users AS u WHERE u.collection = ? AND u.id > ? ORDER BY u.id LIMIT ?",
-                (coll.id, after, limit + 1)).fetchall()
-        token = self._token(KIND_USERS, coll.id, rows[limit - 1][0]) if len(rows) > limit else None
-        return [User(name, _user_status(bool(has))) for _, name, has in rows[:limit]], token
+    def _insert_user(self, conn, coll: _CollRow, user_id: str) -> None:
+        try:
+            conn.execute("INSERT INTO users (collection, user_id) VALUES (?, ?)", (coll.id, user_id))
+        except sqlite3.IntegrityError:
+            raise user_exists(user_id, coll.collection_id) from None
+        self._bump(conn, coll, users=1)
 
-    def _faces_for_users_op(self, conn, coll, face_ids):
+    def _remove_user(self, conn, coll: _CollRow, user_ref: int) -> None:
+        unlinked = conn.execute("UPDATE faces SET user = NULL WHERE user = ?", (user_ref,)).rowcount
+        conn.execute("DELETE FROM users WHERE id = ?", (user_ref,))
+        self._bump(conn, coll, users=-1, associations=unlinked > 0)
+
+    def _user_has_faces(self, conn, user_ref: int) -> bool:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user = ?)", (user_ref,)).fetchone()[0])
+
+    def _users_after(self, conn, coll: _CollRow, after: int, limit: int) -> list[tuple[int, str, bool]]:
+        return conn.execute(
+            "SELECT u.id, u.user_id, EXISTS (SELECT 1 FROM faces AS f WHERE f.user = u.id) "
+            "FROM users AS u WHERE u.collection = ? AND u.id > ? ORDER BY u.id LIMIT ?",
+            (coll.id, after, limit)).fetchall()
+
+    def _user_vectors(self, conn, coll: _CollRow, user_ref: int) -> np.ndarray:
+        # Faces exist, so the first one fixed vector_dim; were it missing, 0 makes
+        # _vectors_from_blobs report the store as inconsistent.
+        return _vectors_from_blobs([r[0] for r in conn.execute("SELECT vector FROM faces WHERE user = ?",
+                                                               (user_ref,))], coll.vector_dim or 0)
+
+    def _faces_for_users_op(self, conn, coll: _CollRow, face_ids: list[str]) -> dict[str, FaceOwner]:
         rows = conn.execute(
             "SELECT f.face_id, f.seq, f.user, u.user_id, f.vector FROM faces AS f "
             "LEFT JOIN users AS u ON u.id = f.user "
             "WHERE f.collection = ? AND f.face_id IN (SELECT value FROM json_each(?))",
             (coll.id, _json_list(face_ids))).fetchall()
-        return {r[0]: r[1:] for r in rows}
+        return {r[0]: FaceOwner(r[1], r[2], r[3], np.frombuffer(r[4], dtype="<f4")) for r in rows}
 
-    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None, distances=None):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
-        max_distance = validate_max_distance(max_distance)
-        associated: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id)
-            rowid = self._user_rowid(conn, coll, user_id)
-            existing = [r[0] for r in conn.execute("SELECT vector FROM faces WHERE user = ?", (rowid,))]
-            # Faces exist, so the first one fixed vector_dim; were it missing, 0 makes
-            # _vectors_from_blobs report the store as inconsistent.
-            existing_matrix = (_vectors_from_blobs(existing, coll.vector_dim or 0).astype(np.float64)
-                               if existing else None)
-            found = self._faces_for_users_op(conn, coll, face_ids)
-            to_link = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (ASSOCIATE_FACE_NOT_FOUND,)))
-                    continue
-                seq, owner, owner_name, blob = found[face_id]
-                if owner == rowid:
-                    continue  # already this user's: ignored, as Rekognition does
-                if owner is not None:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,), user_id=owner_name))
-                    continue
-                if max_distance is not None and existing_matrix is not None:
-                    vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
-                    if distances is None:
-                        distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
-                    else:
-                        distance = float(np.min(distances(vector[None, :], existing_matrix)))
-                    if distance > max_distance:
-                        unsuccessful.append(UnsuccessfulFace(
-                            face_id, (ASSOCIATE_LOW_MATCH_CONFIDENCE,), user_id=None,
-                            distance=distance))
-                        continue
-                associated.append(face_id)
-                to_link.append(seq)
-            if len(existing) + len(to_link) > self._max_faces_per_user and to_link:
-                raise ServiceQuotaExceededException(
-                    f"user {user_id} would have more than {self._max_faces_per_user} faces")
-            if to_link:
-                conn.execute("UPDATE faces SET user = ? WHERE seq IN (SELECT value FROM json_each(?))",
-                             (rowid, _json_list(to_link)))
-                self._bump(conn, coll, associations=True)
-        return AssociationResult(associated, unsuccessful, _user_status(bool(existing or to_link)))
-
-    def disassociate_faces(self, collection_id, user_id, face_ids):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
-        disassociated: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id)
-            rowid = self._user_rowid(conn, coll, user_id)
-            found = self._faces_for_users_op(conn, coll, face_ids)
-            to_unlink = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (DISASSOCIATE_FACE_NOT_FOUND,)))
-                    continue
-                seq, owner, owner_name, _ = found[face_id]
-                if owner is None:
-                    continue  # already disassociated: ignored
-                if owner != rowid:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (DISASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,), user_id=owner_name))
-                    continue
-                disassociated.append(face_id)
-                to_unlink.append(seq)
-            if to_unlink:
-                conn.execute("UPDATE faces SET user = NULL WHERE seq IN (SELECT value FROM json_each(?))",
-                             (_json_list(to_unlink),))
-                self._bump(conn, coll, associations=True)
-            remaining = conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user = ?)",
-                                     (rowid,)).fetchone()[0]
-        return AssociationResult(disassociated, unsuccessful, _user_status(bool(remaining)))
+    def _set_user(self, conn, coll: _CollRow, user_ref: int | None, seqs: list[int]) -> None:
+        conn.execute("UPDATE faces SET user = ? WHERE seq IN (SELECT value FROM json_each(?))",
+                     (user_ref, _json_list(seqs)))
+        self._bump(conn, coll, associations=True)

@@ -2,7 +2,9 @@
 
 A database records the version of its schema in a one-row table ``schema_version`` (or
 another name, when two components keep their tables in one database: the PostgreSQL key
-store's is ``access_schema_version``, beside the faces' ``schema_version``).
+store's is ``access_schema_version``, beside the faces' ``schema_version``, and the
+accountability stores' are ``accountability_schema_version``, ``review_schema_version`` and
+``searchlog_schema_version``; faceaudit.storage.sql_database opens their databases).
 A store lists its migrations as ``{version: steps}``: version 1 creates the schema,
 each later version changes it, and each step is an SQL statement or a function of the
 open connection (for steps that need parameters or data, such as a random secret).

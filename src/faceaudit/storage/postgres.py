@@ -1,7 +1,8 @@
 """PostgresStore: the FaceStore on PostgreSQL with pgvector, for several servers on one database.
 
 Same semantics, limits, errors and exact answers as faceaudit.storage.embedded; what
-differs is where the vectors are searched and how writers are kept apart.
+differs is where the vectors are searched and how writers are kept apart. What does not
+depend on the database is one code for both (faceaudit.storage.backend_shared).
 
 Why psycopg 3 (with psycopg_pool)
 ---------------------------------
@@ -62,7 +63,6 @@ search (ANN misses need not be spread evenly across groups). User search is alwa
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -70,61 +70,45 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from faceaudit.errors import (
-    ConflictException,
     InternalServerError,
     InvalidParameterException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
-    ServiceQuotaExceededException,
+)
+from faceaudit.storage.backend_shared import (
+    FaceOwner,
+    TableStore,
+    check_face_query,
+    check_new_collection,
+    check_new_faces,
+    check_query_dim,
+    check_room,
+    check_user_query,
+    collection_not_found,
+    collection_record,
+    ranked_face_rows,
+    ranked_users,
+    sort_deletion,
+    user_exists,
+    user_not_found,
 )
 from faceaudit.storage.base import (
-    ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
-    ASSOCIATE_FACE_NOT_FOUND,
-    ASSOCIATE_LOW_MATCH_CONFIDENCE,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_USER_PAGE_SIZE,
-    DELETE_ASSOCIATED_TO_AN_EXISTING_USER,
-    DELETE_FACE_NOT_FOUND,
-    DISASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,
-    DISASSOCIATE_FACE_NOT_FOUND,
     FACE_ID_LIST_MAX,
     MAX_FACES_PER_COLLECTION,
     MAX_FACES_PER_USER,
-    PAGE_SIZE_MAX,
-    USER_ACTIVE,
-    USER_CREATED,
-    USER_FACE_ID_LIST_MAX,
-    USER_PAGE_SIZE_MAX,
-    AssociationResult,
     Collection,
-    FaceStore,
     StoredFace,
-    UnsuccessfulFace,
-    User,
-    as_query_vector,
     validate_collection_id,
-    validate_face_id,
     validate_face_ids,
-    validate_max_distance,
-    validate_max_results,
-    validate_new_face,
-    validate_page_size,
-    validate_user_id,
 )
 from faceaudit.storage.migrations import Step, latest_version, migrate
 from faceaudit.storage.page_tokens import (
-    KIND_COLLECTIONS,
-    KIND_FACES,
-    KIND_USERS,
-    NO_FILTER,
     PageTokens,
-    filter_digest,
 )
 from faceaudit.storage.vector_index import NO_GROUP, ExactIndex
 
@@ -227,10 +211,7 @@ class _CollRow(NamedTuple):
     exact_only: bool
 
     def to_collection(self) -> Collection:
-        return Collection(
-            collection_id=self.collection_id, arn=self.arn, face_model_version=self.face_model_version,
-            created=datetime.fromtimestamp(self.created_ms / 1000.0, tz=UTC),
-            face_count=self.face_count, user_count=self.user_count)
+        return collection_record(self)
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -271,10 +252,6 @@ def _candidate_factors(dim: int) -> tuple[float, float]:
     return math.sqrt((1 + e) / (1 - e)), math.sqrt(1 + e)
 
 
-def _user_status(has_faces: bool) -> str:
-    return USER_ACTIVE if has_faces else USER_CREATED
-
-
 def _exact_index(rows: Sequence[tuple[int, int | None, bytes]], dim: int) -> ExactIndex:
     """An ExactIndex over (seq, user_ref, vector_send) rows, in seq order."""
     rows = sorted(rows, key=lambda r: r[0])
@@ -286,7 +263,7 @@ def _exact_index(rows: Sequence[tuple[int, int | None, bytes]], dim: int) -> Exa
     return index
 
 
-class PostgresStore(FaceStore):
+class PostgresStore(TableStore):
     """FaceStore on PostgreSQL + pgvector at ``dsn`` (a libpq URL or key=value string).
 
     ``schema``: the schema to keep the tables in (created if missing; default: the
@@ -399,7 +376,7 @@ class PostgresStore(FaceStore):
         row = conn.execute(f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id = %s"
                            + (" FOR UPDATE" if lock else ""), (collection_id,)).fetchone()
         if row is None:
-            raise ResourceNotFoundException(f"The collection id: {collection_id} does not exist")
+            raise collection_not_found(collection_id)
         return _CollRow(*row)
 
     @staticmethod
@@ -407,8 +384,7 @@ class PostgresStore(FaceStore):
         row = conn.execute("SELECT id FROM users WHERE collection = %s AND user_id = %s",
                            (coll.id, user_id)).fetchone()
         if row is None:
-            raise ResourceNotFoundException(
-                f"The user id: {user_id} does not exist in collection {coll.collection_id}")
+            raise user_not_found(user_id, coll.collection_id)
         return int(row[0])
 
     @staticmethod
@@ -425,9 +401,7 @@ class PostgresStore(FaceStore):
     def create_collection(self, collection_id: str, face_model_version: str) -> Collection:
         import psycopg
 
-        validate_collection_id(collection_id)
-        if not isinstance(face_model_version, str) or not face_model_version:
-            raise InvalidParameterException("FaceModelVersion must be a non-empty string")
+        check_new_collection(collection_id, face_model_version)
         with self._write() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_COLLECTIONS_LOCK,))
             try:
@@ -442,20 +416,14 @@ class PostgresStore(FaceStore):
                     f"The collection id: {collection_id} already exists") from None
             return self._collection(conn, collection_id).to_collection()
 
-    def describe_collection(self, collection_id: str) -> Collection:
+    def restore_created(self, collection_id: str, created: datetime) -> None:
+        """Give the collection the creation time it had in another store (``faceaudit storage
+        migrate`` keeps DescribeCollection's CreationTimestamp)."""
         validate_collection_id(collection_id)
-        with self._read() as conn:
-            return self._collection(conn, collection_id).to_collection()
-
-    def list_collections_detailed(self, next_token=None, max_results=None):
-        limit = validate_page_size(max_results, DEFAULT_PAGE_SIZE, PAGE_SIZE_MAX)
-        after = self._tokens.after(next_token, KIND_COLLECTIONS, 0)
-        with self._read() as conn:
-            rows = [_CollRow(*r) for r in conn.execute(
-                f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id > %s ORDER BY id LIMIT %s",
-                (after, limit + 1)).fetchall()]
-        token = self._tokens.issue(KIND_COLLECTIONS, 0, rows[limit - 1].id) if len(rows) > limit else None
-        return [r.to_collection() for r in rows[:limit]], token
+        with self._write() as conn:
+            coll = self._collection(conn, collection_id, lock=True)
+            conn.execute("UPDATE collections SET created_ms = %s WHERE id = %s",
+                         (round(created.timestamp() * 1000), coll.id))
 
     def delete_collection(self, collection_id: str) -> None:
         validate_collection_id(collection_id)
@@ -471,27 +439,14 @@ class PostgresStore(FaceStore):
     def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
         import psycopg
 
-        validate_collection_id(collection_id)
-        faces = list(faces)
-        vectors = [validate_new_face(face) for face in faces]
-        dims = {len(v) for v in vectors}
-        if len(dims) > 1:
-            raise InvalidParameterException("the faces' vectors have different dimensions")
-        if len({face.face_id for face in faces}) != len(faces):
-            raise InvalidParameterException("the same FaceId appears twice")
-        dim = dims.pop() if dims else None
+        new = check_new_faces(collection_id, faces)
+        faces, dim = new.faces, new.dim
         with self._write() as conn:
             coll = self._collection(conn, collection_id, lock=True)
             if not faces:
                 return
             assert dim is not None
-            if coll.vector_dim is not None and coll.vector_dim != dim:
-                raise InvalidParameterException(
-                    f"vectors of dimension {dim} cannot join collection {collection_id}, "
-                    f"whose vectors have dimension {coll.vector_dim}")
-            if coll.face_count + len(faces) > self._max_faces_per_collection:
-                raise ServiceQuotaExceededException(
-                    f"collection {collection_id} would exceed {self._max_faces_per_collection} faces")
+            check_room(collection_id, coll.vector_dim, coll.face_count, new, self._max_faces_per_collection)
             if self._hnsw and coll.vector_dim is None and dim <= HNSW_MAX_DIM:
                 # First faces: the collection's dimension is fixed now, and its HNSW index made.
                 # SHARE ROW EXCLUSIVE conflicts with itself, so two first adds (which would
@@ -505,7 +460,7 @@ class PostgresStore(FaceStore):
                  float(face.bounding_box["Width"]), float(face.bounding_box["Height"]),
                  float(face.bounding_box["Left"]), float(face.bounding_box["Top"]),
                  float(face.confidence), face.index_faces_model_version, vector_literal(vector))
-                for face, vector in zip(faces, vectors)]
+                for face, vector in zip(faces, new.vectors)]
             try:
                 with conn.cursor() as cursor:
                     cursor.executemany(
@@ -518,79 +473,19 @@ class PostgresStore(FaceStore):
                     f"a FaceId to add already exists in collection {collection_id}") from None
             self._bump(conn, coll, faces=len(faces), dim=dim)
 
-    def list_faces(self, collection_id, next_token=None, max_results=None, user_id=None,
-                   face_ids=None):
-        validate_collection_id(collection_id)
-        limit = validate_page_size(max_results, DEFAULT_PAGE_SIZE, PAGE_SIZE_MAX)
-        if user_id is not None:
-            validate_user_id(user_id)
-        if face_ids is not None:
-            face_ids = validate_face_ids(face_ids, FACE_ID_LIST_MAX)
-        digest = NO_FILTER
-        if user_id is not None or face_ids is not None:
-            digest = filter_digest(json.dumps([user_id, sorted(face_ids) if face_ids is not None else None]))
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            after = self._tokens.after(next_token, KIND_FACES, coll.id, digest)
-            sql = f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = %s AND f.seq > %s"
-            params: list = [coll.id, after]
-            if user_id is not None:
-                sql += " AND f.user_ref = %s"
-                params.append(self._user_rowid(conn, coll, user_id))
-            if face_ids is not None:
-                sql += " AND f.face_id = ANY(%s)"
-                params.append(face_ids)
-            sql += " ORDER BY f.seq LIMIT %s"
-            params.append(limit + 1)
-            rows = conn.execute(sql, params).fetchall()
-        token = None
-        if len(rows) > limit:
-            token = self._tokens.issue(KIND_FACES, coll.id, rows[limit - 1][0], digest)
-        return [_face_from_row(r) for r in rows[:limit]], token
-
-    def get_faces(self, collection_id, face_ids):
-        validate_collection_id(collection_id)
-        if isinstance(face_ids, str):
-            raise InvalidParameterException("face_ids must be a list")
-        face_ids = list(dict.fromkeys(face_ids))
-        for face_id in face_ids:
-            validate_face_id(face_id)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            if not face_ids:
-                return []
-            rows = conn.execute(f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = %s "
-                                "AND f.face_id = ANY(%s)", (coll.id, face_ids)).fetchall()
-        found = {r[1]: _face_from_row(r) for r in rows}
-        return [found[f] for f in face_ids if f in found]
-
     def delete_faces(self, collection_id, face_ids):
         validate_collection_id(collection_id)
         face_ids = validate_face_ids(face_ids, FACE_ID_LIST_MAX)
-        deleted: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
         with self._write() as conn:
             coll = self._collection(conn, collection_id, lock=True)
             rows = conn.execute(
                 "SELECT f.face_id, f.seq, u.user_id FROM faces AS f LEFT JOIN users AS u ON u.id = f.user_ref "
                 "WHERE f.collection = %s AND f.face_id = ANY(%s)", (coll.id, face_ids)).fetchall()
-            found = {face_id: (seq, user) for face_id, seq, user in rows}
-            doomed = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (DELETE_FACE_NOT_FOUND,)))
-                    continue
-                seq, user = found[face_id]
-                if user is not None:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (DELETE_ASSOCIATED_TO_AN_EXISTING_USER,), user_id=user))
-                    continue
-                deleted.append(face_id)
-                doomed.append(seq)
-            if doomed:
-                conn.execute("DELETE FROM faces WHERE seq = ANY(%s)", (doomed,))
-                self._bump(conn, coll, faces=-len(doomed))
-        return deleted, unsuccessful
+            change = sort_deletion(face_ids, {face_id: (seq, user) for face_id, seq, user in rows})
+            if change.seqs:
+                conn.execute("DELETE FROM faces WHERE seq = ANY(%s)", (change.seqs,))
+                self._bump(conn, coll, faces=-len(change.seqs))
+        return change.changed, change.unsuccessful
 
     # --- search
 
@@ -623,13 +518,6 @@ class PostgresStore(FaceStore):
         with self._write() as conn:
             coll = self._collection(conn, collection_id, lock=True)
             conn.execute("UPDATE collections SET exact_only = %s WHERE id = %s", (mode == "exact", coll.id))
-
-    @staticmethod
-    def _check_dim(coll: _CollRow, query: np.ndarray) -> None:
-        if query.shape[-1] != coll.vector_dim:
-            raise InvalidParameterException(
-                f"the query vector has dimension {query.shape[-1]}; the collection's vectors "
-                f"have dimension {coll.vector_dim}")
 
     def _face_candidates(self, conn, coll: _CollRow, query: np.ndarray, k: int,
                          max_distance: float | None, exclude: list[str],
@@ -677,60 +565,42 @@ class PostgresStore(FaceStore):
 
     def search(self, collection_id, vector, max_results, max_distance=None,
                exclude_face_ids=(), user_ids=None):
-        validate_collection_id(collection_id)
-        query = as_query_vector(vector)
-        k = validate_max_results(max_results)
-        max_distance = validate_max_distance(max_distance)
-        exclude = [validate_face_id(f) for f in dict.fromkeys(exclude_face_ids or ())]
-        wanted_users = None
-        if user_ids is not None:
-            if isinstance(user_ids, str):
-                raise InvalidParameterException("user_ids must be a list")
-            wanted_users = [validate_user_id(u) for u in dict.fromkeys(user_ids)]
+        query = check_face_query(collection_id, vector, max_results, max_distance, exclude_face_ids, user_ids)
         with self._read() as conn:
             coll = self._collection(conn, collection_id)
             if coll.face_count == 0:
                 return []
-            self._check_dim(coll, query)
-            rows = self._face_candidates(conn, coll, query, k, max_distance, exclude, wanted_users)
+            check_query_dim(query.vector, coll.vector_dim)
+            rows = self._face_candidates(conn, coll, query.vector, query.k, query.max_distance,
+                                         query.exclude, query.user_ids)
         if not rows:
             return []
-        by_seq = {r[0]: r for r in rows}
         assert coll.vector_dim is not None
         index = _exact_index([(r[0], r[12], r[11]) for r in rows], coll.vector_dim)
-        hits = index.snapshot().nearest(query, k, max_distance)
-        # ties (equal distances) in FaceId order, as the embedded store breaks them
-        scored = sorted((distance, by_seq[seq][1], seq)
-                        for seq, distance in zip(hits.ids.tolist(), hits.distances.tolist()))
-        return [(_face_from_row(by_seq[seq]), d) for d, _, seq in scored[:k]]
+        hits = index.snapshot().nearest(query.vector, query.k, query.max_distance)
+        return [(_face_from_row(r), d) for r, d in ranked_face_rows(hits, {r[0]: r for r in rows}, query.k)]
 
     def search_users(self, collection_id, vector, max_results, max_distance=None,
                      exclude_user_ids=()):
-        validate_collection_id(collection_id)
-        query = as_query_vector(vector, allow_matrix=True)
-        k = validate_max_results(max_results, "MaxUsers")
-        max_distance = validate_max_distance(max_distance)
-        if isinstance(exclude_user_ids, str):
-            raise InvalidParameterException("exclude_user_ids must be a list")
-        excluded = [validate_user_id(u) for u in dict.fromkeys(exclude_user_ids or ())]
-        queries = np.atleast_2d(query)
+        query = check_user_query(collection_id, vector, max_results, max_distance, exclude_user_ids)
+        queries = np.atleast_2d(query.vector)
         with self._read() as conn:
             coll = self._collection(conn, collection_id)
             if coll.face_count == 0:
                 return []
-            self._check_dim(coll, query)
+            check_query_dim(query.vector, coll.vector_dim)
             assert coll.vector_dim is not None
             kth_factor, radius_factor = _candidate_factors(coll.vector_dim)
             params: dict[str, Any] = {"c": coll.id, "qs": [vector_literal(q) for q in queries],
-                                      "offset": k - 1, "kth_factor": kth_factor}
+                                      "offset": query.k - 1, "kth_factor": kth_factor}
             filters = radius = ""
-            if excluded:
+            if query.exclude:
                 filters = (" AND f.user_ref NOT IN (SELECT id FROM users WHERE collection = %(c)s "
                            "AND user_id = ANY(%(excluded)s))")
-                params["excluded"] = excluded
-            if max_distance is not None:
+                params["excluded"] = query.exclude
+            if query.max_distance is not None:
                 radius = " AND d <= %(radius)s"
-                params["radius"] = max_distance * radius_factor + 1e-30
+                params["radius"] = query.max_distance * radius_factor + 1e-30
             groups = [r[0] for r in conn.execute(
                 "WITH per_user AS MATERIALIZED ("
                 "  SELECT f.user_ref AS g, min(f.embedding <-> q.v) AS d"
@@ -745,140 +615,72 @@ class PostgresStore(FaceStore):
             rows = conn.execute("SELECT seq, user_ref, vector_send(embedding) FROM faces "
                                 "WHERE collection = %s AND user_ref = ANY(%s)", (coll.id, groups)).fetchall()
             names = dict(conn.execute("SELECT id, user_id FROM users WHERE id = ANY(%s)", (groups,)).fetchall())
-        hits = _exact_index(rows, coll.vector_dim).snapshot().nearest_groups(query, k, max_distance)
-        scored = sorted((d, names[u]) for u, d in zip(hits.ids.tolist(), hits.distances.tolist()))
-        return [(User(name, USER_ACTIVE), d) for d, name in scored[:k]]
+        hits = _exact_index(rows, coll.vector_dim).snapshot().nearest_groups(
+            query.vector, query.k, query.max_distance)
+        return ranked_users(hits, names, query.k)
 
     # --- users
 
-    def create_user(self, collection_id, user_id):
+    def _collections_after(self, conn, after: int, limit: int) -> list[_CollRow]:
+        return [_CollRow(*r) for r in conn.execute(
+            f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id > %s ORDER BY id LIMIT %s",
+            (after, limit)).fetchall()]
+
+    def _faces_after(self, conn, coll: _CollRow, after: int, limit: int, user_ref: int | None,
+                     face_ids: list[str] | None) -> list[tuple[int, StoredFace]]:
+        sql = f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = %s AND f.seq > %s"
+        params: list = [coll.id, after]
+        if user_ref is not None:
+            sql += " AND f.user_ref = %s"
+            params.append(user_ref)
+        if face_ids is not None:
+            sql += " AND f.face_id = ANY(%s)"
+            params.append(face_ids)
+        sql += " ORDER BY f.seq LIMIT %s"
+        params.append(limit)
+        return [(r[0], _face_from_row(r)) for r in conn.execute(sql, params).fetchall()]
+
+    def _faces_by_id(self, conn, coll: _CollRow, face_ids: list[str]) -> list[StoredFace]:
+        return [_face_from_row(r) for r in conn.execute(
+            f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.collection = %s AND f.face_id = ANY(%s)",
+            (coll.id, face_ids)).fetchall()]
+
+    def _insert_user(self, conn, coll: _CollRow, user_id: str) -> None:
         import psycopg
 
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id, lock=True)
-            try:
-                with conn.transaction():
-                    conn.execute("INSERT INTO users (collection, user_id) VALUES (%s, %s)", (coll.id, user_id))
-            except psycopg.errors.UniqueViolation:
-                raise ConflictException(
-                    f"The user id: {user_id} already exists in collection {collection_id}") from None
-            self._bump(conn, coll, users=1)
-        return User(user_id, USER_CREATED)
+        try:
+            with conn.transaction():  # a savepoint: the duplicate is reported, not fatal
+                conn.execute("INSERT INTO users (collection, user_id) VALUES (%s, %s)", (coll.id, user_id))
+        except psycopg.errors.UniqueViolation:
+            raise user_exists(user_id, coll.collection_id) from None
+        self._bump(conn, coll, users=1)
 
-    def get_user(self, collection_id, user_id):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            rowid = self._user_rowid(conn, coll, user_id)
-            has_faces = conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user_ref = %s)",
-                                     (rowid,)).fetchone()[0]
-        return User(user_id, _user_status(bool(has_faces)))
+    def _remove_user(self, conn, coll: _CollRow, user_ref: int) -> None:
+        conn.execute("UPDATE faces SET user_ref = NULL WHERE user_ref = %s", (user_ref,))
+        conn.execute("DELETE FROM users WHERE id = %s", (user_ref,))
+        self._bump(conn, coll, users=-1)
 
-    def delete_user(self, collection_id, user_id):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id, lock=True)
-            rowid = self._user_rowid(conn, coll, user_id)
-            conn.execute("UPDATE faces SET user_ref = NULL WHERE user_ref = %s", (rowid,))
-            conn.execute("DELETE FROM users WHERE id = %s", (rowid,))
-            self._bump(conn, coll, users=-1)
+    def _user_has_faces(self, conn, user_ref: int) -> bool:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user_ref = %s)",
+                                 (user_ref,)).fetchone()[0])
 
-    def list_users(self, collection_id, next_token=None, max_results=None):
-        validate_collection_id(collection_id)
-        limit = validate_page_size(max_results, DEFAULT_USER_PAGE_SIZE, USER_PAGE_SIZE_MAX)
-        with self._read() as conn:
-            coll = self._collection(conn, collection_id)
-            after = self._tokens.after(next_token, KIND_USERS, coll.id)
-            rows = conn.execute(
-                "SELECT u.id, u.user_id, EXISTS (SELECT 1 FROM faces AS f WHERE f.user_ref = u.id) "
-                "FROM users AS u WHERE u.collection = %s AND u.id > %s ORDER BY u.id LIMIT %s",
-                (coll.id, after, limit + 1)).fetchall()
-        token = self._tokens.issue(KIND_USERS, coll.id, rows[limit - 1][0]) if len(rows) > limit else None
-        return [User(name, _user_status(bool(has))) for _, name, has in rows[:limit]], token
+    def _users_after(self, conn, coll: _CollRow, after: int, limit: int) -> list[tuple[int, str, bool]]:
+        return conn.execute(
+            "SELECT u.id, u.user_id, EXISTS (SELECT 1 FROM faces AS f WHERE f.user_ref = u.id) "
+            "FROM users AS u WHERE u.collection = %s AND u.id > %s ORDER BY u.id LIMIT %s",
+            (coll.id, after, limit)).fetchall()
 
-    @staticmethod
-    def _faces_for_users_op(conn, coll: _CollRow, face_ids: list[str]) -> dict:
+    def _user_vectors(self, conn, coll: _CollRow, user_ref: int) -> np.ndarray:
+        vectors = [_vector_from_send(bytes(r[0])) for r in conn.execute(
+            "SELECT vector_send(embedding) FROM faces WHERE user_ref = %s", (user_ref,))]
+        return np.stack(vectors) if vectors else np.empty((0, coll.vector_dim or 0), dtype=np.float32)
+
+    def _faces_for_users_op(self, conn, coll: _CollRow, face_ids: list[str]) -> dict[str, FaceOwner]:
         rows = conn.execute(
             "SELECT f.face_id, f.seq, f.user_ref, u.user_id, vector_send(f.embedding) FROM faces AS f "
             "LEFT JOIN users AS u ON u.id = f.user_ref WHERE f.collection = %s AND f.face_id = ANY(%s)",
             (coll.id, face_ids)).fetchall()
-        return {r[0]: r[1:] for r in rows}
+        return {r[0]: FaceOwner(r[1], r[2], r[3], _vector_from_send(bytes(r[4]))) for r in rows}
 
-    def associate_faces(self, collection_id, user_id, face_ids, max_distance=None, distances=None):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
-        max_distance = validate_max_distance(max_distance)
-        associated: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id, lock=True)
-            rowid = self._user_rowid(conn, coll, user_id)
-            existing = [_vector_from_send(bytes(r[0])) for r in conn.execute(
-                "SELECT vector_send(embedding) FROM faces WHERE user_ref = %s", (rowid,))]
-            existing_matrix = np.stack(existing).astype(np.float64) if existing else None
-            found = self._faces_for_users_op(conn, coll, face_ids)
-            to_link = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (ASSOCIATE_FACE_NOT_FOUND,)))
-                    continue
-                seq, owner, owner_name, blob = found[face_id]
-                if owner == rowid:
-                    continue  # already this user's: ignored, as Rekognition does
-                if owner is not None:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (ASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,), user_id=owner_name))
-                    continue
-                if max_distance is not None and existing_matrix is not None:
-                    vector = _vector_from_send(bytes(blob)).astype(np.float64)
-                    if distances is None:
-                        distance = float(np.sqrt(((existing_matrix - vector) ** 2).sum(axis=1)).min())
-                    else:
-                        distance = float(np.min(distances(vector[None, :], existing_matrix)))
-                    if distance > max_distance:
-                        unsuccessful.append(UnsuccessfulFace(
-                            face_id, (ASSOCIATE_LOW_MATCH_CONFIDENCE,), user_id=None, distance=distance))
-                        continue
-                associated.append(face_id)
-                to_link.append(seq)
-            if len(existing) + len(to_link) > self._max_faces_per_user and to_link:
-                raise ServiceQuotaExceededException(
-                    f"user {user_id} would have more than {self._max_faces_per_user} faces")
-            if to_link:
-                conn.execute("UPDATE faces SET user_ref = %s WHERE seq = ANY(%s)", (rowid, to_link))
-        return AssociationResult(associated, unsuccessful, _user_status(bool(existing or to_link)))
-
-    def disassociate_faces(self, collection_id, user_id, face_ids):
-        validate_collection_id(collection_id)
-        validate_user_id(user_id)
-        face_ids = validate_face_ids(face_ids, USER_FACE_ID_LIST_MAX)
-        disassociated: list[str] = []
-        unsuccessful: list[UnsuccessfulFace] = []
-        with self._write() as conn:
-            coll = self._collection(conn, collection_id, lock=True)
-            rowid = self._user_rowid(conn, coll, user_id)
-            found = self._faces_for_users_op(conn, coll, face_ids)
-            to_unlink = []
-            for face_id in face_ids:
-                if face_id not in found:
-                    unsuccessful.append(UnsuccessfulFace(face_id, (DISASSOCIATE_FACE_NOT_FOUND,)))
-                    continue
-                seq, owner, owner_name, _ = found[face_id]
-                if owner is None:
-                    continue  # already disassociated: ignored
-                if owner != rowid:
-                    unsuccessful.append(UnsuccessfulFace(
-                        face_id, (DISASSOCIATE_ASSOCIATED_TO_A_DIFFERENT_USER,), user_id=owner_name))
-                    continue
-                disassociated.append(face_id)
-                to_unlink.append(seq)
-            if to_unlink:
-                conn.execute("UPDATE faces SET user_ref = NULL WHERE seq = ANY(%s)", (to_unlink,))
-            remaining = conn.execute("SELECT EXISTS (SELECT 1 FROM faces WHERE user_ref = %s)",
-                                     (rowid,)).fetchone()[0]
-        return AssociationResult(disassociated, unsuccessful, _user_status(bool(remaining)))
+    def _set_user(self, conn, coll: _CollRow, user_ref: int | None, seqs: list[int]) -> None:
+        conn.execute("UPDATE faces SET user_ref = %s WHERE seq = ANY(%s)", (user_ref, seqs))

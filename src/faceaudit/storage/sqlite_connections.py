@@ -5,7 +5,8 @@ A connection is never shared between threads: each thread opens its own on first
 and the connection is closed when that thread ends. A forked child opens new connections
 and leaves the parent's alone: closing a SQLite connection inherited across fork() can
 release locks the parent still holds, so those connections are kept referenced and never
-used. ``close`` closes every live connection; a later ``get`` opens a new one.
+used. ``close`` closes every live connection; a later ``get`` opens a new one. ``write`` is
+the stores' one write transaction (BEGIN IMMEDIATE, storage.sqlite_transactions) on it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 __all__ = ["ThreadConnections"]
 
@@ -71,6 +75,12 @@ class ThreadConnections:
             with self._lock:
                 self._holders.add(holder)
         return holder.conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection: committed at the end, rolled back on an error."""
+        with immediate_transaction(self.get()) as conn:
+            yield conn
 
     def close(self) -> None:
         with self._lock:

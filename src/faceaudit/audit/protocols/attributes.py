@@ -40,6 +40,7 @@ from faceaudit.audit.metrics import (
 from faceaudit.audit.protocols.common import (
     Grouping,
     add_notes,
+    group_words,
     image_labels,
     new_report,
     unique_images,
@@ -176,11 +177,8 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
     report = new_report("attributes", dataset, target, parameters, notes)
     add_notes(report, [grouping.dropped_note("image")])
 
-    cells = {tuple(sorted(c.items())) for c in grouping.cells()}
     measured: dict[str, list[Measured]] = {m: [] for m in METRICS}
-    for group in grouping.groups():
-        mask = grouping.mask(group)
-        in_cell = tuple(sorted(group.items())) in cells
+    for group, mask, in_cell, _ in grouping.measured_groups():
         n_images = int(mask.sum())
         if n_images:
             k = int(failed[mask].sum())
@@ -198,7 +196,7 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
             errors = age_error[mask & np.isfinite(age_error)]
             if errors.size:
                 replicates = bootstrap_mean_replicates(
-                    errors, resamples, rng_for(seed, "age_mean_absolute_error", *_flat(group)))
+                    errors, resamples, rng_for(seed, "age_mean_absolute_error", *group_words(group)))
                 low, high = percentile_interval(replicates)
                 estimate = Estimate(float(errors.mean()), int(errors.size), low, high,
                                     f"bootstrap over images ({resamples} resamples)")
@@ -222,23 +220,19 @@ def run_attributes(dataset: AuditDataset, target: Target, *,
     return report
 
 
-def _flat(group: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in sorted(group.items())]
-
-
 def _rate(metric: str, group: dict, k: int, n: int, min_cell: int, seed: int, resamples: int,
           in_cell: bool) -> Measured:
     row = rate_row(metric, group, None, wilson(k, n), min_cell)
     replicates = None
     if in_cell:
         replicates = bootstrap_proportion_replicates(k, n, resamples,
-                                                     rng_for(seed, metric, *_flat(group)))
+                                                     rng_for(seed, metric, *group_words(group)))
     return Measured(row, replicates)
 
 
 def _mean(metric: str, group: dict, values: np.ndarray, min_cell: int, seed: int, resamples: int,
           in_cell: bool) -> Measured:
-    replicates = bootstrap_mean_replicates(values, resamples, rng_for(seed, metric, *_flat(group)))
+    replicates = bootstrap_mean_replicates(values, resamples, rng_for(seed, metric, *group_words(group)))
     low, high = percentile_interval(replicates)
     estimate = Estimate(float(values.mean()), int(values.size), low, high,
                         f"bootstrap over images ({resamples} resamples)")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,6 +103,20 @@ def common_labels(a: dict, b: dict) -> dict:
             for key in a}
 
 
+def group_words(group: Group) -> list[str]:
+    """``group`` as sorted "key=value" words: what seeds its bootstrap (stats.rng_for)."""
+    return [f"{k}={v}" for k, v in sorted(group.items())]
+
+
+class MeasuredGroup(NamedTuple):
+    """One of Grouping.groups(), as a protocol measures it."""
+
+    group: Group
+    mask: np.ndarray      # the items in it
+    in_cell: bool         # one of the intersectional cells (cells())
+    words: list[str]      # group_words(group)
+
+
 class Grouping:
     """The demographic groups of a list of items (images, pairs, probes), each described
     by its labels: key -> value or None.
@@ -136,6 +151,12 @@ class Grouping:
         if len(self.keys) > 1:
             out.extend(self.cells())
         return out
+
+    def measured_groups(self) -> Iterator[MeasuredGroup]:
+        """Each of groups() with its mask, whether it is a cell, and its words."""
+        cells = {tuple(sorted(c.items())) for c in self.cells()}
+        for group in self.groups():
+            yield MeasuredGroup(group, self.mask(group), tuple(sorted(group.items())) in cells, group_words(group))
 
     def mask(self, group: Group) -> np.ndarray:
         mask = np.ones(self.size, dtype=bool)

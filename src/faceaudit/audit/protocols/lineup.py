@@ -202,12 +202,8 @@ def run_lineup(dataset: AuditDataset, target: Target, *,
     report = new_report("lineup", dataset, target, parameters, notes)
     add_notes(report, [grouping.dropped_note("probe")])
 
-    cells = {tuple(sorted(c.items())) for c in grouping.cells()}
     measured: dict[tuple[str, float | None], list[Measured]] = defaultdict(list)
-    for group in grouping.groups():
-        mask = grouping.mask(group)
-        in_cell = tuple(sorted(group.items())) in cells
-        flat = [f"{k}={v}" for k, v in sorted(group.items())]
+    for group, mask, in_cell, flat in grouping.measured_groups():
         for column, t in enumerate(levels):
             for metric, population, outcome in (
                     ("probes_with_false_match_rate", mask & ~mated, any_false[:, column]),

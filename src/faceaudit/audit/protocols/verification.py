@@ -171,12 +171,8 @@ def run_verification(dataset: AuditDataset, target: Target, *,
     report = new_report("verification", dataset, target, parameters, notes)
     add_notes(report, [grouping.dropped_note("pair")])
 
-    cells = {tuple(sorted(c.items())) for c in grouping.cells()}
     measured: dict[tuple[str, float | None], list[Measured]] = defaultdict(list)
-    for group in grouping.groups():
-        mask = grouping.mask(group)
-        in_cell = tuple(sorted(group.items())) in cells
-        flat = [f"{k}={v}" for k, v in sorted(group.items())]
+    for group, mask, in_cell, flat in grouping.measured_groups():
         impostor, mated = mask & ~genuine, mask & genuine
         if impostor.any():
             replicates = pair_bootstrap_replicates(path_a[impostor], path_b[impostor],

@@ -17,7 +17,8 @@ from . import plots
 from .render import write_text
 from .templating import Figures, render, svg_markup
 
-__all__ = ["BREAKDOWNS", "render_transparency_html", "render_transparency_markdown", "write_transparency"]
+__all__ = ["BREAKDOWNS", "render_transparency_html", "render_transparency_markdown", "transparency_context",
+           "write_transparency"]
 
 # (key in report["searches"], heading)
 BREAKDOWNS = (("by_collection", "Collection"), ("by_policy", "Use policy"), ("by_purpose", "Stated purpose"),
@@ -121,6 +122,11 @@ def _bars(rows: list[dict[str, Any]], heading: str, figures: Figures) -> Any:
 
 
 def render_transparency_html(report: dict[str, Any]) -> str:
+    return render("transparency.html.j2", **transparency_context(report))
+
+
+def transparency_context(report: dict[str, Any]) -> dict[str, Any]:
+    """What transparency.html.j2 prints for a report (the web console renders it in its own frame)."""
     figures = Figures("tr")
     sections = []
     for key, heading in BREAKDOWNS:
@@ -134,11 +140,10 @@ def render_transparency_html(report: dict[str, Any]) -> str:
             rows=[(str(r["value"])[:80], [r["count"]]) for r in refusal_rows], series=["refused"],
             xlabel="requests", title="Refusals by reason",
             desc="; ".join(f"{r['value']}: {r['count']}" for r in refusal_rows), fig_id=figures.next_id()))
-    return render("transparency.html.j2", version=__version__,
-                  page_title=f"Transparency report since {report['period']['since']}", report=report,
-                  verification=_verification_line(report), summary=_summary(report), sections=sections,
-                  rejection=_rate(report["reviews"]["rejection_rate"]), rejection_note=REJECTION_NOTE,
-                  refusal_svg=refusal_svg)
+    return {"version": __version__, "page_title": f"Transparency report since {report['period']['since']}",
+            "report": report, "verification": _verification_line(report), "summary": _summary(report),
+            "sections": sections, "rejection": _rate(report["reviews"]["rejection_rate"]),
+            "rejection_note": REJECTION_NOTE, "refusal_svg": refusal_svg}
 
 
 def write_transparency(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
