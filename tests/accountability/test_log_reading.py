@@ -140,10 +140,10 @@ def test_verification_hashing_the_stored_text_is_not_fooled_by_a_planted_hash(lo
     """Verification hashes a record's stored text minus its hash member before re-encoding it; an edit that
     plants the record's own hash inside it (where that shortcut looks first) is still an edit."""
     with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
-        (text,) = conn.execute("SELECT record FROM records WHERE seq = 7").fetchone()
+        (text,) = conn.execute("SELECT record FROM searchlog_records WHERE seq = 7").fetchone()
         record = json.loads(text)
         record["details"] = {"a": 1, "hash": record["hash"]}  # ',"hash":"<its hash>"' now comes first
-        conn.execute("UPDATE records SET record = ? WHERE seq = 7",
+        conn.execute("UPDATE searchlog_records SET record = ? WHERE seq = 7",
                      (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False),))
     answer = LogReader(log).verify({})
     assert answer["Ok"] is False
