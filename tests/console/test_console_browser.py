@@ -47,8 +47,10 @@ def sign_in(page, base: str, key: tuple[str, str]) -> None:
 
 
 def go(page, link: str) -> None:
-    """Follow a link of the console's navigation bar."""
-    page.get_by_role("navigation", name="Console").get_by_role("link", name=link, exact=True).click()
+    """Follow a link of the console's navigation bar, returning once the new page has loaded
+    (a locator's count() does not wait, so a check right after a bare click can read the old page)."""
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Console").get_by_role("link", name=link, exact=True).click()
 
 
 def csrf_of(page) -> str:
