@@ -221,7 +221,9 @@ def embedded_rows(n, index: ExactIndex, queries, truth, params: HnswParams, swee
         variant = HnswParams(params.m, params.ef_construction, ef, params.overfetch)
         snapshot = ApproximateSnapshot(exact, HnswGraph(DIM, variant, index=loaded._index, watermark=loaded.watermark))
         answers, seconds = timed_searches(lambda q, s=snapshot: s.nearest(q, K).ids[:K].tolist(), queries)
-        name = "embedded-hnsw" if ef == params.ef_search else f"embedded-hnsw-ef{ef}"
+        shape = "" if (params.m, params.ef_construction) == (HnswParams.m, HnswParams.ef_construction) \
+            else f"-m{params.m}-efc{params.ef_construction}"  # another graph than the shipped one
+        name = f"embedded-hnsw{shape}" if ef == params.ef_search else f"embedded-hnsw{shape}-ef{ef}"
         rows.append(row(name, n, seconds, answers, truth, build, exact_mb + size_mb, load_s=round(load, 2),
                         m=params.m, ef_construction=params.ef_construction, ef_search=ef,
                         candidates=variant.candidates(K)))
@@ -352,6 +354,9 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=4, help="photos per synthetic identity")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--ef-sweep", type=int, nargs="*", default=[64, 128, 512])
+    parser.add_argument("--m", type=int, default=HnswParams.m, help="graph neighbours (try another graph shape)")
+    parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction,
+                        help="graph build effort (try another graph shape)")
     parser.add_argument("--pg-ef", type=int, nargs="+", default=[40, 100, 200, 400, 800])
     parser.add_argument("--pg-build-limit", type=float, default=None, metavar="SECONDS",
                         help="cancel PostgreSQL's HNSW build after this long (the exact row is kept)")
@@ -374,7 +379,7 @@ def main() -> None:
     stats = face_statistics(faces_dev_embeddings(settings, args.embeddings))
     print(f"faces-dev: {stats['faces']} faces; LFW {stats['lfw_photos']} photos of {stats['lfw_people']} people: "
           f"same-person distance {stats['real_same']:.3f}, different {stats['real_different']:.3f}", flush=True)
-    params = HnswParams()
+    params = HnswParams(m=args.m, ef_construction=args.ef_construction)
     for n in args.exact_sizes:
         gallery, queries, _, _ = synthetic_faces(stats, n, args.photos, args.queries)
         rows, _, _ = exact_rows(n, gallery, queries)
