@@ -146,7 +146,8 @@ def transparency_context(report: dict[str, Any]) -> dict[str, Any]:
             xlabel="requests", title="Refusals by reason",
             desc="; ".join(f"{r['value']}: {r['count']}" for r in refusal_rows), fig_id=figures.next_id()))
     return {"version": __version__, "page_title": f"Transparency report since {report['period']['since']}",
-            "report": report, "signer": _signer(report), "verification": _verification_line(report), "summary": _summary(report),
+            "report": report, "signer": _signer(report), "verification": _verification_line(report),
+            "summary": _summary(report),
             "sections": sections, "rejection": _rate(report["reviews"]["rejection_rate"]),
             "rejection_note": REJECTION_NOTE, "refusal_svg": refusal_svg}
 
