@@ -177,3 +177,42 @@ def test_serve_refuses_an_approximate_switch_it_cannot_read_before_starting(tmp_
 def test_index_folder_refuses_a_database_it_cannot_use(tmp_path):
     result = run("index-folder", "c", str(tmp_path), "--data-dir", str(tmp_path / "data"), "--database", "mysql://x")
     assert result.returncode == 2 and "'embedded' or a postgresql://" in result.stderr
+
+
+def test_the_batch_commands_refuse_a_listing_or_a_store_they_cannot_use_before_any_work(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    for name, command in (("index-folder", ("index-folder", "c", missing, "--data-dir", str(tmp_path / "data"))),
+                          ("batch extract", ("batch", "extract", missing, "--cache", str(tmp_path / "cache")))):
+        result = run(*command)
+        assert result.returncode == 2 and result.stderr.startswith(f"faceaudit {name}: ")
+        assert "expected a folder of images or a CSV listing" in result.stderr
+    # nothing listens on port 1: the store cannot be opened, and no cluster is started for it
+    result = run("index-folder", "c", str(tmp_path), "--data-dir", str(tmp_path / "data"),
+                 "--database", "postgresql://faceaudit@127.0.0.1:1/faces")
+    assert result.returncode == 2 and result.stderr.startswith("faceaudit index-folder: ")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_index_folder_and_batch_extract_report_failed_images_and_index_folder_resumes(photos, tmp_path):
+    data_dir, cache = tmp_path / "data", tmp_path / "cache"
+    first = run("index-folder", "c", str(photos), "--data-dir", str(data_dir), "--workers", "1")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert (summary["total"], summary["processed"], summary["already_done"]) == (7, 7, 0)
+    assert [(Path(f["file"]).name, f["error"]) for f in summary["failed"]] == [
+        ("broken.jpg", "InvalidImageFormatException")]
+    assert summary["faces"] == 5  # one astronaut in each of five photos; the sky has none
+    assert f"failed: {photos / 'broken.jpg'}: InvalidImageFormatException" in first.stderr
+    assert "index-folder c: 7 images this run, 0 done before, 1 failed, 7 in all" in first.stderr
+
+    again = run("index-folder", "c", str(photos), "--data-dir", str(data_dir), "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["processed"], json.loads(again.stdout)["already_done"]) == (0, 7)
+    assert f"failed in an earlier run: {photos / 'broken.jpg'}" in again.stderr
+
+    extracted = run("batch", "extract", str(photos), "--cache", str(cache), "--workers", "1")
+    assert extracted.returncode == 0, extracted.stderr
+    summary = json.loads(extracted.stdout)
+    assert (summary["total"], summary["processed"]) == (7, 7)
+    assert [Path(f["file"]).name for f in summary["failed"]] == ["broken.jpg"]
+    assert "batch extract: 7 images this run, 0 done before, 1 failed, 7 in all" in extracted.stderr

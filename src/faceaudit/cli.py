@@ -1204,10 +1204,42 @@ def _report_batch(summary, what: str) -> int:
     return 0  # failed images are reported, not fatal
 
 
-def cmd_index_folder(args: argparse.Namespace) -> int:
-    from faceaudit.batch import index_images, list_sources
-    from faceaudit.batch.ledger import Ledger, index_job
+class _BatchRefused(Exception):
+    """What a batch command's work could not be opened for (its message is printed; exit code 2)."""
+
+
+# Opens what one batch command works on for the listed images, and yields its work on a cluster
+# (cluster -> summary); closes it all after.
+BatchWork = Callable[[list], contextlib.AbstractContextManager[Callable[[Any], Any]]]
+
+
+def _run_batch(args: argparse.Namespace, command: str, label: str, work: BatchWork) -> int:
+    """index-folder and batch extract alike: list ``args.source``'s images, open the ``work``, run it on
+    the cluster (``--cluster``, else local with ``--workers``), then report; failed images are reported,
+    never fatal. ``command`` prefixes error messages, ``label`` the summary line."""
+    from faceaudit.batch import list_sources
     from faceaudit.engine.distributed import FaceCluster
+
+    try:
+        sources = list_sources(args.source)
+    except RekognitionError as error:
+        print(f"faceaudit {command}: {error.message}", file=sys.stderr)
+        return 2
+    try:
+        with work(sources) as run, FaceCluster(args.cluster, args.workers) as cluster:
+            summary = run(cluster)
+    except _BatchRefused as refused:
+        print(f"faceaudit {command}: {refused}", file=sys.stderr)
+        return 2
+    except RekognitionError as error:  # e.g. the collection holds another model's faces
+        print(f"faceaudit {command}: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    return _report_batch(summary, label)
+
+
+def cmd_index_folder(args: argparse.Namespace) -> int:
+    from faceaudit.batch import index_images
+    from faceaudit.batch.ledger import Ledger, index_job
     from faceaudit.settings import Settings
     from faceaudit.storage import EMBEDDED, is_postgres_url, open_store
 
@@ -1216,49 +1248,40 @@ def cmd_index_folder(args: argparse.Namespace) -> int:
     if database and database != EMBEDDED and not is_postgres_url(database):
         print(f"faceaudit index-folder: --database {database!r}: 'embedded' or a postgresql:// URL", file=sys.stderr)
         return 2
-    try:
-        sources = list_sources(args.source)
-    except RekognitionError as error:
-        print(f"faceaudit index-folder: {error.message}", file=sys.stderr)
-        return 2
-    try:
-        store = open_store(database, args.data_dir, pool_size=2)
-    except (RekognitionError, RuntimeError, OSError) as error:  # e.g. unreachable, or newer than this code
-        print(f"faceaudit index-folder: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 2
-    ledger = Ledger(args.data_dir, index_job(args.collection, database))
-    try:
-        with FaceCluster(args.cluster, args.workers) as cluster:
-            summary = index_images(store, args.collection, sources, cluster, ledger, max_faces=args.max_faces,
-                                   quality_filter=args.quality_filter, progress=True,
-                                   retry_failed=args.retry_failed)
-    except RekognitionError as error:  # e.g. the collection holds another model's faces
-        print(f"faceaudit index-folder: {error.code}: {error.message}", file=sys.stderr)
-        return 2
-    finally:
-        ledger.close()
-        store.close()
-    return _report_batch(summary, f"index-folder {args.collection}")
+
+    @contextlib.contextmanager
+    def indexing(sources: list) -> Iterator[Callable[[Any], Any]]:
+        try:
+            store = open_store(database, args.data_dir, pool_size=2)
+        except (RekognitionError, RuntimeError, OSError) as error:  # e.g. unreachable, or newer than this code
+            raise _BatchRefused(getattr(error, "message", error)) from error
+        ledger = Ledger(args.data_dir, index_job(args.collection, database))
+        try:
+            yield lambda cluster: index_images(store, args.collection, sources, cluster, ledger,
+                                               max_faces=args.max_faces, quality_filter=args.quality_filter,
+                                               progress=True, retry_failed=args.retry_failed)
+        finally:
+            ledger.close()
+            store.close()
+
+    return _run_batch(args, "index-folder", f"index-folder {args.collection}", indexing)
 
 
 def cmd_batch_extract(args: argparse.Namespace) -> int:
     from faceaudit.audit.targets.cache import ResponseCache, default_cache_dir
-    from faceaudit.batch import extract_images, list_sources
-    from faceaudit.engine.distributed import FaceCluster
+    from faceaudit.batch import extract_images
 
     _apply_engine_options(args)
-    try:
-        sources = list_sources(args.source)
-    except RekognitionError as error:
-        print(f"faceaudit batch extract: {error.message}", file=sys.stderr)
-        return 2
-    cache = ResponseCache(args.cache or default_cache_dir())
-    try:
-        with FaceCluster(args.cluster, args.workers) as cluster:
-            summary = extract_images(cache, sources, cluster, progress=True)
-    finally:
-        cache.close()
-    return _report_batch(summary, "batch extract")
+
+    @contextlib.contextmanager
+    def extracting(sources: list) -> Iterator[Callable[[Any], Any]]:
+        cache = ResponseCache(args.cache or default_cache_dir())
+        try:
+            yield lambda cluster: extract_images(cache, sources, cluster, progress=True)
+        finally:
+            cache.close()
+
+    return _run_batch(args, "batch extract", "batch extract", extracting)
 
 
 def _add_batch_parsers(commands) -> None:

@@ -526,7 +526,12 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
     report = page.request.get(base + page.get_by_role("link", name="transparency.json").get_attribute("href"))
     assert report.status == 200
     figures = json.loads(report.text())
-    assert f"{figures['searches']['total']} searches" in page.locator("main").inner_text()
+    shown = page.locator("main").inner_text()
+    assert f"{figures['searches']['total']} searches" in shown
+    # The log is named by its id and signing key; where the server keeps it is not shown nor sent.
+    assert figures["source"]["log_id"] in shown and figures["source"]["public_key"] in shown
+    data_dir = str(console_server.data_dir.resolve())
+    assert data_dir not in page.content() and data_dir not in report.text()
     assert page.goto(base + "/console/transparency?since=soon").status == 400
     assert "not an ISO-8601" in page.locator("#period-error").inner_text()
     check_accessibility(page, axe)

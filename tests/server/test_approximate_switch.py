@@ -4,7 +4,8 @@ one that is not exact).
 
 That approximate search took place is read where it leaves traces outside the server: the
 embedded store writes the collection's HNSW graph to DATA_DIR/index/*.hnsw, and PostgreSQL
-counts the scans of the collection's HNSW index (pg_stat_user_indexes.idx_scan)."""
+counts the scans of the collection's HNSW index (pg_stat_user_indexes.idx_scan). The setting in
+force is also what the server says at start, before its "listening on" line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ import pytest
 
 from faceaudit.accountability.policies import POLICY_TAG
 from faceaudit.settings import NEVER_APPROXIMATE, Settings, parse_approximate_above
-from faceaudit.storage import DEFAULT_APPROXIMATE_THRESHOLD, EmbeddedStore, PostgresStore, open_store
+from faceaudit.storage import (
+    DEFAULT_APPROXIMATE_THRESHOLD,
+    EmbeddedStore,
+    PostgresStore,
+    open_store,
+    search_mode_note,
+)
 from support.images import encode
 
 FACES = 3  # above the switch's 2
@@ -80,6 +87,8 @@ def test_open_store_gives_the_embedded_store_its_threshold(tmp_path):
 def test_embedded_server_searches_approximately_above_the_switch_but_never_a_public_safety_collection(
         start_faceaudit_server, tmp_path, astronaut_rgb, astronaut_jpeg):
     server = start_faceaudit_server(tmp_path / "data", extra_args=("--approximate-above", "2"))
+    assert "approximate (HNSW) in a collection of more than 2 faces, exact up to it" in start_up_line(
+        server, "embedded store")
     admin = server.client()
     fill(admin, "open", astronaut_rgb)
     fill(admin, "guarded", astronaut_rgb, policy="public-safety")
@@ -100,6 +109,37 @@ def test_embedded_server_searches_approximately_above_the_switch_but_never_a_pub
     assert_refused_for_its_mode(searcher, "guarded", astronaut_jpeg, "auto")
 
 
+STAYS_EXACT = "Audits and public-safety collections stay exact."
+
+
+def start_up_line(server, backend: str) -> str:
+    """The server's line about its search mode, which comes before it accepts requests."""
+    log = server.log()
+    [line] = [line for line in log.splitlines() if line.startswith(f"faceaudit: search ({backend}): ")]
+    assert log.index(line) < log.index("faceaudit: listening on")
+    return line
+
+
+def test_the_start_up_line_names_the_backends_default_when_nothing_is_set():
+    embedded, postgres = search_mode_note(None, None), search_mode_note("postgresql://u:secret@db/faces", None)
+    assert "approximate (HNSW) in a collection of 50,000 faces or more" in embedded and "embedded default" in embedded
+    assert postgres.startswith("search (PostgreSQL): exact in every collection (the PostgreSQL default")
+    assert "secret" not in postgres and "db/faces" not in postgres  # a URL may hold a password
+    assert search_mode_note("embedded", "never").startswith("search (embedded store): exact in every collection")
+    assert all(note.endswith(STAYS_EXACT) for note in (embedded, postgres))
+
+
+@pytest.mark.models
+def test_a_server_says_at_start_which_search_it_runs_by_default_and_from_the_environment(
+        faceaudit_server, start_faceaudit_server, tmp_path, monkeypatch):
+    line = start_up_line(faceaudit_server, "embedded store")  # the session's server: nothing set
+    assert "approximate (HNSW) in a collection of 50,000 faces or more, exact below (the embedded default" in line
+    assert line.endswith(STAYS_EXACT)
+    monkeypatch.setenv("FACEAUDIT_APPROXIMATE_ABOVE", "never")
+    line = start_up_line(start_faceaudit_server(tmp_path / "data"), "embedded store")
+    assert "exact in every collection (--approximate-above / FACEAUDIT_APPROXIMATE_ABOVE: never)" in line
+
+
 def hnsw_scans(database: str, collection_id: str) -> int:
     """idx_scan of the collection's HNSW index (PostgresStore names it by the collection's row id)."""
     import psycopg
@@ -118,6 +158,8 @@ def test_postgres_server_searches_approximately_above_the_switch_but_never_a_pub
     # one request thread: one database connection, whose statistics reach pg_stat in order
     server = start_faceaudit_server(tmp_path / "data", extra_args=(
         "--database", database, "--approximate-above", "2", "--threads", "1"))
+    line = start_up_line(server, "PostgreSQL")
+    assert "approximate (HNSW) in a collection of more than 2 faces" in line and database not in line
     admin = server.client()
     fill(admin, "open", astronaut_rgb)
     fill(admin, "guarded", astronaut_rgb, policy="public-safety")

@@ -255,6 +255,26 @@ def test_the_report_is_the_one_the_cli_writes_for_the_same_directory_and_dates(l
     assert json.loads(wire)["requests"]["total"] < len(log_server.stored())  # the period narrowed it
 
 
+def test_the_report_names_its_log_by_id_key_and_head_never_by_the_servers_path(log_server, tmp_path):
+    auditor = log_server.faceaudit["auditor"]
+    wire = auditor.get_transparency_report(Since="2026-01-01")["Report"]
+    source = json.loads(wire)["source"]
+    checkpoint = json.loads(auditor.verify_search_log()["LatestCheckpoint"])
+    assert source["public_key"] == checkpoint["public_key"]  # what a kept checkpoint is checked against
+    assert source["log_id"] == checkpoint["statement"]["log_id"]
+    assert len(source["verification"]["head_hash"]) == 64
+    out = tmp_path / "report"
+    assert main(["transparency", "--data-dir", str(log_server.server.data_dir), "--since", "2026-01-01",
+                 "--out", str(out)]) == 0
+    data_dir = log_server.server.data_dir.resolve()
+    for text in (wire, *(path.read_text() for path in out.iterdir())):  # the JSON, the .md and the .html
+        assert str(data_dir.parent) not in text  # (the folder pytest made for this server)
+    written = json.loads((out / "transparency.json").read_text())["source"]  # the wire read is one record more
+    for page in ("transparency.md", "transparency.html"):
+        text = (out / page).read_text()
+        assert written["public_key"] == source["public_key"] in text and written["verification"]["head_hash"] in text
+
+
 # ----------------------------------------------------------------------------- verification
 
 

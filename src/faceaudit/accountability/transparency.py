@@ -10,6 +10,12 @@ by faceaudit.audit.report.transparency.
 
 The log is verified first and the result is part of the report: figures from a log that does
 not verify are shown, but flagged as not necessarily the ones written.
+
+The report names its log by what an auditor checks it against -- the log id, the public key
+that signs its checkpoints, the head hash its verification reached -- and not by where it was
+read from: it goes over the wire (GetTransparencyReport) and into the console, and a data
+directory's path would only tell them the host's file layout. The same dict comes from a live
+directory and from an export, so the two reports are equal.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from faceaudit.stats import wilson
 
 __all__ = ["REPORT_VERSION", "SEARCH_OPERATIONS", "parse_since", "transparency_report"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: source.from (the path read) gave way to source.public_key
 SEARCH_OPERATIONS = ("SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage")
 THRESHOLD_PARAMETERS = ("FaceMatchThreshold", "UserMatchThreshold")
 DEFAULT_THRESHOLD = "Rekognition's default (80)"
@@ -162,7 +168,7 @@ def transparency_report(contents: LogContents, since: datetime, until: datetime 
         "period": {"since": start, "until": utc_time(until) if until is not None else None,
                    "first_record": records[0]["time"] if records else None,
                    "last_record": records[-1]["time"] if records else None},
-        "source": {"log_id": contents.log_id, "from": contents.source, "records": len(everything),
+        "source": {"log_id": contents.log_id, "public_key": contents.public_key, "records": len(everything),
                    "records_in_period": len(records), "verification": verification.as_dict()},
         "requests": {
             "total": len(requests), "answered": sum(1 for r in requests if _answered(r)), "refused": len(refused),

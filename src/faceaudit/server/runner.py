@@ -11,8 +11,10 @@ The socket is bound here (port 0 picks a free port), then either
   processes (SQLite WAL), PostgresStore gives each worker its own connection pool,
   and each worker loads the models (~1 s, its own memory).
 
-When the server accepts requests, one line ``faceaudit: listening on
-http://HOST:PORT`` goes to stderr.  SIGINT/SIGTERM shut down gracefully:
+At start a line ``faceaudit: search on the BACKEND: ...`` says when collections are searched
+approximately (``--approximate-above`` / FACEAUDIT_APPROXIMATE_ABOVE, else the backend's
+default) and that audits and public-safety collections stay exact.  When the server accepts
+requests, one line ``faceaudit: listening on http://HOST:PORT`` goes to stderr.  SIGINT/SIGTERM shut down gracefully:
 in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_SECONDS``), then the
 store is closed.
 """
@@ -38,7 +40,9 @@ from faceaudit.settings import (
     SERVE_REGION_ENV,
     SERVE_REPORTS_DIR_ENV,
     SERVE_THREADS_ENV,
+    Settings,
 )
+from faceaudit.storage import search_mode_note
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
@@ -80,6 +84,13 @@ def _url(host: str, port: int) -> str:
 
 def _announce(url: str) -> None:
     print(f"faceaudit: listening on {url}", file=sys.stderr, flush=True)
+
+
+def _say_search_mode(database: str | None) -> None:
+    # printed, not logged as well: the log is this same stderr (configure_logging), so a second
+    # copy would only repeat it
+    note = search_mode_note(database, Settings.from_env().approximate_above)
+    print(f"faceaudit: {note}", file=sys.stderr, flush=True)
 
 
 def _uvicorn_config(app, workers: int):
@@ -124,6 +135,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: str, bucket_di
         keys.store.close()
         raise
     url = _url(host, sock.getsockname()[1])
+    # Which search the store will run (the workers' stores read the same setting) is said before
+    # any model loads: an operator should not have to guess whether results can be approximate.
+    _say_search_mode(database)
     if keys.loaded is not None and keys.loaded.source == "generated":
         print(usage_note(keys.loaded, url), file=sys.stderr, flush=True)
     for warning in keys.warnings():

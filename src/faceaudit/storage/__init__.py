@@ -58,6 +58,25 @@ def open_store(database: str | None, data_dir: str | os.PathLike, *, pool_size: 
     raise ValueError(f"database {database!r}: 'embedded' or a postgresql://USER:PASSWORD@HOST/NAME URL")
 
 
+def search_mode_note(database: str | None, approximate_above: int | str | None) -> str:
+    """One line saying which search :func:`open_store` sets up for these values: the backend
+    (never a URL: it may hold a password), when collections go approximate, and that the
+    ones that must stay exact do (``faceaudit serve`` prints it at start)."""
+    backend = "PostgreSQL" if is_postgres_url(database) else "embedded store"
+    setting = "--approximate-above / FACEAUDIT_APPROXIMATE_ABOVE"
+    if approximate_above == NEVER_APPROXIMATE:
+        mode = f"exact in every collection ({setting}: never)"
+    elif approximate_above is not None:
+        above = int(approximate_above)
+        mode = f"approximate (HNSW) in a collection of more than {above:,} faces, exact up to it ({setting}: {above})"
+    elif is_postgres_url(database):
+        mode = f"exact in every collection (the PostgreSQL default; {setting} N turns HNSW on above N faces)"
+    else:
+        mode = (f"approximate (HNSW) in a collection of {DEFAULT_APPROXIMATE_THRESHOLD:,} faces or more, exact below "
+                f"(the embedded default; {setting} N|never changes it)")
+    return f"search ({backend}): {mode}. Audits and public-safety collections stay exact."
+
+
 __all__ = [
     "DEFAULT_APPROXIMATE_THRESHOLD",
     "EMBEDDED",
@@ -75,4 +94,5 @@ __all__ = [
     "User",
     "is_postgres_url",
     "open_store",
+    "search_mode_note",
 ]

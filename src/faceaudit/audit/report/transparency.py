@@ -35,6 +35,10 @@ def _rate(rate: dict[str, Any]) -> str:
     return f"{rate['rate']:.1%} (95% interval {low:.1%} to {high:.1%}; {rate['k']} of {rate['n']}, Wilson)"
 
 
+def _signer(report: dict[str, Any]) -> str:
+    return report["source"].get("public_key") or "(unknown: the signing key is missing)"
+
+
 def _verification_line(report: dict[str, Any]) -> str:
     v = report["source"]["verification"]
     if v["ok"]:
@@ -77,7 +81,8 @@ BREAKDOWN_HEADERS = ["", "Searches", "Answered", "Refused", "Candidates returned
 def render_transparency_markdown(report: dict[str, Any]) -> str:
     period = report["period"]
     out = [f"# Transparency report: searches since {period['since']}\n",
-           f"Log `{report['source']['log_id']}` ({report['source']['from']}); "
+           f"Log `{report['source']['log_id']}`, signed by key `{_signer(report)}`, head "
+           f"`{report['source']['verification']['head_hash']}`; "
            f"{report['source']['records_in_period']} of {report['source']['records']} records in the period.\n",
            _verification_line(report) + "\n", "## In short\n"]
     out += [f"- {line}" for line in _summary(report)]
@@ -141,7 +146,8 @@ def transparency_context(report: dict[str, Any]) -> dict[str, Any]:
             xlabel="requests", title="Refusals by reason",
             desc="; ".join(f"{r['value']}: {r['count']}" for r in refusal_rows), fig_id=figures.next_id()))
     return {"version": __version__, "page_title": f"Transparency report since {report['period']['since']}",
-            "report": report, "verification": _verification_line(report), "summary": _summary(report),
+            "report": report, "signer": _signer(report), "verification": _verification_line(report),
+            "summary": _summary(report),
             "sections": sections, "rejection": _rate(report["reviews"]["rejection_rate"]),
             "rejection_note": REJECTION_NOTE, "refusal_svg": refusal_svg}
 
