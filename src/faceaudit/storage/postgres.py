@@ -115,8 +115,9 @@ from faceaudit.storage.vector_index import NO_GROUP, ExactIndex
 DEFAULT_POOL_SIZE = 8
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors of up to 2,000 dimensions
-# 200: at 300k faces ef_search 100 gave recall@10 0.948 (below 0.95), 200 gave 0.981 (docs/scale.md)
-EF_SEARCH_MIN, EF_SEARCH_MAX = 200, 1000  # pgvector's hnsw.ef_search range tops out at 1,000
+# 400: recall@10 at ef_search 100 / 200 / 400 was 0.948 / 0.981 / 0.995 at 300k faces and
+# 0.855 / 0.929 / 0.971 at 1M (docs/scale.md): 200 falls below 0.95 at 1M
+EF_SEARCH_MIN, EF_SEARCH_MAX = 400, 1000  # pgvector's hnsw.ef_search range tops out at 1,000
 # Arbitrary constant key of the advisory lock that serialises migrations (and collection
 # creation: collection rowids then increase in commit order, as ListCollections pages need).
 _MIGRATION_LOCK = 0x66616365  # "face"
