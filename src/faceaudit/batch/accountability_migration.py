@@ -38,6 +38,7 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,14 @@ class AccountabilityCopy:
     search_log: dict[str, Any] = field(default_factory=dict)  # records, head_seq, head_hash, ok, checkpoints
     identity_counters: dict[str, int] = field(default_factory=dict)  # table.column -> last id given
     review_key: str = ""  # where review.key is, and what the operator must do
+    signing_key_added: str | None = None  # the folder's signing key id, listed in PostgreSQL (its log did not)
     not_carried: dict[str, str] = field(default_factory=lambda: {**NOT_CARRIED, **NOT_CARRIED_FILES})
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tables": self.tables, "review_pictures": self.review_pictures, "search_log": self.search_log,
                 "identity_counters": self.identity_counters, "review_key": self.review_key,
+                "signing_key_added": self.signing_key_added,
                 "not_carried": self.not_carried, "problems": self.problems}
 
 
@@ -106,6 +109,7 @@ class Prepared:
     files: dict[str, list[str]]  # file present in the source -> its tables
     source_log: searchlog.Verification | None
     review_key: str
+    signing_key: tuple[str, str] | None = None  # (key id, public key) of the folder, when its log does not list it
 
 
 def _sqlite(path: Path) -> SQLiteDatabase:
@@ -135,7 +139,8 @@ def sqlite_tables(path: Path) -> list[str]:
         conn.close()
 
 
-def _upgrade_source(source_dir: Path, present: set[str]) -> searchlog.Verification | None:
+def _upgrade_source(source_dir: Path, present: set[str]
+                    ) -> tuple[searchlog.Verification | None, tuple[str, str] | None]:
     """Open each source store once: an older file is brought to this code's schema (what a server
     starting on the folder does) and a store that cannot open (its key lost...) refuses here."""
     try:
@@ -146,18 +151,22 @@ def _upgrade_source(source_dir: Path, present: set[str]) -> searchlog.Verificati
         if retention.LEDGER_FILENAME in present:
             retention.RetentionLedger(source_dir, pool_size=1).close()
         if searchlog.DB_FILENAME in present:
-            verification = searchlog.read_data_dir(source_dir).verify()
+            contents = searchlog.read_data_dir(source_dir)
+            verification = contents.verify()
             if not verification.ok:
                 assert verification.problem is not None
                 raise AccountabilityRefused(f"the data folder's search log does not verify (record "
                                             f"{verification.problem.seq}: {verification.problem.message}): "
                                             "'faceaudit log verify' says more; it is not migrated as it is")
-            return verification
+            own = None  # the folder's signing key, if its log does not list it (a log never opened since v2)
+            if contents.public_key and verification.key_id and verification.key_id not in contents.public_keys:
+                own = (verification.key_id, contents.public_key)
+            return verification, own
     except AccountabilityRefused:
         raise
     except Exception as error:  # each store's own error: StateError, SealedBlobError, SearchLogError...
         raise AccountabilityRefused(f"the data folder's accountability stores cannot be opened: {error}") from error
-    return None
+    return None, None
 
 
 def _copy_review_key(source_dir: Path, target_dir: Path) -> str:
@@ -215,7 +224,7 @@ def prepare(source_dir: str | os.PathLike, database: str, target_dir: str | os.P
     source_dir = Path(source_dir)
     target = Path(target_dir) if target_dir is not None else source_dir
     present = {name for name in CARRIED if (source_dir / name).is_file()}
-    source_log = _upgrade_source(source_dir, present)
+    source_log, signing_key = _upgrade_source(source_dir, present)
     files = {name: sqlite_tables(source_dir / name) for name in sorted(present)}
     for name, tables in files.items():
         unknown = [t for t in tables if t not in CARRIED[name] and t not in NOT_CARRIED]
@@ -239,7 +248,7 @@ def prepare(source_dir: str | os.PathLike, database: str, target_dir: str | os.P
         raise AccountabilityRefused("the target database's accountability tables already hold rows ("
                                     + ", ".join(f"{t}: {n}" for t, n in sorted(full.items()))
                                     + "): migrate into an empty database (or schema) only")
-    return Prepared(source_dir, target, database, files, source_log, review_key)
+    return Prepared(source_dir, target, database, files, source_log, review_key, signing_key)
 
 
 def _columns(source: Any, target: Any, table: str) -> list[str]:
@@ -352,11 +361,16 @@ def copy_into(prepared: Prepared, report: AccountabilityCopy | None = None) -> A
                             _move_identities(source, target, table, report)
                     if name == review.DB_FILENAME:
                         report.review_pictures = _copy_pictures(prepared.source_dir, source, target)
+            if prepared.signing_key is not None:  # what SearchLog does when it opens on the folder
+                target.execute("INSERT INTO searchlog_keys (key_id, public_key, added_at) VALUES (?, ?, ?) "
+                               "ON CONFLICT (key_id) DO NOTHING", (*prepared.signing_key, time.time()))
+                report.signing_key_added = prepared.signing_key[0]
             if prepared.source_log is not None:
                 why = _same_log(prepared.source_log, _log_in_transaction(target))
                 if why:  # raising rolls the whole copy back
-                    raise AccountabilityRefused(f"the search log copied into PostgreSQL does not verify ({why}): "
-                                                "nothing was written")
+                    raise AccountabilityRefused(
+                        f"the search log copied into PostgreSQL is not the one checked ({why}; is a server still "
+                        "running on the data folder?): no accountability row was written")
     finally:
         for source_db in sources.values():
             source_db.close()
