@@ -1310,7 +1310,7 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
     from faceaudit.access.sqlite import DB_FILENAME as KEYS_FILENAME
     from faceaudit.batch import accountability_migration
     from faceaudit.batch.accountability_migration import AccountabilityRefused
-    from faceaudit.batch.storage_migration import MigrationRefused, migrate
+    from faceaudit.batch.storage_migration import MigrationRefused, migrate, refuse_unless_empty
     from faceaudit.storage import ApproximateSearch, EmbeddedStore, PostgresStore, is_postgres_url
     from faceaudit.storage.embedded import DB_FILENAME as FACES_FILENAME
 
@@ -1338,7 +1338,8 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
         opened.append(target)
         target_keys = PostgresKeyStore(args.database)
         opened.append(target_keys)
-        # every refusal of the accountability half comes before the first face is written
+        # every refusal comes before the first row is written
+        refuse_unless_empty(target)
         prepared = accountability_migration.prepare(data_dir, args.database, target_dir)
         faces_copied = True  # from here on a failure leaves rows in the database
         summary = migrate(source, source_keys, target, target_keys, accountability=prepared,

@@ -121,17 +121,22 @@ def _target_mode(source_mode: str) -> tuple[str, str | None]:
     return "auto", None
 
 
+def refuse_unless_empty(target: FaceStore) -> None:
+    """MigrationRefused if ``target`` holds a collection."""
+    held = _collection_ids(target)
+    if held:
+        raise MigrationRefused(f"the target database already holds {len(held)} collection(s) "
+                               f"({', '.join(held[:5])}{'...' if len(held) > 5 else ''}): migrate into an "
+                               "empty database (or schema) only")
+
+
 def migrate(source: FaceStore, source_keys: SQLiteKeyStore, target: PostgresStore, target_keys: SQLiteKeyStore,
             *, accountability: Prepared | None = None, progress: bool = True) -> MigrationSummary:
     """Copy every collection, face, UserID, association and key of ``source`` into ``target``
     (see the module docstring), then the accountability data ``accountability`` prepared
     (accountability_migration.prepare, which checks the target before anything is written).
     MigrationRefused if ``target`` holds a collection."""
-    held = _collection_ids(target)
-    if held:
-        raise MigrationRefused(f"the target database already holds {len(held)} collection(s) "
-                               f"({', '.join(held[:5])}{'...' if len(held) > 5 else ''}): migrate into an "
-                               "empty database (or schema) only")
+    refuse_unless_empty(target)
     summary = MigrationSummary()
     collections = [source.describe_collection(cid) for cid in _collection_ids(source)]
     total = sum(c.face_count for c in collections)
