@@ -219,6 +219,22 @@ def _target_rows(conn: Any, table: str) -> int:
     return int(conn.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()[0])
 
 
+def _refuse_unless_empty(database: str, tables: list[str]) -> None:
+    """AccountabilityRefused if any of ``tables`` that exists in the target holds a row."""
+    db = _postgres(database)
+    try:
+        with db.read() as conn:
+            held = {table: _target_rows(conn, table) for table in tables
+                    if conn.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is not None}
+    finally:
+        db.close()
+    full = {table: rows for table, rows in held.items() if rows}
+    if full:
+        raise AccountabilityRefused("the target database's accountability tables already hold rows ("
+                                    + ", ".join(f"{t}: {n}" for t, n in sorted(full.items()))
+                                    + "): migrate into an empty database (or schema) only")
+
+
 def prepare(source_dir: str | os.PathLike, database: str, target_dir: str | os.PathLike | None = None) -> Prepared:
     """Everything checked before a row is written (see the module docstring); AccountabilityRefused if not."""
     source_dir = Path(source_dir)
@@ -232,22 +248,13 @@ def prepare(source_dir: str | os.PathLike, database: str, target_dir: str | os.P
             raise AccountabilityRefused(f"{source_dir / name} holds table(s) {', '.join(unknown)} that this "
                                         "faceaudit does not know how to migrate (neither copied nor listed as not "
                                         "carried): nothing was written")
+    wanted_empty = [table for name in present for table in CARRIED[name] if table not in MERGED]
+    if review.DB_FILENAME in present:
+        wanted_empty.append("review_blobs")
+    _refuse_unless_empty(database, wanted_empty)  # the tables there already (before a key is copied)
     review_key = _copy_review_key(source_dir, target)
     _open_targets(target, database, present)
-    db = _postgres(database)
-    try:
-        with db.read() as conn:
-            held = {table: _target_rows(conn, table)
-                    for name in present for table in CARRIED[name] if table not in MERGED}
-            if review.DB_FILENAME in present:
-                held["review_blobs"] = _target_rows(conn, "review_blobs")
-    finally:
-        db.close()
-    full = {table: rows for table, rows in held.items() if rows}
-    if full:
-        raise AccountabilityRefused("the target database's accountability tables already hold rows ("
-                                    + ", ".join(f"{t}: {n}" for t, n in sorted(full.items()))
-                                    + "): migrate into an empty database (or schema) only")
+    _refuse_unless_empty(database, wanted_empty)  # and all of them, now that they exist
     return Prepared(source_dir, target, database, files, source_log, review_key, signing_key)
 
 
