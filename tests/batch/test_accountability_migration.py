@@ -128,6 +128,7 @@ def test_the_accountability_data_works_on_postgresql_after_the_migration(data_fo
     for table, rows in expected.items():
         assert carried["tables"][table] == {"source": rows, "target": rows}, table
     assert carried["review_pictures"] == 4  # the probe and three crops
+    assert carried["review_item_opened"] == item  # viewed blind on both sides, the same
     source_log, target_log = carried["search_log"]["source"], carried["search_log"]["target"]
     assert target_log["ok"] and target_log["head_hash"] == data_folder["head"].head_hash == source_log["head_hash"]
     assert target_log["records"] == source_log["records"] >= 6 and target_log["checkpoints_checked"] >= 2
@@ -252,3 +253,16 @@ def test_a_log_that_does_not_list_its_own_signing_key_gets_it_listed(data_folder
     carried = carry(prepare(data_folder["dir"], url, tmp_path / "host"))
     assert carried.problems == [] and carried.signing_key_added == data_folder["head"].key_id
     assert carried.search_log["target"]["ok"] and carried.search_log["target"]["checkpoints_checked"] >= 2
+
+
+def test_a_target_data_directory_with_another_review_key_is_refused(data_folder, database, tmp_path):
+    import os
+
+    host = tmp_path / "host"
+    host.mkdir(mode=0o700)
+    fd = os.open(host / "review.key", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, os.urandom(32))
+    os.close(fd)
+    refused = cli("storage", "migrate", "--data-dir", data_folder["dir"], "--database", database(), "--quiet",
+                  "--target-data-dir", host, expect=2)
+    assert "is another key than" in refused.stderr and "seals the review pictures" in refused.stderr

@@ -40,9 +40,12 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from faceaudit.access import AccessKey
+from faceaudit.access.roles import REVIEWER
 from faceaudit.accountability import retention, review, searchlog, state
 from faceaudit.accountability.sealed import BLOB_DIRNAME, SealedBlobError, SealedBlobs
 from faceaudit.accountability.sealed import KEY_FILENAME as REVIEW_KEY_FILENAME
@@ -75,6 +78,9 @@ NOT_CARRIED_FILES: dict[str, str] = {
 PAGE = 1000  # rows read and inserted at a time
 PICTURES_OPENED = 20  # review pictures decrypted with the target's key after the copy (all are compared sealed)
 _MIGRATION_LOCK = 0x6D696772  # "migr": taken by the copy's transaction
+# Who views an open review item on both sides after the copy (reads only: nothing is decided or logged).
+_CHECKING_REVIEWER = AccessKey("FAMIGRATIONCHECK0000", "faceaudit storage migrate (check)", REVIEWER, None,
+                               datetime(2026, 1, 1, tzinfo=UTC), "created")
 
 
 class AccountabilityRefused(RuntimeError):
@@ -91,13 +97,14 @@ class AccountabilityCopy:
     identity_counters: dict[str, int] = field(default_factory=dict)  # table.column -> last id given
     review_key: str = ""  # where review.key is, and what the operator must do
     signing_key_added: str | None = None  # the folder's signing key id, listed in PostgreSQL (its log did not)
+    review_item_opened: str | None = None  # the open item viewed on both sides after the copy
     not_carried: dict[str, str] = field(default_factory=lambda: {**NOT_CARRIED, **NOT_CARRIED_FILES})
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tables": self.tables, "review_pictures": self.review_pictures, "search_log": self.search_log,
                 "identity_counters": self.identity_counters, "review_key": self.review_key,
-                "signing_key_added": self.signing_key_added,
+                "signing_key_added": self.signing_key_added, "review_item_opened": self.review_item_opened,
                 "not_carried": self.not_carried, "problems": self.problems}
 
 
@@ -440,8 +447,32 @@ def check(prepared: Prepared, report: AccountabilityCopy) -> AccountabilityCopy:
     return report
 
 
+def _open_item(prepared: Prepared, store: review.ReviewStore, report: AccountabilityCopy) -> None:
+    """The oldest open review item, as a reviewer sees it (probe and crops), the same on both sides."""
+    db = _sqlite(prepared.source_dir / review.DB_FILENAME)
+    try:
+        with db.read() as conn:
+            row = conn.execute("SELECT item_id FROM items WHERE state = 'open' ORDER BY seq LIMIT 1").fetchone()
+    finally:
+        db.close()
+    if row is None:
+        return
+    report.review_item_opened = str(row[0])
+    with review.ReviewStore(prepared.source_dir) as source:
+        wanted = source.blind_view(_CHECKING_REVIEWER, row[0])
+    try:
+        got = store.blind_view(_CHECKING_REVIEWER, row[0])
+    except Exception as error:  # InternalServerError: a picture missing or not opening with the key
+        report.problems.append(f"review item {row[0]} does not open on PostgreSQL from {prepared.target_dir}: "
+                               f"{getattr(error, 'message', error)}")
+        return
+    if got != wanted:
+        report.problems.append(f"review item {row[0]} shows another probe or other candidates on PostgreSQL")
+
+
 def _open_pictures(prepared: Prepared, named: list[str], report: AccountabilityCopy) -> None:
-    """A sample of pictures opened on PostgreSQL with the target data directory's review.key."""
+    """The oldest open item viewed, and a sample of pictures opened, on PostgreSQL with the
+    target data directory's review.key."""
     source = SealedBlobs(prepared.source_dir)
     try:
         store = review.ReviewStore(prepared.target_dir, database=prepared.database)
@@ -449,6 +480,7 @@ def _open_pictures(prepared: Prepared, named: list[str], report: AccountabilityC
         report.problems.append(f"the review store on PostgreSQL does not open from {prepared.target_dir}: {error}")
         return
     try:
+        _open_item(prepared, store, report)
         for blob_id in named[:PICTURES_OPENED]:
             if not source.exists(blob_id):
                 continue
