@@ -365,31 +365,41 @@ def copy_into(prepared: Prepared, report: AccountabilityCopy | None = None) -> A
     report = report or AccountabilityCopy(review_key=prepared.review_key)
     db = _postgres(prepared.database)
     sources = {name: _sqlite(prepared.source_dir / name) for name in prepared.files}
+    failures: tuple[type[BaseException], ...] = (*db.errors, sqlite3.Error)
     try:
-        with db.write() as target:
-            for name, source_db in sources.items():
-                with source_db.snapshot() as source:
-                    for table in CARRIED[name]:
-                        if table in prepared.files[name]:
-                            _copy_table(source, target, table)
-                            _move_identities(source, target, table, report)
-                    if name == review.DB_FILENAME:
-                        report.review_pictures = _copy_pictures(prepared.source_dir, source, target)
-            if prepared.signing_key is not None:  # what SearchLog does when it opens on the folder
-                target.execute("INSERT INTO searchlog_keys (key_id, public_key, added_at) VALUES (?, ?, ?) "
-                               "ON CONFLICT (key_id) DO NOTHING", (*prepared.signing_key, time.time()))
-                report.signing_key_added = prepared.signing_key[0]
-            if prepared.source_log is not None:
-                why = _same_log(prepared.source_log, _log_in_transaction(target))
-                if why:  # raising rolls the whole copy back
-                    raise AccountabilityRefused(
-                        f"the search log copied into PostgreSQL is not the one checked ({why}; is a server still "
-                        "running on the data folder?): no accountability row was written")
+        _copy_all(prepared, sources, db, report)
+    except failures as error:  # a row PostgreSQL will not take: rolled back with the rest
+        raise AccountabilityRefused(f"copying the accountability data failed ({error}): no accountability "
+                                    "row was written") from error
     finally:
         for source_db in sources.values():
             source_db.close()
         db.close()
     return report
+
+
+def _copy_all(prepared: Prepared, sources: dict[str, SQLiteDatabase], db: PostgresDatabase,
+              report: AccountabilityCopy) -> None:
+    """The one transaction of :func:`copy_into`: anything raised inside rolls all of it back."""
+    with db.write() as target:
+        for name, source_db in sources.items():
+            with source_db.snapshot() as source:
+                for table in CARRIED[name]:
+                    if table in prepared.files[name]:
+                        _copy_table(source, target, table)
+                        _move_identities(source, target, table, report)
+                if name == review.DB_FILENAME:
+                    report.review_pictures = _copy_pictures(prepared.source_dir, source, target)
+        if prepared.signing_key is not None:  # what SearchLog does when it opens on the folder
+            target.execute("INSERT INTO searchlog_keys (key_id, public_key, added_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT (key_id) DO NOTHING", (*prepared.signing_key, time.time()))
+            report.signing_key_added = prepared.signing_key[0]
+        if prepared.source_log is not None:
+            why = _same_log(prepared.source_log, _log_in_transaction(target))
+            if why:  # raising rolls the whole copy back
+                raise AccountabilityRefused(
+                    f"the search log copied into PostgreSQL is not the one checked ({why}; is a server still "
+                    "running on the data folder?): no accountability row was written")
 
 
 def _sealed_digests(source_dir: Path, blob_ids: list[str]) -> dict[str, str]:
@@ -517,5 +527,12 @@ def _log_summary(verification: searchlog.Verification) -> dict[str, Any]:
 
 
 def carry(prepared: Prepared) -> AccountabilityCopy:
-    """:func:`copy_into` then :func:`check`."""
-    return check(prepared, copy_into(prepared))
+    """:func:`copy_into` then :func:`check` (a check that cannot run is a problem it reports)."""
+    import psycopg  # the target is PostgreSQL: installed
+
+    report = copy_into(prepared)
+    try:
+        return check(prepared, report)
+    except (sqlite3.Error, psycopg.Error, OSError, AccountabilityRefused) as error:
+        report.problems.append(f"the check after the copy could not run: {error}")
+    return report
