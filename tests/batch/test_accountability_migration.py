@@ -263,20 +263,17 @@ def test_a_target_data_directory_with_another_review_key_is_refused(data_folder,
     fd = os.open(host / "review.key", os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, os.urandom(32))
     os.close(fd)
-    refused = cli("storage", "migrate", "--data-dir", data_folder["dir"], "--database", database(), "--quiet",
-                  "--target-data-dir", host, expect=2)
-    assert "is another key than" in refused.stderr and "seals the review pictures" in refused.stderr
+    from faceaudit.batch.accountability_migration import AccountabilityRefused, prepare
+
+    with pytest.raises(AccountabilityRefused, match=r"is another key than .* which seals the review pictures"):
+        prepare(data_folder["dir"], database(), host)
 
 
 def test_a_table_this_faceaudit_does_not_know_refuses_the_migration(data_folder, database):
     conn = sqlite3.connect(data_folder["dir"] / "review.db", isolation_level=None)
     conn.execute("CREATE TABLE review_escalations (item_id TEXT, escalated_to TEXT)")
     conn.close()
-    url = database()
-    refused = cli("storage", "migrate", "--data-dir", data_folder["dir"], "--database", url, "--quiet", expect=2)
-    assert "table(s) review_escalations that this faceaudit does not know how to migrate" in refused.stderr
-    store = PostgresStore(url, pool_size=1)
-    try:
-        assert store.list_collections_detailed(None)[0] == []
-    finally:
-        store.close()
+    from faceaudit.batch.accountability_migration import AccountabilityRefused, prepare
+
+    with pytest.raises(AccountabilityRefused, match=r"table\(s\) review_escalations that this faceaudit does not know"):
+        prepare(data_folder["dir"], database())  # (the command calls it before copying any face)
