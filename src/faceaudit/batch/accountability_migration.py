@@ -20,12 +20,19 @@ stores' own database seam (faceaudit.storage.sql_database):
    ``bytea`` rows of ``review_blobs`` in PostgreSQL, the same sealed bytes either way: they stay
    sealed with ``review.key``) for every picture a row names; then moves each identity
    counter past the highest id copied (and past SQLite's AUTOINCREMENT counter), so the next
-   moratorium or review item gets a new id. Before it commits, the log read back from the
-   transaction must verify (faceaudit.accountability.searchlog.verify) with the source's head;
-   if not, nothing is written.
+   moratorium or review item gets a new id. A folder whose log does not list its own signing
+   public key (its checkpoints name it) gets it listed, as opening the log would. Before it
+   commits, the log read back from the transaction must verify
+   (faceaudit.accountability.searchlog.verify) with the source's head -- it does not if a
+   server still running on the folder appended meanwhile; if not, nothing is written (a row
+   PostgreSQL refuses rolls it all back too).
 3. :func:`check`: after the commit, the row counts of every table on both sides, the log
-   verified by the store's own reader on PostgreSQL (same records, same head hash, checkpoints
-   valid), and a sample of review pictures opened with the target data directory's key.
+   verified by the log's own reader on PostgreSQL (same records, same head hash, checkpoints
+   valid), every sealed picture compared, a sample opened with the target data directory's
+   key, and the oldest open review item viewed blind on both sides.
+
+The copy takes no store's own lock: the target must not be in use (it is empty) and the
+folder's servers stopped (a folder written to meanwhile is caught by the log check above).
 
 Not carried, and why: :data:`NOT_CARRIED` (schema versions, the purge lease) and
 :data:`NOT_CARRIED_FILES` (console sign-in sessions).
