@@ -277,3 +277,18 @@ def test_a_table_this_faceaudit_does_not_know_refuses_the_migration(data_folder,
 
     with pytest.raises(AccountabilityRefused, match=r"table\(s\) review_escalations that this faceaudit does not know"):
         prepare(data_folder["dir"], database())  # (the command calls it before copying any face)
+
+
+def test_a_folder_without_accountability_files_migrates_its_faces_alone(tmp_path, database):
+    folder = tmp_path / "faces-only"
+    store = EmbeddedStore(folder)
+    store.create_collection("c", "1.0")
+    store.add_faces("c", [face(0)])
+    store.close()
+    SQLiteKeyStore(folder).close()
+    moved = cli("storage", "migrate", "--data-dir", folder, "--database", database(), "--quiet")
+    summary = json.loads(moved.stdout)
+    assert summary["ok"] and summary["collections"]["c"]["faces"] == 1
+    assert summary["accountability"]["tables"] == {} and summary["accountability"]["search_log"] == {}
+    assert "0 accountability rows in 0 tables" in moved.stderr
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".db") == ["access.db", "faceaudit.db"]
