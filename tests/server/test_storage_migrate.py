@@ -10,6 +10,7 @@ import json
 import subprocess
 
 import pytest
+from botocore.exceptions import ClientError
 
 from faceaudit.storage import EmbeddedStore
 from support.images import encode
@@ -79,6 +80,7 @@ def test_a_migrated_data_folder_answers_the_same_from_postgresql(
     ops = json.loads(cli("keys", "create", "--data-dir", data_dir, "--name", "ops", "--role", "operator").stdout)
     cli("keys", "create", "--data-dir", data_dir, "--name", "old", "--role", "auditor")
     cli("keys", "revoke", "old", "--data-dir", data_dir)
+    cli("moratorium", "set", "--key", "ops", "--reason", "laptop lost", "--data-dir", data_dir)
     before = answers(client, photos)
     server.stop()
 
@@ -112,6 +114,10 @@ def test_a_migrated_data_folder_answers_the_same_from_postgresql(
     operator = on_postgres.client(access_key_id=ops["AccessKey"]["AccessKeyId"],
                                   secret_access_key=ops["AccessKey"]["SecretAccessKey"])
     assert set(operator.list_collections()["CollectionIds"]) == {"people", "empty"}
+    with pytest.raises(ClientError) as refused:  # the folder's moratorium on that key holds on PostgreSQL
+        operator.search_faces_by_image(CollectionId="people", Image={"Bytes": photos[0]})
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "moratorium" in refused.value.response["Error"]["Message"] and "laptop lost" in str(refused.value)
 
     # Into a database that holds collections: refused, nothing changed.
     refused = cli("storage", "migrate", "--data-dir", data_dir, "--database", database, "--quiet", expect=2)
