@@ -1326,12 +1326,14 @@ def _add_batch_parsers(commands) -> None:
 
 
 def cmd_storage_migrate(args: argparse.Namespace) -> int:
-    """Copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL database."""
+    """Copy DATA_DIR's collections, faces, UserIDs, keys and accountability data into an empty PostgreSQL database."""
     from faceaudit.access import SQLiteKeyStore
     from faceaudit.access.keys import KeyStoreError
     from faceaudit.access.postgres import PostgresKeyStore
     from faceaudit.access.sqlite import DB_FILENAME as KEYS_FILENAME
-    from faceaudit.batch.storage_migration import MigrationRefused, migrate
+    from faceaudit.batch import accountability_migration
+    from faceaudit.batch.accountability_migration import AccountabilityRefused
+    from faceaudit.batch.storage_migration import MigrationRefused, migrate, refuse_unless_empty
     from faceaudit.storage import ApproximateSearch, EmbeddedStore, PostgresStore, is_postgres_url
     from faceaudit.storage.embedded import DB_FILENAME as FACES_FILENAME
 
@@ -1340,11 +1342,13 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
         return 2
 
     data_dir = Path(args.data_dir)
+    target_dir = Path(args.target_data_dir) if args.target_data_dir else data_dir
     if not (data_dir / FACES_FILENAME).is_file():
         return fail(f"{data_dir} holds no embedded store ({FACES_FILENAME})")
     if not is_postgres_url(args.database):
         return fail(f"--database {args.database!r}: a postgresql://USER:PASSWORD@HOST/NAME URL")
     opened: list[Any] = []
+    faces_copied = False
     try:
         # read only; never an approximate graph built on the way
         source = EmbeddedStore(data_dir, approximate=ApproximateSearch(threshold=None))
@@ -1357,8 +1361,18 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
         opened.append(target)
         target_keys = PostgresKeyStore(args.database)
         opened.append(target_keys)
-        summary = migrate(source, source_keys, target, target_keys, progress=not args.quiet)
+        # every refusal comes before the first row is written
+        refuse_unless_empty(target)
+        prepared = accountability_migration.prepare(data_dir, args.database, target_dir)
+        faces_copied = True  # from here on a failure leaves rows in the database
+        summary = migrate(source, source_keys, target, target_keys, accountability=prepared,
+                          progress=not args.quiet)
     except MigrationRefused as error:
+        return fail(str(error))
+    except AccountabilityRefused as error:
+        if faces_copied:
+            return fail(f"{error}. The faces and keys were copied, the accountability data was not: drop the "
+                        "database's tables (or use a new database or schema) before migrating again")
         return fail(str(error))
     except (RekognitionError, KeyStoreError) as error:
         return fail(getattr(error, "message", None) or str(error))
@@ -1367,9 +1381,16 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
             store.close()
     print(json.dumps(summary.as_dict(), indent=2))
     faces = sum(c["faces"] for c in summary.collections.values())
-    print(f"storage migrate: {len(summary.collections)} collections, {faces} faces, {summary.keys} keys copied"
-          f"{'' if summary.ok else '; the check found differences: ' + '; '.join(summary.problems)}. "
-          "Not copied: tags and use policies, moratoria, budgets, review items and the search log "
+    carried = summary.accountability
+    assert carried is not None
+    rows = sum(t["source"] for t in carried.tables.values())
+    log = carried.search_log.get("target") or {}
+    print(f"storage migrate: {len(summary.collections)} collections, {faces} faces, {summary.keys} keys, "
+          f"{rows} accountability rows in {len(carried.tables)} tables ({carried.review_pictures} review pictures"
+          + (f"; the search log verifies on PostgreSQL: {log['records']} records, head {log['head_hash'][:16]}..."
+             if log.get("ok") else "") + ") copied"
+          + ("" if summary.ok else "; the check found differences: " + "; ".join(summary.problems))
+          + f". Review key: {carried.review_key}. Not copied: console sessions, the purge lease, schema versions "
           "(docs/scale.md).", file=sys.stderr)
     return 0 if summary.ok else 1
 
@@ -1378,15 +1399,20 @@ def _add_storage_parser(commands) -> None:
     storage = commands.add_parser("storage", help="move a data folder's store into PostgreSQL")
     actions = storage.add_subparsers(dest="action", required=True)
     move = actions.add_parser(
-        "migrate", help="copy DATA_DIR's collections, faces, UserIDs and keys into an empty PostgreSQL",
+        "migrate", help="copy DATA_DIR's collections, faces, keys and accountability data into an empty PostgreSQL",
         description="Copy every collection (model version, creation time, search mode), face (FaceId, vector, "
-                    "bounding box, ExternalImageId...), UserID and association, and every access key, from the "
-                    "embedded store of DATA_DIR into the PostgreSQL database of --database, which must hold no "
-                    "collection. DATA_DIR is only read. The counts are checked at the end. Not copied: tags "
-                    "and use policies, moratoria, budgets, review items, the search log (docs/scale.md).")
+                    "bounding box, ExternalImageId...), UserID and association, every access key, and the "
+                    "accountability data (tags and use policies, moratoria, budgets, review items and their sealed "
+                    "pictures, the search log with its checkpoints, the retention ledger) from DATA_DIR into the "
+                    "PostgreSQL database of --database, which must hold none of them. DATA_DIR is only read. The "
+                    "counts, and the search log's chain and head, are checked at the end. Not copied: console "
+                    "sessions, the purge lease (docs/scale.md).")
     move.add_argument("--data-dir", required=True, help="the embedded store's data folder (as `faceaudit serve`)")
     move.add_argument("--database", required=True, metavar="URL",
                       help="postgresql://USER:PASSWORD@HOST:PORT/NAME (pgvector), as `faceaudit serve --database`")
+    move.add_argument("--target-data-dir", metavar="DIR",
+                      help="the data directory the server on the database will use (default: DATA_DIR): "
+                           "review.key, which seals the review pictures, is copied there")
     move.add_argument("--quiet", action="store_true", help="no progress bar")
     move.set_defaults(func=cmd_storage_migrate)
 

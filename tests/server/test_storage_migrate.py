@@ -1,7 +1,8 @@
 """`faceaudit storage migrate`: a data folder made through the service, copied into PostgreSQL,
 answers the same through a server on that database (the same FaceIds and similarities, the same
-listings, users and keys), the folder is left as it was, and a database that already holds
-collections is refused."""
+listings, users and keys, the search log continued), the folder is left as it was, and a database
+that already holds collections is refused. (The accountability data in detail, without models:
+tests/batch/test_accountability_migration.py.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 
 import pytest
+from botocore.exceptions import ClientError
 
 from faceaudit.storage import EmbeddedStore
 from support.images import encode
@@ -78,17 +80,21 @@ def test_a_migrated_data_folder_answers_the_same_from_postgresql(
     ops = json.loads(cli("keys", "create", "--data-dir", data_dir, "--name", "ops", "--role", "operator").stdout)
     cli("keys", "create", "--data-dir", data_dir, "--name", "old", "--role", "auditor")
     cli("keys", "revoke", "old", "--data-dir", data_dir)
+    cli("moratorium", "set", "--key", "ops", "--reason", "laptop lost", "--data-dir", data_dir)
     before = answers(client, photos)
     server.stop()
 
     database = postgres_database()
-    moved = cli("storage", "migrate", "--data-dir", data_dir, "--database", database, "--quiet")
+    moved = cli("storage", "migrate", "--data-dir", data_dir, "--database", database, "--quiet",
+                "--target-data-dir", tmp_path / "postgres-server")
     summary = json.loads(moved.stdout)
     assert summary["ok"] and summary["problems"] == []
     assert summary["collections"] == {"people": {"faces": len(face_ids) - 1, "users": 2, "associations": 2},
                                       "empty": {"faces": 0, "users": 0, "associations": 0}}
     assert summary["keys"] == 3  # the server's initial key, ops, and the revoked one
-    assert "Not copied: tags and use policies" in moved.stderr
+    migrated_log = summary["accountability"]["search_log"]["target"]
+    assert migrated_log["ok"] and migrated_log["records"] > 0  # the requests above were logged, and came along
+    assert "the search log verifies on PostgreSQL" in moved.stderr
 
     # The folder is as it was: the same answers from it.
     store = EmbeddedStore(data_dir)
@@ -98,12 +104,20 @@ def test_a_migrated_data_folder_answers_the_same_from_postgresql(
     assert answers(again.client(), photos) == before
     again.stop()
 
-    # A server on the database (with a data folder of its own) answers the same, keys included.
+    # A server on the database (with a data folder of its own, given review.key) answers the same, keys
+    # included, and its log is the folder's, continued.
     on_postgres = start_faceaudit_server(tmp_path / "postgres-server", extra_args=("--database", database))
     assert answers(on_postgres.client(), photos) == before
+    verified = on_postgres.faceaudit_client().verify_search_log()
+    assert verified["Ok"] and verified["Records"] > migrated_log["records"], verified
+    assert verified["LogId"] == migrated_log["log_id"]
     operator = on_postgres.client(access_key_id=ops["AccessKey"]["AccessKeyId"],
                                   secret_access_key=ops["AccessKey"]["SecretAccessKey"])
     assert set(operator.list_collections()["CollectionIds"]) == {"people", "empty"}
+    with pytest.raises(ClientError) as refused:  # the folder's moratorium on that key holds on PostgreSQL
+        operator.search_faces_by_image(CollectionId="people", Image={"Bytes": photos[0]})
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "moratorium" in refused.value.response["Error"]["Message"] and "laptop lost" in str(refused.value)
 
     # Into a database that holds collections: refused, nothing changed.
     refused = cli("storage", "migrate", "--data-dir", data_dir, "--database", database, "--quiet", expect=2)

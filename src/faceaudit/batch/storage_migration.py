@@ -1,20 +1,32 @@
-"""``faceaudit storage migrate``: copy an embedded data folder's faces and keys into PostgreSQL.
+"""``faceaudit storage migrate``: copy an embedded data folder into PostgreSQL (faces, keys, accountability).
 
-Through the stores' own interfaces (FaceStore, KeyStore), so each row is written by the code
-that writes it for a request: for every collection of the source, the collection (its model
-version and creation time), its search mode, its faces in insertion order (the same FaceIds,
-ImageIds, ExternalImageIds, bounding boxes, confidences, model versions and vectors, a page
-of faces per transaction), its UserIDs and their associations; then every access key, revoked
-ones included, with its id, secret, name, role, unit and dates.
+Faces and keys go through the stores' own interfaces (FaceStore, KeyStore), so each row is
+written by the code that writes it for a request: for every collection of the source, the
+collection (its model version and creation time), its search mode, its faces in insertion
+order (the same FaceIds, ImageIds, ExternalImageIds, bounding boxes, confidences, model
+versions and vectors, a page of faces per transaction), its UserIDs and their associations;
+then every access key, revoked ones included, with its id, secret, name, role, unit and dates.
 
-The target must hold no collection (a half-migrated or live database is refused, so nothing
-there is overwritten or merged). The source is only read. At the end the counts of both are
-compared, collection by collection (faces, users, FaceIds, associations) and for the keys;
-any difference is reported and the command fails.
+The accountability data -- collection tags (use policies, retention tags), moratoria, search
+budgets, review items with their sealed pictures, the search log with its checkpoints and
+signing public keys, the retention ledger -- is copied row for row, by table and column name,
+in one PostgreSQL transaction (faceaudit.batch.accountability_migration, which says how): the
+same ids and sequence numbers, so the log's hash chain and its signed checkpoints verify there
+with the same head, checked before the transaction commits and again through the log's own
+reader after. ``review.key`` (which seals the pictures) goes to the PostgreSQL host's data
+directory when that is another one.
 
-Not copied: the accountability data (collection tags and use policies, moratoria, budgets,
-review items, the search log), which live in their own files of the data folder, and the
-audit caches; nor NextTokens (a listing started on the old store must start again).
+The target must hold no collection and no accountability row (a half-migrated or live
+database is refused, so nothing there is overwritten or merged); everything that refuses is
+checked before the first row is written. The source is only read (an older accountability
+file is brought to this code's schema first, as a server starting on it would). At the end the
+counts of both are compared, collection by collection (faces, users, FaceIds, associations),
+for the keys, and table by table for the accountability data (with the log's head hash); any
+difference is reported and the command fails.
+
+Not copied: console sign-in sessions (per data directory), the retention purge lease and the
+schema-version rows (each database keeps its own), the audit caches; nor NextTokens of face
+listings (a listing started on the old store must start again).
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from typing import Any
 
 from faceaudit.access import SQLiteKeyStore
 from faceaudit.audit.targets.progress import progress_bar
+from faceaudit.batch.accountability_migration import AccountabilityCopy, Prepared, carry
 from faceaudit.storage import FaceStore, PostgresStore, StoredFace
 
 PAGE = 1000  # faces read and written per transaction
@@ -42,6 +55,7 @@ class MigrationSummary:
     keys_already_there: int = 0
     search_modes: dict[str, str] = field(default_factory=dict)  # collections whose mode was changed, and why
     problems: list[str] = field(default_factory=list)  # what the final check found different
+    accountability: AccountabilityCopy | None = None  # None: not asked for
 
     @property
     def ok(self) -> bool:
@@ -50,7 +64,8 @@ class MigrationSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "collections": self.collections, "keys": self.keys,
                 "keys_already_there": self.keys_already_there, "search_modes": self.search_modes,
-                "problems": self.problems}
+                "problems": self.problems,
+                "accountability": None if self.accountability is None else self.accountability.as_dict()}
 
 
 def _collection_ids(store: FaceStore) -> list[str]:
@@ -106,15 +121,22 @@ def _target_mode(source_mode: str) -> tuple[str, str | None]:
     return "auto", None
 
 
-def migrate(source: FaceStore, source_keys: SQLiteKeyStore, target: PostgresStore, target_keys: SQLiteKeyStore,
-            *, progress: bool = True) -> MigrationSummary:
-    """Copy every collection, face, UserID, association and key of ``source`` into ``target``
-    (see the module docstring). MigrationRefused if ``target`` holds a collection."""
+def refuse_unless_empty(target: FaceStore) -> None:
+    """MigrationRefused if ``target`` holds a collection."""
     held = _collection_ids(target)
     if held:
         raise MigrationRefused(f"the target database already holds {len(held)} collection(s) "
                                f"({', '.join(held[:5])}{'...' if len(held) > 5 else ''}): migrate into an "
                                "empty database (or schema) only")
+
+
+def migrate(source: FaceStore, source_keys: SQLiteKeyStore, target: PostgresStore, target_keys: SQLiteKeyStore,
+            *, accountability: Prepared | None = None, progress: bool = True) -> MigrationSummary:
+    """Copy every collection, face, UserID, association and key of ``source`` into ``target``
+    (see the module docstring), then the accountability data ``accountability`` prepared
+    (accountability_migration.prepare, which checks the target before anything is written).
+    MigrationRefused if ``target`` holds a collection."""
+    refuse_unless_empty(target)
     summary = MigrationSummary()
     collections = [source.describe_collection(cid) for cid in _collection_ids(source)]
     total = sum(c.face_count for c in collections)
@@ -156,6 +178,9 @@ def migrate(source: FaceStore, source_keys: SQLiteKeyStore, target: PostgresStor
         else:
             summary.keys_already_there += 1
     _verify(source, source_keys, target, target_keys, summary)
+    if accountability is not None:
+        summary.accountability = carry(accountability)
+        summary.problems += summary.accountability.problems
     return summary
 
 
