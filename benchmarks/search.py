@@ -199,34 +199,59 @@ def exact_rows(n, gallery, queries) -> tuple[list[dict], list[list[int]], ExactI
     return rows, answers, index
 
 
-def embedded_rows(n, index: ExactIndex, queries, truth, params: HnswParams, sweep, workdir: Path) -> list[dict]:
+def _full_rerank(snapshot, query) -> list[int]:
+    """The search as the store ran it before 2026-12-02: every candidate re-ranked exactly
+    (``--compare-full-rerank`` times it beside today's cut at the k-th float32 distance)."""
+    from faceaudit.storage.vector_index import _sorted_hits
+
+    exact, q = snapshot.exact, np.asarray(query, dtype=np.float32)
+    labels, _ = snapshot.graph.search(q, snapshot.graph.params.candidates(K))
+    positions = exact.positions_if_present(labels)
+    return _sorted_hits(exact.ids[positions], exact.exact_distances(positions, q), K, None).ids[:K].tolist()
+
+
+def embedded_rows(n, index: ExactIndex, queries, truth, params: HnswParams, sweep, workdir: Path,
+                  keep_dir: Path | None = None, compare_full_rerank: bool = False) -> list[dict]:
+    """Rows for the embedded graph; with ``keep_dir`` the graph file is kept there and reused by
+    the next run at the same size and shape (the synthetic set is seeded, so it is the same graph)."""
     from faceaudit.storage.approximate_index import ApproximateSnapshot
 
     exact = index.snapshot()
-    start = time.perf_counter()
-    graph = build_graph(exact, params)
-    build = time.perf_counter() - start
-    file = GraphFile(workdir / "bench.hnsw")
-    file.save(graph, collection=1)
+    kept = None if keep_dir is None else keep_dir / f"search-n{n}-m{params.m}-efc{params.ef_construction}.hnsw"
+    file = GraphFile(kept or workdir / "bench.hnsw")
+    if kept is not None and kept.exists():
+        build = json.loads(kept.with_suffix(".json").read_text())["build_s"]  # from the run that built it
+        print(f"n={n}: reusing the graph in {kept} (built in {build:.0f} s)", flush=True)
+    else:
+        start = time.perf_counter()
+        graph = build_graph(exact, params)
+        build = time.perf_counter() - start
+        file.save(graph, collection=1)
+        if kept is not None:
+            kept.with_suffix(".json").write_text(json.dumps({"build_s": build}))
+        del graph
     start = time.perf_counter()
     loaded = file.load(1, DIM, params)
     load = time.perf_counter() - start
     size_mb = file.path.stat().st_size / 2**20
-    file.remove()
+    if kept is None:
+        file.remove()
     exact_mb = (exact.matrix.nbytes + exact.ids.nbytes + exact.sqnorms.nbytes + exact.groups.nbytes) / 2**20
-    del graph
     gc.collect()
     rows = []
+    shape = "" if (params.m, params.ef_construction) == (HnswParams.m, HnswParams.ef_construction) \
+        else f"-m{params.m}-efc{params.ef_construction}"  # another graph than the shipped one
     for ef in [params.ef_search, *[e for e in sweep if e != params.ef_search]]:
         variant = HnswParams(params.m, params.ef_construction, ef, params.overfetch)
         snapshot = ApproximateSnapshot(exact, HnswGraph(DIM, variant, index=loaded._index, watermark=loaded.watermark))
-        answers, seconds = timed_searches(lambda q, s=snapshot: s.nearest(q, K).ids[:K].tolist(), queries)
-        shape = "" if (params.m, params.ef_construction) == (HnswParams.m, HnswParams.ef_construction) \
-            else f"-m{params.m}-efc{params.ef_construction}"  # another graph than the shipped one
         name = f"embedded-hnsw{shape}" if ef == params.ef_search else f"embedded-hnsw{shape}-ef{ef}"
-        rows.append(row(name, n, seconds, answers, truth, build, exact_mb + size_mb, load_s=round(load, 2),
-                        m=params.m, ef_construction=params.ef_construction, ef_search=ef,
-                        candidates=variant.candidates(K)))
+        extra = {"load_s": round(load, 2), "m": params.m, "ef_construction": params.ef_construction,
+                 "ef_search": ef, "candidates": variant.candidates(K)}
+        if compare_full_rerank:  # the same queries, the same graph, just before today's search
+            answers, seconds = timed_searches(lambda q, s=snapshot: _full_rerank(s, q), queries)
+            rows.append(row(f"{name}-full-rerank", n, seconds, answers, truth, build, exact_mb + size_mb, **extra))
+        answers, seconds = timed_searches(lambda q, s=snapshot: s.nearest(q, K).ids[:K].tolist(), queries)
+        rows.append(row(name, n, seconds, answers, truth, build, exact_mb + size_mb, **extra))
     return rows
 
 
@@ -357,6 +382,10 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=HnswParams.m, help="graph neighbours (try another graph shape)")
     parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction,
                         help="graph build effort (try another graph shape)")
+    parser.add_argument("--keep-graph", type=Path, metavar="DIR",
+                        help="keep the embedded graph's file in DIR and reuse it in the next run (same size and shape)")
+    parser.add_argument("--compare-full-rerank", action="store_true",
+                        help="also time the search re-ranking every candidate (the store before the k-th cut)")
     parser.add_argument("--pg-ef", type=int, nargs="+", default=[40, 100, 200, 400, 800])
     parser.add_argument("--pg-build-limit", type=float, default=None, metavar="SECONDS",
                         help="cancel PostgreSQL's HNSW build after this long (the exact row is kept)")
@@ -397,7 +426,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="faceaudit-search-bench-") as tmp:
             if "embedded" in args.methods:
                 faiss.omp_set_num_threads(os.cpu_count() or 1)
-                rows += embedded_rows(n, index, queries, truth, params, args.ef_sweep, Path(tmp))
+                rows += embedded_rows(n, index, queries, truth, params, args.ef_sweep, Path(tmp),
+                                     args.keep_graph, args.compare_full_rerank)
                 faiss.omp_set_num_threads(1)
             if "postgresql" in args.methods:
                 rows += postgresql_rows(n, gallery, queries, truth, args.pg_ef,

@@ -23,7 +23,7 @@ from faceaudit.storage.approximate_index import (
     build_graph,
 )
 from faceaudit.storage.embedded import ApproximateSearch
-from faceaudit.storage.vector_index import NO_GROUP, ExactIndex
+from faceaudit.storage.vector_index import NO_GROUP, ExactIndex, _sorted_hits
 
 SMALL = HnswParams(m=16, ef_construction=64, ef_search=32, overfetch=2)
 TINY = HnswParams(m=4, ef_construction=8, ef_search=4, overfetch=1)  # misses on purpose
@@ -67,6 +67,34 @@ def test_graph_proposes_exact_distances_and_never_returns_removed_rows():
     assert index.snapshot().nearest(query, 1).ids.tolist() == [len(ids) + 10]
     assert index.graph.watermark == len(ids) + 10
     assert len(ids) + 10 not in snap.nearest(query, 5).ids.tolist()  # added after that snapshot
+
+
+def test_reranking_only_the_rows_near_the_kth_loses_nothing():
+    """The search re-ranks only candidates whose float32 distance is near the k-th; the answer
+    must equal re-ranking every candidate the graph proposed - ties, duplicates and 0 included."""
+    rng = np.random.default_rng(5)
+    vectors = hard_vectors(rng, 1500, 4)
+    vectors[100:110] = vectors[99]  # eleven copies of one face: ties straddle every k up to 10
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    index = ApproximateIndex(128)
+    index.reset(ids, vectors, np.full(len(ids), NO_GROUP))
+    index.install_graph(build_graph(index.exact_snapshot(), SMALL))
+    index.remove([3, 50])
+    snap = index.snapshot()
+    assert isinstance(snap, ApproximateSnapshot)
+    exact = index.exact_snapshot()
+    queries = [vectors[99], vectors[99] + 1e-4, vectors[3] + 0.001, *(vectors[rng.integers(0, 6000, 20)] + 0.01)]
+    for query in queries:
+        for k in (1, 5, 10, 12):
+            q = np.asarray(query, dtype=np.float32)
+            labels, _ = snap.graph.search(q, snap.graph.params.candidates(k))
+            positions = exact.positions_if_present(labels)
+            positions = positions[exact.alive[positions]] if exact.alive is not None else positions
+            every = _sorted_hits(exact.ids[positions], exact.exact_distances(positions, q), k, None)
+            hits = snap.nearest(query, k)
+            assert hits.ids.tolist() == every.ids.tolist()
+            assert hits.distances.tolist() == every.distances.tolist()
+    assert len(snap.nearest(vectors[99], 3).ids) == 11  # the tied copies all come back
 
 
 def test_recall_on_a_hard_synthetic_set():
