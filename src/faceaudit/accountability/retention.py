@@ -67,7 +67,7 @@ from faceaudit.errors import InternalServerError, InvalidParameterException, Res
 from faceaudit.storage import FaceStore
 from faceaudit.storage.base import FACE_ID_LIST_MAX, PAGE_SIZE_MAX, USER_FACE_ID_LIST_MAX
 from faceaudit.storage.migrations import Step
-from faceaudit.storage.sql_database import POSTGRES, Connection, open_database
+from faceaudit.storage.sql_database import SqlStore, StoreSchema, open_database, postgres_ddl
 
 __all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeReport", "Retention", "RetentionLedger",
            "RetentionPeriods", "RetentionPurger", "open_retention", "purge_record", "record_retention_change"]
@@ -95,26 +95,12 @@ _SCHEMA = [
     )""",
     "INSERT INTO purge_lease (name) VALUES ('purge')",
 ]
-_POSTGRES_SCHEMA = [
-    """CREATE TABLE faces_seen (
-        collection TEXT   NOT NULL,
-        face_id    TEXT   NOT NULL,
-        seen_ms    BIGINT NOT NULL,
-        PRIMARY KEY (collection, face_id)
-    )""",
-    "CREATE INDEX faces_seen_by_time ON faces_seen (collection, seen_ms)",
-    """CREATE TABLE purge_lease (
-        name         TEXT PRIMARY KEY,
-        holder       TEXT,
-        until_ms     BIGINT NOT NULL DEFAULT 0,
-        last_done_ms BIGINT NOT NULL DEFAULT 0
-    )""",
-    "INSERT INTO purge_lease (name) VALUES ('purge')",
-]
-# faceaudit.storage.migrations, per database flavour: version 1 creates the schema; a change is a new version.
+# faceaudit.storage.migrations, per database flavour: version 1 creates the schema (the one retention.db
+# has had from the start); a change is a new version. PostgreSQL: the same tables in its types.
 MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
-POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: list(_POSTGRES_SCHEMA)}
+POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [postgres_ddl(statement) for statement in _SCHEMA]}
 POSTGRES_VERSION_TABLE = "retention_schema_version"
+_STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
 _LEDGER_LOCK = 0x72657465  # "rete": the advisory lock of every change to the ledger and the lease
 
 
@@ -136,7 +122,7 @@ class ReviewItems(Protocol):
     def forget_faces(self, collection_id: str, face_ids: list[str]) -> None: ...
 
 
-class RetentionLedger:
+class RetentionLedger(SqlStore):
     """When each face was indexed (or first seen), and the purge lease: in ``data_dir/retention.db``,
     or in the PostgreSQL database ``database`` names (a postgresql:// URL; None: the SQLite file),
     shared there by every server on it."""
@@ -146,66 +132,44 @@ class RetentionLedger:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / LEDGER_FILENAME
         # NORMAL: a row lost to a power cut is noted again by the next purge, later, never earlier.
-        self._db = open_database(database, self.path, lock=_LEDGER_LOCK, name="retention",
-                                 unavailable=InternalServerError, busy_timeout=busy_timeout,
-                                 pragmas=("synchronous = NORMAL",), pool_size=pool_size)
-        if self._db.flavour == POSTGRES:
-            self._db.migrate(POSTGRES_MIGRATIONS, error=InternalServerError, table=POSTGRES_VERSION_TABLE)
-        else:  # version 1 is the schema retention.db has had from the start
-            self._db.migrate(MIGRATIONS, error=InternalServerError, table="schema_version")
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._db.write() as conn:
-            yield conn
-
-    def _rows(self, sql: str, parameters: tuple = ()) -> list:
-        with self._db.read() as conn:
-            return conn.execute(sql, parameters).fetchall()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> RetentionLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(open_database(database, self.path, lock=_LEDGER_LOCK, name="retention",
+                                       unavailable=InternalServerError, busy_timeout=busy_timeout,
+                                       pragmas=("synchronous = NORMAL",), pool_size=pool_size, schema=_STORE_SCHEMA))
 
     def note_faces(self, collection_id: str, face_ids: Iterable[str], at: datetime) -> None:
         """These faces exist since ``at`` (a face already noted keeps its earlier time)."""
         rows = [(collection_id, str(f), _ms(at)) for f in face_ids]
         if rows:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 conn.executemany("INSERT INTO faces_seen (collection, face_id, seen_ms) VALUES (?, ?, ?) "
                                  "ON CONFLICT (collection, face_id) DO NOTHING", rows)
 
     def seen(self, collection_id: str, face_id: str) -> datetime | None:
-        rows = self._rows("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
-                          (collection_id, face_id))
+        rows = self._db.rows("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
+                             (collection_id, face_id))
         return datetime.fromtimestamp(rows[0][0] / 1000, UTC) if rows else None
 
     def seen_before(self, collection_id: str, before_ms: int) -> list[str]:
-        return [r[0] for r in self._rows(
+        return [r[0] for r in self._db.rows(
             "SELECT face_id FROM faces_seen WHERE collection = ? AND seen_ms <= ? ORDER BY seen_ms, face_id",
             (collection_id, before_ms))]
 
     def collections(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT collection FROM faces_seen ORDER BY collection")]
+        return [r[0] for r in self._db.rows("SELECT DISTINCT collection FROM faces_seen ORDER BY collection")]
 
     def forget_faces(self, collection_id: str, face_ids: Iterable[str]) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany("DELETE FROM faces_seen WHERE collection = ? AND face_id = ?",
                              [(collection_id, str(f)) for f in face_ids])
 
     def forget_collection(self, collection_id: str) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.execute("DELETE FROM faces_seen WHERE collection = ?", (collection_id,))
 
     def take_lease(self, holder: str, now_ms: int, *, interval_ms: int | None, lease_ms: int) -> bool:
         """Become the one purging, if no live lease is held and (with ``interval_ms``) the last
         purge finished at least that long ago. True if taken."""
-        with self._write() as conn:  # under the ledger's write lock: one taker at a time, on every host
+        with self._db.write() as conn:  # under the ledger's write lock: one taker at a time, on every host
             held_by, until_ms, last_done_ms = conn.execute(
                 "SELECT holder, until_ms, last_done_ms FROM purge_lease WHERE name = 'purge'").fetchone()
             if held_by is not None and held_by != holder and until_ms > now_ms:
@@ -217,7 +181,7 @@ class RetentionLedger:
             return True
 
     def release_lease(self, holder: str, now_ms: int, *, done: bool) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             if done:
                 conn.execute("UPDATE purge_lease SET holder = NULL, until_ms = 0, last_done_ms = ? "
                              "WHERE name = 'purge' AND holder = ?", (now_ms, holder))

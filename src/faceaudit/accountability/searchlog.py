@@ -91,7 +91,15 @@ from faceaudit.accountability.merkle import (
     verify_inclusion,
 )
 from faceaudit.storage.migrations import Step, latest_version
-from faceaudit.storage.sql_database import POSTGRES, Connection, Database, open_database
+from faceaudit.storage.sql_database import (
+    Connection,
+    Database,
+    PostgresDatabase,
+    SQLiteDatabase,
+    SqlStore,
+    StoreSchema,
+    open_database,
+)
 
 __all__ = [
     "DB_FILENAME",
@@ -175,21 +183,13 @@ MIGRATIONS: dict[int, list[Step]] = {
 POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [*_TABLES, _new_log_id]}
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 POSTGRES_VERSION_TABLE = "searchlog_schema_version"
+_STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
 
 
-def _open_log_database(data_dir: Path, database: str | None) -> Database:
+def _open_log_database(data_dir: Path, database: str | None) -> SQLiteDatabase | PostgresDatabase:
     """The log's tables (migrated to this code's schema): ``data_dir/searchlog.db`` or PostgreSQL."""
-    db = open_database(database, data_dir / DB_FILENAME, lock=_LOG_LOCK, name="search log",
-                       unavailable=SearchLogError, busy_timeout=BUSY_TIMEOUT_S, pool_size=2)
-    try:
-        if db.flavour == POSTGRES:
-            db.migrate(POSTGRES_MIGRATIONS, error=SearchLogError, table=POSTGRES_VERSION_TABLE)
-        else:
-            db.migrate(MIGRATIONS, error=SearchLogError, table="schema_version")
-    except BaseException:
-        db.close()
-        raise
-    return db
+    return open_database(database, data_dir / DB_FILENAME, lock=_LOG_LOCK, name="search log",
+                         unavailable=SearchLogError, busy_timeout=BUSY_TIMEOUT_S, pool_size=2, schema=_STORE_SCHEMA)
 
 
 def _postgres_log_exists(database: str) -> bool:
@@ -614,7 +614,7 @@ class _Refused:
     flush_asked: bool = False  # note_refused has said "flush now" since the last flush
 
 
-class SearchLog:
+class SearchLog(SqlStore):
     """The Recorder of PLAN.md over ``DATA_DIR/searchlog.db``: ``append(record)`` -> stored record.
 
     ``database``: a postgresql:// URL (the server's ``--database``): the log's tables are there,
@@ -653,7 +653,7 @@ class SearchLog:
         self._refused = _Refused()
         self._closed = False
         try:
-            self._db = _open_log_database(self.data_dir, database)
+            super().__init__(_open_log_database(self.data_dir, database))
         except Exception as error:
             if isinstance(error, SearchLogError):
                 raise
@@ -1005,8 +1005,7 @@ def read_data_dir(data_dir: str | os.PathLike, database: str | None = None) -> L
             public_key = base64.b64encode(_public_raw(loaded.public_key())).decode("ascii")
     db = _open_log_database(data_dir, database)
     try:
-        with db.read() as conn:
-            meta = dict(conn.execute("SELECT name, value FROM searchlog_meta").fetchall())
+        meta = dict(db.rows("SELECT name, value FROM searchlog_meta"))
         texts, checkpoints, keys = _read_tables(db)
     except db.errors as error:
         raise SearchLogError(f"cannot read the search log {db.describe}: {error}") from None
