@@ -69,7 +69,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,8 @@ from faceaudit.accountability.merkle import (
 )
 from faceaudit.storage.migrations import Step, latest_version
 from faceaudit.storage.sql_database import (
+    POSTGRES,
+    SQLITE,
     Connection,
     Database,
     PostgresDatabase,
@@ -147,6 +149,9 @@ DEFAULT_CHECKPOINT_SECONDS = 300.0
 DEFAULT_REFUSED_INTERVAL = 60.0
 BUSY_TIMEOUT_S = 30.0
 _LOG_LOCK = 0x736C6F67  # "slog": the advisory lock every append takes (one chain for all hosts)
+MAX_READ_BATCH = 4096  # records one statement of newest_texts reads at the most
+# "the record's text contains ?", exactly (case and all), in each database's words
+_CONTAINS = {SQLITE: "instr(record, ?) > 0", POSTGRES: "strpos(record, ?) > 0"}
 
 _TABLES = [
     "CREATE TABLE searchlog_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -840,6 +845,34 @@ class SearchLog(SqlStore):
         return stored
 
     # -- reading
+
+    def newest_texts(self, *, below: int | None = None, containing: Sequence[str] = (),
+                     batch: int = 100) -> Iterator[tuple[int, str]]:
+        """(seq, stored text) of the records with a seq below ``below`` (None: every record), newest
+        first, whose text contains each string of ``containing`` (tested by the database: the other
+        texts are never read out of it).
+
+        Read in statements of ``batch`` records, then more each time (up to MAX_READ_BATCH), so a
+        caller that stops early reads little. Each statement continues below the last seq read, and
+        records are only ever appended (above the head), so the statements agree with one another
+        while the log grows."""
+        where = [_CONTAINS[self._db.flavour]] * len(containing)
+        size = max(1, int(batch))
+        while True:
+            bound = [] if below is None else ["seq < ?"]
+            sql = ("SELECT seq, record FROM searchlog_records"
+                   + (" WHERE " + " AND ".join(where + bound) if where or bound else "")
+                   + " ORDER BY seq DESC LIMIT ?")
+            try:
+                rows = self._db.rows(sql, [*containing, *([] if below is None else [below]), size])
+            except self._db.errors as error:
+                raise SearchLogError(f"the search log {self.describe} could not be read: {error}") from error
+            for seq, text in rows:
+                yield int(seq), str(text)
+            if len(rows) < size:
+                return
+            below = int(rows[-1][0])
+            size = min(size * 4, MAX_READ_BATCH)
 
     def snapshot(self) -> tuple[list[str], list[dict[str, Any]]]:
         """(record texts, checkpoints), read in one transaction so they agree."""
