@@ -34,6 +34,11 @@ between a face's deletion and the record reports it at the next purge. Every ser
 at start and then every :data:`PURGE_INTERVAL_S`; a lease row in the ledger lets one process
 of those sharing a data directory (or a PostgreSQL database) purge at a time
 (:meth:`Retention.purge_if_due`), and a killed holder's lease expires after :data:`LEASE_S`.
+A purge works in bounded steps (a collection, a page of its faces, a chunk of deletions, the
+review purge) and renews its lease between them once a third of it has passed, so a purge that
+runs longer than the lease keeps it; one that finds the lease taken over (a single step outlived
+the lease and another process took it) stops there with :class:`PurgeLeaseLost`, and what it had
+deleted is reported by the next purge, as after a kill.
 
 Only the FaceStore interface is used, so the purge is the same over PostgreSQL.
 """
@@ -43,8 +48,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,7 +75,7 @@ from faceaudit.storage.base import FACE_ID_LIST_MAX, PAGE_SIZE_MAX, USER_FACE_ID
 from faceaudit.storage.migrations import Step
 from faceaudit.storage.sql_database import SqlStore, StoreSchema, open_database, postgres_ddl
 
-__all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeReport", "Retention", "RetentionLedger",
+__all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeLeaseLost", "PurgeReport", "Retention", "RetentionLedger",
            "RetentionPeriods", "RetentionPurger", "open_retention", "purge_record", "record_retention_change"]
 
 LEDGER_FILENAME = "retention.db"
@@ -180,6 +186,16 @@ class RetentionLedger(SqlStore):
                          (holder, now_ms + lease_ms))
             return True
 
+    def renew_lease(self, holder: str, now_ms: int, *, lease_ms: int) -> bool:
+        """Extend ``holder``'s lease to ``now_ms + lease_ms``; False when it holds it no longer
+        (it lapsed and another process took it)."""
+        with self._db.write() as conn:
+            held_by = conn.execute("SELECT holder FROM purge_lease WHERE name = 'purge'").fetchone()[0]
+            if held_by != holder:
+                return False
+            conn.execute("UPDATE purge_lease SET until_ms = ? WHERE name = 'purge'", (now_ms + lease_ms,))
+            return True
+
     def release_lease(self, holder: str, now_ms: int, *, done: bool) -> None:
         with self._db.write() as conn:
             if done:
@@ -188,6 +204,31 @@ class RetentionLedger(SqlStore):
             else:
                 conn.execute("UPDATE purge_lease SET holder = NULL, until_ms = 0 WHERE name = 'purge' "
                              "AND holder = ?", (holder,))
+
+
+class PurgeLeaseLost(InternalServerError):
+    """A purge found its lease taken over by another process (one of its steps outlived the lease): it stopped."""
+
+
+class _HeldLease:
+    """The purge lease while this process purges: :meth:`keep` before each step renews it once a
+    third of it has passed (so it cannot lapse between steps), on the clock of the purge's ``now``."""
+
+    def __init__(self, ledger: RetentionLedger, holder: str, start_ms: int, lease_ms: int,
+                 clock: Callable[[], float]):
+        self.ledger, self.holder, self.start_ms, self.lease_ms, self.clock = ledger, holder, start_ms, lease_ms, clock
+        self.started = self.renewed = clock()
+
+    def keep(self) -> None:
+        at = self.clock()
+        if (at - self.renewed) * 1000 < self.lease_ms / 3:
+            return
+        if not self.ledger.renew_lease(self.holder, self.start_ms + int((at - self.started) * 1000),
+                                       lease_ms=self.lease_ms):
+            raise PurgeLeaseLost(f"the retention purge ran {at - self.started:.0f} s, longer than its lease "
+                                 f"({self.lease_ms / 1000:.0f} s) at one step, and another process took the "
+                                 "lease over: this purge stopped (the next one reports what it deleted)")
+        self.renewed = at
 
 
 @dataclass(frozen=True)
@@ -234,14 +275,17 @@ class Retention:
 
     ``state``: the collections' tags; ``store``: the faces (any FaceStore); ``review``: the
     review store (items, probes, crops); ``ledger``: when faces were indexed; ``recorder``:
-    the search log (a purge's record goes there)."""
+    the search log (a purge's record goes there). ``lease_s``: the purge lease; ``clock``: the
+    seconds its renewals are timed by."""
 
     def __init__(self, state: AccountabilityState, store: FaceStore, review: ReviewItems,
                  ledger: RetentionLedger, recorder: Recorder | None = None, *,
-                 policies: Mapping[str, UsePolicy] = POLICIES):
+                 policies: Mapping[str, UsePolicy] = POLICIES, lease_s: float = LEASE_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.state, self.store, self.review, self.ledger = state, store, review, ledger
         self.recorder = recorder
         self.policies = dict(policies)
+        self.lease_ms, self._clock = int(lease_s * 1000), clock
         self._holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._running = threading.Lock()
 
@@ -308,11 +352,12 @@ class Retention:
             return None
         try:
             interval = None if interval_s is None else int(interval_s * 1000)
-            if not self.ledger.take_lease(self._holder, _ms(now), interval_ms=interval, lease_ms=int(LEASE_S * 1000)):
+            if not self.ledger.take_lease(self._holder, _ms(now), interval_ms=interval, lease_ms=self.lease_ms):
                 return None
+            lease = _HeldLease(self.ledger, self._holder, _ms(now), self.lease_ms, self._clock)
             done = False
             try:
-                report = self.purge(now)
+                report = self._purge(now, lease.keep)
                 done = True
                 return report
             finally:
@@ -321,15 +366,21 @@ class Retention:
             self._running.release()
 
     def purge(self, now: datetime | None = None) -> PurgeReport:
-        """Delete every face, probe and review item past its collection's retention at ``now``."""
+        """Delete every face, probe and review item past its collection's retention at ``now``
+        (without the lease: :meth:`purge_if_due` takes it)."""
+        return self._purge(now, lambda: None)
+
+    def _purge(self, now: datetime | None, keep_lease: Callable[[], None]) -> PurgeReport:
+        """:meth:`purge`, calling ``keep_lease`` before each of its steps (PurgeLeaseLost stops it)."""
         now = now or datetime.now(UTC)
         now_ms = _ms(now)
         report = PurgeReport(now)
         stored = set(self.collection_ids())
         for collection_id in stored:
+            keep_lease()
             days = self.periods(collection_id).days["faces"]
             if days is not None:
-                self._purge_faces(collection_id, now, now_ms - days * DAY_MS, report)
+                self._purge_faces(collection_id, now, now_ms - days * DAY_MS, report, keep_lease)
         for collection_id in self.ledger.collections():
             if collection_id not in stored:  # deleted around the guard: nothing of it is left to keep
                 self.ledger.forget_collection(collection_id)
@@ -341,11 +392,13 @@ class Retention:
                                       now_ms - probes * DAY_MS if probes is not None else -1)
 
         def record(items: list[str], probes: list[str]) -> None:  # inside the review store's transaction
+            keep_lease()  # a lost lease undoes the item deletions: the next purge makes them
             report.items, report.probes = items, probes
             if not report.empty and self.recorder is not None:
                 stored_record = self.recorder.append(purge_record(report))
                 report.record_seq = stored_record.get("seq")
 
+        keep_lease()
         self.review.purge_before(cutoffs, record)
         for collection_id, face_ids in (*report.faces.items(), *report.faces_already_deleted.items()):
             self.ledger.forget_faces(collection_id, face_ids)  # only once a record names them
@@ -363,10 +416,12 @@ class Retention:
             if not token:
                 return found
 
-    def _purge_faces(self, collection_id: str, now: datetime, cutoff_ms: int, report: PurgeReport) -> None:
+    def _purge_faces(self, collection_id: str, now: datetime, cutoff_ms: int, report: PurgeReport,
+                     keep_lease: Callable[[], None]) -> None:
         token = None
         try:
             while True:  # faces indexed around the guard are counted from now
+                keep_lease()
                 faces, token = self.store.list_faces(collection_id, token, PAGE_SIZE_MAX)
                 self.ledger.note_faces(collection_id, [f.face_id for f in faces], now)
                 if not token:
@@ -377,6 +432,7 @@ class Retention:
         deleted: list[str] = []
         gone: list[str] = []
         for start in range(0, len(expired), FACE_ID_LIST_MAX):
+            keep_lease()
             chunk = expired[start:start + FACE_ID_LIST_MAX]
             present = self.store.get_faces(collection_id, chunk)
             present_ids = {f.face_id for f in present}
