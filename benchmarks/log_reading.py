@@ -54,8 +54,7 @@ def filled_log(data_dir: str, records: int) -> searchlog.SearchLog:
     log = searchlog.SearchLog(data_dir)
     body = searchlog._normalized(SEARCH)  # what append stores
     with log._db.write() as conn:
-        for _ in range(records):
-            log._insert(conn, body)
+        log._chain(conn, [body] * records)
     log.checkpoint()
     return log
 

@@ -738,10 +738,9 @@ class SearchLog(SqlStore):
                     raise SearchLogError("the search log is closed")
                 with self._db.write() as conn:
                     refused = self._take_refused(force=False)
-                    if refused is not None:
-                        self._insert(conn, refused)
-                    stored = [self._insert(conn, ticket.body) for ticket in batch]
-                    self._checkpoint_if_due(conn, stored[-1])
+                    stored = self._chain(conn, [ticket.body for ticket in batch] if refused is None
+                                         else [refused, *(ticket.body for ticket in batch)])
+                    stored = stored[len(stored) - len(batch):]
                 self.transactions += 1
         except Exception as error:  # nothing of the batch was written: every caller hears why
             if refused is not None:
@@ -754,20 +753,26 @@ class SearchLog(SqlStore):
         for ticket, record in zip(batch, stored):
             ticket.stored, ticket.done = record, True
 
-    def _insert(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
-        head = conn.execute("SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, ZERO_HASH)
-        stored = {**body, "seq": seq, "prev": prev}
-        stored["hash"] = record_hash(stored)
-        conn.execute("INSERT INTO searchlog_records (seq, hash, record) VALUES (?, ?, ?)",
-                     (seq, stored["hash"], canonical(stored)))
+    def _chain(self, conn: Connection, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append ``bodies`` to the chain inside the write transaction ``conn`` (and sign a checkpoint
+        when one is due); returns them as stored. One statement reads the head and the last
+        checkpoint, one inserts every record: with PostgreSQL each statement is a round trip."""
+        seq, prev, last_seq, last_at = conn.execute(
+            "SELECT r.seq, r.hash, c.seq, c.at FROM (SELECT 1 AS one) o "
+            "LEFT JOIN (SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1) r ON 1 = 1 "
+            "LEFT JOIN (SELECT seq, at FROM searchlog_checkpoints ORDER BY seq DESC LIMIT 1) c ON 1 = 1").fetchone()
+        seq, prev = (seq or 0, prev or ZERO_HASH)
+        stored: list[dict[str, Any]] = []
+        for body in bodies:
+            seq += 1
+            record = {**body, "seq": seq, "prev": prev}
+            record["hash"] = prev = record_hash(record)
+            stored.append(record)
+        conn.executemany("INSERT INTO searchlog_records (seq, hash, record) VALUES (?, ?, ?)",
+                         [(r["seq"], r["hash"], canonical(r)) for r in stored])
+        if seq - (last_seq or 0) >= self.checkpoint_every or time.time() - (last_at or 0.0) >= self.checkpoint_seconds:
+            self._store_checkpoint(conn, seq, prev)
         return stored
-
-    def _checkpoint_if_due(self, conn: Connection, head: Mapping[str, Any]) -> None:
-        last = conn.execute("SELECT seq, at FROM searchlog_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
-        last_seq, last_at = (last[0], last[1]) if last else (0, 0.0)
-        if head["seq"] - last_seq >= self.checkpoint_every or time.time() - last_at >= self.checkpoint_seconds:
-            self._store_checkpoint(conn, head["seq"], head["hash"])
 
     def _store_checkpoint(self, conn: Connection, seq: int, hash_: str) -> dict[str, Any]:
         last = conn.execute("SELECT seq, frontier FROM searchlog_checkpoints WHERE seq <= ? "
@@ -837,8 +842,7 @@ class SearchLog(SqlStore):
                 return None
             try:
                 with self._db.write() as conn:
-                    stored = self._insert(conn, refused)
-                    self._checkpoint_if_due(conn, stored)
+                    [stored] = self._chain(conn, [refused])
             except self._db.errors as error:
                 self._return_refused(refused)
                 raise SearchLogError(f"the search log {self.describe} could not be written: {error}") from error

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -231,9 +231,18 @@ class PostgresDatabase:
 
     @contextmanager
     def write(self) -> Iterator[_PostgresConnection]:
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
-            yield _PostgresConnection(conn)
+        with self._pool.connection() as conn:
+            # BEGIN and the lock in one round trip: a simple query may hold two statements (the key is
+            # this store's integer, not a parameter); the server runs them in order, so every statement
+            # of the block starts after the lock is held and sees every earlier writer's commit.
+            conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock:d})")
+            try:
+                yield _PostgresConnection(conn)
+            except BaseException:
+                with suppress(*self.errors):  # a broken connection: the pool discards it (the server rolls back)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[_PostgresConnection]:
