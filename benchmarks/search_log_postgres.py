@@ -11,7 +11,8 @@ append, throughput per round (median, range) and transactions per append.
 ``--compare-with REV``: every round also runs the SearchLog of git revision REV (its searchlog.py
 and storage/sql_database.py, loaded beside this code's), the two in alternating order, and the
 rows gain ``code`` ("now" or REV) and, per backend and mode, the paired ratio REV / now of the
-rounds' median latencies -- a before/after of the write path in one run.
+rounds' median latencies -- a before/after of the write path in one run (written to
+benchmarks/results/search_log_postgres_compared.json).
 
 Writes benchmarks/results/search_log_postgres.json.
 
@@ -170,7 +171,8 @@ def main() -> None:
         server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search_log_postgres.json").write_text(json.dumps(
+    name = "search_log_postgres_compared.json" if args.compare_with else "search_log_postgres.json"
+    (RESULTS / name).write_text(json.dumps(
         {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
          "rounds": args.rounds, "appends_per_round": APPENDS, "compared_with": args.compare_with, "rows": rows},
         indent=2) + "\n")
