@@ -11,9 +11,13 @@ VerifySearchLog, GetTransparencyReport; then verification with its fast hash che
 without it (every record re-encoded), in pairs. Reported: medians with a bootstrap 95%
 interval over runs, and paired ratios.
 
+``--compare-with REV``: the listings are also timed through the LogReader of git revision REV
+(its log_reading.py, loaded beside this one, reading the same log), each pair in alternating
+order, and the paired ratios REV / now reported -- a before/after in one process.
+
 Writes benchmarks/results/log_reading.json.
 
-    nice -n 10 .venv/bin/python benchmarks/log_reading.py [--sizes 1000 10000] [--runs 12]
+    nice -n 10 .venv/bin/python benchmarks/log_reading.py [--sizes 1000 10000] [--runs 12] [--compare-with REV]
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +40,6 @@ import numpy as np
 
 from faceaudit.accountability import searchlog
 from faceaudit.accountability.log_reading import LogReader
-from faceaudit.storage.sqlite_transactions import immediate_transaction
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SEARCH = {"kind": "request", "operation": "SearchFacesByImage", "collection": "watch", "policy": "personal",
@@ -47,11 +53,33 @@ def filled_log(data_dir: str, records: int) -> searchlog.SearchLog:
     """A log of ``records`` copies of SEARCH, chained by the log's own insert (one transaction: no fsync each)."""
     log = searchlog.SearchLog(data_dir)
     body = searchlog._normalized(SEARCH)  # what append stores
-    with immediate_transaction(log._conn) as conn:
-        for _ in range(records):
-            log._insert(conn, body)
+    with log._db.write() as conn:
+        log._chain(conn, [body] * records)
     log.checkpoint()
     return log
+
+
+LISTINGS = {"list_first_page_100": {}, "list_filter_matching_none_substring_test": {"KeyName": "nobody"},
+            "list_filter_matching_none_parsed": {"KeyName": "nobodÿ"},
+            "list_page_after_a_token": None}  # the second page of 100, unfiltered
+
+
+def reader_of_revision(revision: str) -> type:
+    """The LogReader class of ``src/faceaudit/accountability/log_reading.py`` at git ``revision``."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{revision}:src/faceaudit/accountability/log_reading.py"],
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"log_reading_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:log_reading.py", "exec"), module.__dict__)
+    return module.LogReader
+
+
+def listing(reader, request: dict | None) -> Callable[[], object]:
+    if request is not None:
+        return lambda: reader.list_records(request)
+    token = reader.list_records({})["NextToken"]
+    return lambda: reader.list_records({"NextToken": token})
 
 
 def median_ci(values, seed: int = 0) -> dict:
@@ -68,18 +96,22 @@ def timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def measure(records: int, runs: int) -> dict:
+def measure(records: int, runs: int, before: type | None = None) -> dict:
     with tempfile.TemporaryDirectory() as data_dir:
         log = filled_log(data_dir, records)
         try:
             reader = LogReader(log)
-            cases: dict[str, Callable[[], object]] = {
-                "list_first_page_100": lambda: reader.list_records({}),
-                "list_filter_matching_none_substring_test": lambda: reader.list_records({"KeyName": "nobody"}),
-                "list_filter_matching_none_parsed": lambda: reader.list_records({"KeyName": "nobodÿ"}),
+            cases: dict[str, Callable[[], object]] = {name: listing(reader, request)
+                                                      for name, request in LISTINGS.items()}
+            old = {} if before is None else {name: listing(before(log), request) for name, request in LISTINGS.items()}
+            for name in old:  # the same answers, or the comparison means nothing
+                assert old[name]() == cases[name](), name
+            old_times: dict[str, list[float]] = {name: [] for name in old}
+            new_times: dict[str, list[float]] = {name: [] for name in old}
+            cases.update({
                 "verify": lambda: reader.verify({}),
                 "transparency": lambda: reader.transparency({"Since": "2026-01-01"}),
-            }
+            })
             times: dict[str, list[float]] = {name: [] for name in cases}
             texts, checkpoints = log.snapshot()
             fast, slow = [], []
@@ -97,6 +129,10 @@ def measure(records: int, runs: int) -> dict:
                 pair = [(fast, verify_all), (slow, verify_reencoding)]
                 for into, call in pair if run % 2 else pair[::-1]:  # which goes first alternates
                     into.append(timed(call))
+                for name in old:
+                    pair = [(old_times[name], old[name]), (new_times[name], cases[name])]
+                    for into, call in pair if run % 2 else pair[::-1]:
+                        into.append(timed(call))
         finally:
             log.close()
     result = {name: median_ci(values) for name, values in times.items()}
@@ -106,6 +142,11 @@ def measure(records: int, runs: int) -> dict:
     result["verify_fast_hash_check_ms"] = median_ci(fast)
     result["verify_reencoding_every_record_ms"] = median_ci(slow)
     result["ratio_reencoding_over_fast_hash_check"] = median_ci(np.array(slow) / np.array(fast))
+    if old:
+        result["before_after"] = {name: {"before_ms": median_ci(old_times[name]), "now_ms": median_ci(new_times[name]),
+                                         "ratio_before_over_now": median_ci(np.array(old_times[name])
+                                                                            / np.array(new_times[name]))}
+                                  for name in old}
     return result
 
 
@@ -113,12 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--compare-with", metavar="REV", help="also time the listings of this git revision")
     args = parser.parse_args()
+    before = reader_of_revision(args.compare_with) if args.compare_with else None
     out = {"benchmark": "log_reading", "when": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
-           "record_bytes": len(searchlog.canonical(SEARCH)), "times_ms": {}}
+           "record_bytes": len(searchlog.canonical(SEARCH)), "compared_with": args.compare_with, "times_ms": {}}
     for size in args.sizes:
-        out["times_ms"][str(size)] = measure(size, args.runs)
+        out["times_ms"][str(size)] = measure(size, args.runs, before)
         print(json.dumps({size: out["times_ms"][str(size)]}, indent=1))
     out["machine"]["load_average_after"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from faceaudit.accountability.log_reading import MAX_RESULTS, LogReader
+from faceaudit.accountability.log_reading import MAX_RESULTS, LogReader, RecordFilter
 from faceaudit.accountability.searchlog import DB_FILENAME, SearchLog
 from faceaudit.errors import InvalidPaginationTokenException, InvalidParameterException
 
@@ -155,3 +155,40 @@ def test_verification_hashing_the_stored_text_is_not_fooled_by_a_planted_hash(lo
     answer = LogReader(log).verify({})
     assert answer["Ok"] is False
     assert [(p["Seq"], p["Kind"]) for p in answer["Problems"]] == [(7, "edited")]
+
+
+@pytest.mark.parametrize("max_results", [1, 3, 7, 1000])
+def test_every_walk_through_the_pages_is_the_filter_applied_to_the_whole_log(tmp_path, database, raw_sql,
+                                                                              max_results):
+    """On both databases, the pages (read by seq, plain filters tested by the database) hold exactly what
+    filtering every stored record newest first gives, in order, in a log with a record deleted (a gap in
+    the seqs) and a row that is not JSON; the next page starts where its token says even as the log grows."""
+    log = SearchLog(tmp_path, database=database)
+    try:
+        for i in range(40):
+            log.append(request(f"2026-12-01T10:{i:02d}:00.000Z", ("ana", "bo", "zoë")[i % 3],
+                               ("SearchFaces", "ListFaces")[i % 2], collection=("north", "south")[i % 4 // 2],
+                               error="AccessDeniedException" if i % 5 == 0 else None))
+        raw_sql(tmp_path, DB_FILENAME, "DELETE FROM searchlog_records WHERE seq = 17")
+        raw_sql(tmp_path, DB_FILENAME, "UPDATE searchlog_records SET record = 'garbage' WHERE seq = 23")
+        assert len(log.snapshot()[0]) == 39
+        reader = LogReader(log)
+        for filters in ({}, {"KeyName": "bo"}, {"KeyName": "zoë"}, {"CollectionId": "north", "Outcome": "denied"},
+                        {"Operation": "ListFaces", "Since": "2026-12-01T10:10:00Z", "Until": "2026-12-01T10:30:00Z"},
+                        {"KeyName": "nobody"}):
+            wanted, texts = RecordFilter.from_request(filters), log.snapshot()[0]  # the log as the walk starts
+            expected = [text for text in reversed(texts)
+                        if (wanted.unfiltered and text == "garbage")
+                        or (text != "garbage" and wanted.matches(json.loads(text)))]
+            walked: list[str] = []
+            answer = reader.list_records({**filters, "MaxResults": max_results})
+            while True:
+                assert len(answer["Records"]) <= max_results
+                walked += [r["Record"] for r in answer["Records"]]
+                if "NextToken" not in answer:
+                    break
+                log.append(request("2026-12-01T12:00:00.000Z", "bo", "ListFaces", collection="north"))  # above
+                answer = reader.list_records({**filters, "MaxResults": max_results, "NextToken": answer["NextToken"]})
+            assert walked == expected, filters
+    finally:
+        log.close()

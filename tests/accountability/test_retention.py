@@ -19,7 +19,14 @@ import pytest
 from faceaudit.access import AccessKey
 from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, Caller, Facts
 from faceaudit.accountability.policies import POLICY_TAG, RETENTION_TAGS, check_retention_tag
-from faceaudit.accountability.retention import LEASE_S, LEDGER_FILENAME, MIGRATIONS, Retention, RetentionLedger
+from faceaudit.accountability.retention import (
+    LEASE_S,
+    LEDGER_FILENAME,
+    MIGRATIONS,
+    PurgeLeaseLost,
+    Retention,
+    RetentionLedger,
+)
 from faceaudit.accountability.review import ReviewStore
 from faceaudit.accountability.searchlog import SearchLog, read_data_dir
 from faceaudit.accountability.state import AccountabilityState
@@ -224,6 +231,99 @@ def test_one_process_purges_at_a_time_and_a_dead_holders_lease_expires(data):
         assert other.purge_if_due(later + timedelta(hours=1, seconds=1)) is not None
     finally:
         other_ledger.close()
+
+
+class Clock:
+    """Seconds for a purge's lease renewals, moved on by hand (the tests never sleep)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowListing:
+    """The data directory's real face store, each ListFaces taking the next of ``steps`` seconds of
+    ``clock`` and calling ``during(collection_id)`` while it lasts (a purge slower than its lease)."""
+
+    def __init__(self, store, clock: Clock, steps: list[float], during):
+        self.store, self.clock, self.steps, self.during = store, clock, list(steps), during
+        self.listed: list[str] = []
+
+    def list_faces(self, collection_id, *args, **kwargs):
+        self.clock.now += self.steps.pop(0) if self.steps else 0.0
+        self.listed.append(collection_id)
+        self.during(collection_id)
+        return self.store.list_faces(collection_id, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+LEASE_TEST_S = 60.0  # a short lease, against purge steps of 25 s (of the injected clock)
+
+
+def test_a_purge_longer_than_its_lease_renews_it_so_no_other_process_purges_meanwhile(data):
+    collections = [data.collection({RETENTION_TAGS["faces"]: "1"}) for _ in range(6)]
+    faces = {c: data.index(c, 1, T0) for c in collections}
+    now = T0 + timedelta(days=2)
+    other = RetentionLedger(data.path, database=data.database)  # another server's, on the same database
+    clock, refused = Clock(), []
+
+    def another_process_tries(collection_id):
+        took = other.take_lease("host-b", int(now.timestamp() * 1000 + clock.now * 1000), interval_ms=None,
+                                lease_ms=int(LEASE_TEST_S * 1000))
+        assert not took, f"another process took the lease {clock.now:.0f} s into a purge"
+        refused.append(collection_id)
+
+    slow = SlowListing(data.store, clock, [25.0] * 6, another_process_tries)
+    purging = Retention(data.state, slow, data.review, data.ledger, data.log, lease_s=LEASE_TEST_S, clock=clock)
+    try:
+        report = purging.purge_if_due(now, interval_s=None)
+        assert clock.now == 150.0 and len(refused) == 6  # 2.5 leases long, refused at every step
+        assert report is not None and report.faces == faces
+        # released when done: the next purge (after the interval) is anyone's
+        assert other.take_lease("host-b", int(now.timestamp() * 1000) + 3_600_000 + 150_000, interval_ms=3_600_000,
+                                lease_ms=int(LEASE_TEST_S * 1000))
+    finally:
+        other.close()
+
+
+def test_a_purge_that_lost_its_lease_stops_and_the_next_purge_reports_what_it_deleted(data):
+    collections = [data.collection({RETENTION_TAGS["faces"]: "1"}) for _ in range(4)]
+    faces = {c: data.index(c, 1, T0) for c in collections}
+    now = T0 + timedelta(days=2)
+    now_ms = int(now.timestamp() * 1000)
+    other = RetentionLedger(data.path, database=data.database)
+    clock = Clock()
+
+    def stalled_past_the_lease(collection_id):
+        if len(slow.listed) == 2:  # the second collection's listing took 100 s: the lease lapsed
+            assert other.take_lease("host-b", now_ms + int(clock.now * 1000), interval_ms=None,
+                                    lease_ms=int(LEASE_TEST_S * 1000))
+
+    slow = SlowListing(data.store, clock, [25.0, 100.0], stalled_past_the_lease)
+    purging = Retention(data.state, slow, data.review, data.ledger, data.log, lease_s=LEASE_TEST_S, clock=clock)
+    try:
+        with pytest.raises(PurgeLeaseLost, match="another process took the lease over"):
+            purging.purge_if_due(now, interval_s=None)
+        assert len(slow.listed) == 2  # stopped in the second collection's step
+        first = slow.listed[0]
+        assert data.store.get_faces(first, faces[first]) == []  # deleted before the lease was lost
+        for collection_id in collections:
+            if collection_id != first:  # the stalled step and those after it did not delete
+                assert [f.face_id for f in data.store.get_faces(collection_id, faces[collection_id])] == \
+                    faces[collection_id]
+        # the lease stays the other process's (the stopped purge released only its own)
+        assert not data.ledger.take_lease("host-c", now_ms + 130_000, interval_ms=None, lease_ms=1000)
+        other.release_lease("host-b", now_ms + 130_000, done=False)
+        report = data.retention.purge_if_due(now + timedelta(minutes=3), interval_s=None)
+        assert report is not None and report.faces_already_deleted == {first: faces[first]}
+        assert report.faces == {c: faces[c] for c in collections if c != first}
+        assert [r["details"]["faces_already_deleted"] for r in data.retention_records()] == [{first: faces[first]}]
+    finally:
+        other.close()
 
 
 def test_set_days_writes_the_tag_and_a_policy_record_and_checks_the_maximum(data):

@@ -2,8 +2,8 @@
 
 The three FaceAuditService operations an auditor calls (ListSearchLogRecords, VerifySearchLog,
 GetTransparencyReport; docs/accountability.md, "Reading the log over the wire") are answered
-here, through nothing but the log's public reading methods -- :meth:`SearchLog.snapshot`,
-:meth:`SearchLog.verify`, :meth:`SearchLog.public_key_pem` -- and :class:`LogContents`, so they
+here, through nothing but the log's public reading methods -- :meth:`SearchLog.newest_texts`,
+:meth:`SearchLog.contents`, :meth:`SearchLog.public_key_pem` -- and :class:`LogContents`, so they
 read whatever storage the log is kept in, and read it from that storage on every call (a record
 another server process on the same data directory wrote a moment ago is there).
 
@@ -11,10 +11,13 @@ Each listed record carries its stored text exactly as the chain hashed it (``Rec
 checks it offline with :func:`~faceaudit.accountability.searchlog.record_hash` and, with
 ``faceaudit log prove``, that it is in a checkpoint they kept.
 
-Cost: every call reads the whole log (one snapshot, O(n) in the records stored), and verification
-and the report also hash or parse every record. A listing parses only the records it walks: from
-the newest (or where its NextToken left off) down to the page's last match, so pages after the
+Cost: verification and the report read the whole log (one snapshot, O(n) in the records stored)
+and hash or parse every record. A listing reads only the records it walks, by seq in the database:
+from the newest (or where its NextToken left off) down to the page's next match, so pages after the
 first do not re-read what earlier pages passed, and a page never holds more than MaxResults records.
+Its KeyName, Kind, Operation and CollectionId filters are tested in the database first (as
+substrings of the stored text, when they are plain enough to be written alike in any JSON), so the
+records they rule out are not even read out of it; the others are tested on the parsed record.
 """
 
 from __future__ import annotations
@@ -190,34 +193,27 @@ class LogReader:
     # -- ListSearchLogRecords
 
     def list_records(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Records matching the request's filters, newest first (by stored position), one page."""
+        """Records matching the request's filters, newest first (by seq), one page."""
         wanted = RecordFilter.from_request(request)
         limit = request.get("MaxResults", DEFAULT_MAX_RESULTS)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RESULTS:
             raise InvalidParameterException(f"MaxResults must be between 1 and {MAX_RESULTS}, not {limit!r}")
         digest = wanted.digest(self.log.log_id)
-        # The token holds the stored position (1-based, oldest first) of the last record returned:
-        # records are only ever appended, so positions below it stay where they were.
-        after = self._tokens.after(request.get("NextToken"), _PAGE_KIND, 0, digest)
-        texts, _ = self.log.snapshot()
-        needles = wanted.needles()
-        start = min(after - 1, len(texts)) if after else len(texts)
+        # The token holds the seq of the next record to return, plus one (in a log as written, seq is
+        # the record's stored position, which the tokens of earlier versions held): records are only
+        # ever appended, so the records below it stay what they were.
+        token = request.get("NextToken")
+        after = self._tokens.after(token, _PAGE_KIND, 0, digest)
         page: list[dict[str, Any]] = []
-        position = start
-        while position > 0 and len(page) <= limit:
-            text = texts[position - 1]
-            if needles and not all(needle in text for needle in needles):
-                position -= 1  # cannot match: not worth parsing
-                continue
+        answer: dict[str, Any] = {"Records": page}
+        for seq, text in self.log.newest_texts(below=after if token else None, containing=wanted.needles(),
+                                               batch=limit + 1):
             record = _parsed(text)
             if (record is None and wanted.unfiltered) or (record is not None and wanted.matches(record)):
                 if len(page) == limit:  # one more matches: there is a next page, starting here
+                    answer["NextToken"] = self._tokens.issue(_PAGE_KIND, 0, seq + 1, digest)
                     break
                 page.append(_summary(text, record))
-            position -= 1
-        answer: dict[str, Any] = {"Records": page}
-        if len(page) == limit and position > 0:
-            answer["NextToken"] = self._tokens.issue(_PAGE_KIND, 0, position + 1, digest)
         return answer
 
     # -- VerifySearchLog

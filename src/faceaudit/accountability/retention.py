@@ -34,6 +34,11 @@ between a face's deletion and the record reports it at the next purge. Every ser
 at start and then every :data:`PURGE_INTERVAL_S`; a lease row in the ledger lets one process
 of those sharing a data directory (or a PostgreSQL database) purge at a time
 (:meth:`Retention.purge_if_due`), and a killed holder's lease expires after :data:`LEASE_S`.
+A purge works in bounded steps (a collection, a page of its faces, a chunk of deletions, the
+review purge) and renews its lease between them once a third of it has passed, so a purge that
+runs longer than the lease keeps it; one that finds the lease taken over (a single step outlived
+the lease and another process took it) stops there with :class:`PurgeLeaseLost`, and what it had
+deleted is reported by the next purge, as after a kill.
 
 Only the FaceStore interface is used, so the purge is the same over PostgreSQL.
 """
@@ -43,8 +48,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,9 +73,9 @@ from faceaudit.errors import InternalServerError, InvalidParameterException, Res
 from faceaudit.storage import FaceStore
 from faceaudit.storage.base import FACE_ID_LIST_MAX, PAGE_SIZE_MAX, USER_FACE_ID_LIST_MAX
 from faceaudit.storage.migrations import Step
-from faceaudit.storage.sql_database import POSTGRES, Connection, open_database
+from faceaudit.storage.sql_database import SqlStore, StoreSchema, open_database, postgres_ddl
 
-__all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeReport", "Retention", "RetentionLedger",
+__all__ = ["LEDGER_FILENAME", "PURGE_INTERVAL_S", "PurgeLeaseLost", "PurgeReport", "Retention", "RetentionLedger",
            "RetentionPeriods", "RetentionPurger", "open_retention", "purge_record", "record_retention_change"]
 
 LEDGER_FILENAME = "retention.db"
@@ -95,26 +101,12 @@ _SCHEMA = [
     )""",
     "INSERT INTO purge_lease (name) VALUES ('purge')",
 ]
-_POSTGRES_SCHEMA = [
-    """CREATE TABLE faces_seen (
-        collection TEXT   NOT NULL,
-        face_id    TEXT   NOT NULL,
-        seen_ms    BIGINT NOT NULL,
-        PRIMARY KEY (collection, face_id)
-    )""",
-    "CREATE INDEX faces_seen_by_time ON faces_seen (collection, seen_ms)",
-    """CREATE TABLE purge_lease (
-        name         TEXT PRIMARY KEY,
-        holder       TEXT,
-        until_ms     BIGINT NOT NULL DEFAULT 0,
-        last_done_ms BIGINT NOT NULL DEFAULT 0
-    )""",
-    "INSERT INTO purge_lease (name) VALUES ('purge')",
-]
-# faceaudit.storage.migrations, per database flavour: version 1 creates the schema; a change is a new version.
+# faceaudit.storage.migrations, per database flavour: version 1 creates the schema (the one retention.db
+# has had from the start); a change is a new version. PostgreSQL: the same tables in its types.
 MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
-POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: list(_POSTGRES_SCHEMA)}
+POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [postgres_ddl(statement) for statement in _SCHEMA]}
 POSTGRES_VERSION_TABLE = "retention_schema_version"
+_STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
 _LEDGER_LOCK = 0x72657465  # "rete": the advisory lock of every change to the ledger and the lease
 
 
@@ -136,7 +128,7 @@ class ReviewItems(Protocol):
     def forget_faces(self, collection_id: str, face_ids: list[str]) -> None: ...
 
 
-class RetentionLedger:
+class RetentionLedger(SqlStore):
     """When each face was indexed (or first seen), and the purge lease: in ``data_dir/retention.db``,
     or in the PostgreSQL database ``database`` names (a postgresql:// URL; None: the SQLite file),
     shared there by every server on it."""
@@ -146,66 +138,44 @@ class RetentionLedger:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / LEDGER_FILENAME
         # NORMAL: a row lost to a power cut is noted again by the next purge, later, never earlier.
-        self._db = open_database(database, self.path, lock=_LEDGER_LOCK, name="retention",
-                                 unavailable=InternalServerError, busy_timeout=busy_timeout,
-                                 pragmas=("synchronous = NORMAL",), pool_size=pool_size)
-        if self._db.flavour == POSTGRES:
-            self._db.migrate(POSTGRES_MIGRATIONS, error=InternalServerError, table=POSTGRES_VERSION_TABLE)
-        else:  # version 1 is the schema retention.db has had from the start
-            self._db.migrate(MIGRATIONS, error=InternalServerError, table="schema_version")
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._db.write() as conn:
-            yield conn
-
-    def _rows(self, sql: str, parameters: tuple = ()) -> list:
-        with self._db.read() as conn:
-            return conn.execute(sql, parameters).fetchall()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> RetentionLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(open_database(database, self.path, lock=_LEDGER_LOCK, name="retention",
+                                       unavailable=InternalServerError, busy_timeout=busy_timeout,
+                                       pragmas=("synchronous = NORMAL",), pool_size=pool_size, schema=_STORE_SCHEMA))
 
     def note_faces(self, collection_id: str, face_ids: Iterable[str], at: datetime) -> None:
         """These faces exist since ``at`` (a face already noted keeps its earlier time)."""
         rows = [(collection_id, str(f), _ms(at)) for f in face_ids]
         if rows:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 conn.executemany("INSERT INTO faces_seen (collection, face_id, seen_ms) VALUES (?, ?, ?) "
                                  "ON CONFLICT (collection, face_id) DO NOTHING", rows)
 
     def seen(self, collection_id: str, face_id: str) -> datetime | None:
-        rows = self._rows("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
-                          (collection_id, face_id))
+        rows = self._db.rows("SELECT seen_ms FROM faces_seen WHERE collection = ? AND face_id = ?",
+                             (collection_id, face_id))
         return datetime.fromtimestamp(rows[0][0] / 1000, UTC) if rows else None
 
     def seen_before(self, collection_id: str, before_ms: int) -> list[str]:
-        return [r[0] for r in self._rows(
+        return [r[0] for r in self._db.rows(
             "SELECT face_id FROM faces_seen WHERE collection = ? AND seen_ms <= ? ORDER BY seen_ms, face_id",
             (collection_id, before_ms))]
 
     def collections(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT collection FROM faces_seen ORDER BY collection")]
+        return [r[0] for r in self._db.rows("SELECT DISTINCT collection FROM faces_seen ORDER BY collection")]
 
     def forget_faces(self, collection_id: str, face_ids: Iterable[str]) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany("DELETE FROM faces_seen WHERE collection = ? AND face_id = ?",
                              [(collection_id, str(f)) for f in face_ids])
 
     def forget_collection(self, collection_id: str) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.execute("DELETE FROM faces_seen WHERE collection = ?", (collection_id,))
 
     def take_lease(self, holder: str, now_ms: int, *, interval_ms: int | None, lease_ms: int) -> bool:
         """Become the one purging, if no live lease is held and (with ``interval_ms``) the last
         purge finished at least that long ago. True if taken."""
-        with self._write() as conn:  # under the ledger's write lock: one taker at a time, on every host
+        with self._db.write() as conn:  # under the ledger's write lock: one taker at a time, on every host
             held_by, until_ms, last_done_ms = conn.execute(
                 "SELECT holder, until_ms, last_done_ms FROM purge_lease WHERE name = 'purge'").fetchone()
             if held_by is not None and held_by != holder and until_ms > now_ms:
@@ -216,14 +186,49 @@ class RetentionLedger:
                          (holder, now_ms + lease_ms))
             return True
 
+    def renew_lease(self, holder: str, now_ms: int, *, lease_ms: int) -> bool:
+        """Extend ``holder``'s lease to ``now_ms + lease_ms``; False when it holds it no longer
+        (it lapsed and another process took it)."""
+        with self._db.write() as conn:
+            held_by = conn.execute("SELECT holder FROM purge_lease WHERE name = 'purge'").fetchone()[0]
+            if held_by != holder:
+                return False
+            conn.execute("UPDATE purge_lease SET until_ms = ? WHERE name = 'purge'", (now_ms + lease_ms,))
+            return True
+
     def release_lease(self, holder: str, now_ms: int, *, done: bool) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             if done:
                 conn.execute("UPDATE purge_lease SET holder = NULL, until_ms = 0, last_done_ms = ? "
                              "WHERE name = 'purge' AND holder = ?", (now_ms, holder))
             else:
                 conn.execute("UPDATE purge_lease SET holder = NULL, until_ms = 0 WHERE name = 'purge' "
                              "AND holder = ?", (holder,))
+
+
+class PurgeLeaseLost(InternalServerError):
+    """A purge found its lease taken over by another process (one of its steps outlived the lease): it stopped."""
+
+
+class _HeldLease:
+    """The purge lease while this process purges: :meth:`keep` before each step renews it once a
+    third of it has passed (so it cannot lapse between steps), on the clock of the purge's ``now``."""
+
+    def __init__(self, ledger: RetentionLedger, holder: str, start_ms: int, lease_ms: int,
+                 clock: Callable[[], float]):
+        self.ledger, self.holder, self.start_ms, self.lease_ms, self.clock = ledger, holder, start_ms, lease_ms, clock
+        self.started = self.renewed = clock()
+
+    def keep(self) -> None:
+        at = self.clock()
+        if (at - self.renewed) * 1000 < self.lease_ms / 3:
+            return
+        if not self.ledger.renew_lease(self.holder, self.start_ms + int((at - self.started) * 1000),
+                                       lease_ms=self.lease_ms):
+            raise PurgeLeaseLost(f"the retention purge ran {at - self.started:.0f} s, longer than its lease "
+                                 f"({self.lease_ms / 1000:.0f} s) at one step, and another process took the "
+                                 "lease over: this purge stopped (the next one reports what it deleted)")
+        self.renewed = at
 
 
 @dataclass(frozen=True)
@@ -270,14 +275,17 @@ class Retention:
 
     ``state``: the collections' tags; ``store``: the faces (any FaceStore); ``review``: the
     review store (items, probes, crops); ``ledger``: when faces were indexed; ``recorder``:
-    the search log (a purge's record goes there)."""
+    the search log (a purge's record goes there). ``lease_s``: the purge lease; ``clock``: the
+    seconds its renewals are timed by."""
 
     def __init__(self, state: AccountabilityState, store: FaceStore, review: ReviewItems,
                  ledger: RetentionLedger, recorder: Recorder | None = None, *,
-                 policies: Mapping[str, UsePolicy] = POLICIES):
+                 policies: Mapping[str, UsePolicy] = POLICIES, lease_s: float = LEASE_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.state, self.store, self.review, self.ledger = state, store, review, ledger
         self.recorder = recorder
         self.policies = dict(policies)
+        self.lease_ms, self._clock = int(lease_s * 1000), clock
         self._holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._running = threading.Lock()
 
@@ -344,11 +352,12 @@ class Retention:
             return None
         try:
             interval = None if interval_s is None else int(interval_s * 1000)
-            if not self.ledger.take_lease(self._holder, _ms(now), interval_ms=interval, lease_ms=int(LEASE_S * 1000)):
+            if not self.ledger.take_lease(self._holder, _ms(now), interval_ms=interval, lease_ms=self.lease_ms):
                 return None
+            lease = _HeldLease(self.ledger, self._holder, _ms(now), self.lease_ms, self._clock)
             done = False
             try:
-                report = self.purge(now)
+                report = self._purge(now, lease.keep)
                 done = True
                 return report
             finally:
@@ -357,15 +366,21 @@ class Retention:
             self._running.release()
 
     def purge(self, now: datetime | None = None) -> PurgeReport:
-        """Delete every face, probe and review item past its collection's retention at ``now``."""
+        """Delete every face, probe and review item past its collection's retention at ``now``
+        (without the lease: :meth:`purge_if_due` takes it)."""
+        return self._purge(now, lambda: None)
+
+    def _purge(self, now: datetime | None, keep_lease: Callable[[], None]) -> PurgeReport:
+        """:meth:`purge`, calling ``keep_lease`` before each of its steps (PurgeLeaseLost stops it)."""
         now = now or datetime.now(UTC)
         now_ms = _ms(now)
         report = PurgeReport(now)
         stored = set(self.collection_ids())
         for collection_id in stored:
+            keep_lease()
             days = self.periods(collection_id).days["faces"]
             if days is not None:
-                self._purge_faces(collection_id, now, now_ms - days * DAY_MS, report)
+                self._purge_faces(collection_id, now, now_ms - days * DAY_MS, report, keep_lease)
         for collection_id in self.ledger.collections():
             if collection_id not in stored:  # deleted around the guard: nothing of it is left to keep
                 self.ledger.forget_collection(collection_id)
@@ -377,11 +392,13 @@ class Retention:
                                       now_ms - probes * DAY_MS if probes is not None else -1)
 
         def record(items: list[str], probes: list[str]) -> None:  # inside the review store's transaction
+            keep_lease()  # a lost lease undoes the item deletions: the next purge makes them
             report.items, report.probes = items, probes
             if not report.empty and self.recorder is not None:
                 stored_record = self.recorder.append(purge_record(report))
                 report.record_seq = stored_record.get("seq")
 
+        keep_lease()
         self.review.purge_before(cutoffs, record)
         for collection_id, face_ids in (*report.faces.items(), *report.faces_already_deleted.items()):
             self.ledger.forget_faces(collection_id, face_ids)  # only once a record names them
@@ -399,10 +416,12 @@ class Retention:
             if not token:
                 return found
 
-    def _purge_faces(self, collection_id: str, now: datetime, cutoff_ms: int, report: PurgeReport) -> None:
+    def _purge_faces(self, collection_id: str, now: datetime, cutoff_ms: int, report: PurgeReport,
+                     keep_lease: Callable[[], None]) -> None:
         token = None
         try:
             while True:  # faces indexed around the guard are counted from now
+                keep_lease()
                 faces, token = self.store.list_faces(collection_id, token, PAGE_SIZE_MAX)
                 self.ledger.note_faces(collection_id, [f.face_id for f in faces], now)
                 if not token:
@@ -413,6 +432,7 @@ class Retention:
         deleted: list[str] = []
         gone: list[str] = []
         for start in range(0, len(expired), FACE_ID_LIST_MAX):
+            keep_lease()
             chunk = expired[start:start + FACE_ID_LIST_MAX]
             present = self.store.get_faces(collection_id, chunk)
             present_ids = {f.face_id for f in present}

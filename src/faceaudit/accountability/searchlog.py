@@ -69,7 +69,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,7 +91,17 @@ from faceaudit.accountability.merkle import (
     verify_inclusion,
 )
 from faceaudit.storage.migrations import Step, latest_version
-from faceaudit.storage.sql_database import POSTGRES, Connection, Database, open_database
+from faceaudit.storage.sql_database import (
+    POSTGRES,
+    SQLITE,
+    Connection,
+    Database,
+    PostgresDatabase,
+    SQLiteDatabase,
+    SqlStore,
+    StoreSchema,
+    open_database,
+)
 
 __all__ = [
     "DB_FILENAME",
@@ -139,6 +149,9 @@ DEFAULT_CHECKPOINT_SECONDS = 300.0
 DEFAULT_REFUSED_INTERVAL = 60.0
 BUSY_TIMEOUT_S = 30.0
 _LOG_LOCK = 0x736C6F67  # "slog": the advisory lock every append takes (one chain for all hosts)
+MAX_READ_BATCH = 4096  # records one statement of newest_texts reads at the most
+# "the record's text contains ?", exactly (case and all), in each database's words
+_CONTAINS = {SQLITE: "instr(record, ?) > 0", POSTGRES: "strpos(record, ?) > 0"}
 
 _TABLES = [
     "CREATE TABLE searchlog_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -175,21 +188,13 @@ MIGRATIONS: dict[int, list[Step]] = {
 POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [*_TABLES, _new_log_id]}
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 POSTGRES_VERSION_TABLE = "searchlog_schema_version"
+_STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
 
 
-def _open_log_database(data_dir: Path, database: str | None) -> Database:
+def _open_log_database(data_dir: Path, database: str | None) -> SQLiteDatabase | PostgresDatabase:
     """The log's tables (migrated to this code's schema): ``data_dir/searchlog.db`` or PostgreSQL."""
-    db = open_database(database, data_dir / DB_FILENAME, lock=_LOG_LOCK, name="search log",
-                       unavailable=SearchLogError, busy_timeout=BUSY_TIMEOUT_S, pool_size=2)
-    try:
-        if db.flavour == POSTGRES:
-            db.migrate(POSTGRES_MIGRATIONS, error=SearchLogError, table=POSTGRES_VERSION_TABLE)
-        else:
-            db.migrate(MIGRATIONS, error=SearchLogError, table="schema_version")
-    except BaseException:
-        db.close()
-        raise
-    return db
+    return open_database(database, data_dir / DB_FILENAME, lock=_LOG_LOCK, name="search log",
+                         unavailable=SearchLogError, busy_timeout=BUSY_TIMEOUT_S, pool_size=2, schema=_STORE_SCHEMA)
 
 
 def _postgres_log_exists(database: str) -> bool:
@@ -614,7 +619,7 @@ class _Refused:
     flush_asked: bool = False  # note_refused has said "flush now" since the last flush
 
 
-class SearchLog:
+class SearchLog(SqlStore):
     """The Recorder of PLAN.md over ``DATA_DIR/searchlog.db``: ``append(record)`` -> stored record.
 
     ``database``: a postgresql:// URL (the server's ``--database``): the log's tables are there,
@@ -653,7 +658,7 @@ class SearchLog:
         self._refused = _Refused()
         self._closed = False
         try:
-            self._db = _open_log_database(self.data_dir, database)
+            super().__init__(_open_log_database(self.data_dir, database))
         except Exception as error:
             if isinstance(error, SearchLogError):
                 raise
@@ -733,10 +738,9 @@ class SearchLog:
                     raise SearchLogError("the search log is closed")
                 with self._db.write() as conn:
                     refused = self._take_refused(force=False)
-                    if refused is not None:
-                        self._insert(conn, refused)
-                    stored = [self._insert(conn, ticket.body) for ticket in batch]
-                    self._checkpoint_if_due(conn, stored[-1])
+                    stored = self._chain(conn, [ticket.body for ticket in batch] if refused is None
+                                         else [refused, *(ticket.body for ticket in batch)])
+                    stored = stored[len(stored) - len(batch):]
                 self.transactions += 1
         except Exception as error:  # nothing of the batch was written: every caller hears why
             if refused is not None:
@@ -749,20 +753,26 @@ class SearchLog:
         for ticket, record in zip(batch, stored):
             ticket.stored, ticket.done = record, True
 
-    def _insert(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
-        head = conn.execute("SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, ZERO_HASH)
-        stored = {**body, "seq": seq, "prev": prev}
-        stored["hash"] = record_hash(stored)
-        conn.execute("INSERT INTO searchlog_records (seq, hash, record) VALUES (?, ?, ?)",
-                     (seq, stored["hash"], canonical(stored)))
+    def _chain(self, conn: Connection, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append ``bodies`` to the chain inside the write transaction ``conn`` (and sign a checkpoint
+        when one is due); returns them as stored. One statement reads the head and the last
+        checkpoint, one inserts every record: with PostgreSQL each statement is a round trip."""
+        seq, prev, last_seq, last_at = conn.execute(
+            "SELECT r.seq, r.hash, c.seq, c.at FROM (SELECT 1 AS one) o "
+            "LEFT JOIN (SELECT seq, hash FROM searchlog_records ORDER BY seq DESC LIMIT 1) r ON 1 = 1 "
+            "LEFT JOIN (SELECT seq, at FROM searchlog_checkpoints ORDER BY seq DESC LIMIT 1) c ON 1 = 1").fetchone()
+        seq, prev = (seq or 0, prev or ZERO_HASH)
+        stored: list[dict[str, Any]] = []
+        for body in bodies:
+            seq += 1
+            record = {**body, "seq": seq, "prev": prev}
+            record["hash"] = prev = record_hash(record)
+            stored.append(record)
+        conn.executemany("INSERT INTO searchlog_records (seq, hash, record) VALUES (?, ?, ?)",
+                         [(r["seq"], r["hash"], canonical(r)) for r in stored])
+        if seq - (last_seq or 0) >= self.checkpoint_every or time.time() - (last_at or 0.0) >= self.checkpoint_seconds:
+            self._store_checkpoint(conn, seq, prev)
         return stored
-
-    def _checkpoint_if_due(self, conn: Connection, head: Mapping[str, Any]) -> None:
-        last = conn.execute("SELECT seq, at FROM searchlog_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
-        last_seq, last_at = (last[0], last[1]) if last else (0, 0.0)
-        if head["seq"] - last_seq >= self.checkpoint_every or time.time() - last_at >= self.checkpoint_seconds:
-            self._store_checkpoint(conn, head["seq"], head["hash"])
 
     def _store_checkpoint(self, conn: Connection, seq: int, hash_: str) -> dict[str, Any]:
         last = conn.execute("SELECT seq, frontier FROM searchlog_checkpoints WHERE seq <= ? "
@@ -832,14 +842,41 @@ class SearchLog:
                 return None
             try:
                 with self._db.write() as conn:
-                    stored = self._insert(conn, refused)
-                    self._checkpoint_if_due(conn, stored)
+                    [stored] = self._chain(conn, [refused])
             except self._db.errors as error:
                 self._return_refused(refused)
                 raise SearchLogError(f"the search log {self.describe} could not be written: {error}") from error
         return stored
 
     # -- reading
+
+    def newest_texts(self, *, below: int | None = None, containing: Sequence[str] = (),
+                     batch: int = 100) -> Iterator[tuple[int, str]]:
+        """(seq, stored text) of the records with a seq below ``below`` (None: every record), newest
+        first, whose text contains each string of ``containing`` (tested by the database: the other
+        texts are never read out of it).
+
+        Read in statements of ``batch`` records, then more each time (up to MAX_READ_BATCH), so a
+        caller that stops early reads little. Each statement continues below the last seq read, and
+        records are only ever appended (above the head), so the statements agree with one another
+        while the log grows."""
+        where = [_CONTAINS[self._db.flavour]] * len(containing)
+        size = max(1, int(batch))
+        while True:
+            bound = [] if below is None else ["seq < ?"]
+            sql = ("SELECT seq, record FROM searchlog_records"
+                   + (" WHERE " + " AND ".join(where + bound) if where or bound else "")
+                   + " ORDER BY seq DESC LIMIT ?")
+            try:
+                rows = self._db.rows(sql, [*containing, *([] if below is None else [below]), size])
+            except self._db.errors as error:
+                raise SearchLogError(f"the search log {self.describe} could not be read: {error}") from error
+            for seq, text in rows:
+                yield int(seq), str(text)
+            if len(rows) < size:
+                return
+            below = int(rows[-1][0])
+            size = min(size * 4, MAX_READ_BATCH)
 
     def snapshot(self) -> tuple[list[str], list[dict[str, Any]]]:
         """(record texts, checkpoints), read in one transaction so they agree."""
@@ -1005,8 +1042,7 @@ def read_data_dir(data_dir: str | os.PathLike, database: str | None = None) -> L
             public_key = base64.b64encode(_public_raw(loaded.public_key())).decode("ascii")
     db = _open_log_database(data_dir, database)
     try:
-        with db.read() as conn:
-            meta = dict(conn.execute("SELECT name, value FROM searchlog_meta").fetchall())
+        meta = dict(db.rows("SELECT name, value FROM searchlog_meta"))
         texts, checkpoints, keys = _read_tables(db)
     except db.errors as error:
         raise SearchLogError(f"cannot read the search log {db.describe}: {error}") from None
