@@ -239,14 +239,13 @@ def embedded_rows(n, index: ExactIndex, queries, truth, params: HnswParams, swee
     exact_mb = (exact.matrix.nbytes + exact.ids.nbytes + exact.sqnorms.nbytes + exact.groups.nbytes) / 2**20
     gc.collect()
     rows = []
-    shape = "" if (params.m, params.ef_construction) == (HnswParams.m, HnswParams.ef_construction) \
-        else f"-m{params.m}-efc{params.ef_construction}"  # another graph than the shipped one
+    shipped = HnswParams()
     for ef in [params.ef_search, *[e for e in sweep if e != params.ef_search]]:
         variant = HnswParams(params.m, params.ef_construction, ef, params.overfetch)
         snapshot = ApproximateSnapshot(exact, HnswGraph(DIM, variant, index=loaded._index, watermark=loaded.watermark))
-        name = f"embedded-hnsw{shape}" if ef == params.ef_search else f"embedded-hnsw{shape}-ef{ef}"
+        name = f"embedded-hnsw-m{params.m}-efc{params.ef_construction}-ef{ef}"  # rows named by graph and search
         extra = {"load_s": round(load, 2), "m": params.m, "ef_construction": params.ef_construction,
-                 "ef_search": ef, "candidates": variant.candidates(K)}
+                 "ef_search": ef, "candidates": variant.candidates(K), "shipped": variant == shipped}
         if compare_full_rerank:  # the same queries, the same graph, just before today's search
             answers, seconds = timed_searches(lambda q, s=snapshot: _full_rerank(s, q), queries)
             rows.append(row(f"{name}-full-rerank", n, seconds, answers, truth, build, exact_mb + size_mb, **extra))
