@@ -97,6 +97,21 @@ def _write_private(path: Path, data: bytes) -> Path:
     return temporary
 
 
+def install_key(path: Path, key: bytes) -> bool:
+    """Write ``key`` to ``path`` (0600, fsynced) unless a file is already there; whether it was written.
+
+    Through a temporary file linked into place: atomic, and never over another key."""
+    temporary = _write_private(path, key)
+    try:
+        os.link(temporary, path)
+        _fsync_dir(path.parent)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
+
+
 def key_id(key: bytes) -> bytes:
     """What the database records of the sealing key: a one-way digest (16 bytes) that names it."""
     return hashlib.sha256(b"faceaudit review sealing key\0" + key).digest()[:16]
@@ -158,14 +173,7 @@ class SealedBlobs:
                 raise SealedBlobError(
                     f"{self.key_path} is missing but {len(self.blob_ids())} sealed blobs exist in "
                     f"{self._where}; restore the key from its backup (or delete the blobs to start afresh)")
-            temporary = _write_private(self.key_path, secrets.token_bytes(_KEY_BYTES))
-            try:
-                os.link(temporary, self.key_path)  # atomic, and fails if another process was first
-                _fsync_dir(self.key_path.parent)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temporary)
+            install_key(self.key_path, secrets.token_bytes(_KEY_BYTES))  # False: another process was first
         mode = stat.S_IMODE(os.stat(self.key_path).st_mode)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise SealedBlobError(

@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from typing import Any
 from faceaudit.access import AccessKey
 from faceaudit.access.roles import REVIEWER
 from faceaudit.accountability import retention, review, searchlog, state
-from faceaudit.accountability.sealed import BLOB_DIRNAME, SealedBlobError, SealedBlobs
+from faceaudit.accountability.sealed import BLOB_DIRNAME, SealedBlobError, SealedBlobs, install_key
 from faceaudit.accountability.sealed import KEY_FILENAME as REVIEW_KEY_FILENAME
 from faceaudit.storage.sql_database import PostgresDatabase, SQLiteDatabase, open_database
 
@@ -200,16 +199,8 @@ def _copy_review_key(source_dir: Path, target_dir: Path) -> str:
         return f"{target_key} is already the key that seals the review pictures"
     target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(target_dir, 0o700)
-    temporary = target_key.with_name(f".{target_key.name}.{secrets.token_hex(8)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(wanted)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temporary, target_key)
-    finally:
-        os.unlink(temporary)
+    if not install_key(target_key, wanted):
+        raise AccountabilityRefused(f"{target_key} appeared while it was being written: run the command again")
     return (f"copied {source_key} to {target_key} (mode 0600): every other server on the database needs the "
             "same file in its data directory")
 
