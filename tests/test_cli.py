@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,19 @@ def test_serve_refuses_a_database_it_cannot_use_before_starting(tmp_path):
     assert result.returncode == 2 and "'embedded' or a postgresql://" in result.stderr
     assert "listening" not in result.stderr
 
+
+
+def test_serve_refuses_a_store_written_by_a_newer_faceaudit_with_a_message(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    with sqlite3.connect(data / "accountability.db") as conn:  # the state store's file, from "the future"
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (99)")
+    (data / "accountability.db").chmod(0o600)
+    result = run("serve", "--data-dir", str(data), "--port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "has schema version 99" in result.stderr and "Upgrade faceaudit" in result.stderr
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
 
 
 def test_serve_refuses_an_approximate_switch_it_cannot_read_before_starting(tmp_path):

@@ -255,6 +255,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as error:  # e.g. the port is taken
         print(f"faceaudit serve: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from faceaudit.storage.migrations import is_schema_too_new
+        if not is_schema_too_new(error):
+            raise
+        print(f"faceaudit serve: {error}", file=sys.stderr)  # a store written by a newer faceaudit
+        return 2
 
 
 def _key_store(args: argparse.Namespace, *, create: bool = False, command: str = "keys") -> SQLiteKeyStore:

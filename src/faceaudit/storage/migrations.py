@@ -69,6 +69,15 @@ def current_version(conn: Connection, table: str = "schema_version") -> int:
     return 0 if row is None else int(row[0])
 
 
+class SchemaTooNewError(Exception):
+    """A database written by a newer faceaudit. ``migrate`` raises the store's own error type
+    with this as its ``__cause__``, so one check (``is_schema_too_new``) serves every store."""
+
+
+def is_schema_too_new(error: BaseException) -> bool:
+    return isinstance(error, SchemaTooNewError) or isinstance(error.__cause__, SchemaTooNewError)
+
+
 def migrate(conn: Connection, migrations: Migrations, *, describe: str,
             error: Callable[[str], Exception], table: str = "schema_version") -> int:
     """Bring the database on ``conn`` up to the latest version; returns that version.
@@ -80,8 +89,9 @@ def migrate(conn: Connection, migrations: Migrations, *, describe: str,
     latest = latest_version(migrations)
     version = current_version(conn, table)
     if version > latest:
-        raise error(f"{describe} has schema version {version}; this faceaudit understands up to "
-                    f"{latest}. Upgrade faceaudit (or point it at another database)")
+        message = (f"{describe} has schema version {version}; this faceaudit understands up to "
+                   f"{latest}. Upgrade faceaudit (or point it at another database)")
+        raise error(message) from SchemaTooNewError(message)
     if version == latest:
         return version
     for number in range(version + 1, latest + 1):
