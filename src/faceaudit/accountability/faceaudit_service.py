@@ -7,8 +7,9 @@ validates requests against it before they arrive here, and encodes the answers w
 
 Who may call which is the role table's (faceaudit.access.roles); the review store checks
 again what a role cannot say: a reviewer never reviews its own search or an item twice,
-and only the searching key fetches a result or finds the item in its list (ListReviewResults). The log's reading operations (auditors:
-ListSearchLogRecords, VerifySearchLog, GetTransparencyReport) are faceaudit.accountability.log_reading's.
+and only the searching key fetches a result or finds the item in its list (ListReviewResults).
+The log's reading operations (auditors: ListSearchLogRecords, VerifySearchLog,
+GetTransparencyReport) are faceaudit.accountability.log_reading's.
 """
 
 from __future__ import annotations
