@@ -23,6 +23,7 @@ from faceaudit.accountability.sealed import SealedBlobError, SealedBlobs
 from faceaudit.errors import (
     AccessDeniedException,
     ConflictException,
+    InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
 )
@@ -465,8 +466,41 @@ def test_the_wire_service_tells_the_log_which_item_and_what_became_of_it(store):
 def test_a_review_db_of_schema_1_is_upgraded_and_keeps_its_items(tmp_path, raw_sql):
     with ReviewStore(tmp_path / "data") as store:
         item = open_item(store, index_faces(store, 1), [99.5])
-    raw_sql(tmp_path / "data", "review.db", "ALTER TABLE review_meta RENAME TO meta")  # as version 1 left it
+    raw_sql(tmp_path / "data", "review.db", "DROP INDEX items_searcher")  # as version 1 left it
+    raw_sql(tmp_path / "data", "review.db", "ALTER TABLE review_meta RENAME TO meta")
     raw_sql(tmp_path / "data", "review.db", "UPDATE schema_version SET version = 1")
     with ReviewStore(tmp_path / "data") as store:
         assert [i["ItemId"] for i in store.pending(ALICE)["ReviewItems"]] == [item]
-    assert raw_sql(tmp_path / "data", "review.db", "SELECT version FROM schema_version") == [(2,)]
+        assert [i["ItemId"] for i in store.held_searches(OPERATOR)["ReviewResults"]] == [item]
+    assert raw_sql(tmp_path / "data", "review.db", "SELECT version FROM schema_version") == [(3,)]
+    assert raw_sql(tmp_path / "data", "review.db",
+                   "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'items_searcher'")
+
+
+def test_a_searcher_lists_its_own_held_searches_newest_first_without_candidates(store, tmp_path, database, raw_sql):
+    mine = [open_item(store, index_faces(store, 2), [99.4, 99.1]) for _ in range(3)]
+    other = key("someone-else", "operator")
+    theirs = store.open_item(caller(other), COLLECTION, "public-safety", photo(5),
+                             search_response(index_faces(store, 1), [99.0]), Facts(operation="SearchFacesByImage"))
+    first = store.held_searches(OPERATOR, max_results=2)
+    assert [i["ItemId"] for i in first["ReviewResults"]] == mine[:0:-1]
+    assert {name for item in first["ReviewResults"] for name in item} == {
+        "ItemId", "CreatedAt", "CollectionId", "Policy", "Purpose", "Case", "State", "RequiredReviewers",
+        "DecisionCount"}
+    rest = store.held_searches(OPERATOR, max_results=2, next_token=first["NextToken"])
+    assert [i["ItemId"] for i in rest["ReviewResults"]] == mine[:1] and "NextToken" not in rest
+    assert [i["ItemId"] for i in store.held_searches(other)["ReviewResults"]] == [theirs]
+    with pytest.raises(InvalidPaginationTokenException):  # the token names its key's listing
+        store.held_searches(other, next_token=first["NextToken"])
+    decide_all(store, ALICE, mine[0], "reject")
+    decide_all(store, BOB, mine[0], "reject")
+    assert [(i["State"], i["DecisionCount"]) for i in rest["ReviewResults"]] == [("OPEN", 0)]
+    assert [(i["State"], i["DecisionCount"]) for i in store.held_searches(OPERATOR)["ReviewResults"]][-1] == \
+        ("NOT_CONFIRMED", 2)
+    if database is None:  # the listing reads the searcher's rows through its index, not every item
+        plan = raw_sql(tmp_path / "data", "review.db", "EXPLAIN QUERY PLAN SELECT seq FROM items WHERE "
+                       "searcher_name = 'x' AND seq < 5 ORDER BY seq DESC LIMIT 3")
+        assert "items_searcher" in str(plan) and "TEMP B-TREE" not in str(plan)
+    else:
+        assert raw_sql(tmp_path, "", "SELECT 1 FROM pg_indexes WHERE indexname = 'items_searcher' "
+                       "AND schemaname = current_schema()")

@@ -8,14 +8,17 @@ build/console-screenshots/. Keyboard use is driven with real key presses.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import shutil
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from faceaudit.console import LABEL
 
@@ -547,3 +550,72 @@ def test_an_auditor_filters_and_verifies_the_search_log_and_reads_the_transparen
             assert other.goto(base + path).status == 403, (role, path)
         other.goto(base + "/console/")
         assert other.request.post(base + "/console/log/verify", form={"csrf": csrf_of(other)}).status == 403
+
+
+def _hold_searches(data_dir: Path, access_key_id: str, count: int, *, case: str, candidates: int = 0) -> list[str]:
+    """``count`` searches by the key ``access_key_id`` held for review, opened as the guard opens them
+    (faceaudit.accountability.review on the server's data directory); returns their item ids, oldest first."""
+    from datetime import UTC, datetime
+
+    from faceaudit.access import SQLiteKeyStore
+    from faceaudit.accountability.context import CASE_HEADER, PURPOSE_HEADER, Caller, Facts
+    from faceaudit.accountability.review import ReviewStore
+
+    with SQLiteKeyStore(data_dir) as store:
+        key = store.lookup(access_key_id).key
+    probe = Image.new("RGB", (96, 96), (120, 90, 60))
+    buffer = io.BytesIO()
+    probe.save(buffer, format="JPEG")
+    response = {"FaceMatches": [{"Similarity": 99.5 - n / 10, "Face": {"FaceId": str(uuid.uuid4())}}
+                                for n in range(candidates)]}
+    with ReviewStore(data_dir) as review:
+        return [review.open_item(Caller(key, str(uuid.uuid4()), datetime.now(UTC),
+                                        {PURPOSE_HEADER: "held list test", CASE_HEADER: case}),
+                                 "console-held", "public-safety", buffer.getvalue(), response,
+                                 Facts(operation="SearchFacesByImage")) for _ in range(count)]
+
+
+def test_an_operator_lists_its_own_held_searches_newest_first_and_opens_one(
+        console_server, keys, open_page, axe, screenshots):
+    base = console_server.endpoint_url
+    data_dir = console_server.data_dir
+    closed = _hold_searches(data_dir, keys["operator"][0], 50, case="HL-closed")  # no candidate: closed at once
+    held = _hold_searches(data_dir, keys["operator"][0], 1, case="HL-open", candidates=2)[0]
+    _hold_searches(data_dir, keys["admin"][0], 1, case="HL-someone-else", candidates=1)
+
+    operator = open_page()
+    sign_in(operator, base, keys["operator"])
+    go(operator, "Review results")
+    rows = operator.locator("table.held tbody tr")
+    assert rows.count() == 50  # a page
+    cells = rows.first.locator("th, td").all_inner_texts()
+    assert " ".join(cells[0].split()) == f"Result of item {held[:8]}" and cells[1] == "open" and cells[3:] == [
+        "console-held", "held list test", "HL-open", "0 of 2"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", cells[2])
+    assert [r.locator("td.state").inner_text() for r in rows.all()[1:]] == ["not confirmed"] * 49
+    page_text = operator.locator("main").inner_text()
+    assert "HL-someone-else" not in page_text  # another key's search
+    assert "99.5" not in page_text and "Candidates" not in page_text  # nothing of the candidates
+    look(operator, axe, screenshots, "review-results-list")
+
+    shown = [re.search(r"/results/([0-9a-f-]{36})", href).group(1)
+             for href in rows.locator("th a").evaluate_all("links => links.map(a => a.href)")]
+    with operator.expect_navigation():
+        operator.get_by_role("link", name="More items").click()
+    shown += [re.search(r"/results/([0-9a-f-]{36})", href).group(1)
+              for href in operator.locator("table.held tbody th a").evaluate_all("links => links.map(a => a.href)")]
+    assert shown[:51] == [held, *closed[::-1]] and len(shown) == len(set(shown))  # newest first, each once
+    check_accessibility(operator, axe)
+
+    operator.goto(base + "/console/results")
+    with operator.expect_navigation():
+        operator.get_by_role("link", name=f"Result of item {held[:8]}").click()
+    assert operator.url == base + f"/console/results/{held}"
+    assert "Pending review: 0 of 2" in operator.locator("#pending").inner_text()
+
+    # The admin (who searches too) sees its own, not the operator's.
+    admin = open_page()
+    sign_in(admin, base, keys["admin"])
+    go(admin, "Review results")
+    listed = admin.locator("table.held tbody").inner_text()
+    assert "HL-someone-else" in listed and "HL-open" not in listed and "HL-closed" not in listed

@@ -45,7 +45,7 @@ def test_the_client_reads_the_model_the_server_decodes_with():
     assert model.signing_name == "rekognition"  # one SigV4 scope for both services
     assert sorted(model.operation_names) == sorted(faceaudit_service_model().operation_names) == [
         "DecideReviewItem", "GetReviewItem", "GetReviewResult", "GetTransparencyReport", "ListReviewItems",
-        "ListSearchLogRecords", "VerifySearchLog"]
+        "ListReviewResults", "ListSearchLogRecords", "VerifySearchLog"]
 
 
 def test_what_boto3_sends_decodes_to_what_the_user_passed():
@@ -122,3 +122,4 @@ def test_the_listings_have_boto3_paginators():
     client = faceaudit.client("http://127.0.0.1:1", region_name="us-east-1",
                               aws_access_key_id="AK", aws_secret_access_key="secret")
     assert client.can_paginate("list_search_log_records") and client.can_paginate("list_review_items")
+    assert client.can_paginate("list_review_results")

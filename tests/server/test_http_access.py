@@ -73,6 +73,7 @@ def request_for(operation: str, collection: str) -> dict:
         "GetReviewItem": {"ItemId": str(uuid.uuid4())},
         "DecideReviewItem": {"ItemId": str(uuid.uuid4()), "Decisions": []},
         "GetReviewResult": {"ItemId": str(uuid.uuid4())},
+        "ListReviewResults": {"MaxResults": 5},
         "ListSearchLogRecords": {"MaxResults": 5},
         "VerifySearchLog": {},
         "GetTransparencyReport": {"Since": "2026-01-01"},

@@ -191,3 +191,102 @@ def test_listing_pages_through_every_waiting_item(review_server):
     first = reviewer.list_review_items(MaxResults=1)["NextToken"]
     code, _ = error_of(stranger.list_review_items, MaxResults=1, NextToken=first)
     assert code == "InvalidPaginationTokenException"
+
+
+HELD_FIELDS = {"ItemId", "CreatedAt", "CollectionId", "Policy", "Purpose", "Case", "State", "RequiredReviewers",
+               "DecisionCount"}
+
+
+def held_pages(client, **request) -> list[list[dict]]:
+    """Every page of ListReviewResults, following NextToken."""
+    pages, token = [], None
+    while True:
+        page = client.list_review_results(**request, **({"NextToken": token} if token else {}))
+        pages.append(page["ReviewResults"])
+        token = page.get("NextToken")
+        if not token:
+            return pages
+
+
+@pytest.mark.models
+def test_an_operator_lists_only_its_own_held_searches_newest_first_with_no_candidate(review_server):
+    searcher_key, searcher = review_server.key("operator")
+    other_key, other = review_server.key("operator")
+    mine = [review_server.open_item(searcher_key, [99.4, 99.1], collection=f"watch-{n}") for n in range(3)]
+    theirs, _, _ = review_server.open_item(other_key, [99.6])
+
+    listed = searcher.list_review_results()["ReviewResults"]
+    assert [i["ItemId"] for i in listed] == [item for item, _, _ in reversed(mine)]  # newest first, its own only
+    assert all(set(i) == HELD_FIELDS for i in listed)
+    newest = listed[0]
+    assert (newest["CollectionId"], newest["Policy"], newest["Purpose"], newest["Case"], newest["State"],
+            newest["RequiredReviewers"], newest["DecisionCount"]) == \
+        ("watch-2", "public-safety", "missing person", "MP-7", "OPEN", 2, 0)
+    assert abs((datetime.now(UTC) - newest["CreatedAt"]).total_seconds()) < 120
+    assert [i["ItemId"] for i in other.list_review_results()["ReviewResults"]] == [theirs]
+    raw = review_server.server.post({}, "FaceAuditService.ListReviewResults",
+                                    access_key_id=searcher_key.access_key_id,
+                                    secret_access_key=review_server.secrets[searcher_key.access_key_id])
+    assert raw.status == 200 and len(raw.json["ReviewResults"]) == 3  # the wire itself: boto3 drops unknown members
+    assert b"Similarity" not in raw.body and b"Candidate" not in raw.body and b"99.4" not in raw.body
+    assert not any(face_id.encode() in raw.body for _, _, crops in mine for face_id in crops)
+
+    # Where each stands follows the reviewers: one decision, then two that release.
+    item = mine[-1][0]
+    decide(review_server.key("reviewer")[1], item, "CONFIRM")
+    assert searcher.list_review_results(MaxResults=1)["ReviewResults"][0] | {"CreatedAt": None} == \
+        newest | {"CreatedAt": None, "DecisionCount": 1}
+    decide(review_server.key("reviewer")[1], item, "CONFIRM")
+    assert (searcher.list_review_results()["ReviewResults"][0]["State"],
+            searcher.get_review_result(ItemId=item)["State"]) == ("RELEASED", "RELEASED")
+
+    # Recognised by key name, as GetReviewResult: the rotated key still lists them.
+    rotated = review_server.keys.rotate(searcher_key.name)
+    rotated_client = review_server.server.faceaudit_client(access_key_id=rotated.key.access_key_id,
+                                                           secret_access_key=rotated.secret_access_key)
+    assert [i["ItemId"] for i in rotated_client.list_review_results()["ReviewResults"]] == \
+        [item for item, _, _ in reversed(mine)]
+
+    # Every call is a request record of the search log, with how many items it answered.
+    records = review_server.server.faceaudit_client().list_search_log_records(
+        Operation="ListReviewResults", KeyName=searcher_key.name)["Records"]
+    assert len(records) == 5 and all(r["Kind"] == "request" and r["Status"] == 200 for r in records)
+    assert sorted(json.loads(r["Record"])["result"]["items"] for r in records) == [1, 3, 3, 3, 3]
+
+
+@pytest.mark.models
+def test_held_searches_page_newest_first_and_a_token_serves_only_its_key(review_server):
+    searcher_key, searcher = review_server.key("operator")
+    opened = [review_server.open_item(searcher_key, [99.2])[0] for _ in range(5)]
+    pages = held_pages(searcher, MaxResults=2)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i["ItemId"] for p in pages for i in p] == opened[::-1]
+    paginated = searcher.get_paginator("list_review_results").paginate(PaginationConfig={"PageSize": 3})
+    assert [i["ItemId"] for p in paginated for i in p["ReviewResults"]] == opened[::-1]  # paginators-1.json
+
+    token = searcher.list_review_results(MaxResults=2)["NextToken"]
+    _, stranger = review_server.key("operator")
+    assert error_of(stranger.list_review_results, NextToken=token)[0] == "InvalidPaginationTokenException"
+    _, reviewer = review_server.key("reviewer")
+    assert error_of(reviewer.list_review_items, NextToken=token)[0] == "InvalidPaginationTokenException"
+    pending = reviewer.list_review_items(MaxResults=1)["NextToken"]  # nor a review queue's token here
+    assert error_of(searcher.list_review_results, NextToken=pending)[0] == "InvalidPaginationTokenException"
+    assert error_of(searcher.list_review_results, NextToken=token[:-2] + "AA")[0] == \
+        "InvalidPaginationTokenException"
+    unchecked = review_server.server.faceaudit_client(  # botocore itself refuses 0 (not 1001): the server does both
+        access_key_id=searcher_key.access_key_id, secret_access_key=review_server.secrets[searcher_key.access_key_id],
+        parameter_validation=False)
+    for bad, words in ((0, "greater than or equal to 1"), (1001, "less than or equal to 1000")):
+        code, message = error_of(unchecked.list_review_results, MaxResults=bad)
+        assert code == "InvalidParameterException" and words in message, (bad, message)
+    assert error_of(unchecked.list_review_results, MaxResults="many")[0] == "SerializationException"  # as AWS
+    assert len(searcher.list_review_results(MaxResults=1000)["ReviewResults"]) == 5
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("role", ["reviewer", "auditor"])
+def test_reviewers_and_auditors_may_not_list_held_searches(review_server, role):
+    key, client = review_server.key(role)
+    review_server.open_item(key, [99.0])  # even a key of that role whose name searched
+    code, message = error_of(client.list_review_results)
+    assert code == "AccessDeniedException" and "rekognition:ListReviewResults" in message

@@ -38,8 +38,9 @@ _AUDITORS = frozenset({ADMIN, AUDITOR})
 # collections and search them. Reviewers call none of Rekognition's operations, auditors
 # only ListTagsForResource (which policy a collection is under). Deciding review items
 # (faceaudit's own FaceAuditService operations) is the
-# reviewers' alone: the keys that search never also judge the searches. GetReviewResult is
-# for those who search, and the review store lets only the searching key read its item.
+# reviewers' alone: the keys that search never also judge the searches. GetReviewResult and
+# ListReviewResults are for those who search, and the review store lets only the searching key
+# read or list its items.
 OPERATION_ROLES: dict[str, frozenset[str]] = {
     "DetectFaces": _OPERATORS,
     "CompareFaces": _OPERATORS,
@@ -69,6 +70,7 @@ OPERATION_ROLES: dict[str, frozenset[str]] = {
     "GetReviewItem": _REVIEWERS,
     "DecideReviewItem": _REVIEWERS,
     "GetReviewResult": _OPERATORS,
+    "ListReviewResults": _OPERATORS,  # a searcher's own held searches, by key name, as GetReviewResult
     # Reading the search log and the transparency report over the wire (docs/accountability.md,
     # "Reading the log over the wire"): the auditors' work, and the admin's, who answers for the service.
     "ListSearchLogRecords": _AUDITORS,

@@ -7,8 +7,9 @@ validates requests against it before they arrive here, and encodes the answers w
 
 Who may call which is the role table's (faceaudit.access.roles); the review store checks
 again what a role cannot say: a reviewer never reviews its own search or an item twice,
-and only the searching key fetches a result. The log's reading operations (auditors:
-ListSearchLogRecords, VerifySearchLog, GetTransparencyReport) are faceaudit.accountability.log_reading's.
+and only the searching key fetches a result or finds the item in its list (ListReviewResults).
+The log's reading operations (auditors: ListSearchLogRecords, VerifySearchLog,
+GetTransparencyReport) are faceaudit.accountability.log_reading's.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class FaceAuditService:
     serves only the review operations (its ``operations`` say so, and the app refuses the rest).
     """
 
-    REVIEW_OPERATIONS = frozenset({"ListReviewItems", "GetReviewItem", "DecideReviewItem", "GetReviewResult"})
+    REVIEW_OPERATIONS = frozenset({"ListReviewItems", "GetReviewItem", "DecideReviewItem", "GetReviewResult",
+                                   "ListReviewResults"})
     LOG_OPERATIONS = frozenset({"ListSearchLogRecords", "VerifySearchLog", "GetTransparencyReport"})
     operations = REVIEW_OPERATIONS | LOG_OPERATIONS
 
@@ -48,6 +50,7 @@ class FaceAuditService:
             "GetReviewItem": lambda caller, r: self.review.blind_view(caller.key, r["ItemId"]),
             "DecideReviewItem": lambda caller, r: self.review.decide(caller, r["ItemId"], r["Decisions"]),
             "GetReviewResult": lambda caller, r: self.review.result(caller.key, r["ItemId"]),
+            "ListReviewResults": self._list_review_results,
         }
         if self.reader is not None:
             reader = self.reader
@@ -75,6 +78,8 @@ class FaceAuditService:
         if facts is not None:
             if operation == "ListSearchLogRecords":
                 facts.result["records"] = len(answer["Records"])
+            elif operation == "ListReviewResults":
+                facts.result["items"] = len(answer["ReviewResults"])
             facts.collection = answer.get("CollectionId", facts.collection)
             if "State" in answer:
                 facts.review_outcome = str(answer["State"]).lower().replace("_", "-")
@@ -83,3 +88,7 @@ class FaceAuditService:
     def _list_review_items(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
         return self.review.pending(caller.key, max_results=request.get("MaxResults", 50),
                                    next_token=request.get("NextToken"))
+
+    def _list_review_results(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
+        return self.review.held_searches(caller.key, max_results=request.get("MaxResults", 100),
+                                         next_token=request.get("NextToken"))

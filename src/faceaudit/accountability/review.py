@@ -20,9 +20,10 @@ The flow (docs/accountability.md, "Blind review"):
    ``disputed``. Items end ``released`` (at least one candidate released, no dispute),
    ``disputed`` or ``not-confirmed`` (nobody confirmed anything; also a search with no
    candidate at all, which opens closed: there is nothing to review);
-4. the searching key fetches the released candidates with their Similarity
-   (:meth:`~ReviewStore.result`), each labelled "investigative lead — not an
-   identification".
+4. the searching key lists its own held searches and where each stands
+   (:meth:`~ReviewStore.held_searches`: no candidate, no score) and fetches the released
+   candidates with their Similarity (:meth:`~ReviewStore.result`), each labelled
+   "investigative lead — not an identification".
 
 Every decision is appended to the search log through the optional ``recorder`` (kind
 "review"), inside the transaction that stores it: a decision the log refused is not stored.
@@ -106,11 +107,14 @@ OPEN, RELEASED, DISPUTED, NOT_CONFIRMED = "open", "released", "disputed", "not-c
 REVIEWERS_REQUIRED: dict[str, int] = {"public-safety": 2}
 MAX_REASON_CHARS = 2000
 MAX_PAGE = 100
+MAX_RESULTS_PAGE = 1000  # ListReviewResults: rows without pictures or candidates, so larger pages
 CROP_MARGIN = 0.3  # of the box's width/height, on each side: hair, ears and chin help a reviewer
 CROP_MAX_SIDE = 480
 CROP_JPEG_QUALITY = 90
 log = logging.getLogger("faceaudit.review")
-_PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3)
+_PAGE_KIND = 16  # page_tokens kind for review listings (the face store uses 1-3, the log's 17)
+_HELD_PAGE_KIND = 18  # page_tokens kind for a searcher's own held searches
+_NO_SEQ_BOUND = (1 << 63) - 1  # above every seq (64-bit in both databases)
 ORPHAN_AGE_S = 3600.0  # an unnamed blob this old is an orphan, not a picture whose row is on its way
 
 _SCHEMA = [
@@ -178,8 +182,12 @@ def _new_page_secret(conn: Connection) -> None:
 # faceaudit.storage.migrations, per database flavour: version 1 creates the schema; a change is
 # a new version. SQLite 2: ``meta`` becomes ``review_meta`` (in PostgreSQL it shares the database
 # with the faces' own ``meta``).
+# SQLite 3 / PostgreSQL 2: an index for a searcher's own items, newest first (ListReviewResults), so
+# the listing reads that key's rows only, not every item since.
+_SEARCHER_INDEX = "CREATE INDEX items_searcher ON items (searcher_name, seq)"
 MIGRATIONS: dict[int, list[Step]] = {1: [*_SCHEMA, _new_page_secret],
-                                     2: ["ALTER TABLE meta RENAME TO review_meta"]}
+                                     2: ["ALTER TABLE meta RENAME TO review_meta"],
+                                     3: [_SEARCHER_INDEX]}
 POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [
     *(postgres_ddl(statement).replace("CREATE TABLE meta ", "CREATE TABLE review_meta ")
       for statement in _SCHEMA),
@@ -188,7 +196,7 @@ POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [
     # the sealed pictures (faceaudit.accountability.sealed): in the database, as the rows are
     "CREATE TABLE review_blobs (blob_id TEXT PRIMARY KEY, sealed BYTEA NOT NULL, "
     "sealed_at DOUBLE PRECISION NOT NULL)",
-]}
+], 2: [_SEARCHER_INDEX]}
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 POSTGRES_VERSION_TABLE = "review_schema_version"
 _STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
@@ -486,6 +494,29 @@ class ReviewStore(SqlStore):
                 {"CandidateId": cid, "CandidateType": rows[cid][0].upper(), "Similarity": rows[cid][1],
                  "Label": LEAD_LABEL} for cid in sorted(released, key=lambda c: -rows[c][1])],
         }
+
+    def held_searches(self, key: AccessKey, *, max_results: int = 100,
+                      next_token: str | None = None) -> dict[str, Any]:
+        """This key's searches held for review (by key name, as :meth:`result` recognises the
+        searcher), newest first: where each stands, never a candidate, a score or how many
+        candidates there are (that number alone says something before anyone has reviewed)."""
+        limit = max(1, min(int(max_results), MAX_RESULTS_PAGE))
+        digest = filter_digest("held:" + key.name)  # a token is good only for the name it was issued to
+        # no token (0): from the newest. One query shape for both: a range of items_searcher, whatever the plan
+        before = self._tokens.after(next_token, _HELD_PAGE_KIND, 0, digest) or _NO_SEQ_BOUND
+        rows = self._db.rows(
+            "SELECT i.seq, i.item_id, i.created_ms, i.collection, i.policy, i.purpose, i.case_ref, i.state, "
+            "i.required, (SELECT COUNT(*) FROM decisions d WHERE d.item_id = i.item_id) "
+            "FROM items i WHERE i.searcher_name = ? AND i.seq < ? ORDER BY i.seq DESC LIMIT ?",
+            (key.name, before, limit + 1))
+        page = rows[:limit]
+        answer: dict[str, Any] = {"ReviewResults": [
+            {"ItemId": r[1], "CreatedAt": datetime.fromtimestamp(r[2] / 1000, UTC), "CollectionId": r[3],
+             "Policy": r[4], "Purpose": r[5], "Case": r[6], "State": r[7].upper().replace("-", "_"),
+             "RequiredReviewers": r[8], "DecisionCount": r[9]} for r in page]}
+        if len(rows) > limit:
+            answer["NextToken"] = self._tokens.issue(_HELD_PAGE_KIND, 0, page[-1][0], digest)
+        return answer
 
     # -- retention (faceaudit.accountability.retention decides the periods and purges) -----
     def set_retention(self, collection_id: str, days: int | None) -> None:

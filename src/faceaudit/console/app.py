@@ -748,11 +748,29 @@ def decide_review_item(console: Console, ctx: Context) -> Response:
 
 
 def review_results(console: Console, ctx: Context) -> Response:
-    """Where a searcher opens the result of a search held for review, by its item id."""
+    """The signed-in key's own searches held for review, newest first (ListReviewResults: where each
+    stands, no candidate), each linking to its result; or one opened by its item id."""
     item_id = ctx.request.query.get("item", "").strip()
     if item_id:
         return Response.redirect(_result_url(console, item_id))
-    return console.page(ctx, "review_results.html.j2", page_title="Review results", current="review-result")
+    request: dict[str, Any] = {"MaxResults": REVIEW_PAGE}
+    token = ctx.request.query.get("next", "")
+    if token:
+        request["NextToken"] = token[:255]
+    try:
+        listed, _ = console.run(ctx, OWN + "ListReviewResults", request)
+    except RekognitionError as error:
+        return console.page(ctx, "error.html.j2", _status(error), page_title="Review results",
+                            current="review-result", message=_error_text(error))
+    items = [{"id": i["ItemId"], "url": _result_url(console, i["ItemId"]), "created": _when(i.get("CreatedAt")),
+              "collection": i.get("CollectionId", ""), "purpose": i.get("Purpose") or "",
+              "case": i.get("Case") or "", "state": str(i.get("State", "")),
+              "decided": i.get("DecisionCount", 0), "required": i.get("RequiredReviewers", 0)}
+             for i in listed.get("ReviewResults", [])]
+    more = listed.get("NextToken")
+    return console.page(ctx, "review_results.html.j2", page_title="Review results", current="review-result",
+                        items=items, first_page=not token,
+                        next_url=console.url("/results?next=" + quote(more, safe="")) if more else None)
 
 
 def review_result_page(console: Console, ctx: Context) -> Response:
