@@ -158,7 +158,7 @@ def test_a_store_newer_than_this_code_is_refused_untouched(open_store):
     table = "schema_version" if type(store) is SQLiteKeyStore else "access_schema_version"
     with store._write() as conn:
         conn.execute(f"UPDATE {table} SET version = 99")
-    with pytest.raises(KeyStoreError, match="schema version 99.*Upgrade faceaudit") as refused:
+    with pytest.raises(KeyStoreError, match=r"schema version 99.*Upgrade faceaudit") as refused:
         open_store()
     assert type(refused.value) is KeyStoreError  # not KeyStoreUnavailable: nothing failed but the version
     assert [k.name for k in store.keys()] == ["alice"]
