@@ -34,6 +34,7 @@ from faceaudit.accountability.guard import TAG_OPERATIONS
 from faceaudit.rekognition.service import RekognitionService
 from faceaudit.server.credentials import CREDENTIALS_FILE, CredentialsError, generate, open_keys
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings
+from faceaudit.storage.migrations import is_schema_too_new
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 NO_ENV = Settings.from_env({})
@@ -161,6 +162,7 @@ def test_a_store_newer_than_this_code_is_refused_untouched(open_store):
     with pytest.raises(KeyStoreError, match=r"schema version 99.*Upgrade faceaudit") as refused:
         open_store()
     assert type(refused.value) is KeyStoreError  # not KeyStoreUnavailable: nothing failed but the version
+    assert is_schema_too_new(refused.value)  # what `faceaudit serve` turns into its message and exit 2
     assert [k.name for k in store.keys()] == ["alice"]
 
 
