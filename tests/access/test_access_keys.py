@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from faceaudit.access import (
     OPERATION_ROLES,
     OPERATOR,
     REVIEWER,
+    IssuedKey,
     KeyStoreError,
     SQLiteKeyStore,
 )
@@ -32,27 +34,42 @@ from faceaudit.accountability.guard import TAG_OPERATIONS
 from faceaudit.rekognition.service import RekognitionService
 from faceaudit.server.credentials import CREDENTIALS_FILE, CredentialsError, generate, open_keys
 from faceaudit.settings import ACCESS_KEY_ENV, SECRET_KEY_ENV, Settings
+from faceaudit.storage.migrations import is_schema_too_new
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 NO_ENV = Settings.from_env({})
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    """Each KeyStore test on both backends: DATA_DIR/access.db, and PostgreSQL (a schema of its own)."""
+def open_store(request, tmp_path):
+    """Opens one KeyStore, on each backend: DATA_DIR/access.db, and PostgreSQL (a schema of its
+    own); each call opens it again (as another process would), and every one opened is closed."""
+    opened: list = []
     if request.param == "sqlite":
-        opened = SQLiteKeyStore(tmp_path / "data")
-        yield opened
-        opened.close()
-        return
-    from faceaudit.access.postgres import PostgresKeyStore
-    from support.postgres import drop_schema, fresh_schema
+        def open_one():
+            opened.append(SQLiteKeyStore(tmp_path / "data"))
+            return opened[-1]
+        yield open_one
+    else:
+        from faceaudit.access.postgres import PostgresKeyStore
+        from support.postgres import drop_schema, fresh_schema
 
-    url, schema = request.getfixturevalue("postgres_url"), fresh_schema()
-    opened = PostgresKeyStore(url, schema=schema)
-    yield opened
-    opened.close()
-    drop_schema(url, schema)
+        url, schema = request.getfixturevalue("postgres_url"), fresh_schema()
+
+        def open_one():
+            opened.append(PostgresKeyStore(url, schema=schema))
+            return opened[-1]
+        yield open_one
+    for each in opened:
+        each.close()
+    if request.param == "postgres":
+        drop_schema(url, schema)
+
+
+@pytest.fixture
+def store(open_store):
+    """Each KeyStore test on both backends."""
+    return open_store()
 
 
 def mode(path) -> int:
@@ -120,6 +137,33 @@ def test_names_are_unique_among_active_keys_only(store):
     again = store.create("alice", AUDITOR).key
     assert again.access_key_id != first.access_key_id
     assert [k.name for k in store.keys(include_revoked=True)] == ["alice", "admin", "alice"]
+
+
+def test_a_restored_key_keeps_the_one_active_name_rule_and_the_store_stays_usable(store):
+    store.revoke(store.create("alice", OPERATOR).key.name)
+    alice = store.lookup(store.keys(include_revoked=True)[0].access_key_id)
+    elsewhere = store.create("alice", ADMIN)  # the active 'alice' another store may also hold
+    with pytest.raises(KeyStoreError, match="already named 'alice' here"):
+        store.restore(IssuedKey(replace(elsewhere.key, access_key_id="RESTOREDKEY000000001"), "s" * 40))
+    assert not store.restore(alice)  # already here, revoked: nothing changes
+    revoked_copy = replace(alice.key, access_key_id="RESTOREDKEY000000002")
+    assert store.restore(IssuedKey(revoked_copy, "t" * 40))  # a revoked key may share an active name
+    assert store.lookup(revoked_copy.access_key_id) == IssuedKey(revoked_copy, "t" * 40)
+    assert [k.name for k in store.keys()] == ["alice"]
+    assert store.create("bob", AUDITOR).key.active  # a refused change left the next one possible
+
+
+def test_a_store_newer_than_this_code_is_refused_untouched(open_store):
+    store = open_store()
+    store.create("alice", OPERATOR)
+    table = "schema_version" if type(store) is SQLiteKeyStore else "access_schema_version"
+    with store._write() as conn:
+        conn.execute(f"UPDATE {table} SET version = 99")
+    with pytest.raises(KeyStoreError, match=r"schema version 99.*Upgrade faceaudit") as refused:
+        open_store()
+    assert type(refused.value) is KeyStoreError  # not KeyStoreUnavailable: nothing failed but the version
+    assert is_schema_too_new(refused.value)  # what `faceaudit serve` turns into its message and exit 2
+    assert [k.name for k in store.keys()] == ["alice"]
 
 
 def test_file_is_0600_in_a_0700_directory_and_refused_when_readable_by_others(tmp_path):

@@ -2,8 +2,8 @@
 
 The same approach as faceaudit.storage.embedded: WAL mode, ``synchronous=FULL`` (a
 revocation or a new key, once acknowledged, survives a power cut), every change one
-``BEGIN IMMEDIATE`` transaction, one connection per thread (storage.sqlite_connections,
-shared with the review store), several processes at once.
+``BEGIN IMMEDIATE`` transaction, one connection per thread, several processes at once:
+faceaudit.storage.sql_database's SQLiteDatabase, the seam of the accountability stores.
 A file of its own rather than tables in faceaudit.db: its schema moves with the
 accountability work (keys now, the search log next) and not with the faces', and a
 key lookup shares no lock with face writes.
@@ -11,18 +11,23 @@ key lookup shares no lock with face writes.
 The file is created with mode 0600 (SQLite gives -wal and -shm the same mode) in a
 0700 directory, and refused when group or others may read it: it holds secrets in
 clear, as SigV4 requires (docs/access.md).
+
+Every method is written once, in the SQL SQLite and PostgreSQL both accept:
+PostgresKeyStore (faceaudit.access.postgres) is this class on a PostgresDatabase. A clash
+(a taken key id, an active name) is looked for before the INSERT, inside the write
+transaction, which holds the store's write lock: a failed statement would abort a
+PostgreSQL transaction, so the unique indexes are the last guard, not the explanation.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from faceaudit.access.keys import (
     INITIAL_KEY_NAME,
@@ -36,9 +41,15 @@ from faceaudit.access.keys import (
     validate_new_key,
 )
 from faceaudit.access.roles import ADMIN
-from faceaudit.storage.migrations import Step, latest_version, migrate
-from faceaudit.storage.sqlite_connections import ThreadConnections
-from faceaudit.storage.sqlite_transactions import immediate_transaction
+from faceaudit.storage.migrations import Step, latest_version
+from faceaudit.storage.sql_database import (
+    Connection,
+    PostgresDatabase,
+    SQLiteDatabase,
+    SqlStore,
+    StoreSchema,
+    postgres_ddl,
+)
 
 DB_FILENAME = "access.db"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
@@ -63,11 +74,18 @@ _SCHEMA = [
     # One active key per name; revoked ones keep theirs, so the log can still name them.
     "CREATE UNIQUE INDEX access_keys_active_name ON access_keys (name) WHERE revoked_ms IS NULL",
 ]
-# faceaudit.storage.migrations: version 1 creates the schema; a change is a new version.
+# faceaudit.storage.migrations, per database flavour: version 1 creates the schema; a change is a
+# new version. PostgreSQL: the same table in its types (BIGINT for INTEGER), versioned in a table of
+# its own, beside the faces' schema_version.
 MIGRATIONS: dict[int, list[Step]] = {1: list(_SCHEMA)}
+POSTGRES_MIGRATIONS: dict[int, list[Step]] = {1: [postgres_ddl(statement) for statement in _SCHEMA]}
+POSTGRES_VERSION_TABLE = "access_schema_version"
 SCHEMA_VERSION = latest_version(MIGRATIONS)
+_STORE_SCHEMA = StoreSchema(MIGRATIONS, POSTGRES_MIGRATIONS, POSTGRES_VERSION_TABLE)
+KEYS_LOCK = 0x6B657973  # "keys": PostgreSQL's advisory lock of key changes
 _COLUMNS = ("access_key_id, secret, name, role, unit, origin, created_ms, revoked_ms, "
             "revoked_reason, replaced_by")
+_BY_ID = f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?"
 
 
 def _now_ms() -> int:
@@ -90,65 +108,59 @@ def _issued(row: tuple) -> IssuedKey:
     return IssuedKey(key, row[1])
 
 
-class SQLiteKeyStore:
-    """KeyStore (faceaudit.access.keys) on SQLite in ``data_dir/access.db``."""
+def _name_is_active(conn: Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM access_keys WHERE name = ? AND revoked_ms IS NULL",
+                        (name,)).fetchone() is not None
 
-    # What a duplicate key id or active name raises; PostgresKeyStore extends it.
-    _integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
+class SQLiteKeyStore(SqlStore):
+    """KeyStore (faceaudit.access.keys) on SQLite in ``data_dir/access.db``."""
 
     def __init__(self, data_dir: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
         self.data_dir = Path(data_dir)
-        if not self.data_dir.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.data_dir, 0o700)  # mkdir's mode is filtered by the umask
         self.path = self.data_dir / DB_FILENAME
-        # Created 0600 by us, before SQLite sees it; an existing file others can read is refused.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        mode = stat.S_IMODE(os.stat(self.path).st_mode)
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyStoreError(
-                f"{self.path} is accessible to other users (mode {mode:04o}); the secrets in it may "
-                f"have leaked. Run 'chmod 600 {self.path}' and rotate every key ('faceaudit keys rotate')")
-        self._connections = ThreadConnections(self.path, busy_timeout=busy_timeout,
-                                               unavailable=KeyStoreUnavailable)
-        self._initialise()
+        try:  # created 0600 in a 0700 directory; an existing file others can read is refused
+            db = SQLiteDatabase(self.path, busy_timeout=busy_timeout, unavailable=KeyStoreUnavailable)
+        except PermissionError as error:
+            raise KeyStoreError(f"{error}, and rotate every key ('faceaudit keys rotate'): the secrets "
+                                "in it may have leaked") from None
+        self._open(db)
 
-    # --- connections and transactions
+    def _open(self, db: SQLiteDatabase | PostgresDatabase, *, first: str | None = None) -> None:
+        """Keep ``db``, migrated to this code's schema (after ``first``: one statement under the store's
+        write lock); closed again, and the store's own error raised, when that fails."""
+        try:
+            if first is not None:
+                with db.write() as conn:
+                    conn.execute(first)
+            # a database newer than the code is KeyStoreError: the store is there, this faceaudit is too old
+            super().__init__(_STORE_SCHEMA.migrate(db, error=KeyStoreError))
+        except BaseException as error:
+            db.close()  # closing twice (after a failed migration) is harmless
+            if isinstance(error, db.errors):
+                raise KeyStoreUnavailable(f"{db.describe} could not be opened: {error}") from error
+            raise
 
-    def _conn(self) -> sqlite3.Connection:
-        return self._connections.get()
+    # --- transactions: the database's errors become the store's own
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Connection]:
         try:
-            with immediate_transaction(self._conn()) as conn:
+            with self._db.write() as conn:
                 yield conn
-        except sqlite3.Error as error:  # rolled back already; callers see the store's own error
-            raise KeyStoreUnavailable(f"{self.path} could not be written: {error}") from error
+        except self._db.errors as error:  # rolled back already
+            raise KeyStoreUnavailable(f"{self._db.describe} could not be written: {error}") from error
 
-    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[Any]:
         try:
-            return self._conn().execute(sql, parameters).fetchall()
-        except sqlite3.Error as error:
-            raise KeyStoreUnavailable(f"{self.path} could not be read: {error}") from error
-
-    def _initialise(self) -> None:
-        with self._write() as conn:
-            migrate(conn, MIGRATIONS, describe=str(self.path), error=KeyStoreError)
-
-    def __enter__(self) -> SQLiteKeyStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._connections.close()
+            return self._db.rows(sql, parameters)
+        except self._db.errors as error:
+            raise KeyStoreUnavailable(f"{self._db.describe} could not be read: {error}") from error
 
     # --- reads
 
     def lookup(self, access_key_id: str) -> IssuedKey | None:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,))
+        rows = self._rows(_BY_ID, (access_key_id,))
         return _issued(rows[0]) if rows else None
 
     def keys(self, *, include_revoked: bool = False) -> list[AccessKey]:
@@ -158,27 +170,25 @@ class SQLiteKeyStore:
     def has_keys(self) -> bool:
         return bool(self._rows("SELECT 1 FROM access_keys LIMIT 1"))
 
-    # --- changes
+    # --- changes (each inside ``_write``: under the store's write lock, so a check holds until commit)
 
-    @classmethod
-    def _insert(cls, conn: sqlite3.Connection, access_key_id: str, secret: str, name: str, role: str,
-                unit: str | None, origin: str) -> IssuedKey:
-        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
-        try:
-            conn.execute(
-                "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (access_key_id, secret, name, role, unit, origin, _now_ms(), seq))
-        except cls._integrity_errors:
-            taken = conn.execute("SELECT 1 FROM access_keys WHERE access_key_id = ?",
-                                 (access_key_id,)).fetchone()
-            if taken:  # 1 in 36**20: a fresh id that already exists
-                raise KeyStoreError(f"access key id {access_key_id} exists; try again") from None
+    @staticmethod
+    def _insert(conn: Connection, access_key_id: str, secret: str, name: str, role: str,
+                unit: str | None, origin: str, *, created_ms: int | None = None, revoked_ms: int | None = None,
+                revoked_reason: str | None = None, replaced_by: str | None = None) -> IssuedKey:
+        if conn.execute("SELECT 1 FROM access_keys WHERE access_key_id = ?", (access_key_id,)).fetchone():
+            # 1 in 36**20: a fresh id that already exists
+            raise KeyStoreError(f"access key id {access_key_id} exists; try again")
+        if revoked_ms is None and _name_is_active(conn, name):
             raise KeyStoreError(f"an active key is already named {name!r} (revoke or rotate it, "
-                                "or choose another name)") from None
-        row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
-                           (access_key_id,)).fetchone()
-        return _issued(row)
+                                "or choose another name)")
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
+        conn.execute(
+            "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq, "
+            "revoked_ms, revoked_reason, replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (access_key_id, secret, name, role, unit, origin, _now_ms() if created_ms is None else created_ms,
+             seq, revoked_ms, revoked_reason, replaced_by))
+        return _issued(conn.execute(_BY_ID, (access_key_id,)).fetchone())
 
     def create(self, name: str, role: str, unit: str | None = None) -> IssuedKey:
         validate_new_key(name, role, unit)
@@ -190,8 +200,7 @@ class SQLiteKeyStore:
               name: str = INITIAL_KEY_NAME, role: str = ADMIN) -> tuple[AccessKey, bool]:
         validate_new_key(name, role, None)
         with self._write() as conn:  # one transaction: two servers starting at once adopt it once
-            row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
-                               (access_key_id,)).fetchone()
+            row = conn.execute(_BY_ID, (access_key_id,)).fetchone()
             if row is not None:
                 known = _issued(row)
                 if known.secret_access_key != secret_access_key:
@@ -211,10 +220,9 @@ class SQLiteKeyStore:
             return self._insert(conn, access_key_id, secret_access_key, chosen, role, None, origin).key, True
 
     @staticmethod
-    def _active(conn: sqlite3.Connection, name_or_id: str) -> IssuedKey:
+    def _active(conn: Connection, name_or_id: str) -> IssuedKey:
         """The key by access key id (checked first), else the active key of that name."""
-        row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
-                           (name_or_id,)).fetchone()
+        row = conn.execute(_BY_ID, (name_or_id,)).fetchone()
         if row is None:
             row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE name = ? AND revoked_ms IS NULL",
                                (name_or_id,)).fetchone()
@@ -240,9 +248,7 @@ class SQLiteKeyStore:
                         "('faceaudit keys create --role admin'), or pass --force")
             conn.execute("UPDATE access_keys SET revoked_ms = ?, revoked_reason = ? WHERE access_key_id = ?",
                          (_now_ms(), REVOKED, key.access_key_id))
-            row = conn.execute(f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?",
-                               (key.access_key_id,)).fetchone()
-            return _issued(row).key
+            return _issued(conn.execute(_BY_ID, (key.access_key_id,)).fetchone()).key
 
     def restore(self, issued: IssuedKey) -> bool:
         """Store a key exactly as another store holds it (``faceaudit storage migrate``): its id,
@@ -257,16 +263,11 @@ class SQLiteKeyStore:
                 if row[0] != issued.secret_access_key:
                     raise KeyStoreError(f"access key id {key.access_key_id} is here with another secret")
                 return False
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_keys").fetchone()[0]
-            try:
-                conn.execute(
-                    "INSERT INTO access_keys (access_key_id, secret, name, role, unit, origin, created_ms, seq, "
-                    "revoked_ms, revoked_reason, replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key.access_key_id, issued.secret_access_key, key.name, key.role, key.unit, key.origin,
-                     _ms(key.created), seq, _ms(key.revoked) if key.revoked else None, key.revoked_reason,
-                     key.replaced_by))
-            except self._integrity_errors:
-                raise KeyStoreError(f"an active key is already named {key.name!r} here") from None
+            if key.active and _name_is_active(conn, key.name):
+                raise KeyStoreError(f"an active key is already named {key.name!r} here")
+            self._insert(conn, key.access_key_id, issued.secret_access_key, key.name, key.role, key.unit,
+                         key.origin, created_ms=_ms(key.created), revoked_ms=_ms(key.revoked) if key.revoked else None,
+                         revoked_reason=key.revoked_reason, replaced_by=key.replaced_by)
             return True
 
     def rotate(self, name_or_id: str) -> IssuedKey:
