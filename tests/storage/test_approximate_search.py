@@ -259,6 +259,26 @@ def make_faces_vectors(rng, n):
     return np.stack([f.vector for f in make_faces(rng, n)])
 
 
+def test_a_graph_file_is_kept_when_only_how_hard_searches_look_changed(tmp_path):
+    """ef_search and overfetch are search settings: changing them reuses the file (a rebuild
+    takes minutes at a million faces), and the loaded graph searches with the new ef_search."""
+    rng = np.random.default_rng(8)
+    store = approximate_store(tmp_path)
+    store.create_collection("c", "m")
+    faces = make_faces(rng, 250)
+    store.add_faces("c", faces)
+    store.search("c", faces[0].vector, 1)
+    store.close()
+    harder = HnswParams(m=SMALL.m, ef_construction=SMALL.ef_construction, ef_search=48, overfetch=3)
+    reopened = approximate_store(tmp_path, params=harder)
+    assert reopened.search("c", faces[9].vector, 1)[0][0].face_id == faces[9].face_id
+    assert reopened.index_stats("c")["graph_event"] == "loaded"
+    reopened.close()
+    import faiss
+    loaded = GraphFile(graph_path(store)).load(1, 128, harder)
+    assert loaded.params == harder and faiss.downcast_index(loaded._index.index).hnsw.efSearch == 48
+
+
 def test_graph_builds_in_the_background_while_searches_stay_exact(tmp_path):
     rng = np.random.default_rng(8)
     store = approximate_store(tmp_path, background=True)

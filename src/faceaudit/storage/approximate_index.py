@@ -247,7 +247,11 @@ class GraphFile:
             raise GraphFileError("checksum mismatch")
         if header.get("collection") != collection or header.get("dim") != dim:
             raise GraphFileError("another collection's graph")
-        if header.get("params") != asdict(params):
+        built = header.get("params")
+        # Only the graph's shape must match: ef_search and overfetch are how hard a search
+        # looks, and a change to them must not cost a rebuild (minutes at a million faces).
+        if not isinstance(built, dict) or (built.get("m"), built.get("ef_construction")) != \
+                (params.m, params.ef_construction):
             raise GraphFileError("built with other parameters")
         try:
             index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
