@@ -347,8 +347,7 @@ class ApproximateSnapshot(IndexSnapshot):
             return _NO_HITS
         q = np.asarray(query, dtype=np.float32)
         labels, sq_distances = self.graph.search(q, candidates)
-        positions = np.minimum(np.searchsorted(exact.ids, labels), exact.n - 1)
-        keep = exact.ids[positions] == labels  # rows this snapshot holds
+        positions, keep = exact.positions_and_presence(labels)  # keep: rows this snapshot holds
         if exact.alive is not None:
             keep &= exact.alive[positions]
         if len(excluded):

@@ -185,11 +185,17 @@ class ExactSnapshot(IndexSnapshot):
         return pos
 
     def positions_if_present(self, ids: ArrayLike) -> np.ndarray:
+        positions, present = self.positions_and_presence(ids)
+        return positions[present]
+
+    def positions_and_presence(self, ids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """For each id, a row position and whether that row holds the id (so callers can keep
+        values that travel with the ids, such as distances, in step)."""
         wanted = np.asarray(ids, dtype=np.int64)
         if self.n == 0 or len(wanted) == 0:
-            return np.empty(0, dtype=np.int64)
+            return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
         pos = np.minimum(np.searchsorted(self.ids, wanted), self.n - 1)
-        return pos[self.ids[pos] == wanted]
+        return pos, self.ids[pos] == wanted
 
     # -- the search kernels -----------------------------------------------------------
     def _approx_sq_distances(self, query: np.ndarray) -> tuple[np.ndarray, float]:
